@@ -1,0 +1,43 @@
+# The README's commands. Everything installs into .venv at the repo root.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup test lint pytest node-test migrate demo weights serve clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required (torch 2.14.1 wheels); set PYTHON=/path/to/python3.11")'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade --quiet pip
+	$(PY) -m pip install --quiet -r requirements.txt -r requirements-dev.txt
+	touch $(STAMP)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+pytest: setup
+	$(VENV)/bin/pytest
+
+node-test: setup
+	@if [ -f clients/node/package.json ]; then cd clients/node && npm test; fi
+
+test: lint pytest node-test
+
+migrate: setup
+	$(PY) -m core.migrate
+
+weights: setup
+	$(PY) -m embeddings weights
+
+demo: setup
+	$(PY) -m demo $(ARGS)
+
+serve: setup
+	$(PY) -m serving
+
+clean:
+	rm -rf $(VENV) data .pytest_cache .ruff_cache

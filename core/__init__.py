@@ -1,0 +1,1 @@
+"""Shared ground for every part: settings, database access, migrations, a private PostgreSQL."""

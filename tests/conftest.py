@@ -1,0 +1,123 @@
+"""Test harness: a fresh PostgreSQL database per run, a private Airflow home, sample images.
+
+The database is created on the server the environment names (DB_HOST, DB_PORT,
+DB_USER, DB_PASS; default 127.0.0.1:5432 postgres). If no server answers, a
+private PostgreSQL is started in a temp dir for the run. The test database is
+migrated once and dropped at the end; its settings are exported to os.environ
+so subprocesses (uvicorn, node, airflow) reach the same database.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.helpers import TABLES
+
+_RUN_DIR = Path(tempfile.mkdtemp(prefix="imgsim-tests-"))
+_STATE: dict[str, object] = {}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Airflow reads its config at import: point it at a private home before any test imports it.
+    airflow_home = _RUN_DIR / "airflow"
+    airflow_home.mkdir(parents=True, exist_ok=True)
+    repo = Path(__file__).resolve().parent.parent
+    os.environ.update(
+        {
+            "AIRFLOW_HOME": str(airflow_home),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DAGS_FOLDER": str(repo / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(repo / "plugins"),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",
+            "AIRFLOW__CORE__UNIT_TEST_MODE": "True",
+            "DATA_DIR": str(_RUN_DIR / "data"),
+        }
+    )
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    dbname = _STATE.get("dbname")
+    admin = _STATE.get("admin_conninfo")
+    if dbname and admin:
+        try:
+            with psycopg.connect(str(admin), autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+        except psycopg.Error:
+            pass
+    server = _STATE.get("local_server")
+    if server is not None:
+        server.stop()  # type: ignore[attr-defined]
+    shutil.rmtree(_RUN_DIR, ignore_errors=True)
+
+
+def _admin_conninfo() -> str:
+    """Reach the configured server, or start a private one; returns a conninfo to the postgres DB."""
+    from core.localpg import LocalPostgres, port_answers
+
+    host = os.environ.get("DB_HOST", "127.0.0.1")
+    port = int(os.environ.get("DB_PORT", "5432"))
+    user = os.environ.get("DB_USER", "postgres")
+    password = os.environ.get("DB_PASS", "")
+    if port_answers(host, port):
+        info = psycopg.conninfo.make_conninfo(host=host, port=port, user=user, password=password or None,
+                                              dbname="postgres", connect_timeout=5)
+        try:
+            psycopg.connect(info).close()
+            return info
+        except psycopg.OperationalError as exc:
+            print(f"configured PostgreSQL refused us ({exc}); starting a private one")
+    server = LocalPostgres(_RUN_DIR / "pg").start()
+    _STATE["local_server"] = server
+    os.environ.update(server.env())
+    return psycopg.conninfo.make_conninfo(host="127.0.0.1", port=server.port, user="postgres", dbname="postgres")
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> str:
+    """Create and migrate this run's database; export DB_* so everything uses it. Returns its conninfo."""
+    from core.migrate import apply_migrations
+    from core.settings import get_settings
+
+    admin = _admin_conninfo()
+    dbname = f"imgsim_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{dbname}"')
+    _STATE.update(dbname=dbname, admin_conninfo=admin)
+    os.environ["DB_NAME"] = dbname
+    params = psycopg.conninfo.conninfo_to_dict(admin)
+    os.environ.update(DB_HOST=str(params["host"]), DB_PORT=str(params.get("port", 5432)),
+                      DB_USER=str(params.get("user", "postgres")))
+    get_settings.cache_clear()
+    info = psycopg.conninfo.make_conninfo(admin, dbname=dbname)
+    with psycopg.connect(info) as conn:
+        apply_migrations(conn)
+    return info
+
+
+@pytest.fixture
+def db(pg_database: str) -> Iterator[psycopg.Connection]:
+    """An autocommit connection to an emptied test database (every table truncated)."""
+    with psycopg.connect(pg_database, autocommit=True) as conn:
+        conn.execute(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE")
+        yield conn
+
+
+@pytest.fixture
+def settings(pg_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """Settings for one test: the test database, a fresh DATA_DIR and IMAGE_ROOT under tmp_path."""
+    from core.settings import get_settings
+
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("IMAGE_ROOT", str(tmp_path / "images"))
+    (tmp_path / "images").mkdir()
+    get_settings.cache_clear()
+    yield get_settings()
+    get_settings.cache_clear()

@@ -1,0 +1,60 @@
+"""Settings: the seed's names, and clear one-line errors for bad or unreachable databases."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from core.db import DatabaseUnavailable, connect
+from core.localpg import free_port
+from core.settings import REPO_ROOT, SettingsError, load_settings
+
+
+def test_seed_names_are_read_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in {"DB_HOST": "db.example", "DB_NAME": "ems", "DB_USER": "u", "DB_PASS": "p w'd",
+                       "DB_PORT": "6543", "API_PORT": "9000"}.items():
+        monkeypatch.setenv(key, value)
+    s = load_settings()
+    assert (s.db_host, s.db_name, s.db_user, s.db_pass, s.db_port, s.api_port) == (
+        "db.example", "ems", "u", "p w'd", 6543, 9000)
+    assert "password='p w\\'d'" in s.conninfo()
+
+
+def test_bad_value_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DB_PORT", "not-a-port")
+    with pytest.raises(SettingsError, match="DB_PORT"):
+        load_settings()
+
+
+def test_unreachable_database_says_which_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DB_PORT", str(free_port()))
+    with pytest.raises(DatabaseUnavailable) as info:
+        connect(load_settings(db_connect_timeout=2))
+    msg = str(info.value)
+    assert "DB_HOST" in msg and "DB_PORT" in msg and "\n" not in msg
+
+
+def test_missing_database_says_db_name(pg_database: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DB_NAME", "no_such_database_here")
+    with pytest.raises(DatabaseUnavailable, match="DB_NAME"):
+        connect(load_settings())
+
+
+def test_migrate_command_prints_one_line_not_a_traceback(tmp_path: Path) -> None:
+    env = {**os.environ, "DB_HOST": "127.0.0.1", "DB_PORT": str(free_port()), "DB_CONNECT_TIMEOUT": "2"}
+    res = subprocess.run([sys.executable, "-m", "core.migrate"], cwd=REPO_ROOT, env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == 2
+    assert "Traceback" not in res.stderr
+    assert res.stderr.startswith("error: cannot connect to PostgreSQL") and "DB_PORT" in res.stderr
+
+
+def test_migrate_command_applies_then_reports_up_to_date(pg_database: str) -> None:
+    res = subprocess.run([sys.executable, "-m", "core.migrate"], cwd=REPO_ROOT, env=dict(os.environ),
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert "schema already up to date" in res.stdout
