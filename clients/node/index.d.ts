@@ -1,0 +1,240 @@
+// Type declarations for image-similarity-client (the runtime is plain ESM in src/).
+
+/** Anything the client can upload: a file path, a file: URL, bytes, or a Blob/File. */
+export type Upload = string | URL | Blob | ArrayBuffer | ArrayBufferView;
+
+export interface ClientOptions {
+  /** Server URL. Default: IMAGE_SEARCH_URL, else http://127.0.0.1:8000 */
+  baseUrl?: string;
+  /** Sent as the X-API-Key header. Default: IMAGE_SEARCH_API_KEY */
+  apiKey?: string;
+  /** Milliseconds per attempt; 0 disables. Default 30000 */
+  timeout?: number;
+  /** Extra attempts on 503 (index loading) and connection refused. Default 3 */
+  retries?: number;
+  /** First backoff in ms, doubled per retry (with jitter). Default 250 */
+  retryDelay?: number;
+  /** Cap of one backoff and of a Retry-After hint, in ms. Default 5000 */
+  maxRetryDelay?: number;
+  /** Extra headers on every request. */
+  headers?: Record<string, string>;
+  /** Called before each retry. */
+  onRetry?: (info: RetryInfo) => void;
+  /** A fetch implementation. Default: the global fetch (Node 18+). */
+  fetch?: typeof fetch;
+}
+
+export interface RetryInfo {
+  /** The attempt that just failed (1-based). */
+  attempt: number;
+  /** Milliseconds until the next attempt. */
+  delay: number;
+  status: number;
+  code: string;
+  message: string;
+  method: string;
+  url: string;
+}
+
+/** Per-call options every method accepts. */
+export interface CallOptions {
+  /** Abort this call. */
+  signal?: AbortSignal;
+  /** Override the client's timeout for this call (ms). */
+  timeout?: number;
+  /** Override the client's retries for this call. */
+  retries?: number;
+}
+
+export interface UploadOptions extends CallOptions {
+  /** Name sent with the file part (default: the path's basename, the File's name, or "upload"). */
+  filename?: string;
+}
+
+export interface SearchOptions extends CallOptions {
+  /** How many results (server's default when omitted). */
+  topK?: number;
+  /** Only photos of this event (UUID). */
+  eventCode?: string;
+  /** Drop results scoring below this cosine similarity. */
+  minScore?: number;
+}
+
+/** One search hit: the seed's fields plus the image's UUID. */
+export interface SearchResult {
+  id: number;
+  code?: string;
+  filename: string;
+  similarity_score: number;
+  event_code: string;
+  [extra: string]: unknown;
+}
+
+export interface Health {
+  status: string;
+  total_vectors: number;
+  [extra: string]: unknown;
+}
+
+export interface Stats {
+  total_vectors_faiss: number;
+  total_images_db: number;
+  index_size_mb: number;
+  [extra: string]: unknown;
+}
+
+export interface Features {
+  vector: number[];
+  /** Seconds spent by the server. */
+  processing_time: number;
+  model?: string;
+  dim?: number;
+  [extra: string]: unknown;
+}
+
+/** The seed's /add_image body. */
+export interface AddImageData {
+  event_code: string;
+  filename: string;
+  /** Relative to the server's IMAGE_ROOT, e.g. "/uploads/cat.jpg". */
+  file_path: string;
+  file_size?: number;
+  mime_type?: string;
+  width?: number;
+  height?: number;
+  /** Validated but not indexed: the pipeline embeds the file itself. */
+  vector?: ArrayLike<number>;
+  [extra: string]: unknown;
+}
+
+export interface AddImageResult {
+  id: number;
+  faiss_index: number | null;
+  message: string;
+  [extra: string]: unknown;
+}
+
+export interface SearchFilters {
+  event_code?: string;
+  /** Alias of event_code. */
+  eventCode?: string;
+  [extra: string]: unknown;
+}
+
+export interface DuplicateImage {
+  id: number;
+  code: string;
+  filename: string;
+  [extra: string]: unknown;
+}
+
+export interface DuplicateGroup {
+  images: DuplicateImage[];
+  score: number;
+  [extra: string]: unknown;
+}
+
+export interface EventDuplicates {
+  event_code: string;
+  threshold: number;
+  groups: DuplicateGroup[];
+  [extra: string]: unknown;
+}
+
+export interface DuplicateCheck {
+  duplicate: boolean;
+  matches: SearchResult[];
+  [extra: string]: unknown;
+}
+
+export interface Versions {
+  current: unknown;
+  [extra: string]: unknown;
+}
+
+export declare class ImageSearchClient {
+  constructor(options?: ClientOptions);
+  readonly baseUrl: string;
+  apiKey: string | undefined;
+  timeout: number;
+  retries: number;
+  retryDelay: number;
+  maxRetryDelay: number;
+
+  /** GET / : throws ImageSearchError with status 503 while no index is loaded (after retries). */
+  health(options?: CallOptions): Promise<Health>;
+  /** POST /search (the seed's call). */
+  searchSimilar(
+    vector: ArrayLike<number>,
+    topK?: number,
+    filters?: SearchFilters,
+    options?: CallOptions,
+  ): Promise<SearchResult[]>;
+  /** POST /add_image (the seed's call): registers the row; the pipeline embeds it later. */
+  addImage(data: AddImageData, options?: CallOptions): Promise<AddImageResult>;
+  /** POST /extract_features. */
+  extractFeatures(file: Upload, options?: UploadOptions): Promise<Features>;
+  /** GET /stats. */
+  stats(options?: CallOptions): Promise<Stats>;
+  /** POST /search/image. */
+  searchByImage(file: Upload, options?: SearchOptions & UploadOptions): Promise<SearchResult[]>;
+  /** GET /images/{idOrCode}/similar (the image itself excluded). */
+  similarTo(idOrCode: number | string, options?: SearchOptions): Promise<SearchResult[]>;
+  /** GET /events/{eventCode}/duplicates. */
+  eventDuplicates(eventCode: string, options?: CallOptions & { threshold?: number }): Promise<EventDuplicates>;
+  /** POST /events/{eventCode}/duplicates/check. */
+  checkDuplicate(
+    eventCode: string,
+    file: Upload,
+    options?: UploadOptions & { threshold?: number },
+  ): Promise<DuplicateCheck>;
+  /** GET /versions. */
+  versions(options?: CallOptions): Promise<Versions>;
+  /** GET /metrics (Prometheus text). */
+  metrics(options?: CallOptions): Promise<string>;
+  /** Any route, with the client's timeout, retries and API key. */
+  request<T = unknown>(
+    method: string,
+    path: string,
+    options?: CallOptions & {
+      query?: Record<string, string | number | boolean | null | undefined>;
+      json?: unknown;
+      form?: FormData;
+      as?: 'json' | 'text';
+    },
+  ): Promise<T>;
+}
+
+export declare class ImageSearchError extends Error {
+  constructor(
+    message: string,
+    info?: {
+      status?: number;
+      code?: string;
+      body?: unknown;
+      method?: string;
+      url?: string;
+      attempts?: number;
+      cause?: unknown;
+    },
+  );
+  readonly name: 'ImageSearchError';
+  /** HTTP status; 0 when no response arrived (refused, timeout, abort). */
+  status: number;
+  /** HTTP_<status>, or ECONNREFUSED, ETIMEDOUT, EABORTED, EBADRESPONSE, ... */
+  code: string;
+  /** The parsed error body (JSON) or its text. */
+  body: unknown;
+  method?: string;
+  url?: string;
+  /** Attempts made, retries included. */
+  attempts: number;
+  /** 503 or connection refused: trying again later may work. */
+  readonly retryable: boolean;
+}
+
+export declare function createClient(options?: ClientOptions): ImageSearchClient;
+export declare function guessType(bytes: Uint8Array | null | undefined, name?: string): string;
+export declare function toUpload(input: Upload, filename?: string): Promise<{ blob: Blob; filename: string }>;
+
+export default ImageSearchClient;
