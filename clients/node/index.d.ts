@@ -73,6 +73,9 @@ export interface SearchResult {
 export interface Health {
   status: string;
   total_vectors: number;
+  index_version?: number | null;
+  model_version?: string | null;
+  index_type?: string | null;
   [extra: string]: unknown;
 }
 
@@ -80,6 +83,23 @@ export interface Stats {
   total_vectors_faiss: number;
   total_images_db: number;
   index_size_mb: number;
+  status?: string;
+  index_version?: number | null;
+  model?: string;
+  model_version?: string | null;
+  index_type?: string | null;
+  embedded?: number | null;
+  failed?: number | null;
+  /** Whether the database answered ("ok" / "unavailable"). */
+  database?: string;
+  /** Hot-swap history: swaps done, versions refused and why. */
+  swap?: {
+    swaps: number;
+    failures: number;
+    last_error: string | null;
+    failed_versions: Record<string, string>;
+    last_swap_at: string | null;
+  };
   [extra: string]: unknown;
 }
 
@@ -88,6 +108,7 @@ export interface Features {
   /** Seconds spent by the server. */
   processing_time: number;
   model?: string;
+  model_version?: string;
   dim?: number;
   [extra: string]: unknown;
 }
@@ -98,10 +119,7 @@ export interface AddImageData {
   filename: string;
   /** Relative to the server's IMAGE_ROOT, e.g. "/uploads/cat.jpg". */
   file_path: string;
-  file_size?: number;
-  mime_type?: string;
-  width?: number;
-  height?: number;
+  metadata?: { width?: number; height?: number; file_size?: number; mime_type?: string; [extra: string]: unknown };
   /** Validated but not indexed: the pipeline embeds the file itself. */
   vector?: ArrayLike<number>;
   [extra: string]: unknown;
@@ -109,9 +127,20 @@ export interface AddImageData {
 
 export interface AddImageResult {
   id: number;
+  code?: string;
   faiss_index: number | null;
   message: string;
+  /** "queued": the pipeline embeds and indexes the file on its next run. */
+  status?: string;
+  event_code?: string;
+  /** True when a client vector was sent: validated, not indexed. */
+  vector_ignored?: boolean;
   [extra: string]: unknown;
+}
+
+export interface VectorSearchOptions extends CallOptions {
+  /** Drop results scoring below this cosine similarity. */
+  minScore?: number;
 }
 
 export interface SearchFilters {
@@ -130,7 +159,10 @@ export interface DuplicateImage {
 
 export interface DuplicateGroup {
   images: DuplicateImage[];
+  /** Highest similarity between two images of the group. */
   score: number;
+  /** Weakest link that joined the group. */
+  min_score?: number;
   [extra: string]: unknown;
 }
 
@@ -138,17 +170,40 @@ export interface EventDuplicates {
   event_code: string;
   threshold: number;
   groups: DuplicateGroup[];
+  images_checked?: number;
+  index_version?: number;
   [extra: string]: unknown;
 }
 
 export interface DuplicateCheck {
   duplicate: boolean;
   matches: SearchResult[];
+  threshold?: number;
+  event_code?: string;
+  [extra: string]: unknown;
+}
+
+export interface VersionInfo {
+  version: number;
+  count?: number | null;
+  index_type?: string | null;
+  created_at?: string | null;
+  published_at?: string | null;
+  status?: string | null;
+  /** Named by CURRENT on disk. */
+  current?: boolean;
+  /** The version this server answers from. */
+  served?: boolean;
+  /** Why the server refused to load it, if it did. */
+  error?: string | null;
   [extra: string]: unknown;
 }
 
 export interface Versions {
-  current: unknown;
+  model_version: string | null;
+  current: number | null;
+  served: number | null;
+  versions: VersionInfo[];
   [extra: string]: unknown;
 }
 
@@ -167,8 +222,8 @@ export declare class ImageSearchClient {
   searchSimilar(
     vector: ArrayLike<number>,
     topK?: number,
-    filters?: SearchFilters,
-    options?: CallOptions,
+    filters?: SearchFilters | null,
+    options?: VectorSearchOptions,
   ): Promise<SearchResult[]>;
   /** POST /add_image (the seed's call): registers the row; the pipeline embeds it later. */
   addImage(data: AddImageData, options?: CallOptions): Promise<AddImageResult>;

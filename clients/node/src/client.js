@@ -63,13 +63,15 @@ export class ImageSearchClient {
   }
 
   /**
-   * POST /search with a query vector (the seed's call). `filters` is `{event_code}` (or `{eventCode}`).
+   * POST /search with a query vector (the seed's call). `filters` is `{event_code}` (or `{eventCode}`);
+   * `options.minScore` drops weaker hits.
    * @returns {Promise<object[]>} `[{id, code, filename, similarity_score, event_code}]`, best first
    */
   async searchSimilar(vector, topK = 10, filters = {}, options) {
     const body = { vector: toVector(vector), top_k: topK };
     const f = normaliseFilters(filters);
     if (f) body.filters = f;
+    if (options?.minScore !== undefined && options?.minScore !== null) body.min_score = options.minScore;
     return this.request('POST', 'search', { ...options, json: body });
   }
 

@@ -256,14 +256,14 @@ describe('requests', () => {
     const srv = await serve((req, res) => json(res, 200, req.url.endsWith('/search') ? [] : { id: 1 }));
     try {
       const client = createClient({ baseUrl: `${srv.url}/api/v1`, apiKey: 'k3y' });
-      await client.searchSimilar(new Float32Array([0.5, 0.25]), 3, { eventCode: 'e-1' });
+      await client.searchSimilar(new Float32Array([0.5, 0.25]), 3, { eventCode: 'e-1' }, { minScore: 0.25 });
       await client.searchSimilar([1, 0]);
       await client.addImage({ event_code: 'e-1', filename: 'a.jpg', file_path: '/uploads/a.jpg', vector: new Float64Array([1]) });
       const [s1, s2, add] = srv.seen;
       assert.equal(s1.url, '/api/v1/search');
       assert.equal(s1.headers['x-api-key'], 'k3y');
       assert.equal(s1.headers['content-type'], 'application/json');
-      assert.deepEqual(JSON.parse(s1.body), { vector: [0.5, 0.25], top_k: 3, filters: { event_code: 'e-1' } });
+      assert.deepEqual(JSON.parse(s1.body), { vector: [0.5, 0.25], top_k: 3, filters: { event_code: 'e-1' }, min_score: 0.25 });
       assert.deepEqual(JSON.parse(s2.body), { vector: [1, 0], top_k: 10 });
       assert.equal(add.url, '/api/v1/add_image');
       assert.deepEqual(JSON.parse(add.body), { event_code: 'e-1', filename: 'a.jpg', file_path: '/uploads/a.jpg', vector: [1] });
