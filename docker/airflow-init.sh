@@ -1,0 +1,40 @@
+#!/bin/bash
+# One-shot set-up run by the airflow-init service (as root) before any other
+# Airflow container starts:
+#   1. warns when the host is too small for the Airflow stack;
+#   2. creates the shared folders (Airflow logs, DATA_DIR's embeddings, indexes
+#      and weights) and hands them to AIRFLOW_UID, the user every Airflow
+#      container and the search server run as;
+#   3. migrates Airflow's metadata database and creates the admin user, through
+#      the official image's entrypoint (_AIRFLOW_DB_MIGRATE, _AIRFLOW_WWW_USER_CREATE).
+# The image database's schema is applied by the `migrate` service, not here.
+set -euo pipefail
+
+if [[ -z "${AIRFLOW_UID:-}" ]]; then
+    echo "WARNING: AIRFLOW_UID is not set; shared files will belong to uid 50000." >&2
+    echo "         On Linux put AIRFLOW_UID=\$(id -u) in .env (see docs/operations.md)." >&2
+    AIRFLOW_UID=50000
+fi
+
+mem_mb=$(( $(getconf _PHYS_PAGES) * $(getconf PAGE_SIZE) / 1048576 ))
+cpus=$(nproc)
+if (( mem_mb < 4000 )); then
+    echo "WARNING: ${mem_mb} MiB of memory available to Docker; Airflow with torch needs at least 4 GiB." >&2
+fi
+if (( cpus < 2 )); then
+    echo "WARNING: ${cpus} CPU available to Docker; at least 2 are recommended." >&2
+fi
+
+data_dir="${DATA_DIR:-/data}"
+mkdir -p /opt/airflow/logs "${data_dir}/embeddings" "${data_dir}/indexes" "${data_dir}/weights"
+chown -R "${AIRFLOW_UID}:0" /opt/airflow/logs "${data_dir}"
+chmod -R g+rwX "${data_dir}"
+
+echo "Airflow version, metadata database migration and admin user:"
+/entrypoint airflow version
+
+if [[ ! -f "${MODEL_WEIGHTS:-${data_dir}/weights/resnet50_places365.pth.tar}" && "${EMBEDDING_MODEL:-}" == "places365-resnet50" ]]; then
+    echo "NOTE: EMBEDDING_MODEL=places365-resnet50 but its weights are missing;" >&2
+    echo "      run: docker compose run --rm airflow-cli python -m embeddings weights" >&2
+fi
+echo "airflow-init: done"
