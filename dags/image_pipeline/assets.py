@@ -1,0 +1,46 @@
+"""The Assets the DAGs produce and consume, one per model name.
+
+Assets are keyed by the model *name* (known when the DAG file is parsed),
+and the event extra carries the exact `model_version` (known only once the
+model is loaded). Tasks add events through an AssetAlias, so a run that
+embedded nothing, or published nothing, emits no event at all.
+"""
+
+from __future__ import annotations
+
+import os
+
+from airflow.sdk import Asset, AssetAlias
+
+# The registry names of embeddings.models (kept here so parsing never imports torch;
+# tests/dags check the two lists agree).
+MODEL_NAMES: tuple[str, ...] = ("places365-resnet50", "efficientnet-lite0")
+
+EMBEDDINGS_ALIAS = AssetAlias(name="image-embeddings")
+INDEX_ALIAS = AssetAlias(name="image-index")
+
+
+def embeddings_asset(model: str) -> Asset:
+    """The Asset updated whenever new vectors of `model` land in the Parquet dataset."""
+    return Asset(name=f"image-embeddings/{model}", uri=f"image-embeddings://{model}", group="image-similarity")
+
+
+def index_asset(model: str) -> Asset:
+    """The Asset updated whenever a new index version of `model` is published."""
+    return Asset(name=f"image-index/{model}", uri=f"image-index://{model}", group="image-similarity")
+
+
+EMBEDDINGS_ASSETS: tuple[Asset, ...] = tuple(embeddings_asset(m) for m in MODEL_NAMES)
+INDEX_ASSETS: tuple[Asset, ...] = tuple(index_asset(m) for m in MODEL_NAMES)
+
+
+def default_model() -> str:
+    """EMBEDDING_MODEL when it names a registry model, else the first one (read at parse time, cheaply)."""
+    configured = os.environ.get("EMBEDDING_MODEL", "").strip()
+    return configured if configured in MODEL_NAMES else MODEL_NAMES[0]
+
+
+def model_of_asset_name(name: str) -> str | None:
+    """`image-embeddings/<model>` -> `<model>` (None for any other asset)."""
+    prefix = "image-embeddings/"
+    return name[len(prefix):] if name.startswith(prefix) and name[len(prefix):] in MODEL_NAMES else None

@@ -1,0 +1,140 @@
+"""Airflow fixtures: the metadata DB (SQLite, migrated once), the `image_db` connection, DAG runs.
+
+tests/conftest.py already points AIRFLOW_HOME at a temp dir and the DAGs and
+plugins folders at the repo's. Here the image database's Airflow connection
+(AIRFLOW_CONN_IMAGE_DB) is set from the test PostgreSQL, so the DAG tasks reach
+it through PostgresHook exactly as in production.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg.conninfo import conninfo_to_dict
+
+REPO = Path(__file__).resolve().parents[2]
+DAGS_DIR = REPO / "dags"
+TEST_MODEL = "efficientnet-lite0"
+
+# The DAG files import their support package from the DAGs folder, as Airflow's parser does.
+if str(DAGS_DIR) not in sys.path:
+    sys.path.insert(0, str(DAGS_DIR))
+
+
+def airflow_connection_json(conninfo: str) -> str:
+    """The Airflow connection (JSON form of AIRFLOW_CONN_<ID>) for a libpq conninfo."""
+    params = conninfo_to_dict(conninfo)
+    conn = {
+        "conn_type": "postgres",
+        "host": params.get("host", "127.0.0.1"),
+        "port": int(params.get("port") or 5432),
+        "login": params.get("user", "postgres"),
+        "schema": params["dbname"],
+    }
+    if params.get("password"):
+        conn["password"] = params["password"]
+    return json.dumps(conn)
+
+
+@pytest.fixture(scope="session")
+def airflow_env(pg_database: str) -> Iterator[None]:
+    """Migrate the Airflow metadata DB once and expose the test database as connection `image_db`."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("AIRFLOW_CONN_IMAGE_DB", airflow_connection_json(pg_database))
+    mp.setenv("EMBEDDING_MODEL", TEST_MODEL)
+    airflow = Path(sys.executable).with_name("airflow")
+    proc = subprocess.run([str(airflow), "db", "migrate"], env=os.environ.copy(), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, f"airflow db migrate failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+    yield
+    mp.undo()
+
+
+@pytest.fixture(scope="session")
+def dag_bag(airflow_env: None):  # type: ignore[no-untyped-def]
+    """The repo's DAG files, parsed the way the DAG processor does (bundle path on sys.path)."""
+    from airflow.dag_processing.dagbag import BundleDagBag
+
+    bag = BundleDagBag(dag_folder=DAGS_DIR, bundle_path=DAGS_DIR, bundle_name="dags-folder")
+    assert not bag.import_errors, bag.import_errors
+    return bag
+
+
+@dataclass
+class ImageRows:
+    """Rows registered in `images` for a test, with the files they point at."""
+
+    root: Path
+    conn: psycopg.Connection
+    events: dict[str, str] = field(default_factory=dict)
+
+    def event(self, name: str) -> str:
+        """The code of event `name`, created on first use."""
+        if name not in self.events:
+            code = str(uuid.uuid4())
+            self.conn.execute("INSERT INTO events (code, name) VALUES (%s, %s)", (code, name))
+            self.events[name] = code
+        return self.events[name]
+
+    def add(self, file_path: str, event: str = "main", created_at: datetime | None = None) -> int:
+        """Register one file (path relative to IMAGE_ROOT, or anything the app could store); returns its id."""
+        row = self.conn.execute(
+            "INSERT INTO images (event_code, filename, file_path, created_at)"
+            " VALUES (%s, %s, %s, COALESCE(%s, CURRENT_TIMESTAMP)) RETURNING id",
+            (self.event(event), Path(file_path).name, file_path, created_at),
+        ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    def add_files(self, paths: list[Path], event: str = "main", created_at: datetime | None = None) -> list[int]:
+        return [self.add(str(p.relative_to(self.root)), event, created_at) for p in paths]
+
+
+@pytest.fixture
+def image_rows(db: psycopg.Connection, settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ImageRows:  # type: ignore[no-untyped-def]
+    """An empty test database whose IMAGE_ROOT holds the sample data (read in place) or generated photos."""
+    from core.sample_data import sample_data_dir
+    from core.settings import get_settings
+
+    data = sample_data_dir()
+    root = data if data is not None and (data / "photos").is_dir() else tmp_path / "images"
+    monkeypatch.setenv("IMAGE_ROOT", str(root))
+    monkeypatch.setenv("EMBEDDING_MODEL", TEST_MODEL)
+    get_settings.cache_clear()
+    db.execute("SET TIME ZONE 'UTC'")
+    return ImageRows(root=root, conn=db)
+
+
+def photos(rows: ImageRows, count: int, *, offset: int = 0) -> list[Path]:
+    """`count` sample photos under the rows' IMAGE_ROOT (real ones, else generated there)."""
+    from core.sample_data import sample_photos
+
+    found = sample_photos(offset + count, out_dir=rows.root)
+    assert len(found) >= offset + count
+    return found[offset : offset + count]
+
+
+def run_dag(dag, conf: dict | None = None, *, expect: str = "success"):  # type: ignore[no-untyped-def]
+    """One real DAG run through dag.test() (tasks run in this process); asserts its final state."""
+    dr = dag.test(run_conf=conf or {}, logical_date=datetime.now(UTC))
+    states = {(ti.task_id, ti.map_index): ti.state for ti in dr.get_task_instances()}
+    assert dr.state == expect, f"{dag.dag_id} run ended {dr.state}: {states}"
+    return dr
+
+
+def task_states(dr) -> dict[str, list[str]]:  # type: ignore[no-untyped-def]
+    """task_id -> states of its (mapped) instances, for assertions."""
+    out: dict[str, list[str]] = {}
+    for ti in dr.get_task_instances():
+        out.setdefault(ti.task_id, []).append(str(ti.state))
+    return out
