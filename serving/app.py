@@ -1,0 +1,45 @@
+"""The FastAPI application factory: routes, error handlers, limits, metrics, and the index watcher."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from core.settings import Settings, get_settings
+from serving import errors
+from serving.metrics import MetricsMiddleware
+from serving.routes import api_router
+from serving.state import ServerState
+
+DESCRIPTION = """Read-only similarity search over the published FAISS index of the served model.
+
+The seed's routes keep their shapes (`GET /`, `POST /add_image`, `POST /search`,
+`POST /extract_features`, `GET /stats`); search by image, by indexed image,
+duplicate groups and checks, versions and Prometheus metrics are added.
+Every error is JSON `{"detail": ..., "message": ...}` with a 4xx status
+(503 while no index version is loaded).
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """A server for `settings` (default: the environment). The watcher starts with the app's lifespan."""
+    settings = settings or get_settings()
+    state = ServerState(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state.start()
+        try:
+            yield
+        finally:
+            await state.stop()
+
+    app = FastAPI(title="Image similarity search", version="1.0.0", description=DESCRIPTION, lifespan=lifespan)
+    app.state.server = state
+    errors.install(app)
+    app.include_router(api_router)
+    app.add_middleware(errors.BodyLimitMiddleware, limit=int(settings.max_upload_mb * 2**20))
+    app.add_middleware(MetricsMiddleware, metrics=state.metrics)
+    return app

@@ -1,0 +1,70 @@
+"""Route dependencies: the server state, the served index (or 503), the API key, id/UUID parsing."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from typing import Annotated
+
+from fastapi import Depends, Header, HTTPException, Request
+
+from serving.served import ServedIndex
+from serving.state import ServerState
+
+
+def get_state(request: Request) -> ServerState:
+    return request.app.state.server  # type: ignore[no-any-return]
+
+
+State = Annotated[ServerState, Depends(get_state)]
+
+
+def get_served(state: State) -> ServedIndex:
+    """The version this request uses from start to end (taken once: a swap never changes it mid-request)."""
+    served = state.holder.current
+    if served is None:
+        raise HTTPException(503, f"no index loaded: {state.holder.reason or 'loading'}",
+                            headers={"Retry-After": str(max(1, int(state.settings.swap_poll_seconds)))})
+    return served
+
+
+Served = Annotated[ServedIndex, Depends(get_served)]
+
+
+def require_api_key(state: State, x_api_key: Annotated[str | None, Header()] = None) -> None:
+    """Write routes need X-API-Key when API_KEY is set: 401 without one, 403 with a wrong one."""
+    expected = state.settings.api_key
+    if not expected:
+        return
+    if not x_api_key:
+        raise HTTPException(401, "this route needs the X-API-Key header", headers={"WWW-Authenticate": "ApiKey"})
+    if not secrets.compare_digest(x_api_key.encode(), expected.encode()):
+        raise HTTPException(403, "wrong API key")
+
+
+def parse_event_code(event_code: str) -> str:
+    """A canonical lower-case UUID string, or 422."""
+    try:
+        return str(uuid.UUID(event_code))
+    except (ValueError, AttributeError, TypeError):
+        raise HTTPException(422, f"event_code {event_code[:64]!r} is not a UUID") from None
+
+
+def resolve_image(served: ServedIndex, id_or_code: str) -> int:
+    """An image id from `123` or a UUID code; 422 for neither, 404 when the index does not have it."""
+    text = id_or_code.strip()
+    if text.isdigit() and len(text) <= 12:
+        image_id = int(text)
+        if not served.has(image_id):
+            raise HTTPException(404, f"image {image_id} is not in index version {served.version} "
+                                     "(unknown, deleted, or not embedded yet)")
+        return image_id
+    try:
+        code = str(uuid.UUID(text))
+    except ValueError:
+        raise HTTPException(422, f"{text[:64]!r} is neither an image id (integer) nor an image code (UUID)") from None
+    image_id = served.id_for_code(code)
+    if image_id is None:
+        raise HTTPException(404, f"image {code} is not in index version {served.version} "
+                                 "(unknown, deleted, or not embedded yet)")
+    return image_id

@@ -1,0 +1,107 @@
+"""Every error leaves as JSON `{"detail": str, "message": str}` with the right status; never a bare 500.
+
+FastAPI's own validation errors become 422 with one readable line (plus the
+per-field list under `errors`); HTTP errors keep their status. A body bigger
+than MAX_UPLOAD_MB is cut off with 413 while it streams in.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("serving.errors")
+
+
+def error_body(status: int, message: str, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
+    return JSONResponse({"detail": message, "message": message, **extra}, status_code=status, headers=headers)
+
+
+def _loc(loc: tuple[Any, ...] | list[Any]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header", "form")] or [str(p) for p in loc]
+    return ".".join(parts)
+
+
+def _summary(errors: list[dict[str, Any]]) -> str:
+    if not errors:
+        return "invalid request"
+    first = errors[0]
+    where = _loc(first.get("loc", ()))
+    msg = str(first.get("msg", "invalid value"))
+    if first.get("type") == "json_invalid":
+        return f"body is not valid JSON: {first.get('ctx', {}).get('error', msg)}"
+    if first.get("type") == "missing":
+        msg = "field required"
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{where}: {msg}{more}" if where else f"{msg}{more}"
+
+
+async def validation_handler(request: Request, exc: RequestValidationError) -> JSONResponse:
+    errs = list(exc.errors())
+    plain = [{"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+             for e in errs[:20]]
+    return JSONResponse({"detail": _summary(errs), "message": _summary(errs), "errors": plain}, status_code=422)
+
+
+async def http_handler(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+    return JSONResponse({"detail": message, "message": message}, status_code=exc.status_code,
+                        headers=getattr(exc, "headers", None))
+
+
+async def unexpected_handler(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    message = f"internal error ({type(exc).__name__}); the server log has the details"
+    return JSONResponse({"detail": message, "message": message}, status_code=500)
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, validation_handler)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, http_handler)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, unexpected_handler)
+
+
+class BodyTooLarge(StarletteHTTPException):
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body exceeds the {limit / 2**20:g} MB limit (MAX_UPLOAD_MB)")
+
+
+class BodyLimitMiddleware:
+    """Refuse bodies over `limit` bytes: at once from Content-Length, else while chunks arrive."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = -1
+                if declared > self.limit:
+                    response = error_body(413, str(BodyTooLarge(self.limit).detail), {"Connection": "close"})
+                    await response(scope, receive, send)
+                    return
+        seen = 0
+
+        async def limited_receive() -> dict[str, Any]:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise BodyTooLarge(self.limit)
+            return message
+
+        await self.app(scope, limited_receive, send)
+

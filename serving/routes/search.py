@@ -1,0 +1,48 @@
+"""POST /search (the seed's vector search) and POST /search/image (search by an uploaded photo)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, UploadFile
+from fastapi.responses import JSONResponse
+
+from serving import search as engine
+from serving.deps import Served, State, parse_event_code
+from serving.routes.common import NO_INDEX, UPLOAD, VALIDATION
+from serving.schemas import MAX_TOP_K, SearchHit, SearchRequest
+from serving.uploads import embed_upload
+
+router = APIRouter(tags=["search"])
+
+
+def hits_response(result: engine.SearchResult) -> JSONResponse:
+    """The seed's list; `X-Deleted-Filter: skipped` says the database was down (deleted images not checked)."""
+    headers = None if result.filtered else {"X-Deleted-Filter": "skipped"}
+    return JSONResponse(result.hits, headers=headers)
+
+
+@router.post("/search", response_model=list[SearchHit], responses={**VALIDATION, **NO_INDEX},
+             summary="top-k images most similar to a vector, optionally within one event")
+async def search_vector(body: SearchRequest, state: State, served: Served) -> JSONResponse:
+    query = engine.query_vector(body.vector, served.dim, served.model_version)
+    event = str(body.filters.event_code) if body.filters and body.filters.event_code else None
+    result = await engine.search(served, state.db, query, top_k=body.top_k, event_code=event,
+                                 min_score=body.min_score)
+    return hits_response(result)
+
+
+@router.post("/search/image", response_model=list[SearchHit], responses={**VALIDATION, **NO_INDEX, **UPLOAD},
+             summary="images most similar to an uploaded photo (its 90/180/270-degree rotations included)")
+async def search_image(
+    state: State,
+    served: Served,
+    file: Annotated[UploadFile, File(description="a JPEG, PNG, WebP, TIFF... photo")],
+    top_k: Annotated[int, Form(ge=1, le=MAX_TOP_K)] = 10,
+    event_code: Annotated[str | None, Form(description="only images of this event (UUID)")] = None,
+    min_score: Annotated[float | None, Form(ge=-1.0, le=1.0, allow_inf_nan=False)] = None,
+) -> JSONResponse:
+    event = parse_event_code(event_code) if event_code else None
+    queries = await embed_upload(state, file, with_rotations=True)
+    result = await engine.search(served, state.db, queries, top_k=top_k, event_code=event, min_score=min_score)
+    return hits_response(result)

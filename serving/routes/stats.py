@@ -1,0 +1,92 @@
+"""GET /stats (the seed's counts plus version, model and swap state) and GET /versions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from serving.database import DatabaseDown
+from serving.deps import State
+from serving.schemas import StatsResponse, VersionsResponse
+
+router = APIRouter(tags=["stats"])
+
+
+def _size_mb(served: Any) -> float:
+    folder = served.loaded.store.version_dir(served.version) if hasattr(served.loaded, "store") else None
+    if folder is None or not folder.is_dir():
+        return 0.0
+    return round(sum(p.stat().st_size for p in folder.iterdir() if p.is_file()) / 2**20, 3)
+
+
+def _swap(state: Any) -> dict[str, Any]:
+    s = state.holder.stats
+    return {"swaps": s.swaps, "failures": s.failures, "last_error": s.last_error,
+            "failed_versions": {str(k): v for k, v in s.failed_versions.items()}, "last_swap_at": s.last_swap_at}
+
+
+@router.get("/stats", response_model=StatsResponse, summary="index and database counts, served version, swap state")
+async def stats(state: State) -> dict:
+    served = state.holder.current
+    model_version = served.model_version if served else state.holder.model_version
+    total_db = embedded = failed = None
+    try:
+        total_db = int((await state.db.fetch("SELECT count(*) FROM images"))[0][0])
+        if model_version:
+            rows = await state.db.fetch(
+                "SELECT status, count(*) FROM image_embeddings WHERE model_version = %s GROUP BY status",
+                (model_version,))
+            counts = {str(r[0]): int(r[1]) for r in rows}
+            embedded, failed = counts.get("embedded", 0), counts.get("failed", 0)
+    except DatabaseDown:
+        pass
+    return {
+        "total_vectors_faiss": served.count if served else 0,
+        "total_images_db": total_db,
+        "index_size_mb": _size_mb(served) if served else 0.0,
+        "status": "ready" if served else f"unavailable: {state.holder.reason}",
+        "index_version": served.version if served else None,
+        "model": state.settings.embedding_model,
+        "model_version": model_version,
+        "index_type": served.index_type if served else None,
+        "embedded": embedded,
+        "failed": failed,
+        "database": state.db.state,
+        "swap": _swap(state),
+    }
+
+
+@router.get("/versions", response_model=VersionsResponse, summary="the CURRENT version and the kept backups")
+async def versions(state: State) -> dict:
+    served = state.holder.current
+    store = state.holder.store()
+    if store is None:
+        return {"model_version": None, "current": None, "served": None, "versions": []}
+    try:
+        current = store.current_version()
+    except Exception:  # a damaged CURRENT file: say so per version below
+        current = None
+    rows: dict[int, dict[str, Any]] = {}
+    try:
+        for v, status, published_at in await state.db.fetch(
+            "SELECT version, status, published_at FROM index_versions WHERE model_version = %s",
+            (store.model_version,)):
+            rows[int(v)] = {"status": status, "published_at": published_at.isoformat() if published_at else None}
+    except DatabaseDown:
+        pass
+    out = []
+    for v in sorted(set(store.versions()) | set(rows), reverse=True):
+        info: dict[str, Any] = {"version": v, "current": v == current,
+                                "served": served is not None and served.version == v, **rows.get(v, {})}
+        try:
+            manifest = store.read_manifest(v)
+            info.update(count=manifest.get("count"), index_type=manifest.get("index_type"),
+                        created_at=manifest.get("created_at"))
+        except Exception as exc:  # pruned or damaged: listed with why
+            info["error"] = str(exc)
+        if v in state.holder.stats.failed_versions:
+            info["error"] = state.holder.stats.failed_versions[v]
+        out.append(info)
+    return {"model_version": store.model_version, "current": current,
+            "served": served.version if served else None, "versions": out}
