@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     max_upload_mb: float = Field(20.0, gt=0)
     duplicate_threshold: float = Field(0.90, ge=-1.0, le=1.0)
     swap_poll_seconds: float = Field(2.0, gt=0)
+    search_server_url: str | None = Field(
+        None, description="public URL of the search server for links (Airflow plugin); default http://API_HOST:API_PORT/"
+    )
 
     @property
     def resolved_data_dir(self) -> Path:
