@@ -241,7 +241,7 @@ export declare class ImageSearchClient {
   checkDuplicate(
     eventCode: string,
     file: Upload,
-    options?: UploadOptions & { threshold?: number },
+    options?: UploadOptions & { threshold?: number; topK?: number },
   ): Promise<DuplicateCheck>;
   /** GET /versions. */
   versions(options?: CallOptions): Promise<Versions>;

@@ -136,11 +136,12 @@ export class ImageSearchClient {
 
   /**
    * POST /events/{eventCode}/duplicates/check: is this upload already in the event?
+   * @param {object} [options] `{threshold, topK, filename}` (threshold: server default when omitted)
    * @returns {Promise<{duplicate: boolean, matches: object[]}>}
    */
   async checkDuplicate(eventCode, file, options = {}) {
     const code = pathSegment('eventCode', eventCode);
-    const form = await formWith(file, options.filename, { threshold: options.threshold });
+    const form = await formWith(file, options.filename, { threshold: options.threshold, top_k: options.topK });
     return this.request('POST', `events/${code}/duplicates/check`, { ...options, form });
   }
 
