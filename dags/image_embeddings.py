@@ -26,7 +26,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from airflow.sdk import CronDataIntervalTimetable, TriggerRule, dag, task
-from image_pipeline.assets import EMBEDDINGS_ALIAS, embeddings_asset
+from image_pipeline.assets import EMBEDDINGS_ALIAS, base_model, embeddings_asset
 from image_pipeline.params import embedding_params
 
 DEFAULT_ARGS = {
@@ -92,7 +92,8 @@ def image_embeddings() -> None:
         summary = summarise(list(results))
         if summary["added"] > 0 and summary["model"]:
             summary["run_id"] = context["run_id"]
-            context["outlet_events"][EMBEDDINGS_ALIAS].add(embeddings_asset(summary["model"]), extra=summary)
+            asset = embeddings_asset(base_model(summary["model"]))
+            context["outlet_events"][EMBEDDINGS_ALIAS].add(asset, extra=summary)
         return summary
 
     @task

@@ -21,7 +21,7 @@ from functools import reduce
 from operator import or_
 
 from airflow.sdk import dag, task, task_group
-from image_pipeline.assets import EMBEDDINGS_ASSETS, INDEX_ALIAS, index_asset
+from image_pipeline.assets import EMBEDDINGS_ASSETS, INDEX_ALIAS, base_model, index_asset
 from image_pipeline.params import index_params
 
 DEFAULT_ARGS = {
@@ -93,7 +93,7 @@ def image_index() -> None:
             from image_pipeline.embedding_tasks import image_db_conninfo
 
             extra = index_tasks.publish(image_db_conninfo(), verified, dag_run_id=context["run_id"])
-            context["outlet_events"][INDEX_ALIAS].add(index_asset(extra["model"]), extra=extra)
+            context["outlet_events"][INDEX_ALIAS].add(index_asset(base_model(extra["model"])), extra=extra)
             return extra
 
         @task

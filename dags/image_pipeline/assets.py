@@ -34,10 +34,21 @@ EMBEDDINGS_ASSETS: tuple[Asset, ...] = tuple(embeddings_asset(m) for m in MODEL_
 INDEX_ASSETS: tuple[Asset, ...] = tuple(index_asset(m) for m in MODEL_NAMES)
 
 
+def base_model(spec: str) -> str:
+    """`efficientnet-lite0@seed-pad224+rot4` -> `efficientnet-lite0` (a spec is name[@preprocess][+variant])."""
+    return spec.strip().split("+", 1)[0].split("@", 1)[0]
+
+
 def default_model() -> str:
-    """EMBEDDING_MODEL when it names a registry model, else the first one (read at parse time, cheaply)."""
+    """EMBEDDING_MODEL when it is a spec of a registry model, else the first model (read at parse time, cheaply)."""
     configured = os.environ.get("EMBEDDING_MODEL", "").strip()
-    return configured if configured in MODEL_NAMES else MODEL_NAMES[0]
+    return configured if base_model(configured) in MODEL_NAMES else MODEL_NAMES[0]
+
+
+def model_choices() -> list[str]:
+    """The models offered by the trigger form: the registry names, plus EMBEDDING_MODEL's full spec."""
+    configured = default_model()
+    return list(MODEL_NAMES) if configured in MODEL_NAMES else [configured, *MODEL_NAMES]
 
 
 def model_of_asset_name(name: str) -> str | None:

@@ -27,10 +27,10 @@ def image_db_conninfo(conn_id: str = IMAGE_DB_CONN_ID) -> str:
 
 
 def model_version_of(model: str) -> str:
-    """The exact model version string the ledger and the Parquet dataset are keyed by."""
-    from embeddings.models import get_embedder
+    """The exact model version string the ledger and the Parquet dataset are keyed by (no model load)."""
+    from embeddings.models import parse_name
 
-    return get_embedder(model).model_version
+    return parse_name(model).model_version
 
 
 def _flatten(batches: list[list[int]]) -> list[int]:

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from image_pipeline.assets import MODEL_NAMES, default_model, model_of_asset_name
+from image_pipeline.assets import MODEL_NAMES, base_model, default_model, model_of_asset_name
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +43,9 @@ def targets(params: Mapping[str, Any], triggered: dict[str, list[dict]]) -> list
         models = [default_model()]
     out: list[dict[str, str]] = []
     for model in models:
-        if model not in MODEL_NAMES:
+        if base_model(model) not in MODEL_NAMES:
             raise ValueError(f"model: unknown model {model!r}; choose one of {', '.join(MODEL_NAMES)}")
-        events = triggered.get(model, [])
+        events = triggered.get(base_model(model), [])
         announced = sorted({e["model_version"] for e in events if isinstance(e.get("model_version"), str)})
         for model_version in announced or [model_version_of(model)]:
             out.append({"model": model, "model_version": model_version})

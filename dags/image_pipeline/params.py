@@ -16,7 +16,7 @@ from typing import Any
 
 from airflow.sdk import Param
 
-from image_pipeline.assets import MODEL_NAMES, default_model
+from image_pipeline.assets import MODEL_NAMES, base_model, default_model, model_choices
 
 SCOPES = ("pending", "event", "range", "all")
 INDEX_MODES = ("merge", "rebuild")
@@ -34,7 +34,7 @@ def embedding_params() -> dict[str, Param]:
         "model": Param(
             default_model(),
             type="string",
-            enum=list(MODEL_NAMES),
+            enum=model_choices(),
             title="Model",
             description="Embedding model (registry name). Scheduled runs use EMBEDDING_MODEL.",
         ),
@@ -98,7 +98,7 @@ def index_params() -> dict[str, Param]:
         "model": Param(
             None,
             type=["null", "string"],
-            enum=[None, *MODEL_NAMES],
+            enum=[None, *model_choices()],
             title="Model",
             description="Index this model. Empty: the models whose embeddings triggered the run, else EMBEDDING_MODEL.",
         ),
@@ -184,7 +184,7 @@ def resolve_plan_request(
     still picked up by the next `pending` run.
     """
     model = params.get("model") or default_model()
-    if model not in MODEL_NAMES:
+    if base_model(model) not in MODEL_NAMES:
         raise ParamsError(f"model: unknown model {model!r}; choose one of {', '.join(MODEL_NAMES)}")
     scope = params.get("scope") or "pending"
     if scope not in SCOPES:

@@ -1,0 +1,1 @@
+"""The image-similarity status page served inside the Airflow UI (see image_similarity_plugin.py)."""
