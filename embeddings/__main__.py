@@ -1,0 +1,7 @@
+"""`python -m embeddings` (see embeddings/cli.py)."""
+
+import sys
+
+from embeddings.cli import main
+
+sys.exit(main())

@@ -1,0 +1,162 @@
+"""`python -m embeddings`: the data team's tool to embed pending rows, an event, a range, everything, or files.
+
+Errors the user can fix (database unreachable, weights missing, bad arguments)
+print one line and exit 2; image files that fail are recorded, not fatal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+EPILOG = """examples:
+  python -m embeddings pending                       # every image with no vector for the model yet
+  python -m embeddings --model efficientnet-lite0 event 5b3c...   # re-embed one event
+  python -m embeddings range --from 2024-01-01 --to 2024-02-01
+  python -m embeddings failed                        # retry the images that failed before
+  python -m embeddings files a.jpg b.png --out vectors.parquet
+  python -m embeddings weights                       # download the Places365 checkpoint (make weights)
+"""
+
+
+def _date(text: str) -> datetime:
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not an ISO date/time: {text!r} (e.g. 2024-05-01 or 2024-05-01T12:00)"
+        ) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m embeddings",
+        description="Embed images into the Parquet dataset of a model version and record them in the ledger.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--model", help="model spec name[@preprocess][+variant] (default: EMBEDDING_MODEL)")
+    parser.add_argument("--batch-size", type=int, help="images per model forward pass (default: EMBED_BATCH_SIZE)")
+    parser.add_argument("--workers", type=int, help="decode threads (default: EMBED_DECODE_WORKERS)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only the summary line")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def scoped(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--limit", type=int, help="at most this many images")
+        p.add_argument("--images-per-part", type=int, default=512, help="images per Parquet part (default 512)")
+        p.add_argument("--run-id", help="names the parts (default manual-<timestamp>)")
+        return p
+
+    scoped("pending", "embed images that have no ledger row for the model version")
+    scoped("event", "re-embed every image of one event").add_argument("event_code", help="the event's UUID")
+    rng = scoped("range", "embed images whose created_at is in [--from, --to)")
+    rng.add_argument("--from", dest="start", type=_date, help="inclusive start (ISO date/time)")
+    rng.add_argument("--to", dest="end", type=_date, help="exclusive end (ISO date/time)")
+    scoped("all", "re-embed every image")
+    scoped("failed", "retry images whose last attempt failed")
+    files = sub.add_parser("files", help="embed local files into one Parquet file (no database)",
+                           description="Embed local image files into one Parquet file (no database).")
+    files.add_argument("paths", nargs="+", type=Path)
+    files.add_argument("--out", type=Path, required=True, help="the Parquet file to write")
+    weights = sub.add_parser("weights", help="download the Places365 checkpoint to MODEL_WEIGHTS (sha256-verified)",
+                             description="Download the Places365 checkpoint to MODEL_WEIGHTS and verify its sha256.")
+    weights.add_argument("--url", help="a mirror of resnet50_places365.pth.tar (the hash is still checked)")
+    weights.add_argument("--dest", type=Path, help="where to write it (default: MODEL_WEIGHTS)")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    """The settings, with the command line's --batch-size/--workers taking precedence over the environment."""
+    from core.settings import get_settings, load_settings
+
+    overrides: dict[str, int] = {}
+    if args.batch_size:
+        overrides["embed_batch_size"] = args.batch_size
+    if args.workers:
+        overrides["embed_decode_workers"] = args.workers
+    return load_settings(**overrides) if overrides else get_settings()
+
+
+def _weights(args: argparse.Namespace, settings: Any) -> int:
+    from embeddings import places365
+    from embeddings.weights import download
+
+    dest = args.dest or settings.resolved_model_weights
+    url = args.url or places365.URL
+    last = [-1]
+
+    def progress(done: int, total: int | None) -> None:
+        mb = done >> 20
+        if not args.quiet and mb // 10 != last[0]:
+            last[0] = mb // 10
+            print(f"\r{mb} MiB" + (f" of {total >> 20} MiB" if total else ""), end="", file=sys.stderr, flush=True)
+
+    download(Path(dest), url=url, sha256=places365.SHA256, progress=progress)
+    if not args.quiet:
+        print(file=sys.stderr)
+    print(f"Places365 weights verified at {dest} (sha256 {places365.SHA256[:12]}...)")
+    return 0
+
+
+def _files(args: argparse.Namespace, settings: Any) -> int:
+    from embeddings.runner import embed_files
+
+    res = embed_files(args.paths, args.out, settings=settings, model_name=args.model)
+    for path, reason in res["failures"]:
+        print(f"failed {path}: {reason}", file=sys.stderr)
+    print(f"{res['embedded']} embedded, {res['failed']} failed ({res['model_version']}) -> {res['out']}")
+    return 0 if res["embedded"] or not res["failed"] else 1
+
+
+def _scope(args: argparse.Namespace, settings: Any) -> int:
+    from embeddings.runner import run_scope
+
+    kwargs: dict[str, Any] = {"limit": args.limit}
+    if args.command == "event":
+        kwargs["event_code"] = args.event_code
+    if args.command == "range":
+        if args.start is None and args.end is None:
+            raise ValueError("range needs --from and/or --to")
+        kwargs.update(start=args.start, end=args.end)
+    res = run_scope(args.command, settings=settings, model_name=args.model, run_id=args.run_id,
+                    images_per_batch=args.images_per_part, **kwargs)
+    if not args.quiet:
+        for image_id, reason in res["failures"][:50]:
+            print(f"failed image {image_id}: {reason}", file=sys.stderr)
+        if len(res["failures"]) > 50:
+            print(f"... and {len(res['failures']) - 50} more failures (see image_embeddings.error)", file=sys.stderr)
+    rate = (res["embedded"] + res["failed"]) / res["seconds"] if res["seconds"] else 0.0
+    print(f"{res['model_version']}: {res['embedded']} embedded, {res['failed']} failed of {res['planned']} planned "
+          f"in {len(res['parts'])} part(s), {res['seconds']:.1f} s ({rate:.1f} images/s), run {res['run_id']}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    from core.db import DatabaseUnavailable
+    from core.settings import SettingsError
+    from embeddings.models import ModelUnavailable
+    from embeddings.weights import WeightsError
+
+    try:
+        settings = _settings(args)
+        if args.command == "weights":
+            return _weights(args, settings)
+        if args.command == "files":
+            return _files(args, settings)
+        return _scope(args, settings)
+    except (DatabaseUnavailable, SettingsError, ModelUnavailable, WeightsError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # e.g. DATA_DIR not writable
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished batches are recorded; run the same command again to continue", file=sys.stderr)
+        return 130

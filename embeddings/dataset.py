@@ -1,0 +1,104 @@
+"""The Parquet dataset of one model version: its place on disk, its schema, reading the latest rows.
+
+`$DATA_DIR/embeddings/model_version=<mv>/part-<run>-<batch>.parquet` (DESIGN.md).
+Re-embedding writes new parts, so an image may appear in several; readers keep
+the newest row per image_id (by embedded_at, then by part file mtime).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+if TYPE_CHECKING:
+    from core.settings import Settings
+
+COLUMNS = ("image_id", "image_code", "event_code", "vector", "model_version", "width", "height", "embedded_at")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._@+-]")
+
+
+def schema(dim: int) -> pa.Schema:
+    """The contract schema (DESIGN.md) for vectors of `dim` floats."""
+    return pa.schema([
+        ("image_id", pa.int64()),
+        ("image_code", pa.string()),
+        ("event_code", pa.string()),
+        ("vector", pa.list_(pa.float32(), dim)),
+        ("model_version", pa.string()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("embedded_at", pa.timestamp("us", tz="UTC")),
+    ])
+
+
+def safe_model_version(model_version: str) -> str:
+    """The model version as one safe path component (letters, digits, `._@+-`; anything else → `_`)."""
+    safe = _UNSAFE.sub("_", model_version.strip())
+    if not safe or set(safe) <= {"."}:
+        raise ValueError(f"model version {model_version!r} cannot name a directory")
+    return safe
+
+
+def dataset_dir(settings: Settings, model_version: str) -> Path:
+    """DATA_DIR/embeddings/model_version=<mv>/ (not created)."""
+    return settings.embeddings_dir / f"model_version={safe_model_version(model_version)}"
+
+
+def list_parts(settings: Settings, model_version: str) -> list[Path]:
+    """Finished parts, oldest first (temp files start with a dot and are skipped)."""
+    root = dataset_dir(settings, model_version)
+    if not root.is_dir():
+        return []
+    parts = [p for p in root.glob("part-*.parquet") if p.is_file()]
+    return sorted(parts, key=lambda p: (p.stat().st_mtime_ns, p.name))
+
+
+def read_latest(settings: Settings, model_version: str, columns: list[str] | None = None) -> pa.Table:
+    """The latest row per image_id across all parts, sorted by image_id; an empty table if none.
+
+    `columns` selects output columns (image_id is always included).
+    """
+    wanted = list(columns) if columns else list(COLUMNS)
+    if "image_id" not in wanted:
+        wanted.insert(0, "image_id")
+    read_cols = list(dict.fromkeys([*wanted, "embedded_at"]))
+    tables = []
+    for order, path in enumerate(list_parts(settings, model_version)):
+        table = pq.read_table(path, columns=read_cols)
+        tables.append(table.append_column("_part", pa.array(np.full(len(table), order, dtype=np.int64))))
+    if not tables:
+        return _empty(settings, model_version, wanted)
+    table = pa.concat_tables(tables, promote_options="default")
+    if len(table) == 0:
+        return table.select(wanted)
+    ids = table["image_id"].to_numpy()
+    when = table["embedded_at"].cast(pa.int64()).to_numpy(zero_copy_only=False)
+    part = table["_part"].to_numpy()
+    # Sort by id, then newest first; the first row of each id wins.
+    order = np.lexsort((-part, -when, ids))
+    sorted_ids = ids[order]
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = sorted_ids[1:] != sorted_ids[:-1]
+    return table.take(pa.array(order[first])).select(wanted)
+
+
+def _empty(settings: Settings, model_version: str, wanted: list[str]) -> pa.Table:
+    from embeddings.models import MODELS, parse_name
+
+    try:
+        dim = MODELS[parse_name(model_version).model].dim
+    except Exception:  # an unknown version has no rows anyway; any dim gives the right columns
+        dim = 1
+    return schema(dim).empty_table().select(wanted)
+
+
+def read_vectors(table: pa.Table) -> np.ndarray:
+    """The `vector` column as a C-contiguous float32 (n, dim) array, without a Python loop."""
+    col = table["vector"].combine_chunks()
+    dim = col.type.list_size
+    return np.ascontiguousarray(col.values.to_numpy(zero_copy_only=False).reshape(-1, dim), dtype=np.float32)

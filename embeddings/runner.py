@@ -1,0 +1,343 @@
+"""Batch embedding: plan batches of image ids, then decode → model → Parquet part → ledger.
+
+Decoding (file read, JPEG draft decode, resize, normalise) runs in a thread
+pool while the model runs in the calling thread: PIL and torch both release
+the GIL, so the two overlap. A file that cannot be decoded is a failure with a
+short reason; the rest of the batch embeds.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psycopg
+
+from core.db import connect
+from core.settings import Settings, get_settings
+from embeddings import ledger
+from embeddings.dataset import dataset_dir
+from embeddings.loading import ImageLoadError, load_image_info, resolve_image_path
+from embeddings.models import Embedder, get_embedder, parse_name
+from embeddings.writer import build_table, write_part
+
+log = logging.getLogger(__name__)
+
+SCOPES = ("pending", "event", "range", "all", "failed")
+# Images per planned batch = per embed_batch call = per Parquet part.
+DEFAULT_IMAGES_PER_BATCH = 512
+
+
+# --- the decode/model pipeline ---------------------------------------------------------------------
+
+@dataclass
+class Decoded:
+    """One item's outcome: a preprocessed array and the file's size, or a short failure reason."""
+
+    key: Any
+    array: np.ndarray | None = None
+    width: int = 0
+    height: int = 0
+    reason: str | None = None
+
+
+@dataclass
+class Chunk:
+    """What one model batch produced: the items embedded (in order) with their vectors, and the failures."""
+
+    items: list[Decoded] = field(default_factory=list)
+    vectors: np.ndarray | None = None
+    failures: list[Decoded] = field(default_factory=list)
+
+
+def decode_one(embedder: Embedder, key: Any, source: Callable[[], Path]) -> Decoded:
+    """Resolve, load and preprocess one file; never raises (a failure becomes a reason)."""
+    try:
+        info = load_image_info(source(), **embedder.load_kwargs())
+        return Decoded(key, embedder.prepare(info.image), info.width, info.height)
+    except ImageLoadError as exc:
+        return Decoded(key, reason=exc.reason)
+    except MemoryError:
+        return Decoded(key, reason="too large")
+    except Exception as exc:  # a decoder bug must not stop the batch; the ledger keeps the reason
+        log.warning("unexpected error decoding %s: %s: %s", key, type(exc).__name__, exc)
+        return Decoded(key, reason=f"unreadable: {type(exc).__name__}")
+
+
+def embed_stream(
+    embedder: Embedder,
+    items: Sequence[tuple[Any, Callable[[], Path]]],
+    *,
+    batch_size: int,
+    workers: int,
+) -> Iterator[Chunk]:
+    """Decode `items` (key, path thunk) in `workers` threads and run the model on full batches as they fill.
+
+    Up to two batches are decoded ahead of the model, which bounds memory and
+    keeps the decoders busy while a forward pass runs.
+    """
+    lookahead = max(2 * batch_size, workers)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
+        queue: deque[Future[Decoded]] = deque()
+        it = iter(items)
+
+        def fill() -> None:
+            while len(queue) < lookahead:
+                try:
+                    key, source = next(it)
+                except StopIteration:
+                    return
+                queue.append(pool.submit(decode_one, embedder, key, source))
+
+        fill()
+        chunk = Chunk()
+        while queue:
+            done = queue.popleft().result()
+            fill()
+            if done.reason is not None:
+                chunk.failures.append(done)
+            else:
+                chunk.items.append(done)
+            if len(chunk.items) >= batch_size:
+                yield _run(embedder, chunk)
+                chunk = Chunk()
+        if chunk.items or chunk.failures:
+            yield _run(embedder, chunk)
+
+
+def _run(embedder: Embedder, chunk: Chunk) -> Chunk:
+    if chunk.items:
+        batch = np.stack([d.array for d in chunk.items])  # type: ignore[misc]
+        chunk.vectors = embedder.forward(batch)
+        for d in chunk.items:
+            d.array = None  # free the pixels early
+    else:
+        chunk.vectors = np.zeros((0, embedder.dim), dtype=np.float32)
+    return chunk
+
+
+# --- planning -----------------------------------------------------------------------------------
+
+def plan_batches(
+    conninfo: str,
+    model_version: str,
+    scope: str = "pending",
+    *,
+    event_code: str | None = None,
+    start: datetime | str | None = None,
+    end: datetime | str | None = None,
+    batch_size: int = DEFAULT_IMAGES_PER_BATCH,
+    limit: int | None = None,
+) -> list[list[int]]:
+    """Image ids to embed, in id order, cut into batches of `batch_size`.
+
+    Scopes: `pending` (no ledger row for the model version), `event`
+    (one event_code, re-embedding), `range` (created_at in [start, end)),
+    `all` (everything, re-embedding), `failed` (ledger rows that failed: a retry).
+    """
+    if scope not in SCOPES:
+        raise ValueError(f"unknown scope {scope!r}: choose one of {', '.join(SCOPES)}")
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    params: list[Any] = []
+    if scope == "pending":
+        sql = ("SELECT i.id FROM images i WHERE NOT EXISTS (SELECT 1 FROM image_embeddings e "
+               "WHERE e.image_id = i.id AND e.model_version = %s)")
+        params.append(model_version)
+    elif scope == "failed":
+        sql = ("SELECT i.id FROM images i JOIN image_embeddings e ON e.image_id = i.id "
+               "WHERE e.model_version = %s AND e.status = 'failed'")
+        params.append(model_version)
+    elif scope == "event":
+        if not event_code:
+            raise ValueError("scope 'event' needs event_code")
+        try:
+            uuid.UUID(str(event_code))
+        except ValueError:
+            raise ValueError(f"event code {event_code!r} is not a UUID") from None
+        sql = "SELECT i.id FROM images i WHERE i.event_code = %s::uuid"
+        params.append(str(event_code))
+    elif scope == "range":
+        if start is None and end is None:
+            raise ValueError("scope 'range' needs start and/or end")
+        clauses = []
+        if start is not None:
+            clauses.append("i.created_at >= %s")
+            params.append(start)
+        if end is not None:
+            clauses.append("i.created_at < %s")
+            params.append(end)
+        sql = "SELECT i.id FROM images i WHERE " + " AND ".join(clauses)
+    else:
+        sql = "SELECT i.id FROM images i"
+    sql += " ORDER BY i.id"
+    if limit is not None:
+        sql += " LIMIT %s"
+        params.append(int(limit))
+    with connect(conninfo=conninfo) as conn:
+        try:
+            ids = [int(r[0]) for r in conn.execute(sql, params).fetchall()]  # type: ignore[arg-type]
+        except psycopg.errors.DataError as exc:  # a malformed event code or date
+            raise ValueError(f"bad {scope} argument: {str(exc).splitlines()[0]}") from None
+    return [ids[i:i + batch_size] for i in range(0, len(ids), batch_size)]
+
+
+# --- one batch ----------------------------------------------------------------------------------
+
+def embed_batch(
+    conninfo: str,
+    image_ids: Sequence[int],
+    *,
+    model_name: str | None = None,
+    run_id: str = "manual",
+    batch_no: int = 0,
+    settings: Settings | None = None,
+) -> dict[str, Any]:
+    """Embed these images into one Parquet part, then upsert their ledger rows in one transaction.
+
+    Returns {"embedded": n, "failed": m, "part": path or None, "model_version": mv,
+    "missing_rows": k (ids with no images row), "failures": [(id, reason)], "seconds": s}.
+    Idempotent: re-running the same batch replaces its part and updates the same ledger rows.
+    """
+    settings = settings or get_settings()
+    started = time.monotonic()
+    embedder = get_embedder(model_name, settings)
+    mv = embedder.model_version
+    ids = list(dict.fromkeys(int(i) for i in image_ids))
+    with connect(conninfo=conninfo) as conn:
+        rows = conn.execute(
+            "SELECT id, code::text, event_code::text, file_path FROM images WHERE id = ANY(%s) ORDER BY id", (ids,)
+        ).fetchall()
+    meta = {int(r[0]): (r[1], r[2], r[3]) for r in rows}
+    root = settings.resolved_image_root
+
+    def source(file_path: str) -> Callable[[], Path]:
+        return lambda: resolve_image_path(root, file_path)
+
+    items = [(i, source(meta[i][2])) for i in ids if i in meta]
+    got_ids: list[int] = []
+    vectors: list[np.ndarray] = []
+    sizes: list[tuple[int, int]] = []
+    failures: list[tuple[int, str]] = []
+    for chunk in embed_stream(embedder, items, batch_size=settings.embed_batch_size,
+                              workers=settings.embed_decode_workers):
+        got_ids += [d.key for d in chunk.items]
+        sizes += [(d.width, d.height) for d in chunk.items]
+        vectors.append(chunk.vectors)  # type: ignore[arg-type]
+        failures += [(d.key, d.reason or "failed") for d in chunk.failures]
+    part: Path | None = None
+    if got_ids:
+        table = build_table(
+            dim=embedder.dim, model_version=mv, image_ids=got_ids,
+            image_codes=[meta[i][0] for i in got_ids], event_codes=[meta[i][1] for i in got_ids],
+            vectors=np.concatenate(vectors), widths=[w for w, _ in sizes], heights=[h for _, h in sizes],
+        )
+        part = write_part(table, dataset_dir(settings, mv), run_id, batch_no)
+    rel = _relative(part, settings) if part else None
+    with connect(conninfo=conninfo) as conn:
+        ledger.record(conn, mv, embedded=got_ids, part=rel, failed=failures)
+    seconds = time.monotonic() - started
+    missing = len(ids) - len(items)
+    log.info("%s batch %d of run %s: %d embedded, %d failed%s in %.1f s (%.1f images/s)", mv, batch_no, run_id,
+             len(got_ids), len(failures), f", {missing} ids without an images row" if missing else "", seconds,
+             (len(got_ids) + len(failures)) / seconds if seconds else 0.0)
+    return {"embedded": len(got_ids), "failed": len(failures), "part": str(part) if part else None,
+            "model_version": mv, "missing_rows": missing, "failures": failures, "seconds": seconds}
+
+
+def _relative(part: Path, settings: Settings) -> str:
+    """The ledger stores parts relative to DATA_DIR, so the data directory can move."""
+    try:
+        return str(part.resolve().relative_to(settings.resolved_data_dir.resolve()))
+    except ValueError:
+        return str(part)
+
+
+# --- many batches (the CLI) ----------------------------------------------------------------------
+
+def run_scope(
+    scope: str,
+    *,
+    settings: Settings | None = None,
+    model_name: str | None = None,
+    run_id: str | None = None,
+    images_per_batch: int = DEFAULT_IMAGES_PER_BATCH,
+    **plan_kwargs: Any,
+) -> dict[str, Any]:
+    """Plan `scope` and embed every batch, logging progress; totals as a dict."""
+    settings = settings or get_settings()
+    conninfo = settings.conninfo()
+    mv = parse_name(model_name or settings.embedding_model).model_version
+    batches = plan_batches(conninfo, mv, scope, batch_size=images_per_batch, **plan_kwargs)
+    total = sum(len(b) for b in batches)
+    run_id = run_id or datetime.now(UTC).strftime("manual-%Y%m%dT%H%M%S")
+    log.info("%s: %d images in %d batches (scope %s, run %s)", mv, total, len(batches), scope, run_id)
+    started = time.monotonic()
+    totals: dict[str, Any] = {"model_version": mv, "embedded": 0, "failed": 0, "parts": [], "batches": len(batches),
+                              "planned": total, "run_id": run_id, "failures": []}
+    for n, ids in enumerate(batches):
+        res = embed_batch(conninfo, ids, model_name=model_name, run_id=run_id, batch_no=n, settings=settings)
+        totals["embedded"] += res["embedded"]
+        totals["failed"] += res["failed"]
+        totals["failures"] += res["failures"]
+        if res["part"]:
+            totals["parts"].append(res["part"])
+        done = totals["embedded"] + totals["failed"]
+        elapsed = time.monotonic() - started
+        log.info("progress %d/%d images (%.0f%%), %d failed, %.1f images/s overall", done, total,
+                 100.0 * done / total if total else 100.0, totals["failed"], done / elapsed if elapsed else 0.0)
+    totals["seconds"] = time.monotonic() - started
+    return totals
+
+
+def embed_files(
+    paths: Sequence[Path],
+    out: Path,
+    *,
+    settings: Settings | None = None,
+    model_name: str | None = None,
+) -> dict[str, Any]:
+    """Embed local files (no database) into one Parquet file at `out`.
+
+    Columns: path, vector, model_version, width, height, embedded_at. Failures
+    are returned (path, reason) and not written.
+    """
+    import pyarrow as pa
+
+    from embeddings.writer import write_atomic
+
+    settings = settings or get_settings()
+    embedder = get_embedder(model_name, settings)
+    items = [(str(p), (lambda p=p: Path(p))) for p in paths]
+    names: list[str] = []
+    vecs: list[np.ndarray] = []
+    sizes: list[tuple[int, int]] = []
+    failures: list[tuple[str, str]] = []
+    for chunk in embed_stream(embedder, items, batch_size=settings.embed_batch_size,
+                              workers=settings.embed_decode_workers):
+        names += [d.key for d in chunk.items]
+        sizes += [(d.width, d.height) for d in chunk.items]
+        vecs.append(chunk.vectors)  # type: ignore[arg-type]
+        failures += [(d.key, d.reason or "failed") for d in chunk.failures]
+    matrix = np.concatenate(vecs) if vecs else np.zeros((0, embedder.dim), dtype=np.float32)
+    n = len(names)
+    table = pa.table({
+        "path": pa.array(names, type=pa.string()),
+        "vector": pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1), type=pa.float32()), embedder.dim),
+        "model_version": pa.array([embedder.model_version] * n, type=pa.string()),
+        "width": pa.array([w for w, _ in sizes], type=pa.int32()),
+        "height": pa.array([h for _, h in sizes], type=pa.int32()),
+        "embedded_at": pa.array([datetime.now(UTC)] * n, type=pa.timestamp("us", tz="UTC")),
+    })
+    write_atomic(table, Path(out))
+    return {"embedded": n, "failed": len(failures), "failures": failures, "out": str(out),
+            "model_version": embedder.model_version}

@@ -1,0 +1,174 @@
+"""Batch embedding against the real test database: Parquet parts, the ledger, bad files, planning scopes."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from core.sample_data import sample_formats_dir, sample_photos
+from embeddings.dataset import dataset_dir, read_latest, read_vectors, schema
+from embeddings.loading import load_image
+from embeddings.runner import embed_batch, plan_batches
+from tests.embeddings.helpers import add_event, add_files, register
+
+MODEL = "efficientnet-lite0"
+
+
+def _ledger(db) -> dict[int, tuple]:  # type: ignore[no-untyped-def]
+    rows = db.execute("SELECT image_id, model_version, status, error, attempts, parquet_part FROM image_embeddings")
+    return {r[0]: r[1:] for r in rows.fetchall()}
+
+
+def test_pending_batch_writes_a_part_and_the_ledger_idempotently(db, settings, lite0, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    photos = sample_photos(6, out_dir=tmp_path / "gen")
+    event = add_event(db)
+    ids = add_files(db, event, settings.resolved_image_root, photos)
+    mv = lite0.model_version
+    batches = plan_batches(settings.conninfo(), mv, "pending", batch_size=4)
+    assert batches == [ids[:4], ids[4:]]
+
+    res = embed_batch(settings.conninfo(), ids, model_name=MODEL, run_id="scheduled__2024-01-01T00:00:00+00:00",
+                      batch_no=3, settings=settings)
+    assert res["embedded"] == 6 and res["failed"] == 0 and res["model_version"] == mv
+    part = Path(res["part"])
+    assert part.parent == dataset_dir(settings, mv) and part.name.startswith("part-") and part.name.endswith(
+        "-00003.parquet")
+    assert part.parent.name == f"model_version={mv}"
+    assert [p.name for p in part.parent.iterdir()] == [part.name]  # no temp file left behind
+
+    table = pq.read_table(part)
+    assert table.schema.equals(schema(1280)), table.schema
+    assert table["image_id"].to_pylist() == ids
+    vecs = read_vectors(table)
+    assert np.allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
+    assert set(table["model_version"].to_pylist()) == {mv}
+    assert set(table["event_code"].to_pylist()) == {event}
+    codes = dict(db.execute("SELECT id, code::text FROM images").fetchall())
+    assert table["image_code"].to_pylist() == [codes[i] for i in ids]
+    with Image.open(photos[0]) as im:
+        assert (table["width"][0].as_py(), table["height"][0].as_py()) == im.size
+
+    ledger = _ledger(db)
+    assert sorted(ledger) == ids
+    rel = str(part.relative_to(settings.resolved_data_dir))
+    assert all(v == (mv, "embedded", None, 1, rel) for v in ledger.values())
+    assert plan_batches(settings.conninfo(), mv, "pending") == []
+
+    # The same batch again (an Airflow retry): same part replaced, same ledger rows, attempts 2.
+    again = embed_batch(settings.conninfo(), ids, model_name=MODEL, run_id="scheduled__2024-01-01T00:00:00+00:00",
+                        batch_no=3, settings=settings)
+    assert again["part"] == res["part"]
+    assert db.execute("SELECT count(*) FROM image_embeddings").fetchone()[0] == 6
+    assert {v[3] for v in _ledger(db).values()} == {2}
+    latest = read_latest(settings, mv)
+    assert latest["image_id"].to_pylist() == ids
+    assert np.allclose(read_vectors(latest), vecs, atol=1e-5)
+
+
+def test_reembedding_keeps_the_latest_row_per_image(db, settings, lite0, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    photos = sample_photos(3, out_dir=tmp_path / "gen")
+    event = add_event(db)
+    ids = add_files(db, event, settings.resolved_image_root, photos)
+    first = embed_batch(settings.conninfo(), ids, model_name=MODEL, run_id="manual", settings=settings)
+    # The file of ids[0] is replaced by another photo; a second manual run (same run id!) must not lose ids[1:].
+    other = sample_photos(4, out_dir=tmp_path / "gen")[3]
+    (settings.resolved_image_root / "uploads" / photos[0].name).write_bytes(other.read_bytes())
+    second = embed_batch(settings.conninfo(), ids[:1], model_name=MODEL, run_id="manual", settings=settings)
+    assert second["part"] != first["part"]  # a different batch under the same name gets its own part
+    latest = read_latest(settings, lite0.model_version, columns=["image_id", "vector"])
+    assert latest.column_names == ["image_id", "vector"]
+    assert latest["image_id"].to_pylist() == ids
+    new_vec = read_vectors(latest)[0]
+    old_vec = read_vectors(pq.read_table(first["part"]))[0]
+    assert float(new_vec @ old_vec) < 0.95
+    assert float(new_vec @ lite0.embed_images([load_image(other)])[0]) > 0.9999
+    assert len(read_latest(settings, "efficientnet-lite0@never-written")) == 0
+
+
+def test_every_format_file_is_embedded_or_failed_while_the_rest_embeds(db, settings, lite0, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    root = settings.resolved_image_root
+    event = add_event(db)
+    formats = sample_formats_dir()
+    files = sorted(formats.iterdir()) if formats else []
+    # Generated stand-ins so the test means something without the shared data too.
+    gen = tmp_path / "gen"
+    gen.mkdir()
+    Image.new("RGBA", (50, 40), (0, 128, 0, 128)).save(gen / "alpha.png")
+    (gen / "notes.jpg").write_bytes(b"definitely not a jpeg")
+    good = sample_photos(1, out_dir=tmp_path / "photos")[0]
+    (gen / "cut.jpg").write_bytes(good.read_bytes()[:2000])
+    files += [*sorted(gen.iterdir()), good]
+    ids = add_files(db, event, root, files)
+    missing = register(db, event, "/uploads/gone.jpg")
+    escape = register(db, event, "../../etc/passwd")
+    outside = tmp_path / "outside.jpg"
+    Image.new("RGB", (30, 30)).save(outside)
+    os.symlink(outside, root / "uploads" / "link.jpg")
+    linked = register(db, event, "/uploads/link.jpg")
+    all_ids = [*ids, missing, escape, linked]
+
+    res = embed_batch(settings.conninfo(), all_ids, model_name=MODEL, settings=settings)
+    ledger = _ledger(db)
+    assert sorted(ledger) == sorted(all_ids)  # every image accounted for
+    by_name = dict(zip([f.name for f in files], ids, strict=True))
+    reasons = {i: v[2] for i, v in ledger.items() if v[1] == "failed"}
+    assert reasons[missing] == "missing"
+    assert reasons[escape] == "outside image root"
+    assert reasons[linked] == "outside image root"
+    assert reasons[by_name["notes.jpg"]] == "not an image"
+    assert reasons[by_name["cut.jpg"]] == "truncated"
+    if formats:
+        assert reasons[by_name["ukbench09268_corrupt.jpg"]] == "not an image"
+    allowed = {"missing", "not a file", "unreadable", "truncated", "too large", "not an image", "outside image root"}
+    assert set(reasons.values()) <= allowed
+    embedded = [i for i, v in ledger.items() if v[1] == "embedded"]
+    assert by_name[good.name] in embedded and by_name["alpha.png"] in embedded
+    expected_failures = 6 if formats else 5
+    assert res["failed"] == len(reasons) == expected_failures
+    assert res["embedded"] == len(embedded) == len(all_ids) - expected_failures
+    assert sorted(pq.read_table(res["part"])["image_id"].to_pylist()) == sorted(embedded)
+    assert all(v[3] == 1 for v in ledger.values())
+
+    # A retry of the failures bumps attempts and still adds no rows.
+    retry = plan_batches(settings.conninfo(), lite0.model_version, "failed")
+    assert sorted(retry[0]) == sorted(reasons)
+    embed_batch(settings.conninfo(), retry[0], model_name=MODEL, settings=settings)
+    after = _ledger(db)
+    assert len(after) == len(all_ids)
+    assert all(after[i][3] == 2 and after[i][1] == "failed" for i in reasons)
+
+
+def test_planning_scopes(db, settings) -> None:  # type: ignore[no-untyped-def]
+    a, b = add_event(db), add_event(db)
+    ids_a = [register(db, a, f"/a/{n}.jpg") for n in range(3)]
+    ids_b = [register(db, b, f"/b/{n}.jpg") for n in range(2)]
+    base = datetime(2024, 5, 1)
+    for n, i in enumerate(ids_a + ids_b):
+        db.execute("UPDATE images SET created_at = %s WHERE id = %s", (base + timedelta(days=n), i))
+    mv = "efficientnet-lite0@crop224"
+    info = settings.conninfo()
+    db.execute("INSERT INTO image_embeddings (image_id, model_version, status, error) VALUES (%s, %s, 'failed', "
+               "'missing')", (ids_a[0], mv))
+    assert plan_batches(info, mv, "pending", batch_size=2) == [ids_a[1:], ids_b]
+    assert plan_batches(info, "places365-resnet50@crop224", "pending") == [ids_a + ids_b]
+    assert plan_batches(info, mv, "pending", limit=1) == [ids_a[1:2]]
+    assert plan_batches(info, mv, "event", event_code=b) == [ids_b]
+    assert plan_batches(info, mv, "range", start=base + timedelta(days=1), end=base + timedelta(days=3)) == [
+        ids_a[1:3]]
+    assert plan_batches(info, mv, "all") == [ids_a + ids_b]
+    assert plan_batches(info, mv, "failed") == [ids_a[:1]]
+    for scope, kwargs in [("nope", {}), ("event", {}), ("event", {"event_code": "x"}), ("range", {})]:
+        with pytest.raises(ValueError):
+            plan_batches(info, mv, scope, **kwargs)
+
+
+def test_read_latest_of_nothing_has_the_schema(settings) -> None:  # type: ignore[no-untyped-def]
+    table = read_latest(settings, "efficientnet-lite0@crop224")
+    assert len(table) == 0 and table.schema.field("vector").type == pa.list_(pa.float32(), 1280)
