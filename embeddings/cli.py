@@ -19,6 +19,7 @@ EPILOG = """examples:
   python -m embeddings range --from 2024-01-01 --to 2024-02-01
   python -m embeddings failed                        # retry the images that failed before
   python -m embeddings files a.jpg b.png --out vectors.parquet
+  python -m embeddings compact                       # merge small parts (latest row per image)
   python -m embeddings weights                       # download the Places365 checkpoint (make weights)
 """
 
@@ -62,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Embed local image files into one Parquet file (no database).")
     files.add_argument("paths", nargs="+", type=Path)
     files.add_argument("--out", type=Path, required=True, help="the Parquet file to write")
+    compact = sub.add_parser("compact", help="merge the model version's Parquet parts into one (latest row per image)",
+                             description="Merge the Parquet parts of the model version into one and repoint the "
+                                         "ledger; parts written meanwhile are left alone.")
+    compact.add_argument("--no-ledger", action="store_true", help="do not touch the database")
     weights = sub.add_parser("weights", help="download the Places365 checkpoint to MODEL_WEIGHTS (sha256-verified)",
                              description="Download the Places365 checkpoint to MODEL_WEIGHTS and verify its sha256.")
     weights.add_argument("--url", help="a mirror of resnet50_places365.pth.tar (the hash is still checked)")
@@ -112,6 +117,19 @@ def _files(args: argparse.Namespace, settings: Any) -> int:
     return 0 if res["embedded"] or not res["failed"] else 1
 
 
+def _compact(args: argparse.Namespace, settings: Any) -> int:
+    from embeddings.dataset import compact
+    from embeddings.models import parse_name
+
+    mv = parse_name(args.model or settings.embedding_model).model_version
+    res = compact(settings, mv, conninfo=None if args.no_ledger else settings.conninfo())
+    if not res["merged"]:
+        print(f"{mv}: nothing to compact ({'one part' if res['part'] else 'no parts'})")
+    else:
+        print(f"{mv}: merged {res['merged']} parts into {res['part']} ({res['rows']} rows)")
+    return 0
+
+
 def _scope(args: argparse.Namespace, settings: Any) -> int:
     from embeddings.runner import run_scope
 
@@ -150,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
             return _weights(args, settings)
         if args.command == "files":
             return _files(args, settings)
+        if args.command == "compact":
+            return _compact(args, settings)
         return _scope(args, settings)
     except (DatabaseUnavailable, SettingsError, ModelUnavailable, WeightsError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

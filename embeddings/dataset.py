@@ -102,3 +102,51 @@ def read_vectors(table: pa.Table) -> np.ndarray:
     col = table["vector"].combine_chunks()
     dim = col.type.list_size
     return np.ascontiguousarray(col.values.to_numpy(zero_copy_only=False).reshape(-1, dim), dtype=np.float32)
+
+
+def compact(settings: Settings, model_version: str, conninfo: str | None = None) -> dict[str, object]:
+    """Merge all current parts into one (latest row per image), repoint the ledger, delete the old parts.
+
+    Parts written while this runs are left alone (only the parts listed at the
+    start are merged and removed). With `conninfo`, ledger rows that pointed at
+    a merged part point at the new one, in one transaction, before any file is
+    deleted; without it the ledger is not touched.
+    """
+    import os
+    from datetime import UTC, datetime
+
+    from embeddings.writer import write_atomic
+
+    parts = list_parts(settings, model_version)
+    if len(parts) < 2:
+        return {"merged": 0, "part": str(parts[0]) if parts else None, "rows": None}
+    tables = [pq.read_table(p) for p in parts]
+    merged_input = pa.concat_tables(tables)
+    ids = merged_input["image_id"].to_numpy()
+    when = merged_input["embedded_at"].cast(pa.int64()).to_numpy(zero_copy_only=False)
+    order_part = np.concatenate([np.full(len(t), i, dtype=np.int64) for i, t in enumerate(tables)])
+    order = np.lexsort((-order_part, -when, ids))
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = ids[order][1:] != ids[order][:-1]
+    latest = merged_input.take(pa.array(order[first]))
+    dest = dataset_dir(settings, model_version) / f"part-compact-{datetime.now(UTC):%Y%m%dT%H%M%S%f}-00000.parquet"
+    write_atomic(latest, dest)
+    if conninfo:
+        from core.db import connect
+
+        data = settings.resolved_data_dir.resolve()
+
+        def rel(p: Path) -> str:
+            try:
+                return str(p.resolve().relative_to(data))
+            except ValueError:
+                return str(p)
+
+        with connect(conninfo=conninfo) as conn, conn.transaction():
+            conn.execute(
+                "UPDATE image_embeddings SET parquet_part = %s WHERE model_version = %s AND parquet_part = ANY(%s)",
+                (rel(dest), model_version, [rel(p) for p in parts]),
+            )
+    for p in parts:
+        os.unlink(p)
+    return {"merged": len(parts), "part": str(dest), "rows": len(latest)}

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from core.sample_data import sample_formats_dir, sample_photos
-from embeddings.dataset import dataset_dir, read_latest, read_vectors, schema
+from embeddings.dataset import compact, dataset_dir, list_parts, read_latest, read_vectors, schema
 from embeddings.loading import load_image
 from embeddings.runner import embed_batch, plan_batches
 from tests.embeddings.helpers import add_event, add_files, register
@@ -90,6 +90,17 @@ def test_reembedding_keeps_the_latest_row_per_image(db, settings, lite0, tmp_pat
     assert float(new_vec @ old_vec) < 0.95
     assert float(new_vec @ lite0.embed_images([load_image(other)])[0]) > 0.9999
     assert len(read_latest(settings, "efficientnet-lite0@never-written")) == 0
+
+    # Compaction: one part with the same latest rows; the ledger follows; old parts are gone.
+    before = read_latest(settings, lite0.model_version)
+    res = compact(settings, lite0.model_version, conninfo=settings.conninfo())
+    assert res["merged"] == 2 and res["rows"] == 3
+    assert list_parts(settings, lite0.model_version) == [Path(res["part"])]
+    assert not Path(first["part"]).exists() and not Path(second["part"]).exists()
+    after = read_latest(settings, lite0.model_version)
+    assert after["image_id"].to_pylist() == ids and np.array_equal(read_vectors(after), read_vectors(before))
+    rel = str(Path(res["part"]).relative_to(settings.resolved_data_dir))
+    assert {v[4] for v in _ledger(db).values()} == {rel}
 
 
 def test_every_format_file_is_embedded_or_failed_while_the_rest_embeds(db, settings, lite0, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
