@@ -332,6 +332,8 @@ class LoadedIndex:
         import pandas as pd
 
         self._id_order = np.argsort(self.ids, kind="stable")
+        base_order = np.argsort(self._base.ids, kind="stable")
+        self._base_sorted = (self._base.ids[base_order], base_order)  # image id -> base row (IVF-PQ re-rank)
         self._ids_sorted = self.ids[self._id_order]
         codes, uniques = pd.factorize(self.meta["event_code"], sort=False)
         codes = codes.astype(np.int32)
@@ -447,8 +449,11 @@ class LoadedIndex:
             params = None
             if len(self._removed):
                 params = self._search_params(faiss.IDSelectorNot(faiss.IDSelectorBatch(self._removed)))
-            kb = min(k, len(self._base.ids))
+            rerank = int(self.manifest.get("params", {}).get("rerank", 0)) if self.index_type == "ivfpq" else 0
+            kb = min(k * max(rerank, 1), len(self._base.ids))
             s, i = self._base.index.search(q, kb, params=params)
+            if rerank:
+                s = self._rescore(q, i)
             blocks_s.append(s)
             blocks_i.append(i)
         if self._delta is not None and len(self._delta.ids):
@@ -465,6 +470,17 @@ class LoadedIndex:
             m = int(valid.sum())
             out_s[r, :m], out_i[r, :m] = s[valid], i[valid]
         return out_s, out_i
+
+    def _rescore(self, q: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """Exact inner products of IVF-PQ candidates from the raw vectors (a refine step, like IndexRefine)."""
+        sorted_ids, order = self._base_sorted
+        pos = np.clip(np.searchsorted(sorted_ids, ids), 0, max(len(sorted_ids) - 1, 0))
+        rows = order[pos]
+        out = np.full(ids.shape, -np.inf, dtype=np.float32)
+        for r in range(ids.shape[0]):
+            valid = ids[r] >= 0
+            out[r, valid] = np.asarray(self._base.vectors[rows[r][valid]], dtype=np.float32) @ q[r]
+        return out
 
     def _search_params(self, sel: Any) -> Any:
         import faiss

@@ -1,0 +1,7 @@
+"""`python -m indexing ...` (see indexing/cli.py)."""
+
+import sys
+
+from indexing.cli import main
+
+sys.exit(main())

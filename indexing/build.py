@@ -1,0 +1,364 @@
+"""Build a new version folder: `rebuild` from scratch or `merge` into the current version.
+
+A rebuild sorts rows by (event_code, image_id) so each event is a contiguous slice of
+the base's flat storage, stages the vectors in a memory-mapped file (one Parquet part
+in memory at a time) and adds them to the chosen index. A merge hard-links the parent's
+base, masks out deleted and re-embedded ids (`removed.npy`) and writes the changed
+vectors to a small exact `delta.faiss`: its cost grows with the change, not the total.
+When the delta grows past COMPACT_FRACTION of the base (or the base is HNSW, which can
+neither merge nor remove), the merge turns into a rebuild.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from core.settings import Settings
+from indexing import choice, sources
+from indexing.sources import BuildError
+from indexing.store import (
+    DELTA_FILE,
+    INDEX_FILE,
+    MANIFEST_FILE,
+    MANIFEST_FORMAT,
+    META_FILE,
+    REMOVED_FILE,
+    VECTORS_FILE,
+    IndexStore,
+    _fsync_dir,
+    flat_view,
+    sha256_file,
+)
+
+COMPACT_MIN = 10_000  # a delta this small never forces a rebuild
+COMPACT_FRACTION = 0.2  # delta + removed beyond this share of the base: rebuild
+ADD_CHUNK = 20_000
+IVF_TRAIN_MAX = 100_000
+
+
+@contextmanager
+def store_lock(store: IndexStore) -> Iterator[None]:
+    """One writer per model's store (builds, publishes, prunes, rollbacks); readers never lock."""
+    store.root.mkdir(parents=True, exist_ok=True)
+    with open(store.root / ".lock", "a+") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def next_version(store: IndexStore, db_max: int | None) -> int:
+    on_disk = store.versions()
+    return max([0, db_max or 0, *on_disk]) + 1
+
+
+def _meta_table(frame: pd.DataFrame) -> Any:
+    import pyarrow as pa
+
+    return pa.table({
+        "image_id": pa.array(frame["image_id"].to_numpy(np.int64), pa.int64()),
+        "image_code": pa.array(frame["image_code"].astype(str).tolist(), pa.string()),
+        "event_code": pa.array(frame["event_code"].astype(str).tolist(), pa.string()),
+        "filename": pa.array(frame["filename"].astype(str).tolist(), pa.string()),
+        "embedded_at": pa.array(pd.to_datetime(frame["embedded_at"], utc=True), pa.timestamp("us", tz="UTC")),
+        "parquet_part": pa.array(frame["parquet_part"].astype(str).tolist(), pa.string()),
+        "segment": pa.array(frame["segment"].to_numpy(np.int8), pa.int8()),
+        "row": pa.array(frame["row"].to_numpy(np.int64), pa.int64()),
+    })
+
+
+def _write_flat(path: Path, ids: np.ndarray, vectors: np.ndarray, dim: int) -> None:
+    import faiss
+
+    index = choice.make_index("flat", dim, {})
+    for a in range(0, len(ids), ADD_CHUNK):
+        index.add_with_ids(np.ascontiguousarray(vectors[a:a + ADD_CHUNK], dtype=np.float32), ids[a:a + ADD_CHUNK])
+    faiss.write_index(index, str(path))
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _event_order(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.sort_values(["event_code", "image_id"], kind="stable").reset_index(drop=True)
+
+
+class Builder:
+    """One build: gathers inputs, writes files into a temp folder, renames it into place."""
+
+    def __init__(self, settings: Settings, model_version: str, store: IndexStore) -> None:
+        self.settings = settings
+        self.model_version = model_version
+        self.store = store
+        self.tmp = store.root / f".tmp-build-{uuid.uuid4().hex[:12]}"
+
+    # -- rebuild --------------------------------------------------------------
+    def rebuild(self, ledger: sources.Ledger, parts: list[Path], dim: int, index_type: str | None) -> dict[str, Any]:
+        import faiss
+
+        rows = ledger.rows
+        located = sources.locate_latest(parts, rows["image_id"].to_numpy())
+        frame = _event_order(rows.merge(located, on="image_id", how="inner"))
+        n = len(frame)
+        kind, params = choice.choose(n, dim, self.settings, index_type)
+        self.tmp.mkdir(parents=True)
+        stage_path = self.tmp / VECTORS_FILE
+        stage = np.lib.format.open_memmap(stage_path, mode="w+", dtype=np.float32, shape=(n, dim))
+
+        def write(target: np.ndarray, vectors: np.ndarray) -> None:
+            stage[target] = vectors
+
+        sources.scatter_vectors(parts, frame[["image_id", "part_no", "part_row"]], np.arange(n), dim, write)
+        ids = frame["image_id"].to_numpy(np.int64)
+        index = choice.make_index(kind, dim, params)
+        if kind == "ivfpq":
+            rng = np.random.default_rng(0)
+            sample = np.sort(rng.choice(n, size=min(n, IVF_TRAIN_MAX), replace=False)) if n else np.empty(0, int)
+            if n == 0:
+                raise BuildError("cannot train an IVF-PQ index on zero vectors")
+            index.train(np.ascontiguousarray(stage[sample]))
+        for a in range(0, n, ADD_CHUNK):
+            index.add_with_ids(np.ascontiguousarray(stage[a:a + ADD_CHUNK]), ids[a:a + ADD_CHUNK])
+        faiss.write_index(index, str(self.tmp / INDEX_FILE))
+        del index
+        stage.flush()
+        if kind != "ivfpq":
+            stage_path.unlink()
+        frame["segment"] = 0
+        frame["row"] = np.arange(n)
+        return {"frame": frame, "index_type": kind, "params": params, "base_count": n, "delta_count": 0,
+                "removed": np.empty(0, np.int64), "inherited": {}, "base_version": None}
+
+    # -- merge ----------------------------------------------------------------
+    def merge(
+        self, ledger: sources.Ledger, parts: list[Path], dim: int, parent: int, parent_manifest: dict[str, Any],
+        index_type: str | None,
+    ) -> dict[str, Any] | str:
+        """The merged version's pieces, or a string saying why this must be a rebuild."""
+        import pyarrow.parquet as pq
+
+        kind = parent_manifest.get("index_type")
+        if kind == "hnsw":
+            return "HNSW can neither merge nor remove"
+        if index_type is not None and index_type != kind:
+            return f"index type {index_type} requested, parent is {kind}"
+        if int(parent_manifest.get("dim", -1)) != dim:
+            return f"dim changed ({parent_manifest.get('dim')} -> {dim})"
+        if parent_manifest.get("format") != MANIFEST_FORMAT:
+            return "parent manifest has another format"
+        pdir = self.store.version_dir(parent)
+        old = pq.read_table(pdir / META_FILE, columns=["image_id", "embedded_at", "parquet_part", "segment",
+                                                       "row", "event_code"]).to_pandas()
+        old["embedded_at"] = pd.to_datetime(old["embedded_at"], utc=True)
+        rows = ledger.rows
+        joined = rows.merge(old.drop(columns=["event_code"]), on="image_id", how="left", suffixes=("", "_old"))
+        fresh = joined["segment"].isna().to_numpy()
+        changed = ~fresh & (
+            (joined["embedded_at"] != joined["embedded_at_old"]).to_numpy()
+            | (joined["parquet_part"] != joined["parquet_part_old"]).to_numpy()
+        )
+        todo = joined[fresh | changed]
+        live_ids = pd.Index(rows["image_id"].to_numpy())
+        deleted_mask = live_ids.get_indexer(old["image_id"].to_numpy()) < 0
+        dropped = np.union1d(old["image_id"].to_numpy()[deleted_mask], todo["image_id"].to_numpy())
+        old_removed = np.load(pdir / REMOVED_FILE) if (pdir / REMOVED_FILE).is_file() else np.empty(0, np.int64)
+        keep_old = old[~np.isin(old["image_id"].to_numpy(), dropped)]
+        base_keep = keep_old[keep_old["segment"] == 0]
+        delta_keep = keep_old[keep_old["segment"] == 1]
+        base_count = int(parent_manifest.get("base_count", parent_manifest["count"]))
+        removed = np.union1d(old_removed, old[(old["segment"] == 0).to_numpy() & np.isin(old["image_id"], dropped)]
+                             ["image_id"].to_numpy()).astype(np.int64)
+        new_delta = len(delta_keep) + len(todo)
+        if len(removed) + new_delta > max(COMPACT_MIN, COMPACT_FRACTION * base_count):
+            return f"delta {new_delta} + removed {len(removed)} exceed {COMPACT_FRACTION:.0%} of the base: compacting"
+        expected_kind, _ = choice.choose(len(base_keep) + new_delta, dim, self.settings, index_type)
+        if index_type is None and expected_kind != kind:
+            return f"size now calls for {expected_kind}, parent is {kind}"
+
+        # Vectors of new and re-embedded rows, from the parts the ledger names (all parts if one is missing).
+        named = [sources.resolve_part(self.settings, self.model_version, p) for p in todo["parquet_part"].unique()]
+        use_parts = sorted({p for p in named if p is not None}) if all(named) else parts
+        located = sources.locate_latest(use_parts, todo["image_id"].to_numpy())
+        added = todo.drop(columns=[c for c in todo.columns if c.endswith("_old")] + ["segment", "row"])
+        added = added.merge(located, on="image_id", how="inner")
+
+        # Delta = kept old delta rows + added rows, in event order.
+        delta_rows = pd.concat([
+            rows.merge(delta_keep[["image_id", "row"]], on="image_id").assign(src="old"),
+            added.assign(src="new"),
+        ], ignore_index=True)
+        delta_rows = _event_order(delta_rows)
+        nd = len(delta_rows)
+        delta_vecs = np.empty((nd, dim), dtype=np.float32)
+        self.tmp.mkdir(parents=True)
+        if len(delta_keep):
+            old_delta = choice_read(pdir / DELTA_FILE)
+            view = flat_view(old_delta)
+            sel = np.flatnonzero((delta_rows["src"] == "old").to_numpy())
+            delta_vecs[sel] = view[delta_rows["row"].to_numpy()[sel].astype(np.int64)]
+            del view, old_delta
+        new_sel = np.flatnonzero((delta_rows["src"] == "new").to_numpy())
+
+        def write(target: np.ndarray, vectors: np.ndarray) -> None:
+            delta_vecs[target] = vectors
+
+        sources.scatter_vectors(use_parts, delta_rows.iloc[new_sel][["image_id", "part_no", "part_row"]],
+                                new_sel, dim, write)
+        delta_ids = delta_rows["image_id"].to_numpy(np.int64)
+        inherited: dict[str, str] = {}
+        for fname in (INDEX_FILE, VECTORS_FILE):
+            if fname in parent_manifest["sha256"]:
+                _link_or_copy(pdir / fname, self.tmp / fname)
+                inherited[fname] = parent_manifest["sha256"][fname]
+        if nd:
+            _write_flat(self.tmp / DELTA_FILE, delta_ids, delta_vecs, dim)
+
+        base_frame = rows.merge(base_keep[["image_id", "row"]], on="image_id").assign(segment=0)
+        delta_frame = delta_rows.assign(segment=1, row=np.arange(nd))
+        frame = pd.concat([base_frame, delta_frame], ignore_index=True)
+        frame = frame.sort_values(["segment", "row"], kind="stable").reset_index(drop=True)
+        return {"frame": frame, "index_type": kind, "params": parent_manifest.get("params", {}),
+                "base_count": base_count, "delta_count": nd, "removed": removed, "inherited": inherited,
+                "base_version": parent_manifest.get("base_version") or parent,
+                "changes": {"added": int(fresh.sum()),
+                            "reembedded": int(changed.sum()), "deleted": int(deleted_mask.sum()),
+                            "missing_vectors": int(len(todo) - len(added))}}
+
+    # -- finish ---------------------------------------------------------------
+    def finalize(self, version: int, pieces: dict[str, Any], manifest_extra: dict[str, Any]) -> tuple[Path, dict]:
+        """Write meta, removed ids and the manifest, fsync, and rename the temp folder into place."""
+        import pyarrow.parquet as pq
+
+        frame = pieces["frame"]
+        pq.write_table(_meta_table(frame), self.tmp / META_FILE)
+        if len(pieces["removed"]):
+            np.save(self.tmp / REMOVED_FILE, np.asarray(pieces["removed"], dtype=np.int64))
+        sha: dict[str, str] = {}
+        sizes: dict[str, int] = {}
+        for path in sorted(self.tmp.iterdir()):
+            if path.name == MANIFEST_FILE:
+                continue
+            sizes[path.name] = path.stat().st_size
+            if path.name in pieces["inherited"]:
+                sha[path.name] = pieces["inherited"][path.name]
+            else:
+                _fsync_file(path)
+                sha[path.name] = sha256_file(path)
+        manifest = {
+            "format": MANIFEST_FORMAT,
+            "version": version,
+            "model_version": self.model_version,
+            "dim": manifest_extra.pop("dim"),
+            "metric": "inner_product",
+            "index_type": pieces["index_type"],
+            "params": pieces["params"],
+            "count": len(frame),
+            "base_count": pieces["base_count"],
+            "delta_count": pieces["delta_count"],
+            "removed_count": len(pieces["removed"]),
+            "base_version": pieces["base_version"] or version,
+            "sha256": sha,
+            "bytes": sizes,
+            "created_at": datetime.now(UTC).isoformat(),
+            **manifest_extra,
+        }
+        if "changes" in pieces:
+            manifest["changes"] = pieces["changes"]
+        data = json.dumps(manifest, indent=2, sort_keys=True).encode()
+        with open(self.tmp / MANIFEST_FILE, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        _fsync_dir(self.tmp)
+        final = self.store.version_dir(version)
+        os.rename(self.tmp, final)  # fails if a version of that number appeared meanwhile
+        _fsync_dir(self.store.root)
+        import hashlib
+
+        manifest["_manifest_sha256"] = hashlib.sha256(data).hexdigest()
+        return final, manifest
+
+    def discard(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def choice_read(path: Path) -> Any:
+    import faiss
+
+    return faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC)
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """Share an immutable file with the parent version (a hard link), or copy where links are refused."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def build_version(
+    settings: Settings, model_version: str, ledger: sources.Ledger, *, mode: str = "merge",
+    index_type: str | None = None, version: int, extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write version `version` (caller holds the store lock and picked the number). Returns the
+    manifest plus `path`. Database-free so the benchmark can time exactly this."""
+    if mode not in ("merge", "rebuild"):
+        raise ValueError(f"mode must be 'merge' or 'rebuild', not {mode!r}")
+    if index_type is not None and index_type not in choice.INDEX_TYPES:
+        raise ValueError(f"unknown index type {index_type!r} (choose from {', '.join(choice.INDEX_TYPES)})")
+    store = IndexStore(settings, model_version)
+    parts = sources.list_parts(settings, model_version)
+    if not parts:
+        raise BuildError(f"no embeddings for model {model_version!r} in {sources.dataset_dir(settings, model_version)}"
+                         " (run `python -m embeddings` first)")
+    dim = sources.dataset_dim(parts)
+    assert dim is not None
+    started = time.perf_counter()
+    builder = Builder(settings, model_version, store)
+    parent = store.current_version()
+    reason = None
+    try:
+        pieces: dict[str, Any] | str | None = None
+        if mode == "merge" and parent is not None:
+            pieces = builder.merge(ledger, parts, dim, parent, store.read_manifest(parent), index_type)
+            if isinstance(pieces, str):
+                reason, pieces = pieces, None
+                builder.discard()
+        elif mode == "merge":
+            reason = "no current version to merge into"
+        if pieces is None:
+            pieces = builder.rebuild(ledger, parts, dim, index_type)
+            used = "rebuild"
+        else:
+            used = "merge"
+        meta_extra = {
+            "dim": dim, "mode": used, "requested_mode": mode, "rebuild_reason": reason,
+            "parent_version": parent, "ledger_snapshot": ledger.snapshot.isoformat(),
+            "build_seconds": None, **(extra or {}),
+        }
+        meta_extra["build_seconds"] = round(time.perf_counter() - started, 3)
+        path, manifest = builder.finalize(version, pieces, meta_extra)
+    except BaseException:
+        builder.discard()
+        raise
+    manifest["path"] = str(path)
+    return manifest

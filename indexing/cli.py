@@ -1,0 +1,151 @@
+"""`python -m indexing build|verify|publish|versions|rollback|prune`: the operator's tool.
+
+Errors are one line on stderr with exit code 1 (2 for usage errors), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from core.settings import Settings
+
+
+class CliError(RuntimeError):
+    """A usage problem the user can fix (message printed as is)."""
+
+
+def _version_arg(text: str) -> int:
+    from indexing.store import parse_version
+
+    try:
+        return parse_version(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m indexing",
+        description="Build, verify, publish, list, roll back and prune versioned FAISS indexes "
+                    "(DATA_DIR/indexes/<model_version>/vNNNNNN, CURRENT names the served one).",
+    )
+    p.add_argument("--model-version", "-m", help="model version whose index to manage (default: the only "
+                   "model_version=* dataset under DATA_DIR/embeddings)")
+    p.add_argument("--json", action="store_true", help="print results as JSON")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    b = sub.add_parser("build", help="build the next version (merge into CURRENT or rebuild)")
+    b.add_argument("--mode", choices=("merge", "rebuild"), default="merge",
+                   help="merge: add/remove what changed since CURRENT (falls back to rebuild when it must); "
+                        "rebuild: from scratch (default: merge)")
+    b.add_argument("--index-type", choices=("flat", "hnsw", "ivfpq"),
+                   help="force an index type (default: chosen by size and INDEX_MEMORY_BUDGET_MB)")
+    b.add_argument("--publish", action="store_true", help="then verify, publish and prune old versions")
+    b.add_argument("--dag-run-id", help="recorded in index_versions.dag_run_id")
+
+    v = sub.add_parser("verify", help="re-check a version: checksums, dim, model, count vs ledger, self-search")
+    v.add_argument("version", type=_version_arg, help="vN, e.g. v3")
+
+    pu = sub.add_parser("publish", help="verify (if not yet) and make a version CURRENT; sends NOTIFY")
+    pu.add_argument("version", type=_version_arg, help="vN, e.g. v3")
+
+    sub.add_parser("versions", help="list versions with status, type, count and dates")
+
+    r = sub.add_parser("rollback", help="flip CURRENT back to the previous published version (or --to vN)")
+    r.add_argument("--to", type=_version_arg, help="the version to serve, e.g. v3")
+
+    pr = sub.add_parser("prune", help="delete all but the newest N versions (CURRENT is always kept)")
+    pr.add_argument("--keep", type=int, help="versions to keep (default INDEX_KEEP_VERSIONS)")
+    return p
+
+
+def _model_version(settings: Settings, given: str | None) -> str:
+    if given:
+        return given
+    found = sorted(p.name.split("=", 1)[1] for p in settings.embeddings_dir.glob("model_version=*") if p.is_dir())
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise CliError(f"no embeddings under {settings.embeddings_dir}; run `python -m embeddings` first "
+                       "or pass --model-version")
+    raise CliError(f"several model versions under {settings.embeddings_dir} ({', '.join(found)}): "
+                   "pass --model-version")
+
+
+def _print(data: Any, as_json: bool, text: str) -> None:
+    print(json.dumps(data, indent=2, default=str) if as_json else text)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from core.settings import get_settings
+    from indexing import pipeline
+    from indexing.store import version_name
+
+    settings = get_settings()
+    mv = _model_version(settings, args.model_version)
+    conninfo = settings.conninfo()
+    if args.command == "build":
+        result = pipeline.build(conninfo, settings, mv, mode=args.mode, index_type=args.index_type,
+                                dag_run_id=args.dag_run_id)
+        how = result["mode"] + (f" ({result['rebuild_reason']})" if result.get("rebuild_reason") else "")
+        text = (f"built {version_name(result['version'])} of {mv}: {result['count']} vectors, "
+                f"{result['index_type']}, {how}, {result['build_seconds']} s")
+        if args.publish:
+            pipeline.publish(conninfo, settings, mv, result["version"])
+            result["pruned"] = pipeline.prune(settings, mv, conninfo=conninfo)
+            text += "; published" + (f", pruned {', '.join(map(version_name, result['pruned']))}"
+                                      if result["pruned"] else "")
+        _print(result, args.json, text)
+    elif args.command == "verify":
+        report = pipeline.verify_report(conninfo, settings, mv, args.version)
+        _print(report, args.json, f"{version_name(args.version)} of {mv} is sound: {report['count']} vectors "
+               f"({report['expected']} expected from the ledger), dim {report['dim']}, {report['index_type']}, "
+               f"self-search {report['self_rank1']}")
+    elif args.command == "publish":
+        pipeline.publish(conninfo, settings, mv, args.version)
+        _print({"published": args.version}, args.json, f"published {version_name(args.version)} of {mv}")
+    elif args.command == "versions":
+        rows = pipeline.list_versions(settings, mv, conninfo)
+        if args.json:
+            _print(rows, True, "")
+        elif not rows:
+            print(f"no index versions for {mv}")
+        else:
+            print(f"{'':2}{'version':9}{'status':11}{'type':7}{'count':>10}  {'created':26}published")
+            for r in rows:
+                print(f"{'*' if r.get('current') else ' ':2}{version_name(r['version']):9}"
+                      f"{(r.get('status') or '-'):11}{(r.get('index_type') or '-'):7}{r.get('count') or 0:>10}  "
+                      f"{str(r.get('created_at') or '-')[:25]:26}{str(r.get('published_at') or '-')[:25]}")
+    elif args.command == "rollback":
+        v = pipeline.rollback(conninfo, settings, mv, to=args.to)
+        _print({"current": v}, args.json, f"CURRENT of {mv} is now {version_name(v)}")
+    elif args.command == "prune":
+        pruned = pipeline.prune(settings, mv, keep=args.keep, conninfo=conninfo)
+        _print({"pruned": pruned}, args.json,
+               f"pruned {', '.join(map(version_name, pruned))}" if pruned else "nothing to prune")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from core.db import DatabaseUnavailable
+    from core.settings import SettingsError
+    from indexing.pipeline import RollbackError
+    from indexing.sources import BuildError
+    from indexing.store import IndexCorrupt
+    from indexing.verify import VerificationFailed
+
+    expected = (CliError, DatabaseUnavailable, SettingsError, RollbackError, BuildError, IndexCorrupt,
+                VerificationFailed, ValueError, OSError)
+    try:
+        return _run(args)
+    except expected as exc:
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"error: {message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130

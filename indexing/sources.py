@@ -1,0 +1,187 @@
+"""What a build reads: the ledger of live embedded images (PostgreSQL) and the Parquet vectors.
+
+The Parquet dataset follows DESIGN.md: `DATA_DIR/embeddings/model_version=<mv>/part-*.parquet`
+with `image_id`, `vector fixed_size_list<float32>[dim]`, `embedded_at`, ... Parts are
+streamed one at a time (light columns first, vectors only of the winning rows), so a
+build never holds the whole dataset in memory next to the index.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from core.db import connect
+from core.settings import Settings
+
+
+class BuildError(RuntimeError):
+    """The inputs of a build are unusable (no dataset, mixed dims, ...); the message says what to do."""
+
+
+@dataclass
+class Ledger:
+    """Live embedded images of one model, as of `snapshot` (the database clock)."""
+
+    rows: pd.DataFrame  # image_id, image_code, event_code, filename, embedded_at, parquet_part
+    snapshot: datetime
+
+
+_LEDGER_SQL = """
+    SELECT e.image_id, i.code::text AS image_code, i.event_code::text AS event_code, i.filename,
+           e.embedded_at, coalesce(e.parquet_part, '') AS parquet_part
+    FROM image_embeddings e JOIN images i ON i.id = e.image_id
+    WHERE e.model_version = {mv} AND e.status = 'embedded'
+    ORDER BY e.image_id
+"""
+
+
+def read_ledger(conninfo: str, model_version: str) -> Ledger:
+    """The ledger's embedded rows for live images (deleted images are gone by ON DELETE CASCADE).
+
+    Uses COPY so a million rows cost about a second, not a Python loop.
+    """
+    from psycopg import sql
+
+    query = sql.SQL(_LEDGER_SQL).format(mv=sql.Literal(model_version))
+    buf = io.BytesIO()
+    with connect(conninfo=conninfo) as conn:
+        snapshot = conn.execute("SELECT now()").fetchone()[0]  # type: ignore[index]
+        with conn.cursor().copy(
+            sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv, HEADER true)").format(query)
+        ) as copy:
+            for chunk in copy:
+                buf.write(chunk)
+    buf.seek(0)
+    frame = pd.read_csv(
+        buf,
+        dtype={"image_id": "int64", "image_code": str, "event_code": str, "filename": str, "parquet_part": str},
+        keep_default_na=False,
+    )
+    frame["embedded_at"] = pd.to_datetime(frame["embedded_at"], utc=True, format="ISO8601")
+    return Ledger(frame, snapshot)
+
+
+def embedded_live_count(conninfo: str, model_version: str, *, until: datetime | None = None) -> int:
+    """How many live images the ledger says are embedded (optionally as of a snapshot)."""
+    q = ("SELECT count(*) FROM image_embeddings e JOIN images i ON i.id = e.image_id "
+         "WHERE e.model_version = %s AND e.status = 'embedded'")
+    args: list[object] = [model_version]
+    if until is not None:
+        q += " AND e.embedded_at <= %s"
+        args.append(until)
+    with connect(conninfo=conninfo) as conn:
+        return int(conn.execute(q, args).fetchone()[0])  # type: ignore[index]
+
+
+def dataset_dir(settings: Settings, model_version: str) -> Path:
+    return settings.embeddings_dir / f"model_version={model_version}"
+
+
+def list_parts(settings: Settings, model_version: str) -> list[Path]:
+    """Complete Parquet parts of a model (temp files of writers in progress are skipped)."""
+    folder = dataset_dir(settings, model_version)
+    return sorted(p for p in folder.glob("part-*.parquet") if p.is_file()) if folder.is_dir() else []
+
+
+def resolve_part(settings: Settings, model_version: str, part: str) -> Path | None:
+    """A ledger's parquet_part (absolute, or relative to DATA_DIR / the dataset) as an existing path."""
+    if not part:
+        return None
+    raw = Path(part)
+    candidates = [raw] if raw.is_absolute() else [
+        settings.resolved_data_dir / raw,
+        settings.embeddings_dir / raw,
+        dataset_dir(settings, model_version) / raw,
+    ]
+    candidates.append(dataset_dir(settings, model_version) / raw.name)
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def part_dim(path: Path) -> int:
+    """The vector length a part declares in its schema."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        field = pq.read_schema(path).field("vector")
+    except (KeyError, OSError, pa.ArrowInvalid) as exc:
+        raise BuildError(f"{path.name}: not a readable embeddings part ({exc})") from None
+    if not pa.types.is_fixed_size_list(field.type):
+        raise BuildError(f"{path.name}: column 'vector' is {field.type}, expected fixed_size_list<float32>[dim]")
+    return int(field.type.list_size)
+
+
+def dataset_dim(parts: Iterable[Path]) -> int | None:
+    """The one vector dim shared by all parts (None without parts); BuildError when they disagree."""
+    dims: dict[int, Path] = {}
+    for p in parts:
+        dims.setdefault(part_dim(p), p)
+    if len(dims) > 1:
+        desc = ", ".join(f"{d} ({p.name})" for d, p in dims.items())
+        raise BuildError(f"parts of one model version have different dims: {desc}")
+    return next(iter(dims), None)
+
+
+def _vectors_of(table: object, dim: int) -> np.ndarray:
+    col = table.column("vector").combine_chunks()  # type: ignore[attr-defined]
+    flat = col.flatten().to_numpy(zero_copy_only=False)
+    return np.asarray(flat, dtype=np.float32).reshape(-1, dim)
+
+
+def locate_latest(parts: list[Path], wanted: np.ndarray) -> pd.DataFrame:
+    """For each wanted image_id, the part and row holding its latest vector (max embedded_at, then
+    the later part). Reads only the light columns. Columns: image_id, part_no, part_row."""
+    import pyarrow.parquet as pq
+
+    frames = []
+    wanted_set = pd.Index(np.asarray(wanted, dtype=np.int64))
+    for part_no, path in enumerate(parts):
+        try:
+            t = pq.read_table(path, columns=["image_id", "embedded_at"])
+        except Exception as exc:  # pyarrow raises several types for damaged files
+            raise BuildError(f"{path}: unreadable Parquet part ({exc})") from None
+        ids = t.column("image_id").to_numpy().astype(np.int64)
+        keep = wanted_set.get_indexer(ids) >= 0
+        if not keep.any():
+            continue
+        at = pd.to_datetime(t.column("embedded_at").to_pandas(), utc=True).to_numpy()
+        rows = np.flatnonzero(keep)
+        frames.append(pd.DataFrame({"image_id": ids[rows], "embedded_at": at[rows], "part_no": part_no,
+                                    "part_row": rows}))
+    if not frames:
+        return pd.DataFrame({"image_id": np.empty(0, np.int64), "part_no": np.empty(0, np.int64),
+                             "part_row": np.empty(0, np.int64)})
+    all_rows = pd.concat(frames, ignore_index=True)
+    all_rows = all_rows.sort_values(["image_id", "embedded_at", "part_no", "part_row"], kind="stable")
+    latest = all_rows.drop_duplicates("image_id", keep="last")
+    return latest[["image_id", "part_no", "part_row"]].reset_index(drop=True)
+
+
+def scatter_vectors(
+    parts: list[Path], located: pd.DataFrame, target_rows: np.ndarray, dim: int,
+    write: Callable[[np.ndarray, np.ndarray], None],
+) -> None:
+    """Read the vectors `located` points at, one part at a time, and hand them to
+    `write(target_rows, vectors)`; target_rows[i] is where located row i goes."""
+    import pyarrow.parquet as pq
+
+    if located.empty:
+        return
+    part_no = located["part_no"].to_numpy().astype(np.int64)
+    part_row = located["part_row"].to_numpy().astype(np.int64)
+    for p in np.unique(part_no):
+        sel = np.flatnonzero(part_no == p)
+        path = parts[int(p)]
+        if part_dim(path) != dim:
+            raise BuildError(f"{path.name}: vectors have dim {part_dim(path)}, expected {dim}")
+        table = pq.read_table(path, columns=["vector"])
+        vectors = _vectors_of(table.take(part_row[sel]), dim)
+        write(target_rows[sel], vectors)
+        del table, vectors

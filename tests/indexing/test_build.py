@@ -1,0 +1,166 @@
+"""Building and merging versions from real Parquet parts and a real ledger."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from indexing import pipeline
+from indexing.store import IndexStore, load_version
+from tests.indexing.conftest import MODEL, Corpus, unit_vectors
+
+
+def brute_force(corpus: Corpus, query: np.ndarray, k: int, ids: list[int] | None = None) -> list[int]:
+    pool = sorted(ids if ids is not None else corpus.vectors)
+    scores = np.stack([corpus.vectors[i] for i in pool]) @ query
+    return [pool[j] for j in np.argsort(-scores, kind="stable")[:k]]
+
+
+def assert_matches_corpus(loaded, corpus: Corpus, *, exact_global: bool = True) -> None:
+    """Same id set as the ledger, the very vectors of the Parquet, exact search equal to brute force."""
+    assert set(loaded.ids.tolist()) == corpus.expected_ids() == set(corpus.vectors)
+    for i in list(corpus.vectors)[::7]:
+        np.testing.assert_allclose(loaded.vector(i), corpus.vectors[i], rtol=0, atol=1e-6)
+    queries = unit_vectors(7, 5) if exact_global else np.stack([corpus.vectors[i] for i in list(corpus.vectors)[:5]])
+    _, ids = loaded.search(queries, 5)
+    for q, got in zip(queries, ids, strict=True):
+        if exact_global:
+            assert got.tolist() == brute_force(corpus, q, 5)
+        else:  # approximate (IVF-PQ, toy-sized codebooks): itself first, and most of the true top-5
+            truth = brute_force(corpus, q, 5)
+            assert got[0] == truth[0] and len(set(got.tolist()) & set(truth)) >= 3
+    for event in set(corpus.event_of.values()):
+        members = [i for i, e in corpus.event_of.items() if e == event and i in corpus.vectors]
+        assert sorted(loaded.event_ids(event).tolist()) == sorted(members)
+        ev_ids, ev_vecs = loaded.event_vectors(event)
+        for i, v in zip(ev_ids, ev_vecs, strict=True):
+            np.testing.assert_allclose(v, corpus.vectors[int(i)], atol=1e-6)
+        scores, got = loaded.search_event(queries[0], event, 4)
+        assert got.tolist() == (brute_force(corpus, queries[0], 4, members) if members else [])
+        assert np.all(np.diff(scores) <= 1e-7)
+
+
+def test_rebuild_indexes_latest_live_embedded_rows_sorted_by_event(small_corpus, conninfo, settings, db):
+    corpus = small_corpus
+    ids = sorted(corpus.vectors)
+    corpus.embed(ids[:5])  # re-embedded: the newer part wins
+    corpus.fail(ids[5])  # ledger says failed: not indexed
+    corpus.vectors.pop(ids[5])
+    corpus.delete(ids[6:8])  # deleted images: not indexed
+    orphan = corpus.images(corpus.event(), 3)  # registered but never embedded
+    assert orphan
+
+    result = pipeline.build(conninfo, settings, MODEL, mode="rebuild")
+    assert result["mode"] == "rebuild" and result["index_type"] == "flat" and result["version"] == 1
+    loaded = load_version(settings, MODEL, 1)
+    assert loaded.count == result["count"] == len(corpus.vectors)
+    assert_matches_corpus(loaded, corpus)
+    events = loaded.meta["event_code"].tolist()
+    assert events == sorted(events), "rebuild lays rows out grouped by event"
+    row = db.execute("SELECT status, vector_count, index_type FROM index_versions WHERE version = 1").fetchone()
+    assert row == ("built", len(corpus.vectors), "flat")
+
+
+def test_merge_handles_additions_deletions_and_reembeds_and_costs_only_the_change(
+        small_corpus, conninfo, settings):
+    corpus = small_corpus
+    pipeline.build(conninfo, settings, MODEL, mode="rebuild")
+    pipeline.publish(conninfo, settings, MODEL, 1)
+    ids = sorted(corpus.vectors)
+
+    new_event = corpus.event()
+    corpus.embed(corpus.images(new_event, 6) + corpus.images(corpus.event_of[ids[0]], 2))  # additions
+    corpus.embed(ids[10:13])  # re-embeds
+    corpus.delete(ids[20:24])  # deletions
+    result = pipeline.build(conninfo, settings, MODEL)
+    assert result["mode"] == "merge", result
+    assert result["changes"] == {"added": 8, "reembedded": 3, "deleted": 4, "missing_vectors": 0}
+    store = IndexStore(settings, MODEL)
+    v1, v2 = store.version_dir(1), store.version_dir(2)
+    assert (v2 / "index.faiss").stat().st_ino == (v1 / "index.faiss").stat().st_ino, "base shared, not rewritten"
+    manifest = store.read_manifest(2)
+    assert manifest["delta_count"] == 11 and manifest["removed_count"] == 7 and manifest["parent_version"] == 1
+    loaded = load_version(settings, MODEL, 2)
+    assert_matches_corpus(loaded, corpus)
+    pipeline.publish(conninfo, settings, MODEL, 2)
+
+    # A second merge on top of a delta: re-embed a delta row, delete another, add more.
+    delta_ids = [i for i in loaded.ids.tolist() if i > max(ids)]
+    corpus.embed(delta_ids[:2])
+    corpus.delete(delta_ids[2:3])
+    corpus.embed(corpus.images(new_event, 3))
+    result = pipeline.build(conninfo, settings, MODEL)
+    assert result["mode"] == "merge"
+    assert_matches_corpus(load_version(settings, MODEL, 3), corpus)
+    # And a rebuild of the same state gives the same answers.
+    rebuilt = pipeline.build(conninfo, settings, MODEL, mode="rebuild")
+    assert_matches_corpus(load_version(settings, MODEL, rebuilt["version"]), corpus)
+
+
+def test_hnsw_builds_always_rebuild(small_corpus, conninfo, settings):
+    corpus = small_corpus
+    first = pipeline.build(conninfo, settings, MODEL, mode="rebuild", index_type="hnsw")
+    pipeline.publish(conninfo, settings, MODEL, first["version"])
+    corpus.embed(corpus.images(corpus.event(), 4))
+    second = pipeline.build(conninfo, settings, MODEL, index_type="hnsw")
+    assert second["mode"] == "rebuild" and "HNSW" in second["rebuild_reason"]
+    loaded = load_version(settings, MODEL, second["version"])
+    assert loaded.index_type == "hnsw" and loaded.manifest["params"]["m"] == settings.index_hnsw_m
+    assert set(loaded.ids.tolist()) == set(corpus.vectors)
+    event = next(iter(corpus.event_of.values()))
+    members = [i for i, e in corpus.event_of.items() if e == event]
+    q = corpus.vectors[members[0]]
+    assert loaded.search_event(q, event, 3)[1].tolist() == brute_force(corpus, q, 3, members)
+    assert loaded.search(q, 1)[1][0, 0] == members[0]
+
+
+def test_ivfpq_keeps_raw_vectors_for_exact_event_search_and_merges(corpus, conninfo, settings):
+    ids = []
+    for _ in range(3):
+        ids += corpus.images(corpus.event(), 150)
+    corpus.embed(ids)
+    first = pipeline.build(conninfo, settings, MODEL, mode="rebuild", index_type="ivfpq")
+    loaded = load_version(settings, MODEL, first["version"])
+    assert loaded.index_type == "ivfpq" and {"nlist", "m", "nbits", "nprobe"} <= set(loaded.manifest["params"])
+    assert_matches_corpus(loaded, corpus, exact_global=False)  # vector() and per-event search stay exact
+    pipeline.publish(conninfo, settings, MODEL, first["version"])
+    corpus.embed(corpus.images(corpus.event(), 5))
+    corpus.delete(ids[:3])
+    second = pipeline.build(conninfo, settings, MODEL, index_type="ivfpq")
+    assert second["mode"] == "merge" and second["index_type"] == "ivfpq"
+    loaded = load_version(settings, MODEL, second["version"])
+    assert set(loaded.ids.tolist()) == set(corpus.vectors)
+    assert ids[0] not in loaded.search(corpus.vectors[ids[3]], 50)[1][0]
+
+
+def test_merge_turns_into_rebuild_when_the_delta_outgrows_the_base(small_corpus, conninfo, settings, monkeypatch):
+    from indexing import build as build_mod
+
+    monkeypatch.setattr(build_mod, "COMPACT_MIN", 5)
+    pipeline.build(conninfo, settings, MODEL, mode="rebuild")
+    pipeline.publish(conninfo, settings, MODEL, 1)
+    small_corpus.embed(small_corpus.images(small_corpus.event(), 20))
+    result = pipeline.build(conninfo, settings, MODEL)
+    assert result["mode"] == "rebuild" and "compacting" in result["rebuild_reason"]
+    assert_matches_corpus(load_version(settings, MODEL, result["version"]), small_corpus)
+
+
+def test_build_without_embeddings_says_what_to_do(db, conninfo, settings):
+    from indexing.sources import BuildError
+
+    with pytest.raises(BuildError, match="python -m embeddings"):
+        pipeline.build(conninfo, settings, MODEL)
+    with pytest.raises(ValueError, match="mode"):
+        pipeline.build(conninfo, settings, MODEL, mode="sideways")
+
+
+def test_choice_follows_size_and_budget(settings):
+    from indexing.choice import choose
+
+    s = settings.model_copy(update={"index_exact_max_vectors": 1000, "index_memory_budget_mb": 64})
+    assert choose(1000, 128, s)[0] == "flat"
+    assert choose(1001, 128, s)[0] == "hnsw"
+    kind, params = choose(1_000_000, 2048, s)
+    assert kind == "ivfpq" and 2048 % params["m"] == 0 and params["m"] * 1_000_000 <= 64 * 2**20
+    with pytest.raises(ValueError, match="unknown index type"):
+        choose(10, 8, s, "lsh")
