@@ -172,10 +172,8 @@ class Builder:
         rows = ledger.rows
         joined = rows.merge(old.drop(columns=["event_code"]), on="image_id", how="left", suffixes=("", "_old"))
         fresh = joined["segment"].isna().to_numpy()
-        changed = ~fresh & (
-            (joined["embedded_at"] != joined["embedded_at_old"]).to_numpy()
-            | (joined["parquet_part"] != joined["parquet_part_old"]).to_numpy()
-        )
+        # The ledger stamps embedded_at on every (re-)embed; compaction only repoints parquet_part.
+        changed = ~fresh & (joined["embedded_at"] != joined["embedded_at_old"]).to_numpy()
         todo = joined[fresh | changed]
         live_ids = pd.Index(rows["image_id"].to_numpy())
         deleted_mask = live_ids.get_indexer(old["image_id"].to_numpy()) < 0

@@ -32,8 +32,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Build, verify, publish, list, roll back and prune versioned FAISS indexes "
                     "(DATA_DIR/indexes/<model_version>/vNNNNNN, CURRENT names the served one).",
     )
-    p.add_argument("--model-version", "-m", help="model version whose index to manage (default: the only "
-                   "model_version=* dataset under DATA_DIR/embeddings)")
+    p.add_argument("--model-version", "-m", help="model version whose index to manage, e.g. "
+                   "efficientnet-lite0@seed-pad224 (default: the one EMBEDDING_MODEL produces)")
     p.add_argument("--json", action="store_true", help="print results as JSON")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -63,16 +63,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _model_version(settings: Settings, given: str | None) -> str:
+    """--model-version, else the version EMBEDDING_MODEL produces (parsed, no model loaded)."""
     if given:
         return given
-    found = sorted(p.name.split("=", 1)[1] for p in settings.embeddings_dir.glob("model_version=*") if p.is_dir())
-    if len(found) == 1:
-        return found[0]
-    if not found:
-        raise CliError(f"no embeddings under {settings.embeddings_dir}; run `python -m embeddings` first "
-                       "or pass --model-version")
-    raise CliError(f"several model versions under {settings.embeddings_dir} ({', '.join(found)}): "
-                   "pass --model-version")
+    from embeddings.models import ModelUnavailable, parse_name
+
+    try:
+        return parse_name(settings.embedding_model).model_version
+    except ModelUnavailable as exc:
+        raise CliError(f"{exc}; or pass --model-version") from None
 
 
 def _print(data: Any, as_json: bool, text: str) -> None:
@@ -140,8 +139,14 @@ def main(argv: list[str] | None = None) -> int:
 
     expected = (CliError, DatabaseUnavailable, SettingsError, RollbackError, BuildError, IndexCorrupt,
                 VerificationFailed, ValueError, OSError)
+    import psycopg
+
     try:
         return _run(args)
+    except psycopg.Error as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"error: database error: {first} (is the schema migrated? `python -m core.migrate`)", file=sys.stderr)
+        return 1
     except expected as exc:
         message = " ".join(str(exc).split()) or type(exc).__name__
         print(f"error: {message}", file=sys.stderr)

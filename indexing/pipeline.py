@@ -99,6 +99,9 @@ def verify(conninfo: str, settings: Settings, model_version: str, version: int) 
 def verify_report(conninfo: str, settings: Settings, model_version: str, version: int) -> dict[str, Any]:
     """verify() returning what was checked (for the CLI)."""
     store = IndexStore(settings, model_version)
+    if not store.version_dir(version).is_dir():
+        raise VerificationFailed(f"{version_name(version)} of {model_version} does not exist "
+                                 f"(on disk: {', '.join(map(version_name, store.versions())) or 'none'})")
     try:
         report = check_version(conninfo, settings, model_version, version)
     except VerificationFailed as exc:

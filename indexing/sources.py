@@ -81,13 +81,18 @@ def embedded_live_count(conninfo: str, model_version: str, *, until: datetime | 
 
 
 def dataset_dir(settings: Settings, model_version: str) -> Path:
-    return settings.embeddings_dir / f"model_version={model_version}"
+    """The embeddings part's own answer (same sanitising of the model version)."""
+    from embeddings.dataset import dataset_dir as _dataset_dir
+
+    return _dataset_dir(settings, model_version)
 
 
 def list_parts(settings: Settings, model_version: str) -> list[Path]:
-    """Complete Parquet parts of a model (temp files of writers in progress are skipped)."""
-    folder = dataset_dir(settings, model_version)
-    return sorted(p for p in folder.glob("part-*.parquet") if p.is_file()) if folder.is_dir() else []
+    """Complete Parquet parts, oldest first (the embeddings part's order: mtime, then name), so the
+    later part wins ties of embedded_at exactly as `embeddings.dataset.read_latest` decides."""
+    from embeddings.dataset import list_parts as _list_parts
+
+    return _list_parts(settings, model_version)
 
 
 def resolve_part(settings: Settings, model_version: str, part: str) -> Path | None:

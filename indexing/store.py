@@ -39,7 +39,7 @@ CURRENT_FILE = "CURRENT"
 MANIFEST_FORMAT = 1
 META_COLUMNS = ("image_id", "image_code", "event_code", "filename")
 _VERSION_RE = re.compile(r"^v(\d{6,})$")
-_SAFE_MODEL_RE = re.compile(r"[^A-Za-z0-9._@=+-]")
+_SAFE_MODEL_RE = re.compile(r"[^A-Za-z0-9._@+-]")  # as embeddings.dataset.safe_model_version
 
 
 class IndexCorrupt(RuntimeError):
