@@ -5,6 +5,7 @@ Each Param carries a JSON schema, so the UI form and `airflow dags trigger
 fields (an event code when scope is `event`, start before end) are checked by
 `resolve_plan_request`, which the plan task calls first: a bad combination
 fails the run at once, without retries, with a message naming the field.
+Fields of another scope are ignored (the UI form keeps every field filled).
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from airflow.sdk import Param
 
 from image_pipeline.assets import MODEL_NAMES, base_model, default_model, model_choices
 
-SCOPES = ("pending", "event", "range", "all")
+SCOPES = ("pending", "failed", "event", "range", "all")
 INDEX_MODES = ("merge", "rebuild")
 UUID_PATTERN = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
-DEFAULT_BATCH_SIZE = 32
+DEFAULT_BATCH_SIZE = 256
+MAX_BATCH_SIZE = 10_000
 
 
 class ParamsError(ValueError):
@@ -43,11 +45,12 @@ def embedding_params() -> dict[str, Param]:
             type="string",
             enum=list(SCOPES),
             title="Scope",
-            description="pending: rows without a ledger row for this model; event: every row of one event "
-            "(re-embeds); range: every row with images.created_at in [start, end) (re-embeds); "
-            "all: every row (re-embeds everything).",
+            description="pending: rows without a ledger row for this model; failed: retry the rows that failed; "
+            "event: every row of one event (re-embeds); range: every row with images.created_at in [start, end) "
+            "(re-embeds); all: every row (re-embeds everything).",
             values_display={
                 "pending": "pending: new rows only",
+                "failed": "failed: retry rows that failed",
                 "event": "event: re-embed one event",
                 "range": "range: re-embed rows created in [start, end)",
                 "all": "all: re-embed every row",
@@ -78,9 +81,9 @@ def embedding_params() -> dict[str, Param]:
             DEFAULT_BATCH_SIZE,
             type="integer",
             minimum=1,
-            maximum=1024,
+            maximum=MAX_BATCH_SIZE,
             title="Batch size",
-            description="Images per mapped embed task.",
+            description="Images per mapped embed task (one Parquet part each).",
         ),
         "limit": Param(
             None,
@@ -180,7 +183,8 @@ def resolve_plan_request(
     Backfill runs (`airflow backfill create`) narrow the selection to rows
     created inside their data interval: scope `pending` then embeds the rows of
     that interval still lacking an embedding, scope `all` re-embeds all of them.
-    Scheduled and manual runs ignore the interval, so a row committed late is
+    (`failed` retries the interval's failed rows, `event`/`range` keep only
+    their rows created in the interval.) Scheduled and manual runs ignore the interval, so a row committed late is
     still picked up by the next `pending` run.
     """
     model = params.get("model") or default_model()
@@ -198,22 +202,22 @@ def resolve_plan_request(
             event_code = str(uuid.UUID(str(event_code)))
         except ValueError:
             raise ParamsError(f"event_code: not a UUID (got {event_code!r})") from None
-    elif event_code:
-        raise ParamsError(f"event_code: only used with scope 'event' (scope is {scope!r})")
+    else:
+        event_code = None  # the form keeps every field; only the chosen scope's fields count
 
-    start = parse_timestamp(params.get("start"), "start")
-    end = parse_timestamp(params.get("end"), "end")
+    start = end = None
     if scope == "range":
+        start = parse_timestamp(params.get("start"), "start")
+        end = parse_timestamp(params.get("end"), "end")
         if start is None or end is None:
             raise ParamsError("start/end: both are required when scope is 'range'")
         if start >= end:
             raise ParamsError(f"start/end: start ({start.isoformat()}) must be before end ({end.isoformat()})")
-    elif start or end:
-        raise ParamsError(f"start/end: only used with scope 'range' (scope is {scope!r})")
 
-    batch_size = params.get("batch_size") or DEFAULT_BATCH_SIZE
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or not 1 <= batch_size <= 1024:
-        raise ParamsError(f"batch_size: an integer from 1 to 1024 (got {batch_size!r})")
+    batch_size = params.get("batch_size")
+    batch_size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or not 1 <= batch_size <= MAX_BATCH_SIZE:
+        raise ParamsError(f"batch_size: an integer from 1 to {MAX_BATCH_SIZE} (got {batch_size!r})")
     limit = params.get("limit")
     if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
         raise ParamsError(f"limit: a positive integer or empty (got {limit!r})")

@@ -126,7 +126,9 @@ def photos(rows: ImageRows, count: int, *, offset: int = 0) -> list[Path]:
 
 def run_dag(dag, conf: dict | None = None, *, expect: str = "success"):  # type: ignore[no-untyped-def]
     """One real DAG run through dag.test() (tasks run in this process); asserts its final state."""
-    dr = dag.test(run_conf=conf or {}, logical_date=datetime.now(UTC))
+    # Every param spelled out: in one process the DAG object's params would otherwise keep an earlier run's conf.
+    full = {name: dag.params.get_param(name).value for name in dag.params} | (conf or {})
+    dr = dag.test(run_conf=full, logical_date=datetime.now(UTC))
     states = {(ti.task_id, ti.map_index): ti.state for ti in dr.get_task_instances()}
     assert dr.state == expect, f"{dag.dag_id} run ended {dr.state}: {states}"
     return dr
@@ -138,3 +140,44 @@ def task_states(dr) -> dict[str, list[str]]:  # type: ignore[no-untyped-def]
     for ti in dr.get_task_instances():
         out.setdefault(ti.task_id, []).append(str(ti.state))
     return out
+
+
+def asset_events(asset_name: str, run_id: str | None = None) -> list[dict]:
+    """Extras of the Airflow asset events of `asset_name` (optionally from one DAG run), oldest first."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        query = (
+            select(AssetEvent.extra)
+            .join(AssetModel, AssetModel.id == AssetEvent.asset_id)
+            .where(AssetModel.name == asset_name)
+            .order_by(AssetEvent.id)
+        )
+        if run_id is not None:
+            query = query.where(AssetEvent.source_run_id == run_id)
+        return [dict(extra) for extra in session.scalars(query)]
+
+
+def queued_for(dag_id: str, asset_name: str) -> bool:
+    """Whether an asset event is queued to trigger `dag_id` (what the scheduler turns into a run)."""
+    from airflow.models.asset import AssetDagRunQueue, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        query = (
+            select(AssetDagRunQueue.target_dag_id)
+            .join(AssetModel, AssetModel.id == AssetDagRunQueue.asset_id)
+            .where(AssetModel.name == asset_name, AssetDagRunQueue.target_dag_id == dag_id)
+        )
+        return session.scalar(query) is not None
+
+
+def ledger(conn: psycopg.Connection) -> dict[int, tuple[str, str | None, int, str | None]]:
+    """image_id -> (status, error, attempts, parquet_part) for every ledger row."""
+    rows = conn.execute(
+        "SELECT image_id, status, error, attempts, parquet_part FROM image_embeddings ORDER BY image_id"
+    ).fetchall()
+    return {int(r[0]): (r[1], r[2], int(r[3]), r[4]) for r in rows}
