@@ -21,6 +21,8 @@ from image_pipeline.assets import MODEL_NAMES, base_model, default_model, model_
 
 SCOPES = ("pending", "failed", "event", "range", "all")
 INDEX_MODES = ("merge", "rebuild")
+# indexing.choice.INDEX_TYPES (kept here so parsing never imports faiss; tests check they agree).
+INDEX_TYPES = ("flat", "hnsw", "ivfpq")
 UUID_PATTERN = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 DEFAULT_BATCH_SIZE = 256
 MAX_BATCH_SIZE = 10_000
@@ -115,9 +117,10 @@ def index_params() -> dict[str, Param]:
         "index_type": Param(
             None,
             type=["null", "string"],
-            pattern="^[A-Za-z0-9_,.-]+$",
+            enum=[None, *INDEX_TYPES],
             title="Index type",
-            description="Override the automatic FAISS index type (empty: automatic).",
+            description="Override the automatic FAISS index type: flat (exact), hnsw or ivfpq (empty: automatic, "
+            "by size and INDEX_MEMORY_BUDGET_MB).",
         ),
         "keep": Param(
             None,
