@@ -164,3 +164,18 @@ def test_choice_follows_size_and_budget(settings):
     assert kind == "ivfpq" and 2048 % params["m"] == 0 and params["m"] * 1_000_000 <= 64 * 2**20
     with pytest.raises(ValueError, match="unknown index type"):
         choose(10, 8, s, "lsh")
+
+
+def test_odd_filenames_survive_and_an_empty_ledger_builds_an_empty_version(corpus, conninfo, settings, db):
+    ids = corpus.images(corpus.event(), 3)
+    corpus.embed(ids, ledger=False)  # parts exist, but nothing is in the ledger yet
+    empty = pipeline.build(conninfo, settings, MODEL)
+    loaded = load_version(settings, MODEL, empty["version"])
+    assert loaded.count == 0 and loaded.search(corpus.vectors[ids[0]], 3)[1].tolist() == [[-1, -1, -1]]
+    assert loaded.search_event(corpus.vectors[ids[0]], corpus.event_of[ids[0]], 3)[1].tolist() == []
+
+    odd = 'a,"b"\n c;é.jpg'
+    db.execute("UPDATE images SET filename = %s WHERE id = %s", (odd, ids[1]))
+    corpus.embed(ids)
+    loaded = load_version(settings, MODEL, pipeline.build(conninfo, settings, MODEL)["version"])
+    assert loaded.row(ids[1])["filename"] == odd and loaded.count == 3
