@@ -1,0 +1,259 @@
+"""`python -m demo [PHOTO_FOLDER]`: the main job end to end, then a live search server until Ctrl-C.
+
+Steps (one progress line each): choose the model; reach PostgreSQL (the
+configured one, else a private one under DATA_DIR/pg) and migrate it; register
+the photos as images of a demo event under IMAGE_ROOT; migrate Airflow's
+SQLite home; run the DAGs `image_embeddings` then `image_index` with `airflow
+dags test`; start `python -m serving`; print example requests (curl) with the
+answers they got. A second run reuses what the first one made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+from core.db import DatabaseUnavailable
+from core.localpg import LocalPostgresError
+from core.settings import Settings, SettingsError, get_settings
+from demo.airflow_runner import AirflowRunError, AirflowRunner
+from demo.database import DemoDatabase, open_database
+from demo.examples import format_example, run_examples
+from demo.photos import PhotoError, find_sources, prepare_extras, register
+from demo.progress import Progress
+from demo.server import SearchServer, ServerError, choose_port
+
+PLACES365 = "places365-resnet50"
+EFFICIENTNET = "efficientnet-lite0"
+STEPS = 8
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m demo",
+        description="Run the image similarity pipeline end to end on sample photos (or PHOTO_FOLDER), "
+        "then serve searches until Ctrl-C.",
+    )
+    parser.add_argument("folder", nargs="?", type=Path, metavar="PHOTO_FOLDER",
+                        help="photos to register (default: the shared sample photos, else generated ones)")
+    parser.add_argument("--port", type=int, help="search server port (default API_PORT; a free one if that is busy)")
+    parser.add_argument("--no-serve", action="store_true",
+                        help="stop the server after printing the example answers (exit 1 if one was wrong)")
+    parser.add_argument("--limit", type=int, help="register at most this many photos")
+    parser.add_argument("--model", choices=[PLACES365, EFFICIENTNET],
+                        help="embedding model (default: Places365 when its weights file is present, "
+                        "else efficientnet-lite0)")
+    parser.add_argument("--private-db", action="store_true",
+                        help="always use a private PostgreSQL under DATA_DIR/pg, even if DB_HOST answers")
+    return parser
+
+
+def choose_model(settings: Settings, requested: str | None) -> tuple[str, str]:
+    """The model to embed with, and why."""
+    weights = settings.resolved_model_weights
+    if requested:
+        return requested, "chosen with --model"
+    if weights.is_file():
+        return PLACES365, f"Places365 weights found at {weights}"
+    return EFFICIENTNET, (f"Places365 weights not found at {weights}; `make weights` downloads them "
+                          "(efficientnet-lite0 ships with its package and works offline)")
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@dataclass
+class Started:
+    """What the demo started and must stop on the way out (Ctrl-C, an error, or --no-serve)."""
+
+    db: DemoDatabase | None = None
+    server: SearchServer | None = None
+
+    def stop(self, progress: Progress) -> None:
+        if self.server is not None and self.server.running():
+            progress.raw(f"stopping the search server on {self.server.url}")
+            self.server.stop()
+        if self.db is not None and self.db.server is not None:
+            progress.raw(f"stopping the private PostgreSQL in {self.db.server.datadir}")
+            self.db.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.limit is not None and args.limit < 1:
+        print("error: --limit must be at least 1", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    progress = Progress(STEPS)
+    started = Started()
+    try:
+        return _run(args, progress, started)
+    except KeyboardInterrupt:
+        progress.raw("\ninterrupted: stopping what the demo started")
+        return 130
+    except (SettingsError, DatabaseUnavailable, LocalPostgresError, PhotoError, AirflowRunError, ServerError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        started.stop(progress)
+
+
+def _run(args: argparse.Namespace, progress: Progress, started: Started) -> int:
+    settings = get_settings()
+    data_dir = settings.resolved_data_dir.resolve()
+    image_root = settings.resolved_image_root
+    work_dir = data_dir / "demo"
+
+    progress.step("model")
+    model, why = choose_model(settings, args.model)
+    from embeddings.models import ModelUnavailable, parse_name
+
+    try:
+        model_version = parse_name(model).model_version
+    except ModelUnavailable as exc:
+        raise SettingsError(str(exc)) from None
+    progress.detail(f"{model} ({model_version}): {why}")
+
+    progress.step("database")
+    notes: list[str] = []
+    db = open_database(settings, data_dir, private=args.private_db, notes=notes)
+    started.db = db
+    for note in notes:
+        progress.detail(note)
+    migrated = f"applied {', '.join(db.applied)}" if db.applied else "schema up to date"
+    progress.done(f"{db.origin}: {db.describe()}; {migrated}")
+
+    # Every child process (Airflow, the server) sees the same settings as this one.
+    child_env = {**db.env, "DATA_DIR": str(data_dir), "IMAGE_ROOT": str(image_root), "EMBEDDING_MODEL": model}
+    os.environ.update(child_env)
+    get_settings.cache_clear()
+
+    progress.step("photos")
+    source, skipped = find_sources(args.folder, args.limit, work_dir)
+    dups, query, original = prepare_extras(source, work_dir)
+    rows = register(db.conninfo, image_root, source, extra=dups)
+    new = sum(r.new for r in rows)
+    progress.detail(f"{len(source.files)} photos from {source.label}, plus {len(dups)} near-duplicate copies")
+    if skipped:
+        progress.detail(f"skipped {len(skipped)} unreadable file(s): {', '.join(p.name for p in skipped[:5])}")
+    progress.done(f"event {source.event_code} ({source.event_name}): {len(rows)} images under "
+                  f"{image_root / 'uploads' / 'demo'}, {new} new, {len(rows) - new} already registered")
+
+    runner = AirflowRunner(data_dir / "airflow", db.conninfo, child_env)
+    progress.step("airflow")
+    seconds = runner.migrate()
+    progress.detail(f"metadata: SQLite in {runner.home} (`airflow db migrate` {seconds:.1f}s)")
+
+    def on_task(task: str, state: str) -> None:
+        progress.detail(f"{task}: {state}")
+
+    progress.step("image_embeddings (airflow dags test)")
+    ids = [r.image_id for r in rows]
+    before = _ledger_counts(db.conninfo, model_version, ids)
+    conf: dict[str, object] = {"model": model, "scope": "pending"}
+    if before.get("failed"):
+        # Files that failed on an earlier run may be readable now: re-embed the demo event.
+        conf = {"model": model, "scope": "event", "event_code": source.event_code}
+    progress.detail(f"conf {json.dumps(conf)}")
+    result = runner.dags_test("image_embeddings", conf, on_task)
+    counts = _ledger_counts(db.conninfo, model_version, ids)
+    progress.done(f"{counts.get('embedded', 0)} of {len(rows)} demo images embedded, {counts.get('failed', 0)} failed; "
+                  f"log {result.log}")
+    for filename, error in _failures(db.conninfo, model_version, ids)[:5]:
+        progress.detail(f"failed: {filename}: {error}")
+
+    progress.step("image_index (airflow dags test)")
+    version, count, index_type = _served_version(model_version)
+    embedded_total = _embedded_total(db.conninfo, model_version)
+    if version is not None and (count or 0) >= embedded_total:
+        # Nothing embedded since the served version was built: publishing an identical one would add nothing.
+        progress.done(f"CURRENT v{version} already holds all {embedded_total} embedded images: reused")
+    else:
+        progress.detail(f"conf {json.dumps({'model': model, 'mode': 'merge'})}")
+        result = runner.dags_test("image_index", {"model": model, "mode": "merge"}, on_task)
+        version, count, index_type = _served_version(model_version)
+        if version is None:
+            raise AirflowRunError(f"image_index ran but no index version of {model_version} is published; "
+                                  f"see {result.log}")
+        progress.done(f"CURRENT is v{version}: {count} vectors ({index_type}); log {result.log}")
+
+    progress.step("search server")
+    port, note = choose_port(args.port, settings.api_port)
+    if note:
+        progress.detail(note)
+    server = SearchServer(port, child_env, work_dir / "logs" / "server.log")
+    started.server = server
+    health = server.start()
+    progress.done(f"{server.url} ready: index v{health.get('index_version')}, {health.get('total_vectors')} vectors, "
+                  f"{health.get('model_version')}; log {server.log}")
+
+    progress.step("example requests")
+    by_name = {r.filename: r for r in rows}
+    dup_of = dups[0].name if dups else None
+    first = by_name.get(source.files[0].name)
+    examples = run_examples(server.url, event_code=source.event_code, query=query, original_name=original.name,
+                            similar_id=first.image_id if first else None,
+                            similar_name=first.filename if first else None, similar_expect=dup_of)
+    for example in examples.examples:
+        progress.raw()
+        progress.raw(format_example(example))
+    progress.raw()
+    progress.raw(f"{'all answers as expected' if examples.ok else 'SOME ANSWERS WERE NOT AS EXPECTED'} "
+                 f"({progress.elapsed():.0f}s in all)")
+
+    if args.no_serve:
+        return 0 if examples.ok else 1
+    progress.raw()
+    progress.raw(f"The search server is running at {server.url} (interactive API docs: {server.url}/docs).")
+    progress.raw("Press Ctrl-C to stop it" + (" and the private PostgreSQL." if db.server else "."))
+    code = server.wait()
+    progress.raw(f"the search server exited with {code}; see {server.log}")
+    return 1 if code else 0
+
+
+def _ledger_counts(conninfo: str, model_version: str, image_ids: list[int]) -> dict[str, int]:
+    import psycopg
+
+    with psycopg.connect(conninfo) as conn:
+        rows = conn.execute(
+            "SELECT status, count(*) FROM image_embeddings WHERE model_version = %s AND image_id = ANY(%s) "
+            "GROUP BY status", (model_version, image_ids)).fetchall()
+    return {str(status): int(n) for status, n in rows}
+
+
+def _embedded_total(conninfo: str, model_version: str) -> int:
+    import psycopg
+
+    with psycopg.connect(conninfo) as conn:
+        row = conn.execute("SELECT count(*) FROM image_embeddings WHERE model_version = %s AND status = 'embedded'",
+                           (model_version,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _failures(conninfo: str, model_version: str, image_ids: list[int]) -> list[tuple[str, str]]:
+    import psycopg
+
+    with psycopg.connect(conninfo) as conn:
+        rows = conn.execute(
+            "SELECT i.filename, coalesce(e.error, '') FROM image_embeddings e JOIN images i ON i.id = e.image_id "
+            "WHERE e.model_version = %s AND e.image_id = ANY(%s) AND e.status = 'failed' ORDER BY i.id",
+            (model_version, image_ids)).fetchall()
+    return [(str(f), str(err)) for f, err in rows]
+
+
+def _served_version(model_version: str) -> tuple[int | None, int | None, str | None]:
+    from indexing.store import IndexStore
+
+    store = IndexStore(get_settings(), model_version)
+    version = store.current_version()
+    if version is None:
+        return None, None, None
+    manifest = store.read_manifest(version)
+    return version, manifest.get("count"), manifest.get("index_type")

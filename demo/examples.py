@@ -1,0 +1,124 @@
+"""Real requests against the running server, printed as curl command lines with the JSON they got."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+MAX_GROUPS_SHOWN = 5
+
+
+@dataclass
+class Example:
+    title: str
+    curl: str
+    status: int
+    answer: Any
+    verdict: str = ""
+    ok: bool = True
+
+
+@dataclass
+class ExampleRun:
+    examples: list[Example] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(e.ok for e in self.examples)
+
+
+def _curl(method: str, url: str, *, files: dict[str, Path] | None = None, form: dict[str, str] | None = None) -> str:
+    parts = ["curl", "-s"]
+    if method != "GET":
+        parts += ["-X", method]
+    parts.append(url)
+    for name, path in (files or {}).items():
+        parts += ["-F", f"{name}=@{path}"]
+    for name, value in (form or {}).items():
+        parts += ["-F", f"{name}={value}"]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def _shown(answer: Any) -> Any:
+    """The answer as printed: long duplicate-group lists cut to the first few."""
+    if isinstance(answer, dict) and isinstance(answer.get("groups"), list) and len(answer["groups"]) > MAX_GROUPS_SHOWN:
+        more = len(answer["groups"]) - MAX_GROUPS_SHOWN
+        return {**answer, "groups": [*answer["groups"][:MAX_GROUPS_SHOWN], f"... {more} more group(s)"]}
+    return answer
+
+
+def dumps(value: Any, indent: int = 0, width: int = 120) -> str:
+    """JSON like `indent=2`, except that any object or list short enough stays on one line (easier to scan)."""
+    flat = json.dumps(value, ensure_ascii=False)
+    if len(flat) + indent <= width or not isinstance(value, dict | list) or not value:
+        return flat
+    pad, inner = " " * indent, " " * (indent + 2)
+    if isinstance(value, dict):
+        items = [f"{inner}{json.dumps(k)}: {dumps(v, indent + 2, width)}" for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + f"\n{pad}}}"
+    items = [f"{inner}{dumps(v, indent + 2, width)}" for v in value]
+    return "[\n" + ",\n".join(items) + f"\n{pad}]"
+
+
+def format_example(example: Example) -> str:
+    body = dumps(_shown(example.answer))
+    lines = [f"# {example.title}", f"$ {example.curl}", body]
+    if example.verdict:
+        lines.append(f"=> {example.verdict}")
+    return "\n".join(lines)
+
+
+def run_examples(base_url: str, *, event_code: str, query: Path, original_name: str,
+                 similar_id: int | None, similar_name: str | None, similar_expect: str | None,
+                 top_k: int = 3) -> ExampleRun:
+    """Ask the server what a newcomer would ask; each answer is checked and gets a one-line verdict."""
+    run = ExampleRun()
+    with httpx.Client(base_url=base_url, timeout=120.0) as client:
+        # 1. A transformed copy of a photo finds its original.
+        form = {"top_k": str(top_k), "event_code": event_code}
+        with query.open("rb") as fh:
+            resp = client.post("/search/image", files={"file": (query.name, fh, "image/jpeg")}, data=form)
+        answer = _json(resp)
+        top = answer[0] if resp.status_code == 200 and isinstance(answer, list) and answer else None
+        found = bool(top and top.get("filename") == original_name)
+        verdict = (f"found its original {original_name} first (similarity {top['similarity_score']:.3f})" if found
+                   else f"expected {original_name} first, got {top.get('filename') if top else 'nothing'}")
+        run.examples.append(Example(
+            f"Search by photo: {query.name} (the photo {original_name} rotated 5 degrees, cropped, recompressed)",
+            _curl("POST", f"{base_url}/search/image", files={"file": query}, form=form),
+            resp.status_code, answer, verdict, found))
+
+        # 2. Images similar to an indexed one (its near-duplicate comes first).
+        if similar_id is not None:
+            url = f"/images/{similar_id}/similar?top_k={top_k}"
+            resp = client.get(url)
+            answer = _json(resp)
+            hits = answer if resp.status_code == 200 and isinstance(answer, list) else []
+            first = hits[0].get("filename") if hits else None
+            ok = similar_expect is None or first == similar_expect
+            run.examples.append(Example(
+                f"Images similar to image {similar_id} ({similar_name}), itself excluded",
+                _curl("GET", base_url + url), resp.status_code, answer,
+                f"most similar: {first}" + ("" if ok else f" (expected {similar_expect})"), ok))
+
+        # 3. The event's duplicate groups.
+        url = f"/events/{event_code}/duplicates"
+        resp = client.get(url)
+        answer = _json(resp)
+        groups = answer.get("groups", []) if resp.status_code == 200 and isinstance(answer, dict) else []
+        run.examples.append(Example(
+            "Duplicate groups in the demo event", _curl("GET", base_url + url), resp.status_code, answer,
+            f"{len(groups)} group(s) of near-identical photos", resp.status_code == 200 and bool(groups)))
+    return run
+
+
+def _json(resp: httpx.Response) -> Any:
+    try:
+        return resp.json()
+    except ValueError:
+        return {"status": resp.status_code, "body": resp.text[:500]}

@@ -1,0 +1,176 @@
+"""The demo's photos: where they come from, how they become `images` rows, and the copies it queries with.
+
+Photos are stored under IMAGE_ROOT the way the Event Management app stores
+uploads (`/uploads/demo/<event>/<name>`, hard-linked when possible, else
+copied) and registered as rows of one demo event. A few near-duplicates
+(resized, recompressed) join the event so its duplicate groups are not empty,
+and a transformed copy of one photo (rotated, cropped, recompressed) is kept
+aside, never registered, to search with. Everything is idempotent: a second
+run finds the files and rows already there and reuses them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from core.sample_data import sample_photos
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm"}
+# uuid5 namespace of the demo's events: the same folder always maps to the same event.
+DEMO_NAMESPACE = uuid.UUID("6f0c8a57-4d1e-5b0a-9c3e-2d6a1b7e9f10")
+NEAR_DUPLICATES = 3
+
+
+class PhotoError(ValueError):
+    """The photo folder is unusable (missing, empty, no readable image); the message says which."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where the demo's photos come from and the event they are registered in."""
+
+    files: list[Path]
+    label: str
+    event_code: str
+    event_name: str
+
+
+@dataclass(frozen=True)
+class Registered:
+    image_id: int
+    code: str
+    filename: str
+    file_path: str
+    source: Path
+    new: bool
+
+
+def _readable(path: Path) -> bool:
+    try:
+        with Image.open(path) as img:
+            img.verify()
+        return True
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        return False
+
+
+def find_sources(folder: Path | None, limit: int | None, work_dir: Path) -> tuple[Source, list[Path]]:
+    """The photos to register: the folder given, else the shared sample photos, else generated ones.
+
+    Returns the source and the files skipped as unreadable.
+    """
+    if folder is not None:
+        folder = folder.expanduser().resolve()
+        if not folder.is_dir():
+            raise PhotoError(f"photo folder {folder} does not exist or is not a folder")
+        candidates = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not candidates:
+            raise PhotoError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in {folder}")
+        label, key = f"folder {folder}", f"folder:{folder}"
+    else:
+        candidates = sample_photos(limit, out_dir=work_dir / "generated")
+        generated = candidates and candidates[0].parent == work_dir / "generated"
+        label = ("generated photos (no sample photo folder found)" if generated
+                 else f"sample photos in {candidates[0].parent}")
+        key = "generated" if generated else "sample-photos"
+    if limit:
+        candidates = candidates[:limit]
+    files, skipped = [], []
+    for path in candidates:
+        (files if _readable(path) else skipped).append(path)
+    if not files:
+        raise PhotoError(f"none of the {len(candidates)} files from {label} is a readable image")
+    name = folder.name if folder is not None else ("generated" if key == "generated" else "sample photos")
+    code = str(uuid.uuid5(DEMO_NAMESPACE, key))
+    return Source(files, label, code, f"Demo: {name}"[:255]), skipped
+
+
+def near_duplicate(src: Path, out: Path) -> Path:
+    """A resized, recompressed copy: what a second upload of the same photo looks like."""
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with Image.open(src) as img:
+            img = ImageOps.exif_transpose(img).convert("RGB")
+            w, h = img.size
+            img.resize((max(1, int(w * 0.8)), max(1, int(h * 0.8))), Image.Resampling.LANCZOS).save(
+                out.with_suffix(".tmp.jpg"), "JPEG", quality=70)
+        os.replace(out.with_suffix(".tmp.jpg"), out)
+    return out
+
+
+def query_copy(src: Path, out: Path) -> Path:
+    """The photo rotated by 5 degrees, cropped to its central 85% and recompressed at JPEG quality 60."""
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with Image.open(src) as img:
+            img = ImageOps.exif_transpose(img).convert("RGB").rotate(5, resample=Image.Resampling.BICUBIC)
+            w, h = img.size
+            dx, dy = int(w * 0.075), int(h * 0.075)
+            img.crop((dx, dy, w - dx, h - dy)).save(out.with_suffix(".tmp.jpg"), "JPEG", quality=60)
+        os.replace(out.with_suffix(".tmp.jpg"), out)
+    return out
+
+
+def _store(src: Path, dest: Path) -> None:
+    """Put src at dest like an upload: a hard link when on the same filesystem, else a copy (never a symlink,
+    which the pipeline would refuse as leaving the image root)."""
+    src = src.resolve()  # link the file itself, not a symlink to it
+    if dest.exists() and not dest.is_symlink() and dest.stat().st_size == src.stat().st_size:
+        return
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp, follow_symlinks=True)
+    except OSError:
+        shutil.copy2(src, tmp)
+    os.replace(tmp, dest)
+
+
+def register(conninfo: str, image_root: Path, source: Source, extra: list[Path] | None = None) -> list[Registered]:
+    """Store the files under IMAGE_ROOT and make sure each has one `images` row in the demo event."""
+    rel_dir = f"uploads/demo/{source.event_code[:8]}"
+    out: list[Registered] = []
+    with psycopg.connect(conninfo) as conn:
+        conn.execute("INSERT INTO events (code, name) VALUES (%s, %s) ON CONFLICT (code) DO NOTHING",
+                      (source.event_code, source.event_name))
+        for src in [*source.files, *(extra or [])]:
+            dest = image_root / rel_dir / src.name
+            _store(src, dest)
+            file_path = f"/{rel_dir}/{src.name}"
+            row = conn.execute(
+                "SELECT id, code FROM images WHERE event_code = %s AND file_path = %s ORDER BY id LIMIT 1",
+                (source.event_code, file_path)).fetchone()
+            new = row is None
+            if row is None:
+                with Image.open(dest) as img:
+                    width, height = img.size
+                    mime = Image.MIME.get(img.format or "", "application/octet-stream")
+                row = conn.execute(
+                    """INSERT INTO images (event_code, filename, file_path, file_size, mime_type, width, height)
+                       VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id, code""",
+                    (source.event_code, src.name, file_path, dest.stat().st_size, mime, width, height),
+                ).fetchone()
+            assert row is not None
+            out.append(Registered(int(row[0]), str(row[1]), src.name, file_path, src, new))
+        conn.commit()
+    return out
+
+
+def prepare_extras(source: Source, work_dir: Path) -> tuple[list[Path], Path, Path]:
+    """Near-duplicates of the first photos (registered too) and the query copy of a middle one (not registered).
+
+    Returns (near-duplicate files, query file, the original the query was made from).
+    """
+    derived = work_dir / "derived" / source.event_code[:8]
+    dups = [near_duplicate(p, derived / f"{p.stem}_copy.jpg") for p in source.files[:NEAR_DUPLICATES]]
+    original = source.files[len(source.files) // 2]
+    query = query_copy(original, work_dir / "queries" / f"{original.stem}_rotated_cropped.jpg")
+    return dups, query, original
