@@ -1,0 +1,179 @@
+"""Every route over real HTTP against a real published version: the seed's shapes and the added routes."""
+
+from __future__ import annotations
+
+import uuid
+
+import numpy as np
+import pytest
+
+from tests.serving.conftest import API_KEY
+
+
+@pytest.fixture(scope="module")
+def srv(main):  # type: ignore[no-untyped-def]
+    return main[1]
+
+
+@pytest.fixture(scope="module")
+def vectors(main, base):  # type: ignore[no-untyped-def]
+    """The indexed vector of each image, read from the served version (what the pipeline stored)."""
+    served = main[1].state.holder.current
+    return {i: served.vector(i) for i in base.ids}
+
+
+def test_health_seed_shape(srv) -> None:
+    r = srv.client.get("/")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["status"] == "ready" and body["total_vectors"] == 26
+    assert body["index_version"] == 1 and body["model_version"].startswith("efficientnet-lite0")
+
+
+def test_search_seed_shape_best_first(srv, base, vectors) -> None:
+    target = base.ids[5]
+    r = srv.client.post("/search", json={"vector": vectors[target].tolist(), "top_k": 10})
+    assert r.status_code == 200
+    hits = r.json()
+    assert isinstance(hits, list) and len(hits) == 10
+    assert set(hits[0]) >= {"id", "filename", "similarity_score", "event_code", "code"}
+    assert hits[0]["id"] == target and hits[0]["similarity_score"] == pytest.approx(1.0, abs=1e-4)
+    assert hits[0]["code"] == base.codes[target] and hits[0]["filename"] == base.files[target].name
+    scores = [h["similarity_score"] for h in hits]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_search_is_normalised_server_side(srv, base, vectors) -> None:
+    target = base.ids[3]
+    r = srv.client.post("/search", json={"vector": (vectors[target] * 37.5).tolist(), "top_k": 1})
+    assert r.json()[0]["id"] == target and r.json()[0]["similarity_score"] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_search_event_filter_and_min_score(srv, base, vectors) -> None:
+    query = vectors[base.ids[0]].tolist()
+    r = srv.client.post("/search", json={"vector": query, "top_k": 50, "filters": {"event_code": base.event_b}})
+    hits = r.json()
+    assert len(hits) == 10 and {h["event_code"] for h in hits} == {base.event_b}
+    r = srv.client.post("/search", json={"vector": query, "top_k": 50, "min_score": 0.8})
+    assert {h["id"] for h in r.json()} == {base.ids[0], base.dup_pairs[0][1]}
+    # An event nobody indexed: an empty list, not an error.
+    r = srv.client.post("/search", json={"vector": query, "filters": {"event_code": str(uuid.uuid4())}})
+    assert r.status_code == 200 and r.json() == []
+    r = srv.client.post("/search", json={"vector": query, "filters": None})
+    assert r.status_code == 200 and len(r.json()) == 10
+
+
+def test_similar_by_id_and_by_code_excludes_itself(srv, base) -> None:
+    original, copy = base.dup_pairs[0]
+    by_id = srv.client.get(f"/images/{original}/similar", params={"top_k": 3}).json()
+    by_code = srv.client.get(f"/images/{base.codes[original]}/similar", params={"top_k": 3}).json()
+    assert by_id == by_code
+    assert original not in {h["id"] for h in by_id}
+    assert by_id[0]["id"] == copy and by_id[0]["similarity_score"] > 0.8
+    within = srv.client.get(f"/images/{original}/similar", params={"event_code": base.event_b, "top_k": 100}).json()
+    assert len(within) == 10 and {h["event_code"] for h in within} == {base.event_b}
+    high = srv.client.get(f"/images/{original}/similar", params={"min_score": 0.8}).json()
+    assert [h["id"] for h in high] == [copy]
+
+
+def test_search_by_image_finds_original_even_rotated(srv, base) -> None:
+    with open(base.files[base.ids[4]], "rb") as fh:
+        r = srv.client.post("/search/image", files={"file": ("x.jpg", fh, "image/jpeg")}, data={"top_k": "3"})
+    assert r.status_code == 200 and r.json()[0]["id"] == base.ids[4]
+    assert len(r.json()) == 3
+    with open(base.rotated_upload, "rb") as fh:
+        r = srv.client.post("/search/image", files={"file": fh},
+                            data={"event_code": base.event_a, "min_score": "0.5"})
+    hits = r.json()
+    assert hits[0]["id"] == base.ids[2] and hits[0]["similarity_score"] > 0.95
+    assert all(h["similarity_score"] >= 0.5 and h["event_code"] == base.event_a for h in hits)
+
+
+def test_extract_features_matches_indexed_vector(srv, base, vectors) -> None:
+    target = base.ids[7]
+    with open(base.files[target], "rb") as fh:
+        r = srv.client.post("/extract_features", files={"file": fh})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["dim"] == 1280 == len(body["vector"]) and body["model"] == "efficientnet-lite0"
+    assert 0 < body["processing_time"] < 30
+    vec = np.asarray(body["vector"], dtype=np.float32)
+    assert np.linalg.norm(vec) == pytest.approx(1.0, abs=1e-4)
+    assert float(vec @ vectors[target]) > 0.999  # the same file through the same pipeline
+
+
+def test_event_duplicates_groups(srv, base) -> None:
+    r = srv.client.get(f"/events/{base.event_a}/duplicates")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["event_code"] == base.event_a and body["threshold"] == pytest.approx(0.8)
+    groups = {tuple(sorted(img["id"] for img in g["images"])) for g in body["groups"]}
+    assert groups == {tuple(sorted(p)) for p in base.dup_pairs}
+    assert all(g["score"] >= 0.8 and set(g["images"][0]) == {"id", "code", "filename"} for g in body["groups"])
+    # A lax threshold merges more; a strict one finds none. Event B has no copies.
+    assert len(srv.client.get(f"/events/{base.event_a}/duplicates", params={"threshold": 0.99}).json()["groups"]) == 0
+    assert srv.client.get(f"/events/{base.event_b}/duplicates").json()["groups"] == []
+
+
+def test_duplicate_check_upload(srv, base) -> None:
+    with open(base.rotated_upload, "rb") as fh:  # a phone's sideways copy of an image of event A
+        r = srv.client.post(f"/events/{base.event_a}/duplicates/check", files={"file": fh})
+    body = r.json()
+    assert r.status_code == 200 and body["duplicate"] is True
+    assert body["matches"][0]["id"] == base.ids[2]
+    with open(base.rotated_upload, "rb") as fh:  # not in event B
+        body = srv.client.post(f"/events/{base.event_b}/duplicates/check", files={"file": fh}).json()
+    assert body == {"duplicate": False, "matches": [], "threshold": 0.8, "event_code": base.event_b}
+    with open(base.unrelated_upload, "rb") as fh:
+        body = srv.client.post(f"/events/{base.event_a}/duplicates/check", files={"file": fh}).json()
+    assert body["duplicate"] is False
+    with open(base.unrelated_upload, "rb") as fh:  # a threshold of 0 matches anything
+        body = srv.client.post(f"/events/{base.event_a}/duplicates/check", files={"file": fh},
+                               data={"threshold": "0"}).json()
+    assert body["duplicate"] is True and body["threshold"] == 0
+
+
+def test_stats_and_versions(srv) -> None:
+    s = srv.client.get("/stats").json()
+    assert s["total_vectors_faiss"] == 26 and s["total_images_db"] >= 26 and s["index_size_mb"] > 0
+    assert s["index_version"] == 1 and s["index_type"] == "flat" and s["embedded"] == 26 and s["failed"] == 0
+    assert s["database"] == "up" and s["swap"]["failures"] == 0
+    v = srv.client.get("/versions").json()
+    assert v["current"] == 1 and v["served"] == 1
+    assert v["versions"][0]["count"] == 26 and v["versions"][0]["status"] == "published"
+
+
+def test_metrics(srv) -> None:
+    srv.client.get("/")
+    text = srv.client.get("/metrics").text
+    assert "imgsim_index_version 1.0" in text
+    assert 'imgsim_http_requests_total{method="GET",route="/",status="200"}' in text
+    assert "imgsim_http_request_seconds_bucket" in text and "imgsim_index_swap_failures_total 0.0" in text
+
+
+def test_openapi_docs(srv) -> None:
+    paths = srv.client.get("/openapi.json").json()["paths"]
+    assert {"/", "/add_image", "/search", "/extract_features", "/stats", "/search/image",
+            "/images/{id_or_code}/similar", "/events/{event_code}/duplicates",
+            "/events/{event_code}/duplicates/check", "/versions", "/metrics"} <= set(paths)
+    assert srv.client.get("/docs").status_code == 200
+
+
+def test_add_image_registers_row(main, base) -> None:
+    scn, srv = main
+    body = {"filename": "cat.jpg", "file_path": f"/uploads/{base.files[base.ids[0]].name}",
+            "event_code": base.event_b, "metadata": {"width": 800, "height": 600}}
+    r = srv.client.post("/add_image", json=body, headers={"X-API-Key": API_KEY})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["faiss_index"] is None and out["message"] == "success" and out["status"] == "queued"
+    row = scn.execute("SELECT event_code::text, filename, width, height, file_size, mime_type, faiss_index "
+                      "FROM images WHERE id = %s", (out["id"],))[0]
+    assert row[:4] == (base.event_b, "cat.jpg", 800, 600)
+    assert row[4] == base.files[base.ids[0]].stat().st_size and row[5] == "image/jpeg" and row[6] is None
+    # A client vector (the seed sent one) is validated, then left to the pipeline.
+    r = srv.client.post("/add_image", json={**body, "vector": [0.1] * 1280}, headers={"X-API-Key": API_KEY})
+    assert r.status_code == 200 and r.json()["vector_ignored"] is True
+    # The served index is never written.
+    assert srv.client.get("/").json()["total_vectors"] == 26
+    scn.execute("DELETE FROM images WHERE filename = 'cat.jpg'")
