@@ -189,7 +189,8 @@ export class ImageSearchClient {
       try {
         response = await this.fetch(url, { method, headers, body, signal: anySignal(signals) });
       } catch (err) {
-        const failure = fetchFailure(err, { ...where, attempts: attempt, timeout, userSignal: options.signal });
+        const failure = fetchFailure(err, { ...where, attempts: attempt, timeout, userSignal: options.signal,
+          sending: body !== undefined });
         if (failure.code === 'ECONNREFUSED' && attempt <= retries) {
           await this.#backoff(attempt, failure, null, options.signal);
           continue;
@@ -312,7 +313,9 @@ async function httpFailure(response, where) {
   });
 }
 
-function fetchFailure(err, { method, url, attempts, timeout, userSignal }) {
+const CUT_OFF = new Set(['EPIPE', 'ECONNRESET', 'UND_ERR_SOCKET']);
+
+function fetchFailure(err, { method, url, attempts, timeout, userSignal, sending = false }) {
   const name = err?.name;
   if (name === 'TimeoutError' || (name === 'AbortError' && !userSignal?.aborted && err?.cause?.name === 'TimeoutError')) {
     return new ImageSearchError(`no answer from ${url} within ${timeout} ms`, {
@@ -323,7 +326,14 @@ function fetchFailure(err, { method, url, attempts, timeout, userSignal }) {
     return new ImageSearchError('request aborted', { method, url, code: 'EABORTED', attempts, cause: err });
   }
   const code = networkCode(err);
-  const detail = code === 'ECONNREFUSED' ? 'connection refused (is the search server running?)' : code;
+  let detail = code;
+  if (code === 'ECONNREFUSED') detail = 'connection refused (is the search server running?)';
+  else if (sending && CUT_OFF.has(code)) {
+    // A server that refuses a body early (413) and closes leaves fetch nothing to read but a broken pipe.
+    detail = `the server closed the connection while the request was being sent (${code}); `
+      + 'an upload over its size limit (MAX_UPLOAD_MB) ends this way';
+  }
   const tries = attempts > 1 ? ` after ${attempts} attempts` : '';
-  return new ImageSearchError(`cannot reach ${url}: ${detail}${tries}`, { method, url, code, attempts, cause: err });
+  const what = code === 'ECONNREFUSED' ? 'cannot reach' : `${method}`;
+  return new ImageSearchError(`${what} ${url}: ${detail}${tries}`, { method, url, code, attempts, cause: err });
 }

@@ -1,8 +1,11 @@
 // Every method against a real search server (python -m serving from the project's venv) over an
 // index built from the sample photos: answers, errors, retries while the index loads, hot-swap.
 import assert from 'node:assert/strict';
-import { readFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { pathToFileURL } from 'node:url';
 
 import { ImageSearchClient, ImageSearchError } from '../src/index.js';
 import { startLiveServer } from './live.js';
@@ -192,6 +195,28 @@ describe('against a live search server', { timeout: 240_000 }, () => {
     assert.equal(lenient.duplicate, true);
     assert.equal(lenient.matches.length, 3);
     assert.ok(lenient.matches.every((m) => m.event_code === live.eventCode));
+  });
+
+  test('the README example works as written', async () => {
+    const readme = await readFile(new URL('../README.md', import.meta.url), 'utf8');
+    const example = /```js\n([\s\S]*?)```/.exec(readme)[1];
+    const source = example
+      .replace("'image-similarity-client'", JSON.stringify(new URL('../src/index.js', import.meta.url).href))
+      .replace("'http://127.0.0.1:8000'", JSON.stringify(live.baseUrl));
+    assert.ok(source.includes(live.baseUrl) && source.includes('/src/index.js'), 'the example names the package and URL');
+    const dir = await mkdtemp(join(tmpdir(), 'imgsim-readme-'));
+    try {
+      const file = join(dir, 'example.mjs');
+      await writeFile(file, source);
+      const { onUpload } = await import(pathToFileURL(file).href);
+      const again = await onUpload(live.eventCode, live.files.probe);
+      assert.equal(again.duplicateOf.id, live.files.probeOf);
+      const fresh = await onUpload(live.eventCode, await readFile(live.files.fresh[1]));
+      assert.equal(fresh.duplicateOf, undefined);
+      assert.ok(fresh.related.length <= 6 && fresh.related.every((name) => typeof name === 'string'));
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   test('errors: the right 4xx and the server message, never retried', async () => {

@@ -218,6 +218,27 @@ describe('timeouts and aborts', () => {
 });
 
 describe('errors and responses', () => {
+  test('a server that cuts an upload off early: the error says the upload was probably too big', async () => {
+    const server = http.createServer((req, res) => {
+      res.writeHead(413, { 'content-type': 'application/json', connection: 'close' });
+      res.end('{"message": "too big"}', () => req.socket.destroy());
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    try {
+      const client = new ImageSearchClient({ baseUrl: `http://127.0.0.1:${server.address().port}`, retries: 3 });
+      const err = await client.extractFeatures(Buffer.alloc(8 * 2 ** 20)).catch((e) => e);
+      assert.ok(err instanceof ImageSearchError);
+      if (err.status === 413) return; // the answer won the race: fine too
+      assert.ok(['EPIPE', 'ECONNRESET', 'UND_ERR_SOCKET'].includes(err.code), err.code);
+      assert.match(err.message, /^POST .*MAX_UPLOAD_MB/);
+      assert.equal(err.attempts, 1, 'not retried');
+    } finally {
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+    }
+  });
+
   test("FastAPI validation lists become one readable message", async () => {
     const srv = await serve((req, res) => json(res, 422, {
       detail: [{ loc: ['body', 'top_k'], msg: 'Input should be less than or equal to 1000', type: 'less_than_equal' }],
