@@ -71,11 +71,11 @@ def _meta_table(frame: pd.DataFrame) -> Any:
 
     return pa.table({
         "image_id": pa.array(frame["image_id"].to_numpy(np.int64), pa.int64()),
-        "image_code": pa.array(frame["image_code"].astype(str).tolist(), pa.string()),
-        "event_code": pa.array(frame["event_code"].astype(str).tolist(), pa.string()),
-        "filename": pa.array(frame["filename"].astype(str).tolist(), pa.string()),
+        "image_code": pa.array(frame["image_code"].astype(str), pa.string()),
+        "event_code": pa.array(frame["event_code"].astype(str), pa.string()),
+        "filename": pa.array(frame["filename"].astype(str), pa.string()),
         "embedded_at": pa.array(pd.to_datetime(frame["embedded_at"], utc=True), pa.timestamp("us", tz="UTC")),
-        "parquet_part": pa.array(frame["parquet_part"].astype(str).tolist(), pa.string()),
+        "parquet_part": pa.array(frame["parquet_part"].astype(str), pa.string()),
         "segment": pa.array(frame["segment"].to_numpy(np.int8), pa.int8()),
         "row": pa.array(frame["row"].to_numpy(np.int64), pa.int64()),
     })

@@ -37,6 +37,7 @@ META_FILE = "meta.parquet"
 MANIFEST_FILE = "manifest.json"
 CURRENT_FILE = "CURRENT"
 MANIFEST_FORMAT = 1
+FLAT_SCAN_MAX_QUERIES = 8  # fewer queries: one SIMD scan each (no OpenMP); more: FAISS's BLAS path
 META_COLUMNS = ("image_id", "image_code", "event_code", "filename")
 _VERSION_RE = re.compile(r"^v(\d{6,})$")
 _SAFE_MODEL_RE = re.compile(r"[^A-Za-z0-9._@+-]")  # as embeddings.dataset.safe_model_version
@@ -245,6 +246,28 @@ def _segment(path: Path, dim: int, raw_path: Path | None = None) -> _Segment:
     return _Segment(index, ids, vectors)
 
 
+def dot_rows(vectors: np.ndarray, lo: int, hi: int, query: np.ndarray) -> np.ndarray:
+    """Inner products of rows lo..hi of a C-contiguous float32 (n, d) array with one query.
+
+    FAISS's SIMD kernel reads unaligned memory at full speed; numpy falls back to a slow
+    loop on the (unaligned) memory-mapped flat storage of a FAISS file: 0.14 ms vs 12 ms for
+    2,000 x 1280 on the benchmark machine.
+    """
+    import faiss
+
+    n, d = hi - lo, vectors.shape[1]
+    out = np.empty(n, dtype=np.float32)
+    if n <= 0:
+        return out
+    if not vectors.flags.c_contiguous or vectors.dtype != np.float32:
+        return np.asarray(vectors[lo:hi], dtype=np.float32) @ query
+    q = np.ascontiguousarray(query, dtype=np.float32)
+    addr = vectors.__array_interface__["data"][0] + int(lo) * d * 4
+    faiss.fvec_inner_products_ny(faiss.swig_ptr(out), faiss.swig_ptr(q), faiss.cast_integer_to_float_ptr(addr),
+                                 d, n)
+    return out
+
+
 def _as_queries(queries: np.ndarray, dim: int) -> np.ndarray:
     q = np.asarray(queries, dtype=np.float32)
     if q.ndim == 1:
@@ -343,6 +366,8 @@ class LoadedIndex:
         self._base_event = np.full(n_base, -1, dtype=np.int32)
         base = self._segment_of == 0
         self._base_event[self._row_of[base]] = codes[base]
+        dead = np.flatnonzero(self._base_event < 0)
+        self._base_dead = dead if len(dead) else None  # removed rows of the base (masked in searches)
         n_events = len(uniques)
         lo = np.full(n_events, np.iinfo(np.int64).max, dtype=np.int64)
         hi = np.full(n_events, -1, dtype=np.int64)
@@ -410,23 +435,33 @@ class LoadedIndex:
         return np.concatenate(ids_parts), np.ascontiguousarray(np.concatenate(vec_parts))
 
     def _event_slices(self, e: int) -> list[tuple[np.ndarray, np.ndarray]]:
-        """The (ids, vectors) blocks of an event: a contiguous base slice (masked) and a few delta rows."""
+        """The (ids, vectors) blocks of an event (vectors may be views of the mapped files)."""
         out = []
+        for seg, lo, hi, keep, rows in self._event_blocks(e):
+            if rows is not None:
+                out.append((seg.ids[rows], seg.vectors[rows]))
+            elif keep is None:
+                out.append((seg.ids[lo:hi], seg.vectors[lo:hi]))
+            else:
+                out.append((seg.ids[lo:hi][keep], seg.vectors[lo:hi][keep]))
+        return out
+
+    def _event_blocks(self, e: int) -> list[tuple[_Segment, int, int, np.ndarray | None, np.ndarray | None]]:
+        """Where an event's vectors are: (segment, lo, hi, keep-mask or None, gathered rows or None).
+
+        Normally one contiguous base slice (masked where rows were removed) plus a few delta rows.
+        """
+        out: list[tuple[_Segment, int, int, np.ndarray | None, np.ndarray | None]] = []
         if self._base_count[e]:
             lo, hi = (int(x) for x in self._base_span[e])
+            keep = self._base_event[lo:hi] == e
             if hi - lo <= 2 * self._base_count[e] + 64:
-                keep = self._base_event[lo:hi] == e
-                ids = self._base.ids[lo:hi]
-                vecs = self._base.vectors[lo:hi]
-                if not keep.all():
-                    ids, vecs = ids[keep], vecs[keep]
+                out.append((self._base, lo, hi, None if keep.all() else keep, None))
             else:  # scattered (an image moved between events after the base was built): gather
-                rows = lo + np.flatnonzero(self._base_event[lo:hi] == e)
-                ids, vecs = self._base.ids[rows], self._base.vectors[rows]
-            out.append((ids, vecs))
+                out.append((self._base, lo, hi, None, lo + np.flatnonzero(keep)))
         rows = self._event_delta_rows.get(e)
         if rows is not None and self._delta is not None:
-            out.append((self._delta.ids[rows], self._delta.vectors[rows]))
+            out.append((self._delta, 0, 0, None, rows))
         return out
 
     # -- search ---------------------------------------------------------------
@@ -445,7 +480,19 @@ class LoadedIndex:
         if self.count == 0:
             return out_s, out_i
         blocks_s, blocks_i = [], []
-        if len(self._base.ids):
+        if len(self._base.ids) and self.index_type == "flat" and n <= FLAT_SCAN_MAX_QUERIES:
+            kb = min(k, len(self._base.ids))
+            s = np.empty((n, kb), dtype=np.float32)
+            i = np.empty((n, kb), dtype=np.int64)
+            for r in range(n):
+                scores = dot_rows(self._base.vectors, 0, len(self._base.ids), q[r])
+                if self._base_dead is not None:
+                    scores[self._base_dead] = -np.inf
+                s[r], i[r] = _top_k(scores, self._base.ids, kb)
+                i[r][np.isneginf(s[r])] = -1  # masked rows never come back, even when k exceeds the live count
+            blocks_s.append(s)
+            blocks_i.append(i)
+        elif len(self._base.ids):
             params = None
             if len(self._removed):
                 params = self._search_params(faiss.IDSelectorNot(faiss.IDSelectorBatch(self._removed)))
@@ -507,9 +554,17 @@ class LoadedIndex:
             return np.empty(0, dtype=np.float32), np.empty(0, dtype=np.int64)
         vec = q[0]
         scores, ids = [], []
-        for seg_ids, seg_vecs in self._event_slices(e):
-            scores.append(seg_vecs @ vec)
-            ids.append(seg_ids)
+        for seg, lo, hi, keep, rows in self._event_blocks(e):
+            if rows is not None:
+                scores.append(np.asarray(seg.vectors[rows], dtype=np.float32) @ vec)
+                ids.append(seg.ids[rows])
+                continue
+            block = dot_rows(seg.vectors, lo, hi, vec)
+            block_ids = seg.ids[lo:hi]
+            if keep is not None:
+                block, block_ids = block[keep], block_ids[keep]
+            scores.append(block)
+            ids.append(block_ids)
         all_s = np.concatenate(scores) if len(scores) > 1 else scores[0]
         all_i = np.concatenate(ids) if len(ids) > 1 else ids[0]
         return _top_k(np.asarray(all_s, dtype=np.float32), all_i, k)

@@ -82,6 +82,9 @@ def test_merge_handles_additions_deletions_and_reembeds_and_costs_only_the_chang
     assert manifest["delta_count"] == 11 and manifest["removed_count"] == 7 and manifest["parent_version"] == 1
     loaded = load_version(settings, MODEL, 2)
     assert_matches_corpus(loaded, corpus)
+    for batch in (1, 9):  # the SIMD scan (few queries) and FAISS's batched path both skip removed ids
+        _, got = loaded.search(np.stack([corpus.vectors[ids[0]]] * batch), 200)
+        assert set(got[0][got[0] >= 0].tolist()) == set(corpus.vectors)
     pipeline.publish(conninfo, settings, MODEL, 2)
 
     # A second merge on top of a delta: re-embed a delta row, delete another, add more.
