@@ -90,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.limit is not None and args.limit < 1:
         print("error: --limit must be at least 1", file=sys.stderr)
         return 2
+    if args.folder is not None and not args.folder.expanduser().is_dir():
+        print(f"error: photo folder {args.folder} does not exist or is not a folder", file=sys.stderr)
+        return 2
     signal.signal(signal.SIGTERM, _raise_interrupt)
     progress = Progress(STEPS)
     started = Started()
