@@ -251,6 +251,7 @@ def publish(state: dict[str, Any]) -> dict[str, Any]:
 
 
 def cleanup(state: dict[str, Any]) -> None:
+    started = time.monotonic()
     proc: subprocess.Popen[bytes] | None = state.get("server")
     if proc is not None and proc.poll() is None:
         proc.terminate()
@@ -259,6 +260,7 @@ def cleanup(state: dict[str, Any]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        log(f"server stopped in {time.monotonic() - started:.1f} s")
     if state.get("dbname") and state.get("admin"):
         try:
             with psycopg.connect(state["admin"], autocommit=True) as conn:
@@ -269,6 +271,7 @@ def cleanup(state: dict[str, Any]) -> None:
     if local_pg is not None:
         local_pg.stop()
     shutil.rmtree(state["workdir"], ignore_errors=True)
+    log(f"cleaned up in {time.monotonic() - started:.1f} s")
 
 
 def main() -> int:
