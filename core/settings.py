@@ -53,7 +53,8 @@ class Settings(BaseSettings):
     # Index store.
     index_keep_versions: int = Field(5, ge=1, description="published versions kept as backups")
     index_exact_max_vectors: int = Field(
-        1_000_000, ge=0, description="exact inner-product search up to this many vectors, HNSW above"
+        200_000, ge=0, description="exact inner-product search up to this many vectors, HNSW above "
+        "(bench/index_search.py: exact top-10 p50 ~33 ms per 100K x 1280-d on 2 cores; see docs/indexing.md)"
     )
     index_memory_budget_mb: int = Field(16_384, ge=64, description="IVF-PQ when vectors would not fit")
     index_hnsw_m: int = Field(32, ge=4)
