@@ -181,3 +181,47 @@ def ledger(conn: psycopg.Connection) -> dict[int, tuple[str, str | None, int, st
         "SELECT image_id, status, error, attempts, parquet_part FROM image_embeddings ORDER BY image_id"
     ).fetchall()
     return {int(r[0]): (r[1], r[2], int(r[3]), r[4]) for r in rows}
+
+
+def sync_dags(dag_bag) -> None:  # type: ignore[no-untyped-def]
+    """Write the parsed DAGs to the metadata DB, as the DAG processor does (the CLI reads them from there)."""
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.dag_processing.dagbag import sync_bag_to_db
+
+    DagBundlesManager().sync_bundles_to_db()
+    sync_bag_to_db(dag_bag, "dags-folder", None)
+
+
+def run_existing(dag, run_id: str):  # type: ignore[no-untyped-def]
+    """Run the tasks of a DAG run someone else created (e.g. `airflow backfill create`) in this process.
+
+    The scheduler's part of dag.test(), applied to an existing run: evaluate dependencies,
+    run what is ready, repeat until the run finishes.
+    """
+    from airflow.models.dagrun import DagRun
+    from airflow.sdk.definitions.dag import _run_task
+    from airflow.serialization.serialized_objects import DagSerialization
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState, TaskInstanceState
+    from sqlalchemy import select
+
+    scheduler_dag = DagSerialization.deserialize_dag(DagSerialization.serialize_dag(dag))
+    with create_session() as session:
+        dr = session.scalar(select(DagRun).where(DagRun.dag_id == dag.dag_id, DagRun.run_id == run_id))
+        assert dr is not None, run_id
+        dr.dag = scheduler_dag
+        dr.state = DagRunState.RUNNING
+        session.commit()
+        for _ in range(100):
+            if dr.state != DagRunState.RUNNING:
+                break
+            session.expire_all()
+            schedulable, _ = dr.update_state(session=session)
+            for ti in schedulable:
+                ti.try_number += 1
+                ti.state = TaskInstanceState.SCHEDULED
+            session.commit()
+            for ti in [t for t in dr.get_task_instances(session=session) if t.state == TaskInstanceState.SCHEDULED]:
+                _run_task(ti=ti, task=dag.task_dict[ti.task_id])
+    with create_session() as session:
+        return session.scalar(select(DagRun).where(DagRun.dag_id == dag.dag_id, DagRun.run_id == run_id))
