@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -158,9 +157,7 @@ def load_image_info(
             if scale < 0.5:  # draft only reduces by 1/2, 1/4, 1/8
                 img.draft(img.mode if img.mode in ("RGB", "L") else None,
                           (max(1, int(w * scale + 0.5)), max(1, int(h * scale + 0.5))))
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img.load()
+        img.load()
         img = ImageOps.exif_transpose(img) or img
         rgb = _to_rgb(img)
         rgb.load()
