@@ -43,7 +43,7 @@ MODEL = "efficientnet-lite0"
 API_KEY = "node-client-test-key"
 EVENT_A_PHOTOS = 16
 EVENT_B_PHOTOS = 6
-SPARE_PHOTOS = 4  # never registered: uploads the index has not seen
+SPARE_PHOTOS = 12  # never registered: candidates for uploads the index has not seen
 MAX_UPLOAD_MB = 2  # small, so the 413 test sends little
 
 
@@ -180,11 +180,10 @@ def setup(state: dict[str, Any]) -> dict[str, Any]:
     uploads.mkdir()
     # What a guest would upload again: a[1] slightly cropped and re-encoded, never registered.
     probe = transformed_copy(a_src[1], uploads / "probe_a01.jpg", crop=0.04, size=448, quality=85)
-    fresh = [shutil.copyfile(p, uploads / f"fresh_{i}_{p.name}") for i, p in enumerate(spare[:2])]
     # A new photo already in IMAGE_ROOT, for addImage; the next "publish" embeds and indexes it.
-    addable = image_root / "uploads" / f"new_{spare[2].name}"
+    addable = image_root / "uploads" / f"new_{spare[0].name}"
     addable.parent.mkdir()
-    shutil.copyfile(spare[2], addable)
+    shutil.copyfile(spare[0], addable)
     not_image = uploads / "notes.jpg"
     not_image.write_text("this is not an image, whatever its name says\n")
     truncated = uploads / "truncated.jpg"
@@ -192,6 +191,10 @@ def setup(state: dict[str, Any]) -> dict[str, Any]:
 
     embedded = embed_pending(state)
     log(f"embedded {len(embedded)} images with {state['model_version']}")
+    # "A new photo" must be new to the model too: generated scenes (no shared photos) can look alike.
+    a_ids = [i["id"] for i in images if i["eventCode"] == event_a]
+    fresh = [shutil.copyfile(p, uploads / f"fresh_{i}_{p.name}")
+             for i, p in enumerate(least_similar(state, spare[1:], a_ids, 2))]
 
     url = f"http://127.0.0.1:{port}/"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
@@ -210,6 +213,30 @@ def setup(state: dict[str, Any]) -> dict[str, Any]:
             "duplicatePair": [images[0]["id"], images[-1]["id"]],
         },
     }
+
+
+def least_similar(state: dict[str, Any], candidates: list[Path], image_ids: list[int], n: int) -> list[Path]:
+    """The n candidates whose best match among image_ids (any rotation, as the duplicate check does) is weakest."""
+    import numpy as np
+
+    from core.settings import get_settings
+    from embeddings.dataset import read_latest
+    from embeddings.loading import load_image
+    from embeddings.models import get_embedder
+
+    settings = get_settings()
+    embedder = get_embedder(MODEL, settings)
+    table = read_latest(settings, state["model_version"], columns=["image_id", "vector"]).to_pydict()
+    wanted = set(image_ids)
+    indexed = np.array([v for i, v in zip(table["image_id"], table["vector"], strict=True) if i in wanted],
+                       dtype=np.float32)
+    scored = []
+    for path in candidates:
+        queries = embedder.embed_rotations([load_image(path, **embedder.load_kwargs())])
+        scored.append((float((queries @ indexed.T).max()), path))
+    scored.sort(key=lambda pair: pair[0])
+    log("fresh photos' best match in the event: " + ", ".join(f"{score:.3f}" for score, _ in scored[:n]))
+    return [path for _, path in scored[:n]]
 
 
 def embed_pending(state: dict[str, Any]) -> list[int]:
