@@ -114,3 +114,46 @@ def test_registries_match_the_packages() -> None:
 
     assert set(MODEL_NAMES) == set(MODELS)
     assert tuple(INDEX_TYPES) == tuple(PACKAGE_INDEX_TYPES)
+
+
+def test_asset_triggered_run_indexes_the_announced_model(dag_bag, image_rows, settings, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The run the scheduler creates from the embeddings Asset event: no params, the event's extra decides."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.models.dagrun import DagRun
+    from airflow.serialization.serialized_objects import DagSerialization
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState
+    from airflow.utils.types import DagRunTriggeredByType, DagRunType
+    from sqlalchemy import select
+
+    from embeddings.models import parse_name
+    from indexing.store import load_version
+    from tests.dags.conftest import run_existing
+
+    image_rows.add_files(photos(image_rows, 5))
+    embedded = run_dag(dag_bag.get_dag("image_embeddings"), {"model": TEST_MODEL})
+    index_dag = dag_bag.get_dag("image_index")
+    scheduler_dag = DagSerialization.deserialize_dag(DagSerialization.serialize_dag(index_dag))
+    with create_session() as session:
+        events = list(session.scalars(
+            select(AssetEvent).join(AssetModel, AssetModel.id == AssetEvent.asset_id)
+            .where(AssetModel.name == f"image-embeddings/{TEST_MODEL}", AssetEvent.source_run_id == embedded.run_id)
+        ))
+        assert len(events) == 1
+        now = events[0].timestamp
+        # What SchedulerJobRunner does for an asset-triggered DAG.
+        dr = scheduler_dag.create_dagrun(
+            run_id=DagRun.generate_run_id(run_type=DagRunType.ASSET_TRIGGERED, logical_date=None, run_after=now),
+            logical_date=None, data_interval=None, run_after=now, run_type=DagRunType.ASSET_TRIGGERED,
+            triggered_by=DagRunTriggeredByType.ASSET, state=DagRunState.QUEUED, session=session,
+        )
+        dr.consumed_asset_events.extend(events)
+        run_id = dr.run_id
+    # Were the events ignored, the run would fall back to EMBEDDING_MODEL, which has no embeddings here.
+    monkeypatch.setenv("EMBEDDING_MODEL", "places365-resnet50")
+    finished = run_existing(index_dag, run_id)
+    assert finished.state == "success"
+    loaded = load_version(settings, parse_name(TEST_MODEL).model_version)
+    assert (loaded.version, loaded.count) == (1, 5)
+    (event,) = asset_events(INDEX_ASSET, run_id)
+    assert event["version"] == 1
