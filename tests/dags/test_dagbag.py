@@ -46,6 +46,9 @@ def test_embeddings_dag_shape(dag_bag) -> None:  # type: ignore[no-untyped-def]
     assert embed.downstream_task_ids == {"emit_embeddings", "check_batches"}
     assert {p for p in dag.params} == {"model", "scope", "event_code", "start", "end", "batch_size", "limit"}
     assert [a.name for a in dag.get_task("emit_embeddings").outlets] == ["image-embeddings"]
+    # A failed batch: the others' vectors are still announced, and the run still ends failed.
+    assert dag.get_task("emit_embeddings").trigger_rule == "all_done_min_one_success"
+    assert dag.get_task("check_batches").trigger_rule == "all_success"
 
 
 def test_index_dag_is_scheduled_on_the_embeddings_assets(dag_bag) -> None:  # type: ignore[no-untyped-def]
