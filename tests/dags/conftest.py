@@ -51,7 +51,6 @@ def airflow_env(pg_database: str) -> Iterator[None]:
     """Migrate the Airflow metadata DB once and expose the test database as connection `image_db`."""
     mp = pytest.MonkeyPatch()
     mp.setenv("AIRFLOW_CONN_IMAGE_DB", airflow_connection_json(pg_database))
-    mp.setenv("EMBEDDING_MODEL", TEST_MODEL)
     airflow = Path(sys.executable).with_name("airflow")
     proc = subprocess.run([str(airflow), "db", "migrate"], env=os.environ.copy(), capture_output=True, text=True,
                           timeout=300)
