@@ -47,8 +47,12 @@ def start_pgvector(workdir: Path):  # type: ignore[no-untyped-def]
     return server, info
 
 
-def binary_copy(ids: np.ndarray, events: list[str], vectors: np.ndarray) -> bytes:
-    """COPY ... (FORMAT binary) stream for (id int, event_code uuid, embedding vector(dim)), built with numpy."""
+COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00" * 8
+COPY_TRAILER = b"\xff\xff"
+
+
+def binary_rows(ids: np.ndarray, events: list[str], vectors: np.ndarray) -> bytes:
+    """COPY (FORMAT binary) tuples for (id int, event_code uuid, embedding vector(dim)), built with numpy."""
     n, dim = vectors.shape
     row = np.dtype([("nf", ">i2"), ("l1", ">i4"), ("id", ">i4"), ("l2", ">i4"), ("uuid", "S16"), ("l3", ">i4"),
                     ("dim", ">i2"), ("unused", ">i2"), ("vec", ">f4", (dim,))])
@@ -57,7 +61,7 @@ def binary_copy(ids: np.ndarray, events: list[str], vectors: np.ndarray) -> byte
     rows["uuid"] = [uuid.UUID(e).bytes for e in events]
     rows["l3"], rows["dim"] = 4 + 4 * dim, dim
     rows["vec"] = vectors
-    return b"PGCOPY\n\xff\r\n\x00" + b"\x00" * 8 + rows.tobytes() + b"\xff\xff"
+    return rows.tobytes()
 
 
 def load_pgvector(info: str, corpus: Corpus) -> None:
@@ -70,10 +74,11 @@ def load_pgvector(info: str, corpus: Corpus) -> None:
                      f"embedding vector({dim}) NOT NULL)")
         step = 10_000
         with conn.cursor().copy("COPY items (id, event_code, embedding) FROM STDIN (FORMAT binary)") as copy:
+            copy.write(COPY_HEADER)
             for start in range(0, len(corpus.ids), step):
-                chunk = binary_copy(corpus.ids[start:start + step], events[start:start + step],
-                                    corpus.vectors[start:start + step])
-                copy.write(chunk if start == 0 else chunk[19:])  # header once
+                copy.write(binary_rows(corpus.ids[start:start + step], events[start:start + step],
+                                       corpus.vectors[start:start + step]))
+            copy.write(COPY_TRAILER)
         conn.execute("CREATE INDEX items_event ON items (event_code)")
         conn.execute("VACUUM ANALYZE items")
         conn.execute("SELECT count(*) FROM items WHERE embedding IS NOT NULL")  # warm the buffers

@@ -12,14 +12,15 @@ from serving.served import ServedIndex
 from serving.state import ServerState
 
 
-def get_state(request: Request) -> ServerState:
+async def get_state(request: Request) -> ServerState:
+    """Async on purpose: FastAPI runs plain `def` dependencies in a worker thread, a costly hop per request."""
     return request.app.state.server  # type: ignore[no-any-return]
 
 
 State = Annotated[ServerState, Depends(get_state)]
 
 
-def get_served(state: State) -> ServedIndex:
+async def get_served(state: State) -> ServedIndex:
     """The version this request uses from start to end (taken once: a swap never changes it mid-request)."""
     served = state.holder.current
     if served is None:
@@ -31,7 +32,7 @@ def get_served(state: State) -> ServedIndex:
 Served = Annotated[ServedIndex, Depends(get_served)]
 
 
-def require_api_key(state: State, x_api_key: Annotated[str | None, Header()] = None) -> None:
+async def require_api_key(state: State, x_api_key: Annotated[str | None, Header()] = None) -> None:
     """Write routes need X-API-Key when API_KEY is set: 401 without one, 403 with a wrong one."""
     expected = state.settings.api_key
     if not expected:
