@@ -111,7 +111,10 @@ class ServedIndex:
             vec = self.vector(image_id)
             if vec is None or vec.shape[0] != self.dim or not np.all(np.isfinite(vec)):
                 raise ValueError(f"image {image_id} has no usable vector in the index")
-            scores, ids = self.search(vec, 5)
+            # Within its event when it has one: exact, and it reads only that event's rows (a global scan
+            # of a big flat index would fault the whole file in before the first request).
+            event = self._events[pos]
+            scores, ids = self.search(vec, 5, event) if event else self.search(vec, 5)
             # Exact duplicates may tie; the image must be among the equal-best (top 5 for approximate types).
             exact = "flat" in self.index_type.lower()
             found = ids[scores >= scores[0] - 1e-4] if (exact and len(ids)) else ids
