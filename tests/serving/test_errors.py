@@ -142,7 +142,7 @@ schema = _schema()
 
 
 @schema.parametrize()
-@settings(max_examples=12, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@settings(max_examples=12, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
 def test_fuzz_no_server_errors(case, main) -> None:  # type: ignore[no-untyped-def]
     """Bounded (12 examples per operation, ~25 s) so the suite stays quick; derandomised to be repeatable."""
     from schemathesis.checks import not_a_server_error
