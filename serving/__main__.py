@@ -15,6 +15,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, help="port (default API_PORT)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     parser.add_argument("--access-log", action="store_true", help="log every request (costs throughput)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="worker processes (each loads the model; the memory-mapped index pages are shared)")
     args = parser.parse_args(argv)
     try:
         settings = get_settings()
@@ -26,8 +28,13 @@ def main(argv: list[str] | None = None) -> int:
     from serving.app import create_app
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(create_app(settings), host=args.host or settings.api_host, port=args.port or settings.api_port,
-                log_level=args.log_level, access_log=args.access_log)
+    host, port = args.host or settings.api_host, args.port or settings.api_port
+    if args.workers > 1:  # workers import the app themselves and read the same environment
+        uvicorn.run("serving.app:create_app", factory=True, workers=args.workers, host=host, port=port,
+                    log_level=args.log_level, access_log=args.access_log)
+    else:
+        uvicorn.run(create_app(settings), host=host, port=port, log_level=args.log_level,
+                    access_log=args.access_log)
     return 0
 
 
