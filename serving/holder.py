@@ -131,6 +131,8 @@ class IndexHolder:
         return True
 
     def _note_failure(self, version: int | None, reason: str) -> None:
+        if version is None and reason == self.stats.last_error:
+            return  # the same problem seen again by the next poll (e.g. an unreadable CURRENT): counted once
         log.error("%s", reason)
         self.stats.failures += 1
         self.stats.last_error = reason
