@@ -6,8 +6,11 @@ resulting `Embedder.model_version` always spells out all three parts that are
 set (preprocessing included), because vectors from different pipelines must
 never meet in one index.
 
-Variants: `rot4` averages the features of the 0/90/180/270-degree rotations
-(a rotation-invariant embedding, 4x the model cost).
+Variants: `rot4` (the default) averages the features of the 0/90/180/270-degree
+rotations: a rotation-invariant embedding, so a photo a phone stored sideways
+(pixels rotated, no EXIF tag) is a duplicate of its original even between two
+stored vectors, at 4x the model cost. `+plain` turns it off (model version
+without a suffix). bench/quality.py and docs/embeddings.md have the figures.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ class ModelSpec:
     name: str
     dim: int
     default_preprocess: str
+    default_variant: str | None
     norm: Normalisation
     channels_last: bool
     build: Callable[[Settings], torch.nn.Module]
@@ -75,10 +79,12 @@ def _build_efficientnet_lite0(settings: Settings) -> torch.nn.Module:
 # channels_last and the default preprocessing are chosen by bench/embed_throughput.py and bench/quality.py
 # (docs/embeddings.md has the figures).
 MODELS: dict[str, ModelSpec] = {
-    "places365-resnet50": ModelSpec("places365-resnet50", 2048, "crop224", IMAGENET, True, _build_places365),
-    "efficientnet-lite0": ModelSpec("efficientnet-lite0", 1280, "crop224", HALF, True, _build_efficientnet_lite0),
+    "places365-resnet50": ModelSpec("places365-resnet50", 2048, "crop224", "rot4", IMAGENET, True,
+                                    _build_places365),
+    "efficientnet-lite0": ModelSpec("efficientnet-lite0", 1280, "crop224", "rot4", HALF, True,
+                                    _build_efficientnet_lite0),
 }
-VARIANTS = ("rot4",)
+VARIANTS = ("rot4", "plain")
 
 
 @dataclass(frozen=True)
@@ -93,9 +99,15 @@ class ParsedName:
 
 
 def parse_name(spec: str) -> ParsedName:
-    """`name[@preprocess][+variant]` → its parts with defaults filled in; ModelUnavailable if unknown."""
+    """`name[@preprocess][+variant]` → its parts with defaults filled in; ModelUnavailable if unknown.
+
+    A bare name takes the model's defaults (preprocessing and variant: e.g.
+    `efficientnet-lite0` → `efficientnet-lite0@crop224+rot4`). A spec naming its
+    preprocessing is an exact model version: no `+variant` there means none, so
+    every model version string parses back to itself. `+plain` means no variant.
+    """
     text = spec.strip()
-    variant = None
+    variant: str | None = ""
     if "+" in text:
         text, variant = text.split("+", 1)
         if variant not in VARIANTS:
@@ -105,6 +117,10 @@ def parse_name(spec: str) -> ParsedName:
         raise ModelUnavailable(
             f"unknown model {model!r} (EMBEDDING_MODEL): choose one of {', '.join(MODELS)}"
         )
+    if variant == "":
+        variant = None if pre else MODELS[model].default_variant
+    elif variant == "plain":
+        variant = None
     pre = pre or MODELS[model].default_preprocess
     if pre not in PREPROCESSES:
         raise ModelUnavailable(f"unknown preprocessing {pre!r} in {spec!r}: choose one of {', '.join(PREPROCESSES)}")

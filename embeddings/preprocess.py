@@ -5,6 +5,8 @@
   i.e. zero after normalisation).
 - `crop224`: the CSAIL/ImageNet standard: colour, resize the shorter side to
   256, centre crop 224.
+- `pad224`: the seed's geometry in colour (nothing cropped away: screenshots,
+  off-centre crops and panoramas keep all their content).
 
 Both resize in one PIL call straight from the decoded image (the crop is a
 `box`, so no intermediate copy) and normalise with the model's mean and std.
@@ -51,18 +53,29 @@ def crop224(img: Image.Image, norm: Normalisation) -> np.ndarray:
     return norm.apply(np.asarray(out.convert("RGB")))
 
 
-def seed_pad224(img: Image.Image, norm: Normalisation) -> np.ndarray:
-    """Grayscale, longer side → 224 keeping the aspect ratio, centred on a zero (mean) canvas."""
-    gray = img.convert("L")
-    w, h = gray.size
+def _pad(img: Image.Image, norm: Normalisation) -> np.ndarray:
+    """Longer side → 224 keeping the aspect ratio, centred on a zero (mean colour) canvas."""
+    w, h = img.size
     scale = SIZE / max(w, h)
     nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-    small = np.asarray(gray.resize((nw, nh), RESAMPLE, reducing_gap=3.0))
-    body = norm.apply(np.repeat(small[:, :, None], 3, axis=2))
+    small = np.asarray(img.resize((nw, nh), RESAMPLE, reducing_gap=3.0))
+    if small.ndim == 2:
+        small = np.repeat(small[:, :, None], 3, axis=2)
+    body = norm.apply(small)
     out = np.zeros((3, SIZE, SIZE), dtype=np.float32)
     top, left = (SIZE - nh) // 2, (SIZE - nw) // 2
     out[:, top:top + nh, left:left + nw] = body
     return out
+
+
+def seed_pad224(img: Image.Image, norm: Normalisation) -> np.ndarray:
+    """The seed's pipeline: grayscale, then `_pad`."""
+    return _pad(img.convert("L"), norm)
+
+
+def pad224(img: Image.Image, norm: Normalisation) -> np.ndarray:
+    """Like the seed's but in colour: the whole picture, aspect kept, padded to a square."""
+    return _pad(img.convert("RGB"), norm)
 
 
 @dataclass(frozen=True)
@@ -82,4 +95,5 @@ class Preprocess:
 PREPROCESSES: dict[str, Preprocess] = {
     "crop224": Preprocess("crop224", crop224, 256, None),
     "seed-pad224": Preprocess("seed-pad224", seed_pad224, None, 224),
+    "pad224": Preprocess("pad224", pad224, None, 224),
 }

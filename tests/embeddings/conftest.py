@@ -9,13 +9,22 @@ import pytest
 
 @pytest.fixture(scope="session")
 def lite0():
-    """The offline model, built once (the cache in get_embedder keeps it for runner tests too)."""
+    """The offline model without the rotation variant (4x cheaper), built once; runner tests use the same spec."""
     import torch
 
     from core.settings import load_settings
     from embeddings.models import get_embedder
 
     torch.set_num_threads(2)
+    return get_embedder("efficientnet-lite0+plain", load_settings())
+
+
+@pytest.fixture(scope="session")
+def lite0_default():
+    """What EMBEDDING_MODEL=efficientnet-lite0 gives: crop224, rotation-invariant (rot4)."""
+    from core.settings import load_settings
+    from embeddings.models import get_embedder
+
     return get_embedder("efficientnet-lite0", load_settings())
 
 

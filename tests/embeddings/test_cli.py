@@ -68,7 +68,7 @@ def test_weights_command_refuses_a_mismatching_download(tmp_path: Path, capsys: 
     assert "does not match" in err and not dest.exists()
 
 
-def test_pending_event_and_files_commands(db, settings, lite0, tmp_path: Path,  # type: ignore[no-untyped-def]
+def test_pending_event_and_files_commands(db, settings, lite0_default, tmp_path: Path,  # type: ignore[no-untyped-def]
                                           capsys: pytest.CaptureFixture[str]) -> None:
     photos = sample_photos(3, out_dir=tmp_path / "gen")
     event = add_event(db)
@@ -97,3 +97,4 @@ def test_pending_event_and_files_commands(db, settings, lite0, tmp_path: Path,  
     assert table["path"].to_pylist() == [str(p) for p in photos]
     assert table.schema.field("vector").type.list_size == 1280
     assert len(ids) == 3
+    assert set(table["model_version"].to_pylist()) == {"efficientnet-lite0@crop224+rot4"}

@@ -19,7 +19,12 @@ from embeddings.models import ModelUnavailable, get_embedder, parse_name
 def test_model_versions_spell_out_the_preprocessing() -> None:
     assert parse_name("efficientnet-lite0@seed-pad224").model_version == "efficientnet-lite0@seed-pad224"
     assert parse_name("places365-resnet50@crop224+rot4").model_version == "places365-resnet50@crop224+rot4"
-    assert "@" in parse_name("efficientnet-lite0").model_version
+    assert parse_name("efficientnet-lite0").model_version == "efficientnet-lite0@crop224+rot4"  # the defaults
+    assert parse_name("efficientnet-lite0+plain").model_version == "efficientnet-lite0@crop224"
+    for spec in ("efficientnet-lite0", "efficientnet-lite0+plain", "places365-resnet50@seed-pad224",
+                 "places365-resnet50@pad224+rot4"):
+        mv = parse_name(spec).model_version
+        assert parse_name(mv).model_version == mv  # a stored model version parses back to itself
     for bad in ("resnet9000", "efficientnet-lite0@warp", "efficientnet-lite0+rot7"):
         with pytest.raises(ModelUnavailable):
             parse_name(bad)
@@ -48,6 +53,25 @@ def test_embed_rotations_gives_each_rotation(lite0, tmp_path: Path) -> None:  # 
     turned = img.transpose(Image.Transpose.ROTATE_90)  # counter-clockwise
     plain_turned = lite0.embed_images([turned])[0]
     assert max(float(rots[0, k] @ plain_turned) for k in range(4)) > 0.97
+
+
+def test_default_rot4_embedding_is_rotation_invariant(lite0_default, lite0, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    img = load_image(sample_photos(2, out_dir=tmp_path)[1])
+    turned = load_image(_jpeg_bytes(img.transpose(Image.Transpose.ROTATE_270)))  # a phone's turn, no EXIF
+    inv = lite0_default.embed_images([img, turned])
+    assert float(inv[0] @ inv[1]) > 0.99
+    plain = lite0.embed_images([img, turned])
+    assert float(plain[0] @ plain[1]) < float(inv[0] @ inv[1])
+    rots = lite0_default.embed_rotations([img])
+    assert rots.shape == (1, 4, 1280) and np.allclose(rots[0], inv[0], atol=1e-5)
+
+
+def _jpeg_bytes(img: Image.Image) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=92)
+    return buf.getvalue()
 
 
 def test_lite0_weights_are_really_pretrained(lite0) -> None:  # type: ignore[no-untyped-def]
@@ -82,8 +106,9 @@ def test_places365_loads_the_csail_checkpoint(places_checkpoint: Path, tmp_path:
     from torchvision.models import resnet50
 
     settings = load_settings(model_weights=places_checkpoint)
-    emb = get_embedder("places365-resnet50", settings)
-    assert emb.dim == 2048 and emb.model_version.startswith("places365-resnet50@")
+    assert get_embedder("places365-resnet50", settings).model_version == "places365-resnet50@crop224+rot4"
+    emb = get_embedder("places365-resnet50+plain", settings)
+    assert emb.dim == 2048 and emb.model_version == "places365-resnet50@crop224"
     reference = resnet50(weights=None, num_classes=365)
     state = torch.load(places_checkpoint, map_location="cpu", weights_only=True)["state_dict"]
     reference.load_state_dict({k.removeprefix("module."): v for k, v in state.items()})

@@ -18,7 +18,7 @@ from embeddings.loading import load_image
 from embeddings.runner import embed_batch, plan_batches
 from tests.embeddings.helpers import add_event, add_files, register
 
-MODEL = "efficientnet-lite0"
+MODEL = "efficientnet-lite0+plain"  # the rot4 default costs 4x; test_models covers it
 
 
 def _ledger(db) -> dict[int, tuple]:  # type: ignore[no-untyped-def]
@@ -163,7 +163,7 @@ def test_planning_scopes(db, settings) -> None:  # type: ignore[no-untyped-def]
     base = datetime(2024, 5, 1)
     for n, i in enumerate(ids_a + ids_b):
         db.execute("UPDATE images SET created_at = %s WHERE id = %s", (base + timedelta(days=n), i))
-    mv = "efficientnet-lite0@crop224"
+    mv = "efficientnet-lite0@crop224+rot4"
     info = settings.conninfo()
     db.execute("INSERT INTO image_embeddings (image_id, model_version, status, error) VALUES (%s, %s, 'failed', "
                "'missing')", (ids_a[0], mv))
