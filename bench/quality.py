@@ -168,7 +168,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=None, help="photos (default: all shared photos, or 120 generated)")
     parser.add_argument("--models", default="efficientnet-lite0@crop224,efficientnet-lite0@seed-pad224,"
-                                            "places365-resnet50@crop224,places365-resnet50@seed-pad224")
+                                            "efficientnet-lite0@pad224,places365-resnet50@crop224,"
+                                            "places365-resnet50@seed-pad224,places365-resnet50@pad224",
+                        help="model@preprocess specs; the three rotation modes are computed for each")
     args = parser.parse_args()
 
     from embeddings.models import ModelUnavailable, get_embedder
