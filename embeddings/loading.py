@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,12 +79,15 @@ def resolve_image_path(image_root: Path | str, file_path: str | os.PathLike[str]
 
 def _open(source: Path | bytes | bytearray | memoryview) -> Image.Image:
     try:
-        if isinstance(source, bytes | bytearray | memoryview):
-            return Image.open(io.BytesIO(bytes(source)))
-        path = Path(source)
-        if path.is_dir():
-            raise ImageLoadError(NOT_A_FILE, str(path))
-        return Image.open(path)
+        with warnings.catch_warnings():
+            # Our MAX_PIXELS decides (checked by the caller); PIL's own warning would only be noise.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            if isinstance(source, bytes | bytearray | memoryview):
+                return Image.open(io.BytesIO(bytes(source)))
+            path = Path(source)
+            if path.is_dir():
+                raise ImageLoadError(NOT_A_FILE, str(path))
+            return Image.open(path)
     except ImageLoadError:
         raise
     except FileNotFoundError:
