@@ -63,6 +63,13 @@ def _status(conninfo: str, model_version: str, version: int) -> tuple[str | None
     return (row[0], row[1]) if row else (None, None)
 
 
+def _statuses(conninfo: str, model_version: str) -> dict[int, str]:
+    with connect(conninfo=conninfo) as conn:
+        rows = conn.execute("SELECT version, status FROM index_versions WHERE model_version = %s",
+                            (model_version,)).fetchall()
+    return {int(v): str(s) for v, s in rows}
+
+
 def build(conninfo: str, settings: Settings, model_version: str, *, mode: str = "merge",
           index_type: str | None = None, dag_run_id: str | None = None) -> dict[str, Any]:
     """Build the next version (not yet published). Returns version, path, count, index_type, mode, ..."""
@@ -187,8 +194,11 @@ def publish(conninfo: str, settings: Settings, model_version: str, version: int)
 
 
 def prune(settings: Settings, model_version: str, keep: int | None = None, conninfo: str | None = None) -> list[int]:
-    """Delete all but the newest `keep` versions (default INDEX_KEEP_VERSIONS); CURRENT is always kept.
+    """Delete all but the newest `keep` published versions (default INDEX_KEEP_VERSIONS); CURRENT is always kept.
 
+    With `conninfo`, the database says which versions were published: failed or never-published
+    builds do not take a backup's place, and builds newer than CURRENT that are still on their way
+    to publishing (built, verified) are left alone. Without it every folder counts as published.
     Returns the pruned versions. Stale temp folders of crashed builds are removed too.
     """
     keep = settings.index_keep_versions if keep is None else int(keep)
@@ -201,7 +211,10 @@ def prune(settings: Settings, model_version: str, keep: int | None = None, conni
     with store_lock(store):
         current = store.current_version()
         versions = store.versions()
-        kept = set(versions[-keep:]) | ({current} if current is not None else set())
+        statuses = _statuses(conninfo, model_version) if conninfo else {}
+        published = [v for v in versions if v == current or statuses.get(v, "published") == "published"]
+        kept = set(published[-keep:]) | ({current} if current is not None else set())
+        kept |= {v for v in versions if (current is None or v > current) and statuses.get(v) in ("built", "verified")}
         for v in versions:
             if v in kept:
                 continue

@@ -114,6 +114,26 @@ def test_retention_keeps_the_newest_and_never_current(small_corpus, conninfo, se
         pipeline.prune(settings, MODEL, keep=0)
 
 
+def test_failed_builds_do_not_take_a_backups_place(small_corpus, conninfo, settings, db):
+    corpus = small_corpus
+    v1 = build_publish(conninfo, settings)
+    corpus.embed(corpus.images(corpus.event(), 2))
+    v2 = build_publish(conninfo, settings)
+    failed = []
+    for _ in range(2):  # two newer builds that fail verification (a damaged file)
+        corpus.embed(corpus.images(corpus.event(), 1))
+        v = pipeline.build(conninfo, settings, MODEL, mode="rebuild")["version"]
+        store = IndexStore(settings, MODEL)
+        (store.version_dir(v) / "meta.parquet").write_bytes(b"damaged")
+        with pytest.raises(VerificationFailed):
+            pipeline.verify(conninfo, settings, MODEL, v)
+        failed.append(v)
+    corpus.embed(corpus.images(corpus.event(), 1))
+    in_flight = pipeline.build(conninfo, settings, MODEL)["version"]  # built, on its way to publish
+    assert sorted(pipeline.prune(settings, MODEL, keep=2, conninfo=conninfo)) == failed
+    assert IndexStore(settings, MODEL).versions() == [v1, v2, in_flight]
+
+
 def test_rollback_goes_to_the_previous_published_version_after_checking_it(small_corpus, conninfo, settings, db):
     corpus = small_corpus
     v1 = build_publish(conninfo, settings)
