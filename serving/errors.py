@@ -89,7 +89,9 @@ class BodyLimitMiddleware:
                 except ValueError:
                     declared = -1
                 if declared > self.limit:
-                    response = error_body(413, str(BodyTooLarge(self.limit).detail), {"Connection": "close"})
+                    # No "Connection: close": clients still sending (Node's fetch) would see a broken
+                    # pipe instead of this answer; uvicorn discards the unread body.
+                    response = error_body(413, str(BodyTooLarge(self.limit).detail))
                     await response(scope, receive, send)
                     return
         seen = 0
