@@ -57,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("rollback", help="flip CURRENT back to the previous published version (or --to vN)")
     r.add_argument("--to", type=_version_arg, help="the version to serve, e.g. v3")
 
-    pr = sub.add_parser("prune", help="delete all but the newest N versions (CURRENT is always kept)")
+    pr = sub.add_parser("prune", help="delete all but the newest N published versions (CURRENT is always kept)")
     pr.add_argument("--keep", type=int, help="versions to keep (default INDEX_KEEP_VERSIONS)")
     return p
 
