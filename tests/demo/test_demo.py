@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -27,8 +28,12 @@ PHOTOS = 8
 
 
 @pytest.fixture(scope="module")
-def demo_env(pg_database: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
-    """A folder of 8 photos, a fresh DATA_DIR and IMAGE_ROOT, and the test database's DB_* settings."""
+def demo_env(pg_database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
+    """A folder of 8 photos, a fresh DATA_DIR and IMAGE_ROOT, and a database of its own on the test server.
+
+    The demo creates that database itself (DB_NAME missing is its first-run case), so other
+    tests' rows in the shared test database never meet the demo's index verification.
+    """
     root = tmp_path_factory.mktemp("demo")
     folder = root / "photos"
     folder.mkdir()
@@ -38,7 +43,12 @@ def demo_env(pg_database: str, tmp_path_factory: pytest.TempPathFactory) -> dict
     env = {**os.environ, "DATA_DIR": str(root / "data"), "IMAGE_ROOT": str(root / "images"),
            "EMBEDDING_MODEL": "places365-resnet50", "TORCH_THREADS": "1"}
     env.pop("MODEL_WEIGHTS", None)
-    return {"env": env, "folder": folder, "root": root, "conninfo": pg_database}
+    dbname = f"{psycopg.conninfo.conninfo_to_dict(pg_database)['dbname']}_demo"
+    env["DB_NAME"] = dbname
+    conninfo = psycopg.conninfo.make_conninfo(pg_database, dbname=dbname)
+    yield {"env": env, "folder": folder, "root": root, "conninfo": conninfo}
+    with psycopg.connect(psycopg.conninfo.make_conninfo(pg_database, dbname="postgres"), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
 
 
 def run_demo(demo_env: dict[str, object], *args: str, timeout: float = 400) -> subprocess.CompletedProcess[str]:
