@@ -69,3 +69,23 @@ def airflow_conninfo(conn_id: str = "image_db") -> str:
         if uri.startswith(prefix):
             uri = "postgresql://" + uri[len(prefix):]
     return uri
+
+
+def airflow_connection_json(conninfo: str) -> str:
+    """AIRFLOW_CONN_<ID> in Airflow's JSON form for a libpq conninfo (any password works, no URL quoting).
+
+    The inverse of `airflow_conninfo`: the demo and the tests hand the image database to Airflow with it.
+    """
+    import json
+
+    params = conninfo_to_dict(conninfo)
+    conn: dict[str, object] = {
+        "conn_type": "postgres",
+        "host": params.get("host", "127.0.0.1"),
+        "port": int(params.get("port") or 5432),
+        "login": params.get("user", "postgres"),
+        "schema": params["dbname"],
+    }
+    if params.get("password"):
+        conn["password"] = params["password"]
+    return json.dumps(conn)

@@ -15,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -164,3 +165,26 @@ class LocalPostgres:
     def env(self) -> dict[str, str]:
         """Settings that point the pipeline at this server."""
         return {"DB_HOST": "127.0.0.1", "DB_PORT": str(self.port), "DB_USER": "postgres", "DB_PASS": ""}
+
+
+def configured_or_private(workdir: Path, log: Callable[[str], None] = print) -> tuple[str, LocalPostgres | None]:
+    """A conninfo to the `postgres` database of the server DB_* names when it lets us in, else of a
+    private server started in `workdir/pg` (returned so the caller stops it). Used by the test
+    harness and the Node client's live server."""
+    import psycopg
+
+    host = os.environ.get("DB_HOST", "127.0.0.1")
+    port = int(os.environ.get("DB_PORT", "5432"))
+    if port_answers(host, port):
+        info = psycopg.conninfo.make_conninfo(host=host, port=port, user=os.environ.get("DB_USER", "postgres"),
+                                              password=os.environ.get("DB_PASS") or None, dbname="postgres",
+                                              connect_timeout=5)
+        try:
+            psycopg.connect(info).close()
+            return info, None
+        except psycopg.OperationalError as exc:
+            log(f"configured PostgreSQL refused us ({exc}); starting a private one")
+    server = LocalPostgres(workdir / "pg").start()
+    os.environ.update(server.env())
+    info = psycopg.conninfo.make_conninfo(host="127.0.0.1", port=server.port, user="postgres", dbname="postgres")
+    return info, server

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from psycopg.conninfo import conninfo_to_dict
+from core.db import airflow_connection_json
 
 REPO = Path(__file__).resolve().parent.parent
 # `airflow dags test` logs "[DAG TEST] starting task_id=embed map_index=3", the execution API's
@@ -39,21 +39,6 @@ class DagRunResult:
     seconds: float
     log: Path
     tasks: dict[str, str]
-
-
-def airflow_connection_json(conninfo: str) -> str:
-    """AIRFLOW_CONN_<ID> in Airflow's JSON form for a libpq conninfo (any password works, no URL quoting)."""
-    params = conninfo_to_dict(conninfo)
-    conn: dict[str, object] = {
-        "conn_type": "postgres",
-        "host": params.get("host", "127.0.0.1"),
-        "port": int(params.get("port") or 5432),
-        "login": params.get("user", "postgres"),
-        "schema": params["dbname"],
-    }
-    if params.get("password"):
-        conn["password"] = params["password"]
-    return json.dumps(conn)
 
 
 class AirflowRunner:

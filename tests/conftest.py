@@ -60,24 +60,12 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 def _admin_conninfo() -> str:
     """Reach the configured server, or start a private one; returns a conninfo to the postgres DB."""
-    from core.localpg import LocalPostgres, port_answers
+    from core.localpg import configured_or_private
 
-    host = os.environ.get("DB_HOST", "127.0.0.1")
-    port = int(os.environ.get("DB_PORT", "5432"))
-    user = os.environ.get("DB_USER", "postgres")
-    password = os.environ.get("DB_PASS", "")
-    if port_answers(host, port):
-        info = psycopg.conninfo.make_conninfo(host=host, port=port, user=user, password=password or None,
-                                              dbname="postgres", connect_timeout=5)
-        try:
-            psycopg.connect(info).close()
-            return info
-        except psycopg.OperationalError as exc:
-            print(f"configured PostgreSQL refused us ({exc}); starting a private one")
-    server = LocalPostgres(_RUN_DIR / "pg").start()
-    _STATE["local_server"] = server
-    os.environ.update(server.env())
-    return psycopg.conninfo.make_conninfo(host="127.0.0.1", port=server.port, user="postgres", dbname="postgres")
+    info, server = configured_or_private(_RUN_DIR)
+    if server is not None:
+        _STATE["local_server"] = server
+    return info
 
 
 @pytest.fixture(scope="session")

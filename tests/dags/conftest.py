@@ -8,7 +8,6 @@ it through PostgresHook exactly as in production.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -20,7 +19,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg.conninfo import conninfo_to_dict
+
+from core.db import airflow_connection_json
 
 REPO = Path(__file__).resolve().parents[2]
 DAGS_DIR = REPO / "dags"
@@ -29,21 +29,6 @@ TEST_MODEL = "efficientnet-lite0"
 # The DAG files import their support package from the DAGs folder, as Airflow's parser does.
 if str(DAGS_DIR) not in sys.path:
     sys.path.insert(0, str(DAGS_DIR))
-
-
-def airflow_connection_json(conninfo: str) -> str:
-    """The Airflow connection (JSON form of AIRFLOW_CONN_<ID>) for a libpq conninfo."""
-    params = conninfo_to_dict(conninfo)
-    conn = {
-        "conn_type": "postgres",
-        "host": params.get("host", "127.0.0.1"),
-        "port": int(params.get("port") or 5432),
-        "login": params.get("user", "postgres"),
-        "schema": params["dbname"],
-    }
-    if params.get("password"):
-        conn["password"] = params["password"]
-    return json.dumps(conn)
 
 
 @pytest.fixture(scope="session")

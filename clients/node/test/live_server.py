@@ -63,24 +63,12 @@ class Stop(Exception):
 
 def admin_conninfo(state: dict[str, Any], workdir: Path) -> str:
     """The configured PostgreSQL (DB_* env) when it answers, else a private one, as tests/conftest.py does."""
-    from core.localpg import LocalPostgres, port_answers
+    from core.localpg import configured_or_private
 
-    host = os.environ.get("DB_HOST", "127.0.0.1")
-    port = int(os.environ.get("DB_PORT", "5432"))
-    user = os.environ.get("DB_USER", "postgres")
-    password = os.environ.get("DB_PASS", "")
-    if port_answers(host, port):
-        info = psycopg.conninfo.make_conninfo(host=host, port=port, user=user, password=password or None,
-                                              dbname="postgres", connect_timeout=5)
-        try:
-            psycopg.connect(info).close()
-            return info
-        except psycopg.OperationalError as exc:
-            log(f"configured PostgreSQL refused us ({exc}); starting a private one")
-    server = LocalPostgres(workdir / "pg").start()
-    state["local_pg"] = server
-    os.environ.update(server.env())
-    return psycopg.conninfo.make_conninfo(host="127.0.0.1", port=server.port, user="postgres", dbname="postgres")
+    info, server = configured_or_private(workdir, log)
+    if server is not None:
+        state["local_pg"] = server
+    return info
 
 
 def transformed_copy(src: Path, dest: Path, *, crop: float, size: int, quality: int) -> Path:
