@@ -89,7 +89,8 @@ def image_embeddings() -> None:
         """Announce the model's new vectors (the Asset triggers image_index); nothing added, no event."""
         from image_pipeline.embedding_tasks import summarise
 
-        summary = summarise(list(results))
+        # Index by len(): iterating the lazy XCom sequence probes one past its end and logs an error.
+        summary = summarise([results[i] for i in range(len(results))])
         if summary["added"] > 0 and summary["model"]:
             summary["run_id"] = context["run_id"]
             asset = embeddings_asset(base_model(summary["model"]))
