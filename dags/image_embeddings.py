@@ -26,6 +26,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from airflow.sdk import CronDataIntervalTimetable, TriggerRule, dag, task
+
 from image_pipeline.assets import EMBEDDINGS_ALIAS, base_model, embeddings_asset
 from image_pipeline.params import embedding_params
 
@@ -55,6 +56,7 @@ def image_embeddings() -> None:
         """Validate the params and list the image ids to embed, in batches."""
         from airflow.sdk import conf
         from airflow.sdk.exceptions import AirflowFailException
+
         from image_pipeline import embedding_tasks
         from image_pipeline.params import ParamsError, resolve_plan_request
 

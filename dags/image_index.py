@@ -21,6 +21,7 @@ from functools import reduce
 from operator import or_
 
 from airflow.sdk import dag, task, task_group
+
 from image_pipeline.assets import EMBEDDINGS_ASSETS, INDEX_ALIAS, base_model, index_asset
 from image_pipeline.params import index_params
 
@@ -49,6 +50,7 @@ def image_index() -> None:
     def targets(**context) -> list[dict]:
         """The model versions to index: the `model` param, else those whose embeddings triggered the run."""
         from airflow.sdk.exceptions import AirflowFailException
+
         from image_pipeline import index_tasks
 
         triggered = index_tasks.triggering_models(context.get("triggering_asset_events"))
@@ -62,6 +64,7 @@ def image_index() -> None:
         @task
         def build(target: dict, **context) -> dict:
             from airflow.sdk.exceptions import AirflowSkipException
+
             from image_pipeline import index_tasks
             from image_pipeline.embedding_tasks import image_db_conninfo
 
@@ -77,6 +80,7 @@ def image_index() -> None:
         @task
         def verify(built: dict) -> dict:
             from airflow.sdk.exceptions import AirflowFailException
+
             from image_pipeline import index_tasks
             from image_pipeline.embedding_tasks import image_db_conninfo
             from indexing.verify import VerificationFailed

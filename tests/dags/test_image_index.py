@@ -106,10 +106,9 @@ def test_failed_verification_never_publishes(dag_bag, image_rows, settings) -> N
 
 def test_registries_match_the_packages() -> None:
     """The DAGs keep the model and index-type lists to parse without torch/faiss; they must match."""
+    from embeddings.models import MODELS
     from image_pipeline.assets import MODEL_NAMES
     from image_pipeline.params import INDEX_TYPES
-
-    from embeddings.models import MODELS
     from indexing.choice import INDEX_TYPES as PACKAGE_INDEX_TYPES
 
     assert set(MODEL_NAMES) == set(MODELS)
