@@ -87,6 +87,11 @@ def _run(args: argparse.Namespace) -> int:
     mv = _model_version(settings, args.model_version)
     conninfo = settings.conninfo()
     if args.command == "build":
+        current = pipeline.unchanged_since_current(conninfo, settings, mv, args.index_type)
+        if args.mode == "merge" and current is not None:
+            _print({"version": None, "current": current}, args.json,
+                   f"nothing new since {version_name(current)} of {mv}; nothing built (--mode rebuild forces one)")
+            return 0
         result = pipeline.build(conninfo, settings, mv, mode=args.mode, index_type=args.index_type,
                                 dag_run_id=args.dag_run_id)
         how = result["mode"] + (f" ({result['rebuild_reason']})" if result.get("rebuild_reason") else "")

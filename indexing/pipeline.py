@@ -70,6 +70,37 @@ def _statuses(conninfo: str, model_version: str) -> dict[int, str]:
     return {int(v): str(s) for v, s in rows}
 
 
+def unchanged_since_current(conninfo: str, settings: Settings, model_version: str,
+                            index_type: str | None = None) -> int | None:
+    """The current version when the ledger has not changed since it was built (a merge would add nothing).
+
+    Conservative: any embedded row newer than the version's ledger snapshot, or a different
+    count (deleted images, failed re-embeds), means "changed" and returns None.
+    """
+    from datetime import datetime
+
+    store = IndexStore(settings, model_version)
+    current = store.current_version() if store.root.is_dir() else None
+    if current is None:
+        return None
+    try:
+        manifest = store.read_manifest(current)
+    except (IndexCorrupt, OSError, ValueError):
+        return None
+    snapshot = manifest.get("ledger_snapshot")
+    if not snapshot or (index_type and index_type != manifest.get("index_type")):
+        return None
+    with connect(conninfo=conninfo) as conn:
+        count, newest = conn.execute(
+            "SELECT count(*), max(e.embedded_at) FROM image_embeddings e JOIN images i ON i.id = e.image_id"
+            " WHERE e.model_version = %s AND e.status = 'embedded'",
+            (model_version,),
+        ).fetchone()  # type: ignore[misc]
+    if int(count) != int(manifest.get("count", -1)):
+        return None
+    return current if newest is None or newest <= datetime.fromisoformat(snapshot) else None
+
+
 def build(conninfo: str, settings: Settings, model_version: str, *, mode: str = "merge",
           index_type: str | None = None, dag_run_id: str | None = None) -> dict[str, Any]:
     """Build the next version (not yet published). Returns version, path, count, index_type, mode, ..."""

@@ -53,39 +53,6 @@ def targets(params: Mapping[str, Any], triggered: dict[str, list[dict]]) -> list
     return out
 
 
-def unchanged_since_current(conninfo: str, settings: Any, model_version: str, index_type: str | None) -> int | None:
-    """The current version when the ledger has not changed since it was built (a merge would add nothing).
-
-    Conservative: any embedded row newer than the version's ledger snapshot, or
-    a different count (deleted images, failed re-embeds), means "changed".
-    """
-    from datetime import datetime
-
-    from core.db import connect
-    from indexing.store import IndexCorrupt, IndexStore
-
-    store = IndexStore(settings, model_version)
-    current = store.current_version() if store.root.is_dir() else None
-    if current is None:
-        return None
-    try:
-        manifest = store.read_manifest(current)
-    except (IndexCorrupt, OSError, ValueError):
-        return None
-    snapshot = manifest.get("ledger_snapshot")
-    if not snapshot or (index_type and index_type != manifest.get("index_type")):
-        return None
-    with connect(conninfo=conninfo) as conn:
-        count, newest = conn.execute(
-            "SELECT count(*), max(e.embedded_at) FROM image_embeddings e JOIN images i ON i.id = e.image_id"
-            " WHERE e.model_version = %s AND e.status = 'embedded'",
-            (model_version,),
-        ).fetchone()  # type: ignore[misc]
-    if int(count) != int(manifest.get("count", -1)):
-        return None
-    return current if newest is None or newest <= datetime.fromisoformat(snapshot) else None
-
-
 def build(conninfo: str, target: Mapping[str, str], *, mode: str, index_type: str | None, dag_run_id: str) -> dict:
     """Build (merge or rebuild) a new, unpublished version; raises NothingToIndex when a merge would add nothing."""
     from core.settings import get_settings
@@ -93,7 +60,7 @@ def build(conninfo: str, target: Mapping[str, str], *, mode: str, index_type: st
 
     settings = get_settings()
     if mode == "merge":
-        current = unchanged_since_current(conninfo, settings, target["model_version"], index_type)
+        current = pipeline.unchanged_since_current(conninfo, settings, target["model_version"], index_type)
         if current is not None:
             raise NothingToIndex(f"{target['model_version']}: nothing new since v{current}; nothing built")
     result = pipeline.build(

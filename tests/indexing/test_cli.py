@@ -26,6 +26,9 @@ def test_cli_build_publish_versions_verify_rollback_prune(small_corpus, settings
     first = run("--json", "build", "--publish")
     assert first.returncode == 0, first.stderr
     assert json.loads(first.stdout)["version"] == 1
+    idle = run("build", "--publish")  # nothing embedded since v1: no identical v2
+    assert idle.returncode == 0 and "nothing new since v000001" in idle.stdout, idle.stdout + idle.stderr
+    assert not (settings.indexes_dir / MODEL / "v000002").exists()
     small_corpus.embed(small_corpus.images(small_corpus.event(), 2))
     second = run("build")
     assert second.returncode == 0 and "built v000002" in second.stdout and "merge" in second.stdout
