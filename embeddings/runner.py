@@ -224,22 +224,13 @@ def embed_batch(
         return lambda: resolve_image_path(root, file_path)
 
     items = [(i, source(meta[i][2])) for i in ids if i in meta]
-    got_ids: list[int] = []
-    vectors: list[np.ndarray] = []
-    sizes: list[tuple[int, int]] = []
-    failures: list[tuple[int, str]] = []
-    for chunk in embed_stream(embedder, items, batch_size=settings.embed_batch_size,
-                              workers=settings.embed_decode_workers):
-        got_ids += [d.key for d in chunk.items]
-        sizes += [(d.width, d.height) for d in chunk.items]
-        vectors.append(chunk.vectors)  # type: ignore[arg-type]
-        failures += [(d.key, d.reason or "failed") for d in chunk.failures]
+    got_ids, matrix, sizes, failures = _collect(embedder, items, settings)
     part: Path | None = None
     if got_ids:
         table = build_table(
             dim=embedder.dim, model_version=mv, image_ids=got_ids,
             image_codes=[meta[i][0] for i in got_ids], event_codes=[meta[i][1] for i in got_ids],
-            vectors=np.concatenate(vectors), widths=[w for w, _ in sizes], heights=[h for _, h in sizes],
+            vectors=matrix, widths=[w for w, _ in sizes], heights=[h for _, h in sizes],
         )
         part = write_part(table, dataset_dir(settings, mv), run_id, batch_no)
     rel = _relative(part, settings) if part else None
@@ -252,6 +243,23 @@ def embed_batch(
              (len(got_ids) + len(failures)) / seconds if seconds else 0.0)
     return {"embedded": len(got_ids), "failed": len(failures), "part": str(part) if part else None,
             "model_version": mv, "missing_rows": missing, "failures": failures, "seconds": seconds}
+
+
+def _collect(embedder: Embedder, items: list[tuple[Any, Callable[[], Path]]], settings: Settings,
+             ) -> tuple[list[Any], np.ndarray, list[tuple[int, int]], list[tuple[Any, str]]]:
+    """Run the decode+model stream over `items` and gather keys, vectors, pixel sizes and failures, in order."""
+    keys: list[Any] = []
+    vectors: list[np.ndarray] = []
+    sizes: list[tuple[int, int]] = []
+    failures: list[tuple[Any, str]] = []
+    for chunk in embed_stream(embedder, items, batch_size=settings.embed_batch_size,
+                              workers=settings.embed_decode_workers):
+        keys += [d.key for d in chunk.items]
+        sizes += [(d.width, d.height) for d in chunk.items]
+        vectors.append(chunk.vectors)  # type: ignore[arg-type]
+        failures += [(d.key, d.reason or "failed") for d in chunk.failures]
+    matrix = np.concatenate(vectors) if vectors else np.zeros((0, embedder.dim), dtype=np.float32)
+    return keys, matrix, sizes, failures
 
 
 def _relative(part: Path, settings: Settings) -> str:
@@ -318,17 +326,7 @@ def embed_files(
     settings = settings or get_settings()
     embedder = get_embedder(model_name, settings)
     items = [(str(p), (lambda p=p: Path(p))) for p in paths]
-    names: list[str] = []
-    vecs: list[np.ndarray] = []
-    sizes: list[tuple[int, int]] = []
-    failures: list[tuple[str, str]] = []
-    for chunk in embed_stream(embedder, items, batch_size=settings.embed_batch_size,
-                              workers=settings.embed_decode_workers):
-        names += [d.key for d in chunk.items]
-        sizes += [(d.width, d.height) for d in chunk.items]
-        vecs.append(chunk.vectors)  # type: ignore[arg-type]
-        failures += [(d.key, d.reason or "failed") for d in chunk.failures]
-    matrix = np.concatenate(vecs) if vecs else np.zeros((0, embedder.dim), dtype=np.float32)
+    names, matrix, sizes, failures = _collect(embedder, items, settings)
     n = len(names)
     table = pa.table({
         "path": pa.array(names, type=pa.string()),
