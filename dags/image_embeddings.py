@@ -14,7 +14,8 @@ Parquet dataset of the chosen model, and records each row in the
   interval that still lack an embedding, or all of them with
   `--dag-run-conf '{"scope": "all"}'`.
 
-`plan` lists image ids only; `embed` runs once per batch (mapped, so batches
+`plan` claims the run's images (so concurrent runs never embed the same
+image) and lists their ids only; `embed` runs once per batch (mapped, so batches
 spread over workers, each retried on its own); `emit_embeddings` publishes
 the Asset `image-embeddings/<model>` with how many rows were added, which
 triggers `image_index`. `check_batches` fails the run when a batch failed,
@@ -71,7 +72,9 @@ def image_embeddings() -> None:
         except ParamsError as exc:
             raise AirflowFailException(f"invalid params: {exc}") from None
         conninfo = embedding_tasks.image_db_conninfo()
-        return embedding_tasks.plan(conninfo, request, max_batches=conf.getint("core", "max_map_length"))
+        return embedding_tasks.plan(
+            conninfo, request, run_id=context["run_id"], max_batches=conf.getint("core", "max_map_length")
+        )
 
     @task
     def embed(image_ids: list[int], **context) -> dict:

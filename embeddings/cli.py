@@ -48,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     def scoped(name: str, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("--limit", type=int, help="at most this many images")
-        p.add_argument("--images-per-part", type=int, default=512, help="images per Parquet part (default 512)")
+        p.add_argument("--images-per-part", type=int, help="images per Parquet part, the unit a retry redoes "
+                       "(default 256, as the DAG)")
         p.add_argument("--run-id", help="names the parts (default manual-<timestamp>)")
         return p
 
@@ -131,17 +132,18 @@ def _compact(args: argparse.Namespace, settings: Any) -> int:
 
 
 def _scope(args: argparse.Namespace, settings: Any) -> int:
+    from embeddings.planning import DEFAULT_IMAGES_PER_PART, Selection
     from embeddings.runner import run_scope
 
-    kwargs: dict[str, Any] = {"limit": args.limit}
-    if args.command == "event":
-        kwargs["event_code"] = args.event_code
-    if args.command == "range":
-        if args.start is None and args.end is None:
-            raise ValueError("range needs --from and/or --to")
-        kwargs.update(start=args.start, end=args.end)
-    res = run_scope(args.command, settings=settings, model_name=args.model, run_id=args.run_id,
-                    images_per_batch=args.images_per_part, **kwargs)
+    selection = Selection(
+        args.command,
+        event_code=args.event_code if args.command == "event" else None,
+        start=getattr(args, "start", None),
+        end=getattr(args, "end", None),
+        limit=args.limit,
+    )
+    res = run_scope(selection, settings=settings, model_name=args.model, run_id=args.run_id,
+                    images_per_part=args.images_per_part or DEFAULT_IMAGES_PER_PART)
     if not args.quiet:
         for image_id, reason in res["failures"][:50]:
             print(f"failed image {image_id}: {reason}", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""Batch embedding: plan batches of image ids, then decode → model → Parquet part → ledger.
+"""Batch embedding: decode → model → Parquet part → ledger, for batches planned by embeddings.planning.
 
 Decoding (file read, JPEG draft decode, resize, normalise) runs in a thread
 pool while the model runs in the calling thread: PIL and torch both release
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -20,21 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import psycopg
 
 from core.db import connect
 from core.settings import Settings, get_settings
-from embeddings import ledger
+from embeddings import ledger, planning
 from embeddings.dataset import dataset_dir
 from embeddings.loading import ImageLoadError, load_image_info, resolve_image_path
 from embeddings.models import Embedder, get_embedder, parse_name
-from embeddings.writer import build_table, write_part
+from embeddings.writer import build_table, part_name, write_part
 
 log = logging.getLogger(__name__)
-
-SCOPES = ("pending", "event", "range", "all", "failed")
-# Images per planned batch = per embed_batch call = per Parquet part.
-DEFAULT_IMAGES_PER_BATCH = 512
 
 
 # --- the decode/model pipeline ---------------------------------------------------------------------
@@ -125,72 +119,6 @@ def _run(embedder: Embedder, chunk: Chunk) -> Chunk:
     return chunk
 
 
-# --- planning -----------------------------------------------------------------------------------
-
-def plan_batches(
-    conninfo: str,
-    model_version: str,
-    scope: str = "pending",
-    *,
-    event_code: str | None = None,
-    start: datetime | str | None = None,
-    end: datetime | str | None = None,
-    batch_size: int = DEFAULT_IMAGES_PER_BATCH,
-    limit: int | None = None,
-) -> list[list[int]]:
-    """Image ids to embed, in id order, cut into batches of `batch_size`.
-
-    Scopes: `pending` (no ledger row for the model version), `event`
-    (one event_code, re-embedding), `range` (created_at in [start, end)),
-    `all` (everything, re-embedding), `failed` (ledger rows that failed: a retry).
-    """
-    if scope not in SCOPES:
-        raise ValueError(f"unknown scope {scope!r}: choose one of {', '.join(SCOPES)}")
-    if batch_size < 1:
-        raise ValueError("batch_size must be at least 1")
-    params: list[Any] = []
-    if scope == "pending":
-        sql = ("SELECT i.id FROM images i WHERE NOT EXISTS (SELECT 1 FROM image_embeddings e "
-               "WHERE e.image_id = i.id AND e.model_version = %s)")
-        params.append(model_version)
-    elif scope == "failed":
-        sql = ("SELECT i.id FROM images i JOIN image_embeddings e ON e.image_id = i.id "
-               "WHERE e.model_version = %s AND e.status = 'failed'")
-        params.append(model_version)
-    elif scope == "event":
-        if not event_code:
-            raise ValueError("scope 'event' needs event_code")
-        try:
-            uuid.UUID(str(event_code))
-        except ValueError:
-            raise ValueError(f"event code {event_code!r} is not a UUID") from None
-        sql = "SELECT i.id FROM images i WHERE i.event_code = %s::uuid"
-        params.append(str(event_code))
-    elif scope == "range":
-        if start is None and end is None:
-            raise ValueError("scope 'range' needs start and/or end")
-        clauses = []
-        if start is not None:
-            clauses.append("i.created_at >= %s")
-            params.append(start)
-        if end is not None:
-            clauses.append("i.created_at < %s")
-            params.append(end)
-        sql = "SELECT i.id FROM images i WHERE " + " AND ".join(clauses)
-    else:
-        sql = "SELECT i.id FROM images i"
-    sql += " ORDER BY i.id"
-    if limit is not None:
-        sql += " LIMIT %s"
-        params.append(int(limit))
-    with connect(conninfo=conninfo) as conn:
-        try:
-            ids = [int(r[0]) for r in conn.execute(sql, params).fetchall()]  # type: ignore[arg-type]
-        except psycopg.errors.DataError as exc:  # a malformed event code or date
-            raise ValueError(f"bad {scope} argument: {str(exc).splitlines()[0]}") from None
-    return [ids[i:i + batch_size] for i in range(0, len(ids), batch_size)]
-
-
 # --- one batch ----------------------------------------------------------------------------------
 
 def embed_batch(
@@ -270,30 +198,61 @@ def _relative(part: Path, settings: Settings) -> str:
         return str(part)
 
 
-# --- many batches (the CLI) ----------------------------------------------------------------------
+# --- a claimed batch (the DAG's embed task, the CLI) ------------------------------------------------
+
+def embed_claimed(
+    conninfo: str,
+    image_ids: Sequence[int],
+    *,
+    model_name: str | None = None,
+    run_id: str,
+    batch_no: int = 0,
+    settings: Settings | None = None,
+) -> dict[str, Any]:
+    """Embed the images of a planned batch that `run_id` still holds, then release them.
+
+    Ids another run took over are left to it (`lost`); ids an earlier try of this very batch
+    already recorded are not embedded again (`recovered`, counted as embedded). The claims
+    are released only after the ledger commit, so no plan ever sees them unclaimed and pending.
+    """
+    settings = settings or get_settings()
+    mv = parse_name(model_name or settings.embedding_model).model_version
+    taken = planning.take(conninfo, mv, run_id, list(image_ids), part_name(run_id, batch_no))
+    if taken.todo:
+        result = embed_batch(conninfo, taken.todo, model_name=model_name, run_id=run_id, batch_no=batch_no,
+                             settings=settings)
+    else:
+        result = {"embedded": 0, "failed": 0, "part": None, "model_version": mv, "missing_rows": 0,
+                  "failures": [], "seconds": 0.0}
+    planning.release(conninfo, mv, run_id, taken.todo + taken.done)
+    if taken.lost:
+        log.warning("%s batch %d of run %s: %d images are claimed by another run, which embeds them", mv,
+                    batch_no, run_id, len(taken.lost))
+    return {**result, "embedded": result["embedded"] + len(taken.done), "recovered": len(taken.done),
+            "lost": len(taken.lost)}
+
 
 def run_scope(
-    scope: str,
+    selection: planning.Selection,
     *,
     settings: Settings | None = None,
     model_name: str | None = None,
     run_id: str | None = None,
-    images_per_batch: int = DEFAULT_IMAGES_PER_BATCH,
-    **plan_kwargs: Any,
+    images_per_part: int = planning.DEFAULT_IMAGES_PER_PART,
 ) -> dict[str, Any]:
-    """Plan `scope` and embed every batch, logging progress; totals as a dict."""
+    """Plan `selection` (claiming its images) and embed every part, logging progress; totals as a dict."""
     settings = settings or get_settings()
     conninfo = settings.conninfo()
     mv = parse_name(model_name or settings.embedding_model).model_version
-    batches = plan_batches(conninfo, mv, scope, batch_size=images_per_batch, **plan_kwargs)
-    total = sum(len(b) for b in batches)
     run_id = run_id or datetime.now(UTC).strftime("manual-%Y%m%dT%H%M%S")
-    log.info("%s: %d images in %d batches (scope %s, run %s)", mv, total, len(batches), scope, run_id)
+    batches = planning.plan(conninfo, mv, selection, run_id=run_id, images_per_part=images_per_part)
+    total = sum(len(b) for b in batches)
+    log.info("%s: %d images in %d parts (%s, run %s)", mv, total, len(batches), selection.describe(), run_id)
     started = time.monotonic()
     totals: dict[str, Any] = {"model_version": mv, "embedded": 0, "failed": 0, "parts": [], "batches": len(batches),
                               "planned": total, "run_id": run_id, "failures": []}
     for n, ids in enumerate(batches):
-        res = embed_batch(conninfo, ids, model_name=model_name, run_id=run_id, batch_no=n, settings=settings)
+        res = embed_claimed(conninfo, ids, model_name=model_name, run_id=run_id, batch_no=n, settings=settings)
         totals["embedded"] += res["embedded"]
         totals["failed"] += res["failed"]
         totals["failures"] += res["failures"]

@@ -8,10 +8,9 @@ the functions only.
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any
 
-from image_pipeline.params import PlanRequest, rechunk
+from image_pipeline.params import PlanRequest
 
 log = logging.getLogger(__name__)
 
@@ -33,49 +32,16 @@ def model_version_of(model: str) -> str:
     return parse_name(model).model_version
 
 
-def _flatten(batches: list[list[int]]) -> list[int]:
-    return [int(i) for batch in batches for i in batch]
+def plan(conninfo: str, request: PlanRequest, *, run_id: str, max_batches: int) -> list[list[int]]:
+    """Claim this run's images (see embeddings.planning) and cut them into batches for the mapped embed tasks."""
+    from embeddings.planning import plan as plan_run
 
-
-def select_ids(conninfo: str, model_version: str, request: PlanRequest) -> list[int]:
-    """The image ids this run embeds, in planning order (ids only; never image data)."""
-    from embeddings.runner import plan_batches
-
-    narrowed = request.interval is not None
-    ids = _flatten(
-        plan_batches(
-            conninfo,
-            model_version,
-            request.scope,
-            event_code=request.event_code,
-            start=request.start,
-            end=request.end,
-            batch_size=request.batch_size,
-            limit=None if narrowed else request.limit,
-        )
-    )
-    if narrowed:
-        start, end = request.interval  # type: ignore[misc]
-        in_interval = plan_batches(conninfo, model_version, "range", start=start, end=end, batch_size=1024)
-        inside = set(_flatten(in_interval))
-        ids = [i for i in ids if i in inside]
-        if request.limit:
-            ids = ids[: request.limit]
-    return ids
-
-
-def plan(conninfo: str, request: PlanRequest, *, max_batches: int) -> list[list[int]]:
-    """Batches of image ids for the mapped embed tasks."""
     model_version = model_version_of(request.model)
-    ids = select_ids(conninfo, model_version, request)
-    batches = rechunk(ids, request.batch_size, max_batches)
-    log.info("planned %d images in %d batches for %s (%s)", len(ids), len(batches), model_version, request.describe())
+    batches = plan_run(conninfo, model_version, request.selection, run_id=run_id,
+                       images_per_part=request.images_per_part, max_parts=max_batches)
+    log.info("planned %d images in %d batches for %s (%s)", sum(map(len, batches)), len(batches), model_version,
+             request.describe())
     return batches
-
-
-def safe_run_id(run_id: str) -> str:
-    """A run id usable in a file name (Airflow's contain ':' and '+')."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", run_id).strip("_") or "run"
 
 
 def _count(value: Any) -> int:
@@ -85,18 +51,17 @@ def _count(value: Any) -> int:
 
 
 def embed(conninfo: str, image_ids: list[int], *, model: str, run_id: str, batch_no: int) -> dict[str, Any]:
-    """Embed one batch; idempotent (a retry rewrites the same part and upserts the same ledger rows)."""
-    from embeddings.runner import embed_batch
+    """Embed the batch's images this run still holds; a retry renews the claims and rewrites the same part."""
+    from embeddings.runner import embed_claimed
 
-    result = embed_batch(
-        conninfo, [int(i) for i in image_ids], model_name=model, run_id=safe_run_id(run_id), batch_no=batch_no
-    )
+    result = embed_claimed(conninfo, [int(i) for i in image_ids], model_name=model, run_id=run_id, batch_no=batch_no)
     summary = {
         "model": model,
         "model_version": result["model_version"],
         "embedded": _count(result.get("embedded")),
         "failed": _count(result.get("failed")),
         "part": str(result["part"]) if result.get("part") else None,
+        "lost": _count(result.get("lost")),
     }
     log.info("batch %d: %d embedded, %d failed, part %s", batch_no, summary["embedded"], summary["failed"],
              summary["part"])

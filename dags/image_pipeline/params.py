@@ -10,22 +10,26 @@ Fields of another scope are ignored (the UI form keeps every field filled).
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from airflow.sdk import Param
 
+from embeddings.planning import (
+    DEFAULT_IMAGES_PER_PART,
+    MAX_IMAGES_PER_PART,
+    SCOPES,
+    Selection,
+    SelectionError,
+    parse_timestamp,
+)
 from image_pipeline.assets import MODEL_NAMES, base_model, default_model, model_choices
 
-SCOPES = ("pending", "failed", "event", "range", "all")
 INDEX_MODES = ("merge", "rebuild")
 # indexing.choice.INDEX_TYPES (kept here so parsing never imports faiss; tests check they agree).
 INDEX_TYPES = ("flat", "hnsw", "ivfpq")
 UUID_PATTERN = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
-DEFAULT_BATCH_SIZE = 256
-MAX_BATCH_SIZE = 10_000
 
 
 class ParamsError(ValueError):
@@ -79,13 +83,14 @@ def embedding_params() -> dict[str, Param]:
             title="Range end",
             description="Exclusive upper bound on images.created_at, ISO 8601 (scope=range only).",
         ),
-        "batch_size": Param(
-            DEFAULT_BATCH_SIZE,
+        "images_per_part": Param(
+            DEFAULT_IMAGES_PER_PART,
             type="integer",
             minimum=1,
-            maximum=MAX_BATCH_SIZE,
-            title="Batch size",
-            description="Images per mapped embed task (one Parquet part each).",
+            maximum=MAX_IMAGES_PER_PART,
+            title="Images per part",
+            description="Images per mapped embed task = per Parquet part (the unit a retry redoes). "
+            "The model's forward-pass batch is EMBED_BATCH_SIZE.",
         ),
         "limit": Param(
             None,
@@ -137,41 +142,11 @@ class PlanRequest:
     """What one image_embeddings run embeds, after the params and the run type are combined."""
 
     model: str
-    scope: str
-    event_code: str | None = None
-    start: datetime | None = None
-    end: datetime | None = None
-    batch_size: int = DEFAULT_BATCH_SIZE
-    limit: int | None = None
-    # A backfill run narrows the selection to rows created in its data interval.
-    interval: tuple[datetime, datetime] | None = None
+    selection: Selection
+    images_per_part: int = DEFAULT_IMAGES_PER_PART
 
     def describe(self) -> str:
-        parts = [f"model={self.model}", f"scope={self.scope}"]
-        if self.event_code:
-            parts.append(f"event_code={self.event_code}")
-        if self.start or self.end:
-            parts.append(f"range=[{self.start}, {self.end})")
-        if self.interval:
-            parts.append(f"data interval=[{self.interval[0]}, {self.interval[1]})")
-        parts.append(f"batch_size={self.batch_size}")
-        if self.limit:
-            parts.append(f"limit={self.limit}")
-        return " ".join(parts)
-
-
-def parse_timestamp(value: Any, field: str) -> datetime | None:
-    """ISO 8601 text (or a datetime) -> an aware datetime; naive values are taken as UTC."""
-    if value in (None, ""):
-        return None
-    if isinstance(value, datetime):
-        parsed = value
-    else:
-        try:
-            parsed = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
-        except ValueError:
-            raise ParamsError(f"{field}: not an ISO 8601 date-time (got {value!r})") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        return f"model={self.model} {self.selection.describe()} images_per_part={self.images_per_part}"
 
 
 def resolve_plan_request(
@@ -181,65 +156,43 @@ def resolve_plan_request(
     data_interval_start: datetime | None = None,
     data_interval_end: datetime | None = None,
 ) -> PlanRequest:
-    """Validate the params together and say what to embed; raises ParamsError naming the field.
+    """Turn the form into a PlanRequest; raises ParamsError naming the field (checks live in Selection).
 
     Backfill runs (`airflow backfill create`) narrow the selection to rows
     created inside their data interval: scope `pending` then embeds the rows of
     that interval still lacking an embedding, scope `all` re-embeds all of them.
-    (`failed` retries the interval's failed rows, `event`/`range` keep only
-    their rows created in the interval.) Scheduled and manual runs ignore the interval, so a row committed late is
-    still picked up by the next `pending` run.
+    Scheduled and manual runs ignore the interval, so a row committed late is
+    still picked up by the next `pending` run. Fields of another scope are
+    ignored: the UI form keeps every field filled.
     """
     model = params.get("model") or default_model()
     if base_model(model) not in MODEL_NAMES:
         raise ParamsError(f"model: unknown model {model!r}; choose one of {', '.join(MODEL_NAMES)}")
     scope = params.get("scope") or "pending"
-    if scope not in SCOPES:
-        raise ParamsError(f"scope: must be one of {', '.join(SCOPES)} (got {scope!r})")
-
-    event_code = params.get("event_code") or None
-    if scope == "event":
-        if not event_code:
-            raise ParamsError("event_code: required when scope is 'event'")
-        try:
-            event_code = str(uuid.UUID(str(event_code)))
-        except ValueError:
-            raise ParamsError(f"event_code: not a UUID (got {event_code!r})") from None
-    else:
-        event_code = None  # the form keeps every field; only the chosen scope's fields count
-
-    start = end = None
-    if scope == "range":
-        start = parse_timestamp(params.get("start"), "start")
-        end = parse_timestamp(params.get("end"), "end")
-        if start is None or end is None:
-            raise ParamsError("start/end: both are required when scope is 'range'")
-        if start >= end:
-            raise ParamsError(f"start/end: start ({start.isoformat()}) must be before end ({end.isoformat()})")
-
-    batch_size = params.get("batch_size")
-    batch_size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or not 1 <= batch_size <= MAX_BATCH_SIZE:
-        raise ParamsError(f"batch_size: an integer from 1 to {MAX_BATCH_SIZE} (got {batch_size!r})")
-    limit = params.get("limit")
-    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
-        raise ParamsError(f"limit: a positive integer or empty (got {limit!r})")
-
+    images_per_part = params.get("images_per_part")
+    images_per_part = DEFAULT_IMAGES_PER_PART if images_per_part is None else images_per_part
+    if (isinstance(images_per_part, bool) or not isinstance(images_per_part, int)
+            or not 1 <= images_per_part <= MAX_IMAGES_PER_PART):
+        raise ParamsError(f"images_per_part: an integer from 1 to {MAX_IMAGES_PER_PART} (got {images_per_part!r})")
     interval = None
     if run_type == "backfill":
         if data_interval_start is None or data_interval_end is None:
             raise ParamsError("backfill run without a data interval; the DAG's timetable must define one")
         interval = (data_interval_start, data_interval_end)
-    return PlanRequest(model, scope, event_code, start, end, batch_size, limit, interval)
-
-
-def rechunk(ids: list[int], batch_size: int, max_batches: int) -> list[list[int]]:
-    """Cut ids into batches of batch_size, growing the batches when there would be more than max_batches.
-
-    Airflow refuses to map a task over more than `core.max_map_length` items; a
-    bigger batch keeps every selected row in this run instead of dropping some.
-    """
-    if not ids:
-        return []
-    size = max(batch_size, -(-len(ids) // max(1, max_batches)))
-    return [ids[i : i + size] for i in range(0, len(ids), size)]
+    try:
+        start = end = None
+        if scope == "range":
+            start, end = parse_timestamp(params.get("start"), "start"), parse_timestamp(params.get("end"), "end")
+            if start is None or end is None:
+                raise ParamsError("start/end: both are required when scope is 'range'")
+        selection = Selection(
+            scope,
+            event_code=(params.get("event_code") or None) if scope == "event" else None,
+            start=start,
+            end=end,
+            interval=interval,
+            limit=params.get("limit"),
+        )
+    except SelectionError as exc:
+        raise ParamsError(str(exc)) from None
+    return PlanRequest(model, selection, images_per_part)

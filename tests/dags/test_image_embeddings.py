@@ -36,7 +36,7 @@ def test_embeds_pending_rows_then_does_nothing_new(dag_bag, image_rows, settings
     bad = _bad_rows(image_rows)
     total = len(image_rows.conn.execute("SELECT id FROM images").fetchall())
 
-    dr = run_dag(dag, {"model": TEST_MODEL, "batch_size": 8})
+    dr = run_dag(dag, {"model": TEST_MODEL, "images_per_part": 8})
 
     states = task_states(dr)
     assert states["plan"] == ["success"]
@@ -70,7 +70,7 @@ def test_embeds_pending_rows_then_does_nothing_new(dag_bag, image_rows, settings
     assert queued_for("image_index", ASSET)  # the scheduler would now start image_index
 
     # Nothing new: no batch, no part, no ledger change, no asset event (so no index build).
-    again = run_dag(dag, {"model": TEST_MODEL, "batch_size": 8})
+    again = run_dag(dag, {"model": TEST_MODEL, "images_per_part": 8})
     states = task_states(again)
     assert states["plan"] == ["success"]
     assert all(s == "skipped" for s in states["embed"]), states
@@ -124,7 +124,7 @@ def test_bad_params_fail_fast_with_the_field_named(dag_bag, image_rows) -> None:
         ({"scope": "range", "start": "2026-01-02T00:00:00Z"}, "start/end"),
         ({"scope": "range", "start": "2026-01-02T00:00:00", "end": "2026-01-01T00:00:00"}, "start/end"),
         ({"model": "resnet-9000"}, "model"),
-        ({"batch_size": 0}, "batch_size"),
+        ({"images_per_part": 0}, "images_per_part"),
     ]:
         try:
             resolve_plan_request(params)
@@ -135,4 +135,5 @@ def test_bad_params_fail_fast_with_the_field_named(dag_bag, image_rows) -> None:
     # The form keeps every field: another scope's fields are ignored, not an error.
     request = resolve_plan_request({"scope": "pending", "event_code": "0b5e6c2e-0000-4000-8000-000000000000",
                                     "start": "2026-01-01T00:00:00Z"})
-    assert (request.scope, request.event_code, request.start) == ("pending", None, None)
+    sel = request.selection
+    assert (sel.scope, sel.event_code, sel.start) == ("pending", None, None)

@@ -87,7 +87,7 @@ def test_failed_verification_never_publishes(dag_bag, image_rows, settings) -> N
     mv = parse_name(TEST_MODEL).model_version
     index_dag = dag_bag.get_dag("image_index")
     image_rows.add_files(photos(image_rows, 4), event="A")
-    run_dag(dag_bag.get_dag("image_embeddings"), {"model": TEST_MODEL, "batch_size": 2})
+    run_dag(dag_bag.get_dag("image_embeddings"), {"model": TEST_MODEL, "images_per_part": 2})
     run_dag(index_dag, {"model": TEST_MODEL})
     assert IndexStore(settings, mv).current_version() == 1
 

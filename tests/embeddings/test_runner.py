@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import os
-from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 from PIL import Image
 
 from core.sample_data import sample_formats_dir, sample_photos
 from embeddings.dataset import compact, dataset_dir, list_parts, read_latest, read_vectors, schema
 from embeddings.loading import load_image
-from embeddings.runner import embed_batch, plan_batches
+from embeddings.planning import Selection, plan
+from embeddings.runner import embed_batch
 from tests.embeddings.helpers import add_event, add_files, register
 
 MODEL = "efficientnet-lite0+plain"  # the rot4 default costs 4x; test_models covers it
@@ -31,7 +30,7 @@ def test_pending_batch_writes_a_part_and_the_ledger_idempotently(db, settings, l
     event = add_event(db)
     ids = add_files(db, event, settings.resolved_image_root, photos)
     mv = lite0.model_version
-    batches = plan_batches(settings.conninfo(), mv, "pending", batch_size=4)
+    batches = plan(settings.conninfo(), mv, Selection("pending"), run_id="t1", images_per_part=4)
     assert batches == [ids[:4], ids[4:]]
 
     res = embed_batch(settings.conninfo(), ids, model_name=MODEL, run_id="scheduled__2024-01-01T00:00:00+00:00",
@@ -59,7 +58,7 @@ def test_pending_batch_writes_a_part_and_the_ledger_idempotently(db, settings, l
     assert sorted(ledger) == ids
     rel = str(part.relative_to(settings.resolved_data_dir))
     assert all(v == (mv, "embedded", None, 1, rel) for v in ledger.values())
-    assert plan_batches(settings.conninfo(), mv, "pending") == []
+    assert plan(settings.conninfo(), mv, Selection("pending"), run_id="t2") == []
 
     # The same batch again (an Airflow retry): same part replaced, same ledger rows, attempts 2.
     again = embed_batch(settings.conninfo(), ids, model_name=MODEL, run_id="scheduled__2024-01-01T00:00:00+00:00",
@@ -148,36 +147,12 @@ def test_every_format_file_is_embedded_or_failed_while_the_rest_embeds(db, setti
     assert all(v[3] == 1 for v in ledger.values())
 
     # A retry of the failures bumps attempts and still adds no rows.
-    retry = plan_batches(settings.conninfo(), lite0.model_version, "failed")
+    retry = plan(settings.conninfo(), lite0.model_version, Selection("failed"), run_id="t3")
     assert sorted(retry[0]) == sorted(reasons)
     embed_batch(settings.conninfo(), retry[0], model_name=MODEL, settings=settings)
     after = _ledger(db)
     assert len(after) == len(all_ids)
     assert all(after[i][3] == 2 and after[i][1] == "failed" for i in reasons)
-
-
-def test_planning_scopes(db, settings) -> None:  # type: ignore[no-untyped-def]
-    a, b = add_event(db), add_event(db)
-    ids_a = [register(db, a, f"/a/{n}.jpg") for n in range(3)]
-    ids_b = [register(db, b, f"/b/{n}.jpg") for n in range(2)]
-    base = datetime(2024, 5, 1)
-    for n, i in enumerate(ids_a + ids_b):
-        db.execute("UPDATE images SET created_at = %s WHERE id = %s", (base + timedelta(days=n), i))
-    mv = "efficientnet-lite0@crop224+rot4"
-    info = settings.conninfo()
-    db.execute("INSERT INTO image_embeddings (image_id, model_version, status, error) VALUES (%s, %s, 'failed', "
-               "'missing')", (ids_a[0], mv))
-    assert plan_batches(info, mv, "pending", batch_size=2) == [ids_a[1:], ids_b]
-    assert plan_batches(info, "places365-resnet50@crop224", "pending") == [ids_a + ids_b]
-    assert plan_batches(info, mv, "pending", limit=1) == [ids_a[1:2]]
-    assert plan_batches(info, mv, "event", event_code=b) == [ids_b]
-    assert plan_batches(info, mv, "range", start=base + timedelta(days=1), end=base + timedelta(days=3)) == [
-        ids_a[1:3]]
-    assert plan_batches(info, mv, "all") == [ids_a + ids_b]
-    assert plan_batches(info, mv, "failed") == [ids_a[:1]]
-    for scope, kwargs in [("nope", {}), ("event", {}), ("event", {"event_code": "x"}), ("range", {})]:
-        with pytest.raises(ValueError):
-            plan_batches(info, mv, scope, **kwargs)
 
 
 def test_read_latest_of_nothing_has_the_schema(settings) -> None:  # type: ignore[no-untyped-def]

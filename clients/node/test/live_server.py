@@ -231,15 +231,17 @@ def embed_pending(state: dict[str, Any]) -> list[int]:
     """Embed every image with no ledger row for the model (those registered here and via addImage)."""
     from core.settings import get_settings
     from embeddings.models import get_embedder
-    from embeddings.runner import embed_batch, plan_batches
+    from embeddings.planning import Selection, plan
+    from embeddings.runner import embed_claimed
 
     settings = get_settings()
     model_version = state.get("model_version") or get_embedder(MODEL, settings).model_version
     state["model_version"] = model_version
     done: list[int] = []
-    for batch_no, ids in enumerate(plan_batches(state["conninfo"], model_version, "pending")):
-        result = embed_batch(state["conninfo"], ids, model_name=MODEL, run_id=f"node-{state['runs']}",
-                             batch_no=batch_no, settings=settings)
+    run_id = f"node-{state['runs']}"
+    for batch_no, ids in enumerate(plan(state["conninfo"], model_version, Selection("pending"), run_id=run_id)):
+        result = embed_claimed(state["conninfo"], ids, model_name=MODEL, run_id=run_id, batch_no=batch_no,
+                               settings=settings)
         if result.get("failed"):
             log(f"batch {batch_no}: {result['failed']} image(s) failed to embed")
         done += ids
