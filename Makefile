@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test lint pytest node-test migrate demo weights serve clean
+.PHONY: setup test lint pytest node-test migrate demo weights serve stack stack-stop clean
 
 setup: $(STAMP)
 
@@ -38,6 +38,14 @@ demo: setup
 
 serve: setup
 	$(PY) -m serving
+
+# The production topology as local processes (docs/airflow.md): Airflow api-server, scheduler,
+# dag-processor, triggerer, a Celery worker on Redis, PostgreSQL metadata, the search server.
+stack: setup
+	$(PY) -m stack $(ARGS)
+
+stack-stop:
+	$(PY) -m stack stop
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .ruff_cache

@@ -69,12 +69,12 @@ def image_embeddings() -> None:
                 data_interval_start=context.get("data_interval_start"),
                 data_interval_end=context.get("data_interval_end"),
             )
+            conninfo = embedding_tasks.image_db_conninfo()
+            return embedding_tasks.plan(
+                conninfo, request, run_id=context["run_id"], max_batches=conf.getint("core", "max_map_length")
+            )
         except ParamsError as exc:
             raise AirflowFailException(f"invalid params: {exc}") from None
-        conninfo = embedding_tasks.image_db_conninfo()
-        return embedding_tasks.plan(
-            conninfo, request, run_id=context["run_id"], max_batches=conf.getint("core", "max_map_length")
-        )
 
     @task
     def embed(image_ids: list[int], **context) -> dict:

@@ -22,7 +22,7 @@ from operator import or_
 
 from airflow.sdk import dag, task, task_group
 
-from image_pipeline.assets import EMBEDDINGS_ASSETS, INDEX_ALIAS, base_model, index_asset
+from image_pipeline.assets import EMBEDDINGS_ASSETS, INDEX_ALIAS, INDEX_ASSETS, base_model, index_asset
 from image_pipeline.params import index_params
 
 DEFAULT_ARGS = {
@@ -91,7 +91,9 @@ def image_index() -> None:
                 # Deterministic: retrying would fail the same way. Nothing downstream runs.
                 raise AirflowFailException(f"verification of v{built['version']} failed: {exc}") from None
 
-        @task(outlets=[INDEX_ALIAS])
+        # The alias emits one model's event at run time; the inlets declare every image-index/<model>
+        # asset, so Airflow knows them before the first event (else: "AssetModel ... not found").
+        @task(outlets=[INDEX_ALIAS], inlets=list(INDEX_ASSETS))
         def publish(verified: dict, **context) -> dict:
             from image_pipeline import index_tasks
             from image_pipeline.embedding_tasks import image_db_conninfo

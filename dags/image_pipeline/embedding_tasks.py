@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from image_pipeline.params import PlanRequest
+from image_pipeline.params import ParamsError, PlanRequest
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +34,13 @@ def model_version_of(model: str) -> str:
 
 def plan(conninfo: str, request: PlanRequest, *, run_id: str, max_batches: int) -> list[list[int]]:
     """Claim this run's images (see embeddings.planning) and cut them into batches for the mapped embed tasks."""
+    from embeddings.models import ModelUnavailable
     from embeddings.planning import plan as plan_run
 
-    model_version = model_version_of(request.model)
+    try:
+        model_version = model_version_of(request.model)
+    except ModelUnavailable as exc:
+        raise ParamsError(f"model: {exc}") from None
     batches = plan_run(conninfo, model_version, request.selection, run_id=run_id,
                        images_per_part=request.images_per_part, max_parts=max_batches)
     log.info("planned %d images in %d batches for %s (%s)", sum(map(len, batches)), len(batches), model_version,

@@ -14,6 +14,10 @@ from typing import Any
 from image_pipeline.assets import MODEL_NAMES, base_model, default_model, model_of_asset_name
 
 log = logging.getLogger(__name__)
+# faiss first tries its AVX-512 build and, on a CPU (or wheel) without it, logs at INFO
+# `Could not load library with AVX512 support due to: ModuleNotFoundError(...swigfaiss_avx512)`
+# before loading the AVX2 build. That is the normal fallback, not a failure: keep it out of the task logs.
+logging.getLogger("faiss.loader").setLevel(logging.WARNING)
 
 
 class NothingToIndex(Exception):

@@ -29,6 +29,8 @@ from image_pipeline.assets import MODEL_NAMES, base_model, default_model, model_
 INDEX_MODES = ("merge", "rebuild")
 # indexing.choice.INDEX_TYPES (kept here so parsing never imports faiss; tests check they agree).
 INDEX_TYPES = ("flat", "hnsw", "ivfpq")
+# name[@preprocess][+variant] of a registry model (the exact preprocessing/variant is checked by the plan task).
+MODEL_SPEC_PATTERN = "^(" + "|".join(MODEL_NAMES) + r")(@[A-Za-z0-9_-]+)?(\+[A-Za-z0-9_-]+)?$"
 UUID_PATTERN = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 
 
@@ -42,9 +44,13 @@ def embedding_params() -> dict[str, Param]:
         "model": Param(
             default_model(),
             type="string",
-            enum=model_choices(),
+            # A registry name or an exact model version (name@preprocess[+variant]): the plugin's
+            # "re-embed failed" button names the model version its failures belong to.
+            pattern=MODEL_SPEC_PATTERN,
+            examples=model_choices(),
             title="Model",
-            description="Embedding model (registry name). Scheduled runs use EMBEDDING_MODEL.",
+            description="Embedding model: a registry name or an exact model version such as "
+            "efficientnet-lite0@crop224+rot4. Scheduled runs use EMBEDDING_MODEL.",
         ),
         "scope": Param(
             "pending",

@@ -8,6 +8,7 @@ ledger's (model_version, status) index, so the page stays cheap on big tables.
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -36,6 +37,8 @@ class IndexVersion:
     published_at: datetime | None
     dag_run_id: str | None
     current: bool = False
+    # How to serve this version again (kept, published, not current): indexing's CLI flips CURRENT.
+    rollback_command: str | None = None
 
 
 @dataclass
@@ -53,11 +56,26 @@ class ModelStatus:
 
 
 @dataclass
+class RunProgress:
+    """A queued or running image_embeddings run: its embed tasks by state and the images it still holds."""
+
+    run_id: str
+    run_type: str
+    state: str
+    started_at: datetime | None
+    conf: dict[str, Any]
+    batches: dict[str, int]
+    batches_total: int
+    images_claimed: int
+
+
+@dataclass
 class Status:
     images_total: int
     events_total: int
     models: list[ModelStatus]
     search_server_url: str
+    runs: list[RunProgress] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         def encode(value: Any) -> Any:
@@ -78,6 +96,43 @@ def search_server_url(settings: Settings) -> str:
         return settings.search_server_url
     host = "localhost" if settings.api_host in ("0.0.0.0", "::") else settings.api_host
     return f"http://{host}:{settings.api_port}/"
+
+
+def rollback_command(model_version: str, version: int) -> str:
+    """The operator's command that serves `version` again (docs/indexing.md)."""
+    return f"python -m indexing --model-version {shlex.quote(model_version)} rollback --to v{version}"
+
+
+def embedding_runs(conninfo: str, dag_id: str = "image_embeddings") -> list[RunProgress]:
+    """Progress of the queued and running embedding runs, from Airflow's metadata DB and the claims table."""
+    from airflow.models.dagrun import DagRun
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import func, select
+
+    from embeddings.planning import claimed_by_run
+
+    with create_session() as session:
+        runs = session.scalars(
+            select(DagRun).where(DagRun.dag_id == dag_id, DagRun.state.in_(("queued", "running"))).order_by(DagRun.id)
+        ).all()
+        ids = [r.run_id for r in runs]
+        counts = session.execute(
+            select(TaskInstance.run_id, TaskInstance.state, func.count())
+            .where(TaskInstance.dag_id == dag_id, TaskInstance.task_id == "embed", TaskInstance.run_id.in_(ids))
+            .group_by(TaskInstance.run_id, TaskInstance.state)
+        ).all() if ids else []
+        out = [RunProgress(r.run_id, str(getattr(r.run_type, "value", r.run_type)), str(r.state), r.start_date,
+                           dict(r.conf or {}), {}, 0, 0) for r in runs]
+    claimed = claimed_by_run(conninfo) if out else {}
+    by_id = {p.run_id: p for p in out}
+    for run_id, state, n in counts:
+        progress = by_id[run_id]
+        progress.batches[str(state or "none")] = int(n)
+        progress.batches_total += int(n)
+    for p in out:
+        p.images_claimed = claimed.get(p.run_id, 0)
+    return out
 
 
 def current_version(settings: Settings, model_version: str, published: list[IndexVersion]) -> int | None:
@@ -157,5 +212,7 @@ def collect_status(conninfo: str, settings: Settings, *, failures: int = 5, vers
             status.current_version = current_version(settings, mv, status.versions)
             for v in status.versions:
                 v.current = v.version == status.current_version
+                if v.status == "published" and not v.current:
+                    v.rollback_command = rollback_command(mv, v.version)
             models.append(status)
     return Status(images_total, events_total, models, search_server_url(settings))

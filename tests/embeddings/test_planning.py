@@ -26,7 +26,8 @@ def rows(db):  # type: ignore[no-untyped-def]
     base = datetime(2024, 5, 1, tzinfo=UTC)
     db.execute("SET TIME ZONE 'UTC'")
     for n, i in enumerate(ids_a + ids_b):
-        db.execute("UPDATE images SET created_at = %s WHERE id = %s", (base.replace(tzinfo=None) + timedelta(days=n), i))
+        naive = base.replace(tzinfo=None) + timedelta(days=n)
+        db.execute("UPDATE images SET created_at = %s WHERE id = %s", (naive, i))
     db.execute("INSERT INTO image_embeddings (image_id, model_version, status, error) VALUES (%s, %s, 'failed', "
                "'missing')", (ids_a[0], MV))
     return {"a": a, "b": b, "ids_a": ids_a, "ids_b": ids_b, "base": base}
@@ -81,7 +82,7 @@ def test_a_bad_selection_names_its_field(kwargs, field) -> None:  # type: ignore
 
 
 def test_images_per_part_is_checked_before_the_database() -> None:
-    with pytest.raises(SelectionError, match="^images_per_part"):
+    with pytest.raises(SelectionError, match=r"^images_per_part"):
         plan("host=/nonexistent dbname=x", MV, Selection("all"), run_id="r", images_per_part=0)
 
 
