@@ -4,7 +4,8 @@
 #   1. warns when the host is too small for the Airflow stack;
 #   2. creates the shared folders (Airflow logs, DATA_DIR's embeddings, indexes
 #      and weights) and hands them to AIRFLOW_UID, the user every Airflow
-#      container and the search server run as;
+#      container and the search server run as. Only those folders: never a
+#      recursive chown over DATA_DIR, which may hold the read-only uploads;
 #   3. migrates Airflow's metadata database and creates the admin user, through
 #      the official image's entrypoint (_AIRFLOW_DB_MIGRATE, _AIRFLOW_WWW_USER_CREATE).
 # The image database's schema is applied by the `migrate` service, not here.
@@ -25,10 +26,19 @@ if (( cpus < 2 )); then
     echo "WARNING: ${cpus} CPU available to Docker; at least 2 are recommended." >&2
 fi
 
+if (( ${#AIRFLOW__API_AUTH__JWT_SECRET} < 64 )); then
+    echo "ERROR: AIRFLOW_JWT_SECRET is ${#AIRFLOW__API_AUTH__JWT_SECRET} characters; HS512 needs at least 64" >&2
+    echo "       (python -c 'import secrets; print(secrets.token_urlsafe(48))')" >&2
+    exit 1
+fi
+
 data_dir="${DATA_DIR:-/data}"
-mkdir -p /opt/airflow/logs "${data_dir}/embeddings" "${data_dir}/indexes" "${data_dir}/weights"
-chown -R "${AIRFLOW_UID}:0" /opt/airflow/logs "${data_dir}"
-chmod -R g+rwX "${data_dir}"
+ours=(/opt/airflow/logs "${data_dir}/embeddings" "${data_dir}/indexes" "${data_dir}/weights")
+mkdir -p "${ours[@]}"
+chown "${AIRFLOW_UID}:0" "${data_dir}"
+chmod g+rwx "${data_dir}"
+chown -R "${AIRFLOW_UID}:0" "${ours[@]}"
+chmod -R g+rwX "${ours[@]}"
 
 echo "Airflow version, metadata database migration and admin user:"
 /entrypoint airflow version

@@ -224,6 +224,11 @@ def test_airflow_configuration(services: dict[str, dict[str, Any]]) -> None:
         assert env["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql://airflow:airflow-secret@postgres")
         assert env["AIRFLOW__API_AUTH__JWT_SECRET"] == "jwt" and env["AIRFLOW__CORE__FERNET_KEY"] == "fernet"
         assert env["AIRFLOW__CORE__LOAD_EXAMPLES"] == "false"
+        # A dead worker's task is retried within about a minute; no visibility-timeout warning.
+        assert int(env["AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT"]) <= 60
+        assert int(env["AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_SEC"]) < 15
+        assert int(env["AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT"]) >= 3600
+        assert env["SEARCH_SERVER_URL"] == "http://localhost:8000/"
         assert svc["user"] in ("50000:0", "0:0")
     init_env = env_of(services["airflow-init"])
     assert init_env["_AIRFLOW_DB_MIGRATE"] == "true" and init_env["_AIRFLOW_WWW_USER_CREATE"] == "true"
@@ -264,9 +269,12 @@ def test_healthchecks_and_start_order(services: dict[str, dict[str, Any]]) -> No
         assert check["test"][0] in ("CMD", "CMD-SHELL") and len(check["test"]) > 1, name
         assert check["interval"] and check["retries"] >= 3, name
         assert services[name]["restart"] == "always", name
+    assert services["migrate"]["restart"] == "on-failure"  # a first failure must not strand its dependants
+    assert services["airflow-init"]["restart"] == "no"
     for name in ["migrate", "airflow-init"]:
-        assert services[name]["restart"] == "no"
         assert "healthcheck" not in services[name]
+    # Over TCP: the image's socket-only init server must not pass for the real one.
+    assert "pg_isready -h 127.0.0.1" in services["postgres"]["healthcheck"]["test"][1]
     scheduler = services["airflow-scheduler"]["healthcheck"]["test"]
     assert "http://localhost:8974/health" in scheduler
     assert "/api/v2/monitor/health" in " ".join(services["airflow-apiserver"]["healthcheck"]["test"])
@@ -386,3 +394,12 @@ def test_postgres_init_script_creates_airflow_database(pg_database: str, tmp_pat
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
             conn.execute(f'DROP ROLE IF EXISTS "{role}"')
+
+
+def test_airflow_init_leaves_the_uploads_alone_and_wants_a_long_jwt_secret() -> None:
+    script = (REPO / "docker" / "airflow-init.sh").read_text()
+    assert 'chown -R "${AIRFLOW_UID}:0" "${ours[@]}"' in script
+    assert not re.search(r"chown -R[^\n]*\$\{data_dir\}\"?\s*$", script, re.M), "no recursive chown over DATA_DIR"
+    env = {"AIRFLOW__API_AUTH__JWT_SECRET": "x" * 43, "AIRFLOW_UID": "50000", "DATA_DIR": "/nonexistent"}
+    res = subprocess.run(["bash", str(REPO / "docker" / "airflow-init.sh")], env=env, capture_output=True, text=True)
+    assert res.returncode == 1 and "needs at least 64" in res.stderr
