@@ -32,7 +32,7 @@ EMBED = "image_embeddings"
 INDEX = "image_index"
 
 
-def wait(stack, what: str, check: Callable[[], Any], timeout: float = 600) -> Any:  # type: ignore[no-untyped-def]
+def wait(stack, what: str, check: Callable[[], Any], timeout: float = 600, every: float = 2) -> Any:  # type: ignore[no-untyped-def]
     """Poll `check` until it returns something truthy; fail naming `what` (and a dead service) otherwise."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -40,7 +40,7 @@ def wait(stack, what: str, check: Callable[[], Any], timeout: float = 600) -> An
         got = check()
         if got:
             return got
-        time.sleep(2)
+        time.sleep(every)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; logs in {stack.logs}")
 
 
@@ -196,16 +196,16 @@ def test_the_stack_end_to_end(stack_env: dict[str, Any]) -> None:
     mark = time.monotonic()
     set_c = add_files(conn, event, home / "images", photos[10:16], sub="c")
     run_c = _trigger(stack, {"scope": "pending", "images_per_part": 1})
-    victim = wait(stack, "an embed task of run C to be running", lambda: next(
-        (t for t in _tis(stack, EMBED, run_c) if t["task_id"] == "embed" and t["state"] == "running"), None),
-        timeout=300)
+    wait(stack, "an embed task of run C to be running", lambda: any(
+        t["task_id"] == "embed" and t["state"] == "running" for t in _tis(stack, EMBED, run_c)), 300, every=0.3)
     stack.kill("worker")
     killed_at = time.monotonic()
     stack.start_service("worker")
     assert wait(stack, "run C after the worker was killed", lambda: _finished(stack, EMBED, run_c), 900) == "success"
-    retried = next(t for t in _tis(stack, EMBED, run_c)
-                   if t["task_id"] == "embed" and t["map_index"] == victim["map_index"])
-    assert retried["try_number"] > victim["try_number"], retried  # the lost try was retried, not lost
+    embeds = [t for t in _tis(stack, EMBED, run_c) if t["task_id"] == "embed"]
+    assert len(embeds) == len(set_c) and all(t["state"] == "success" for t in embeds)
+    retried = [t["map_index"] for t in embeds if t["try_number"] > 1]
+    assert retried, embeds  # the killed tries were retried, not lost
     timings["worker killed -> run C done"] = time.monotonic() - killed_at
     assert _ledger(conn, set_c) == {i: ("embedded", 1) for i in set_c}
     rows = _parquet_rows(home, mv)
