@@ -182,6 +182,10 @@ def test_the_stack_end_to_end(stack_env: dict[str, Any]) -> None:
     backfill_runs = wait(stack, "the backfill run", lambda: [
         r for r in _runs(stack, EMBED) if r["run_type"] == "backfill" and r["state"] in ("success", "failed")])
     assert [r["state"] for r in backfill_runs] == ["success"], backfill
+    # They ran at the same time (each pending, each would have taken all of set B without the claims).
+    manual_run = next(r for r in _runs(stack, EMBED) if r["dag_run_id"] == manual)
+    assert backfill_runs[0]["start_date"] < manual_run["end_date"] and manual_run["start_date"] < backfill_runs[0][
+        "end_date"], (manual_run, backfill_runs)
     assert _ledger(conn, set_b) == {i: ("embedded", 1) for i in set_b}  # attempts 1: nobody embedded twice
     rows = _parquet_rows(home, mv)
     assert {i: rows[i] for i in set_a + set_b} == dict.fromkeys(set_a + set_b, 1)
