@@ -199,7 +199,9 @@ export class ImageSimilarityClient {
     let last;
     for (;;) {
       const left = deadline - Date.now();
-      const perCall = this.timeout > 0 ? Math.min(this.timeout, Math.max(left, 1)) : Math.max(left, 1);
+      // Each poll may take up to the client's timeout but not much past the deadline (a second at least).
+      const room = Math.max(left, 1_000);
+      const perCall = this.timeout > 0 ? Math.min(this.timeout, room) : room;
       last = await this.imageStatus(idOrCode, { signal: options.signal, timeout: perCall });
       options.onStatus?.(last);
       if (last.status === 'indexed') return last;
@@ -310,7 +312,10 @@ export class ImageSimilarityClient {
       } catch (err) {
         const failure = fetchFailure(err, { ...where, attempts: attempt, timeout, userSignal: options.signal,
           sending: body !== undefined });
-        const safe = failure.code === 'ECONNREFUSED' || (idempotent && CUT_OFF.has(failure.code));
+        // A connection cut mid-request is retried for idempotent calls, except uploads: a server that
+        // drops an upload (over its size limit) would only drop it again.
+        const safe = failure.code === 'ECONNREFUSED'
+          || (idempotent && CUT_OFF.has(failure.code) && options.form === undefined);
         if (safe && attempt <= retries) {
           await this.#backoff(attempt, failure, null, options.signal);
           continue;
