@@ -147,3 +147,30 @@ def test_ems_rows_null_code_and_3gb(status_server, base) -> None:
                         headers=KEY)
     assert r.status_code == 200, r.text
     assert srv.client.get(f"/images/{r.json()['id']}").json()["file_size"] == THREE_GB
+
+
+def test_ems_odd_rows_through_the_pipeline(scenario, base, live_server) -> None:
+    """NULL code, 3 GB size, 500+-char path: embedded, indexed, searched and reported like any row."""
+    import psycopg
+
+    from embeddings.runner import embed_batch
+    from tests.serving.conftest import MODEL
+
+    scn = scenario("emsrows", api_key=API_KEY)
+    with psycopg.connect(scn.conninfo, autocommit=True) as conn:
+        odd = {r.why: r for r in insert_odd_rows(conn, base.event_a, base.image_root, base.files[base.ids[7]])}
+    ids = [r.id for r in odd.values()]
+    result = embed_batch(scn.conninfo, ids, model_name=MODEL, run_id="ems-rows", settings=scn.settings)
+    assert result["embedded"] == len(ids), result
+    version = scn.publish()
+    srv = live_server(scn.settings)
+    srv.wait_ready(version=version)
+    for row in odd.values():
+        status = srv.client.get(f"/images/{row.id}").json()
+        assert (status["status"], status["index_version"], status["code"]) == ("indexed", version, row.code), row.why
+    null_id = odd["NULL code"].id
+    hits = srv.client.get(f"/images/{base.ids[7]}/similar", params={"top_k": 5}).json()
+    by_id = {h["id"]: h for h in hits}
+    assert set(ids) <= set(by_id), hits  # three copies of the same photo
+    assert by_id[null_id]["code"] is None
+    assert srv.client.get(f"/images/{null_id}/similar", params={"top_k": 3}).status_code == 200
