@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test lint pytest node-test migrate demo weights serve stack stack-stop clean
+.PHONY: setup test lint pytest pytest-ems node-test migrate demo weights serve stack stack-stop clean
 
 setup: $(STAMP)
 
@@ -21,9 +21,18 @@ lint: setup
 
 pytest: setup
 	$(VENV)/bin/pytest
+	$(MAKE) pytest-ems
 
+# The database part again, on databases made the way an Event Management System made them
+# (the original service's DDL, EMS-shaped events): tests/ems_schema.py.
+pytest-ems: setup
+	TEST_DB_SCHEMA=ems $(VENV)/bin/pytest -q -m "not slow" tests/core tests/embeddings tests/indexing tests/serving
+
+# npm ci: the client's dev tools (esbuild, typescript, openapi-typescript) from its lockfile.
+# npm test builds, checks the generated types against the server, then runs the unit, live and
+# packed-tarball tests (npm pack -> a fresh app -> ESM, CommonJS and tsc --strict on a live server).
 node-test: setup
-	@if [ -f clients/node/package.json ]; then cd clients/node && npm test; fi
+	@if [ -f clients/node/package.json ]; then cd clients/node && npm ci --no-audit --no-fund && npm test; fi
 
 test: lint pytest node-test
 

@@ -71,7 +71,8 @@ def _meta_table(frame: pd.DataFrame) -> Any:
 
     return pa.table({
         "image_id": pa.array(frame["image_id"].to_numpy(np.int64), pa.int64()),
-        "image_code": pa.array(frame["image_code"].astype(str), pa.string()),
+        # An EMS row without a code (NULL; "" in the ledger's CSV) stays null, never the text "None".
+        "image_code": pa.array([c if isinstance(c, str) and c else None for c in frame["image_code"]], pa.string()),
         "event_code": pa.array(frame["event_code"].astype(str), pa.string()),
         "filename": pa.array(frame["filename"].astype(str), pa.string()),
         "embedded_at": pa.array(pd.to_datetime(frame["embedded_at"], utc=True), pa.timestamp("us", tz="UTC")),

@@ -33,12 +33,14 @@ class Ledger:
     snapshot: datetime
 
 
+# An EMS row may have a NULL code: coalesced, or `||` would make the whole line NULL and string_agg
+# would drop the image from every index without a word.
 # CSV lines are built and concatenated server-side, ~20,000 rows per result row: the per-row cost
 # of a client-side COPY loop (about 3 us/row in Python) would dominate a merge at a million images.
 _LEDGER_SQL = """
     SELECT string_agg(line, E'\\n' ORDER BY image_id) FROM (
         SELECT e.image_id,
-               e.image_id || ',' || i.code || ',' || i.event_code || ',' || {q}(i.filename) || ','
+               e.image_id || ',' || coalesce(i.code::text, '') || ',' || i.event_code || ',' || {q}(i.filename) || ','
                || (extract(epoch FROM e.embedded_at) * 1000000)::bigint || ',' || {q}(coalesce(e.parquet_part, ''))
                AS line
         FROM image_embeddings e JOIN images i ON i.id = e.image_id

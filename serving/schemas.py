@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -55,7 +55,7 @@ class AddImageMetadata(BaseModel):
 
     width: int | None = Field(None, ge=1, le=1_000_000)
     height: int | None = Field(None, ge=1, le=1_000_000)
-    file_size: int | None = Field(None, ge=0, le=2**31 - 1)
+    file_size: int | None = Field(None, ge=0, le=2**63 - 1, description="bytes (images.file_size is BIGINT)")
     mime_type: str | None = Field(None, max_length=100)
 
 
@@ -81,14 +81,45 @@ class AddImageRequest(BaseModel):
         return v
 
 
+PipelineStatusName = Literal["queued", "embedded", "indexed", "failed"]
+
+
 class AddImageResponse(BaseModel):
+    """The seed's `{id, faiss_index, message}` plus the row's code and pipeline status."""
+
     id: int
-    code: str
+    code: str | None = Field(..., description="NULL in EMS rows made without one")
     faiss_index: int | None = None
     message: str = "success"
-    status: str = Field("queued", description="the pipeline embeds and indexes the file on its next run")
+    status: PipelineStatusName = Field("queued", description="queued for a new row: the pipeline embeds and "
+                                       "indexes the file on its next run (GET /images/{id} follows it)")
     event_code: str
+    created: bool = Field(..., description="false: this (event_code, file_path) was registered before and that "
+                          "row is returned (retrying is safe)")
     vector_ignored: bool = Field(False, description="a client vector was sent: validated, not indexed")
+
+
+class ImageStatusResponse(BaseModel):
+    """An `images` row and where the pipeline is with it."""
+
+    id: int
+    code: str | None
+    event_code: str
+    filename: str
+    file_path: str
+    file_size: int | None
+    mime_type: str | None
+    width: int | None
+    height: int | None
+    faiss_index: int | None
+    created_at: datetime | None
+    status: PipelineStatusName = Field(..., description="queued (not embedded yet), embedded (not in the served "
+                                       "index yet), indexed (searchable now), failed (see error)")
+    model_version: str | None = Field(..., description="the served model the status is about")
+    index_version: int | None = Field(None, description="the served index version holding it (status indexed)")
+    error: str | None = Field(None, description="why embedding failed (status failed)")
+    attempts: int | None = None
+    embedded_at: datetime | None = None
 
 
 class HealthResponse(BaseModel):

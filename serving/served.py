@@ -22,7 +22,10 @@ def _columns(meta: Any) -> dict[str, list[Any]]:
 
 
 def _text(value: Any) -> str | None:
-    return None if value is None else str(value)
+    """A sidecar cell as text; a missing one (None, pandas' NaN, "") is None: EMS rows may have no code."""
+    if value is None or (isinstance(value, float) and value != value) or value == "":
+        return None
+    return str(value)
 
 
 class ServedIndex:

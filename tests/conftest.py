@@ -3,7 +3,8 @@
 The database is created on the server the environment names (DB_HOST, DB_PORT,
 DB_USER, DB_PASS; default 127.0.0.1:5432 postgres). If no server answers, a
 private PostgreSQL is started in a temp dir for the run. The test database is
-migrated once and dropped at the end; its settings are exported to os.environ
+migrated once (with TEST_DB_SCHEMA=ems, created with the original
+service's DDL first: tests/ems_schema.py) and dropped at the end; its settings are exported to os.environ
 so subprocesses (uvicorn, node, airflow) reach the same database.
 """
 
@@ -71,8 +72,8 @@ def _admin_conninfo() -> str:
 @pytest.fixture(scope="session")
 def pg_database() -> str:
     """Create and migrate this run's database; export DB_* so everything uses it. Returns its conninfo."""
-    from core.migrate import apply_migrations
     from core.settings import get_settings
+    from tests.ems_schema import prepare_test_database
 
     admin = _admin_conninfo()
     dbname = f"imgsim_test_{uuid.uuid4().hex[:12]}"
@@ -86,7 +87,7 @@ def pg_database() -> str:
     get_settings.cache_clear()
     info = psycopg.conninfo.make_conninfo(admin, dbname=dbname)
     with psycopg.connect(info) as conn:
-        apply_migrations(conn)
+        prepare_test_database(conn)  # TEST_DB_SCHEMA=ems: made with the original EMS DDL first
     return info
 
 

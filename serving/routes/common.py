@@ -16,4 +16,5 @@ UPLOAD = {
     415: {**_ERR, "description": "the file is not an image"},
 }
 AUTH = {401: {**_ERR, "description": "X-API-Key missing"}, 403: {**_ERR, "description": "wrong API key"}}
+CONFLICT = {409: {**_ERR, "description": "already registered with another filename"}}
 DATABASE = {503: {**_ERR, "description": "the database is unavailable"}}

@@ -1,8 +1,11 @@
-"""POST /add_image (register a row for the pipeline) and GET /images/{id_or_code}/similar."""
+"""POST /add_image (register a row for the pipeline), GET /images/{id_or_code} (its status) and .../similar."""
 
 from __future__ import annotations
 
+import contextlib
 import mimetypes
+import uuid
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,9 +17,10 @@ from starlette.concurrency import run_in_threadpool
 from serving import search as engine
 from serving.database import DatabaseDown
 from serving.deps import Served, State, parse_event_code, require_api_key, resolve_image
-from serving.routes.common import AUTH, DATABASE, NO_INDEX, NOT_FOUND, VALIDATION
+from serving.image_rows import FilenameConflict, find_image, pipeline_status, register_image
+from serving.routes.common import AUTH, CONFLICT, DATABASE, NO_INDEX, NOT_FOUND, VALIDATION
 from serving.routes.search import hits_response
-from serving.schemas import MAX_TOP_K, AddImageRequest, AddImageResponse, SearchHit
+from serving.schemas import MAX_TOP_K, AddImageRequest, AddImageResponse, ImageStatusResponse, SearchHit
 from serving.state import ServerState
 
 router = APIRouter(tags=["images"])
@@ -51,8 +55,9 @@ def _file_facts(path: Path) -> dict[str, Any]:
 
 
 @router.post("/add_image", response_model=AddImageResponse, dependencies=[Depends(require_api_key)],
-             responses={**VALIDATION, **AUTH, **DATABASE},
-             summary="register an image row; the pipeline embeds and indexes its file (status queued)")
+             responses={**VALIDATION, **AUTH, **DATABASE, **CONFLICT},
+             summary="register an image row (idempotent per event_code + file_path); the pipeline embeds and "
+                     "indexes its file")
 async def add_image(body: AddImageRequest, state: State) -> JSONResponse:
     from embeddings.loading import ImageLoadError, resolve_image_path
 
@@ -77,25 +82,65 @@ async def add_image(body: AddImageRequest, state: State) -> JSONResponse:
         "width": meta.width if meta and meta.width else facts.get("width"),
         "height": meta.height if meta and meta.height else facts.get("height"),
     }
-    if values["file_size"] is not None and values["file_size"] > 2**31 - 1:
-        values["file_size"] = None  # images.file_size is INTEGER
     try:
-        rows = await state.db.fetch(
-            "INSERT INTO images (event_code, filename, file_path, file_size, mime_type, width, height) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id, code, event_code",
-            (body.event_code, body.filename, body.file_path, values["file_size"], values["mime_type"],
-             values["width"], values["height"]),
-        )
+        reg = await register_image(state.db, event_code=body.event_code, filename=body.filename,
+                                   file_path=body.file_path, values=values)
+    except FilenameConflict as exc:
+        raise HTTPException(409, f"{exc}; send the same filename to get that row back") from None
     except psycopg.errors.ForeignKeyViolation:
         raise HTTPException(422, f"event_code {body.event_code} is not an event (no row in events)") from None
     except psycopg.DataError as exc:
         raise HTTPException(422, f"the database refused a value: {str(exc).splitlines()[0]}") from None
     except DatabaseDown as exc:
         raise HTTPException(503, f"database unavailable, nothing was registered: {exc}") from None
-    image_id, code, event_code = rows[0]
-    return JSONResponse({"id": int(image_id), "faiss_index": None, "message": "success", "status": "queued",
-                         "code": str(code), "event_code": str(event_code),
+    row = reg.row
+    status = "queued"
+    if not reg.created:  # the row the first request made: say where the pipeline is with it
+        with contextlib.suppress(DatabaseDown):
+            status = (await pipeline_status(state.db, state.holder.current, _model_version(state), row.id)).status
+    return JSONResponse({"id": row.id, "faiss_index": row.faiss_index, "message": "success", "status": status,
+                         "code": row.code, "event_code": row.event_code, "created": reg.created,
                          "vector_ignored": body.vector is not None})
+
+
+def _model_version(state: ServerState) -> str | None:
+    """The served model's version: the holder's once known, else the configured name's (no model load)."""
+    if state.holder.model_version is not None:
+        return state.holder.model_version
+    try:
+        from embeddings.models import parse_name
+
+        return parse_name(state.settings.embedding_model).model_version
+    except Exception:
+        return None
+
+
+def _parse_id_or_code(text: str) -> int | uuid.UUID:
+    text = text.strip()
+    if text.isdigit() and len(text) <= 12:
+        return int(text)
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise HTTPException(422, f"{text[:64]!r} is neither an image id (integer) nor an image code (UUID)") \
+            from None
+
+
+@router.get("/images/{id_or_code}", response_model=ImageStatusResponse,
+            responses={**VALIDATION, **NOT_FOUND, **DATABASE},
+            summary="an image row and its pipeline status: queued, embedded, indexed (with the index version) "
+                    "or failed (with the reason)")
+async def image_status(id_or_code: str, state: State) -> JSONResponse:
+    key = _parse_id_or_code(id_or_code)
+    try:
+        row = await find_image(state.db, key)
+        if row is None:
+            raise HTTPException(404, f"no image with {'id' if isinstance(key, int) else 'code'} {key}")
+        status = await pipeline_status(state.db, state.holder.current, _model_version(state), row.id)
+    except DatabaseDown as exc:
+        raise HTTPException(503, f"database unavailable: {exc}") from None
+    body = ImageStatusResponse(**asdict(row), **status.as_dict())
+    return JSONResponse(body.model_dump(mode="json"))
 
 
 @router.get("/images/{id_or_code}/similar", response_model=list[SearchHit],

@@ -1,4 +1,4 @@
-"""The migrated schema: the seed's `images` exactly, our tables, idempotent migrations."""
+"""The migrated schema: the seed's `images` exactly, our tables, idempotent migrations, EMS databases."""
 
 from __future__ import annotations
 
@@ -7,22 +7,24 @@ import uuid
 import psycopg
 import pytest
 
-from core.migrate import apply_migrations, migration_files
+from core.migrate import SQL_DIR, apply_migrations, migration_files
+from tests.ems_schema import EMS_EVENTS_DDL, ORIGINAL_IMAGES_DDL, THREE_GB, ems_mode, insert_odd_rows
 
 SEED_IMAGES = {
-    # column: (data_type, nullable, default-substring or None)
+    # column: (data_type, nullable, default-substring or None), as the original DDL makes them
     "id": ("integer", "NO", "nextval("),
-    "code": ("uuid", "NO", "gen_random_uuid()"),
+    "code": ("uuid", "YES", "gen_random_uuid()"),
     "event_code": ("uuid", "NO", None),
-    "filename": ("character varying", "NO", None),
-    "file_path": ("character varying", "NO", None),
-    "file_size": ("integer", "YES", None),
-    "mime_type": ("character varying", "YES", None),
+    "filename": ("text", "NO", None),
+    "file_path": ("text", "NO", None),
+    "file_size": ("bigint", "YES", None),
+    "mime_type": ("text", "YES", None),
     "width": ("integer", "YES", None),
     "height": ("integer", "YES", None),
     "faiss_index": ("integer", "YES", None),
-    "created_at": ("timestamp without time zone", "YES", "CURRENT_TIMESTAMP"),
+    "created_at": ("timestamp without time zone", "YES", "now()"),
 }
+SEED_INDEXES = {"idx_images_event_code", "idx_images_faiss_index"}
 
 
 def columns(conn: psycopg.Connection, table: str) -> dict[str, tuple[str, str, str | None]]:
@@ -42,6 +44,20 @@ def test_images_has_exactly_the_seed_columns(db: psycopg.Connection) -> None:
         assert (got_type, got_null) == (dtype, nullable), name
         if default is not None:
             assert got_default is not None and default in got_default, (name, got_default)
+
+
+def test_migration_holds_the_original_ddl_verbatim() -> None:
+    """sql/002_images.sql starts with the original README's statements, character for character."""
+    assert (SQL_DIR / "002_images.sql").read_text().find(ORIGINAL_IMAGES_DDL) > 0
+
+
+def test_images_has_the_seed_indexes_and_no_unique_of_ours(db: psycopg.Connection) -> None:
+    rows = db.execute("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'images'").fetchall()
+    names = {r[0] for r in rows}
+    assert names >= SEED_INDEXES, names
+    unique = {r[0] for r in rows if "UNIQUE" in r[1]}
+    # Only the seed's own keys are unique: an EMS database holding duplicate paths still migrates.
+    assert unique == {"images_pkey", "images_code_key"}, unique
 
 
 def test_images_keys_and_cascade(db: psycopg.Connection) -> None:
@@ -137,6 +153,63 @@ def test_migrate_onto_existing_ems_tables(pg_database: str) -> None:
             assert applied == [p.name for p in migration_files()]
             assert list(columns(conn, "events")) == ["code", "title", "venue"]
             assert list(columns(conn, "images")) == list(SEED_IMAGES)
+            assert conn.execute(
+                "SELECT count(*) FROM pg_indexes WHERE indexname = ANY(%s)", (list(SEED_INDEXES),)
+            ).fetchone()[0] == len(SEED_INDEXES)
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def ems_database(pg_database: str):  # type: ignore[no-untyped-def]
+    """A fresh database made as an EMS makes it: its events, the original images DDL, odd rows, duplicates."""
+    admin = psycopg.conninfo.make_conninfo(pg_database, dbname="postgres")
+    name = f"imgsim_ems_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        with psycopg.connect(psycopg.conninfo.make_conninfo(pg_database, dbname=name), autocommit=True) as conn:
+            conn.execute(EMS_EVENTS_DDL)  # type: ignore[arg-type]
+            conn.execute(ORIGINAL_IMAGES_DDL)  # type: ignore[arg-type]
+            yield conn
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_ems_database_with_odd_rows_and_duplicates_migrates_unchanged(ems_database: psycopg.Connection) -> None:
+    """Odd but legal rows and duplicate (event, path) rows survive migration; no column or row changes."""
+    conn = ems_database
+    event = str(conn.execute("INSERT INTO events (name, venue) VALUES ('e', 'hall') RETURNING code").fetchone()[0])
+    odd = insert_odd_rows(conn, event)
+    for _ in range(2):  # the same file registered twice: legal in the EMS schema
+        conn.execute("INSERT INTO images (event_code, filename, file_path) VALUES (%s, 'dup.jpg', '/dup.jpg')",
+                     (event,))
+    before_cols = columns(conn, "images")
+    before_rows = conn.execute("SELECT * FROM images ORDER BY id").fetchall()
+
+    assert apply_migrations(conn) == [p.name for p in migration_files()]
+    assert columns(conn, "images") == before_cols
+    assert list(before_cols) == list(SEED_IMAGES)
+    assert conn.execute("SELECT * FROM images ORDER BY id").fetchall() == before_rows
+    by_why = {r.why: r for r in odd}
+    assert by_why["NULL code"].code is None
+    assert conn.execute("SELECT file_size FROM images WHERE id = %s",
+                        (by_why["3 GB file_size"].id,)).fetchone()[0] == THREE_GB
+    assert len(by_why["path of 500+ characters"].file_path) >= 500
+    # Our tables work with those rows: a ledger row for the NULL-code image.
+    conn.execute("INSERT INTO image_embeddings (image_id, model_version, status, error) "
+                 "VALUES (%s, 'm', 'failed', 'x')", (by_why["NULL code"].id,))
+    # A path no btree could hold raw still inserts (our lookup index keys an md5 of it).
+    conn.execute("INSERT INTO images (event_code, filename, file_path) VALUES (%s, 'big', %s)",
+                 (event, "/" + uuid.uuid4().hex * 300))
+
+
+def test_ems_mode_made_this_runs_database(pg_database: str) -> None:
+    """With TEST_DB_SCHEMA=ems the shared test database was made with the original DDL (EMS events too)."""
+    if not ems_mode():
+        pytest.skip("TEST_DB_SCHEMA is not 'ems' (make pytest runs that pass too)")
+    with psycopg.connect(pg_database) as conn:
+        cols = columns(conn, "events")
+    assert "venue" in cols and "organizer_id" in cols

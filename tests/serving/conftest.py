@@ -86,10 +86,10 @@ def base(pg_database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     import torch
     from PIL import Image
 
-    from core.migrate import apply_migrations
     from core.sample_data import sample_photos
     from embeddings.models import get_embedder
     from embeddings.runner import embed_batch
+    from tests.ems_schema import prepare_test_database
 
     torch.set_num_threads(2)
     admin = make_conninfo(pg_database, dbname="postgres")
@@ -97,7 +97,7 @@ def base(pg_database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     dbname = f"imgsim_srv_{uuid.uuid4().hex[:10]}"
     info = _create_db(admin, dbname)
     with psycopg.connect(info) as conn:
-        apply_migrations(conn)
+        prepare_test_database(conn)
     image_root = root / "images"
     (image_root / "uploads").mkdir(parents=True)
     photos = sample_photos(N_PHOTOS + 1, out_dir=root / "generated")

@@ -154,7 +154,7 @@ def test_metrics(srv) -> None:
 def test_openapi_docs(srv) -> None:
     paths = srv.client.get("/openapi.json").json()["paths"]
     assert {"/", "/add_image", "/search", "/extract_features", "/stats", "/search/image",
-            "/images/{id_or_code}/similar", "/events/{event_code}/duplicates",
+            "/images/{id_or_code}", "/images/{id_or_code}/similar", "/events/{event_code}/duplicates",
             "/events/{event_code}/duplicates/check", "/versions", "/metrics"} <= set(paths)
     assert srv.client.get("/docs").status_code == 200
 

@@ -1,14 +1,22 @@
 /**
  * The search server's client: one method per route, JSON in and out, uploads as multipart.
  * Transport rules live here once: base URL, API key header, a timeout per attempt, and
- * retries with exponential backoff when the server is still loading its index (503) or
- * not listening yet (connection refused). Nothing else is retried: a 4xx is the caller's
- * to fix, and a timed-out request may have done its work.
+ * retries with exponential backoff only where repeating a request is safe:
+ *   - connection refused: always (nothing reached the server);
+ *   - 429/502/503/504 and a connection cut mid-request: only for idempotent calls. Every
+ *     route method here is one (searches are reads; /add_image returns the existing row
+ *     for the same event and path); `request()` treats GET/HEAD/PUT/DELETE as idempotent
+ *     and POST as not, unless told `{idempotent: true}`;
+ *   - never with a stream upload (a stream cannot be sent twice) nor after a timeout
+ *     (a stalled server tends to stay stalled; the caller decides).
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 
-import { ImageSearchError, networkCode, serverMessage } from './errors.js';
-import { toUpload } from './upload.js';
+import {
+  AbortError, ImageSearchError, RETRYABLE_STATUS, WaitTimeoutError, errorClassFor, networkCode,
+  networkErrorClass, serverMessage,
+} from './errors.js';
+import { multipartStream, toUpload } from './upload.js';
 
 const DEFAULTS = Object.freeze({
   baseUrl: 'http://127.0.0.1:8000',
@@ -18,22 +26,57 @@ const DEFAULTS = Object.freeze({
   maxRetryDelay: 5_000,
 });
 
-export class ImageSearchClient {
+const OPTION_NAMES = ['baseUrl', 'baseURL', 'apiKey', 'timeout', 'retries', 'retryDelay', 'maxRetryDelay', 'headers',
+  'onRetry', 'onResponse', 'fetch'];
+
+/** What a finished request answered: kept per result object, see `responseOf()`. */
+const RESPONSES = new WeakMap();
+
+/**
+ * The HTTP response behind a result this client returned: `{status, headers, url, attempts}`.
+ * `responseOf(hits).headers.get('x-deleted-filter')` says a search skipped its deleted-image check.
+ * @param {object} result an object or array a client method resolved with
+ */
+export function responseOf(result) {
+  return result !== null && typeof result === 'object' ? RESPONSES.get(result) : undefined;
+}
+
+/** The constructor's argument as options: a base URL (string or URL), an options object, or nothing. */
+function clientOptions(arg) {
+  if (arg === undefined || arg === null) return {};
+  if (typeof arg === 'string' || arg instanceof URL) return { baseUrl: String(arg) };
+  if (typeof arg !== 'object' || Array.isArray(arg)) {
+    throw new TypeError(`ImageSimilarityClient takes a base URL string or an options object, got ${describe(arg)}`);
+  }
+  const unknown = Object.keys(arg).filter((key) => !OPTION_NAMES.includes(key));
+  if (unknown.length) {
+    throw new TypeError(`unknown ImageSimilarityClient option${unknown.length > 1 ? 's' : ''} ${unknown.join(', ')}`
+      + ` (known: ${OPTION_NAMES.join(', ')})`);
+  }
+  if (arg.baseUrl !== undefined && arg.baseURL !== undefined && arg.baseUrl !== arg.baseURL) {
+    throw new TypeError('baseUrl and baseURL are the same option: give one');
+  }
+  return { ...arg, baseUrl: arg.baseUrl ?? arg.baseURL };
+}
+
+export class ImageSimilarityClient {
   /**
-   * @param {object} [options]
-   * @param {string} [options.baseUrl] server URL; default IMAGE_SEARCH_URL or http://127.0.0.1:8000
+   * @param {string | URL | object} [options] the server's base URL, or options:
+   * @param {string} [options.baseUrl] server URL (`baseURL` works too); default IMAGE_SEARCH_URL or http://127.0.0.1:8000
    * @param {string} [options.apiKey] sent as X-API-Key; default IMAGE_SEARCH_API_KEY
    * @param {number} [options.timeout] milliseconds per attempt (0 = none); default 30000
-   * @param {number} [options.retries] extra attempts on 503 / connection refused; default 3
+   * @param {number} [options.retries] extra attempts where safe (see above); default 3
    * @param {number} [options.retryDelay] first backoff in ms, doubled each retry; default 250
    * @param {number} [options.maxRetryDelay] cap of one backoff (and of Retry-After) in ms; default 5000
    * @param {Record<string, string>} [options.headers] extra headers on every request
    * @param {(info: object) => void} [options.onRetry] called before each retry (logging, metrics)
+   * @param {(info: object) => void} [options.onResponse] called with `{status, headers, url, attempts}` per answer
    * @param {typeof fetch} [options.fetch] a fetch implementation; default the global one
    */
-  constructor(options = {}) {
+  constructor(options) {
+    const opts = clientOptions(options);
     const env = typeof process !== 'undefined' ? process.env : {};
-    const base = options.baseUrl ?? env.IMAGE_SEARCH_URL ?? DEFAULTS.baseUrl;
+    const base = opts.baseUrl ?? env.IMAGE_SEARCH_URL ?? DEFAULTS.baseUrl;
     let parsed;
     try {
       parsed = new URL(base);
@@ -44,20 +87,32 @@ export class ImageSearchClient {
     // A trailing slash makes relative routes resolve under a path prefix (behind a proxy).
     if (!parsed.pathname.endsWith('/')) parsed.pathname += '/';
     this.baseUrl = parsed.toString();
-    this.apiKey = options.apiKey ?? env.IMAGE_SEARCH_API_KEY ?? undefined;
-    this.timeout = nonNegative('timeout', options.timeout ?? DEFAULTS.timeout);
-    this.retries = Math.floor(nonNegative('retries', options.retries ?? DEFAULTS.retries));
-    this.retryDelay = nonNegative('retryDelay', options.retryDelay ?? DEFAULTS.retryDelay);
-    this.maxRetryDelay = nonNegative('maxRetryDelay', options.maxRetryDelay ?? DEFAULTS.maxRetryDelay);
-    this.headers = { ...(options.headers ?? {}) };
-    this.onRetry = options.onRetry;
-    this.fetch = options.fetch ?? globalThis.fetch;
+    this.apiKey = opts.apiKey ?? env.IMAGE_SEARCH_API_KEY ?? undefined;
+    this.timeout = nonNegative('timeout', opts.timeout ?? DEFAULTS.timeout);
+    this.retries = Math.floor(nonNegative('retries', opts.retries ?? DEFAULTS.retries));
+    this.retryDelay = nonNegative('retryDelay', opts.retryDelay ?? DEFAULTS.retryDelay);
+    this.maxRetryDelay = nonNegative('maxRetryDelay', opts.maxRetryDelay ?? DEFAULTS.maxRetryDelay);
+    if (opts.headers !== undefined && (typeof opts.headers !== 'object' || opts.headers === null)) {
+      throw new TypeError('headers must be an object of header names to values');
+    }
+    this.headers = { ...(opts.headers ?? {}) };
+    for (const name of ['onRetry', 'onResponse', 'fetch']) {
+      if (opts[name] !== undefined && typeof opts[name] !== 'function') throw new TypeError(`${name} must be a function`);
+    }
+    this.onRetry = opts.onRetry;
+    this.onResponse = opts.onResponse;
+    this.fetch = opts.fetch ?? globalThis.fetch;
     if (typeof this.fetch !== 'function') throw new TypeError('no fetch available: use Node 18+ or pass options.fetch');
+  }
+
+  /** The seed's axios-style name for the base URL. */
+  get baseURL() {
+    return this.baseUrl;
   }
 
   // ---- the seed's routes -------------------------------------------------------------
 
-  /** GET / : `{status: "ready", total_vectors, ...}`; throws status 503 while no index is loaded. */
+  /** GET / : `{status: "ready", total_vectors, ...}`; throws UnavailableError (503) while no index is loaded. */
   async health(options) {
     return this.request('GET', '', options);
   }
@@ -67,17 +122,18 @@ export class ImageSearchClient {
    * `options.minScore` drops weaker hits.
    * @returns {Promise<object[]>} `[{id, code, filename, similarity_score, event_code}]`, best first
    */
-  async searchSimilar(vector, topK = 10, filters = {}, options) {
+  async searchSimilar(vector, topK = 10, filters = null, options) {
     const body = { vector: toVector(vector), top_k: topK };
     const f = normaliseFilters(filters);
     if (f) body.filters = f;
     if (options?.minScore !== undefined && options?.minScore !== null) body.min_score = options.minScore;
-    return this.request('POST', 'search', { ...options, json: body });
+    return this.request('POST', 'search', { ...options, json: body, idempotent: true });
   }
 
   /**
    * POST /add_image with the seed's body (`event_code`, `filename`, `file_path`, ...). The server
-   * registers the row and the pipeline embeds the file later: answers `{id, faiss_index: null, message}`.
+   * registers the row and the pipeline embeds the file later: answers `{id, code, status: "queued", created}`.
+   * Safe to retry: the same event and path again answers the same row (`created: false`).
    */
   async addImage(data, options) {
     if (!data || typeof data !== 'object' || Array.isArray(data)) {
@@ -85,13 +141,12 @@ export class ImageSearchClient {
     }
     const body = { ...data };
     if (body.vector !== undefined && body.vector !== null) body.vector = toVector(body.vector);
-    return this.request('POST', 'add_image', { ...options, json: body });
+    return this.request('POST', 'add_image', { ...options, json: body, idempotent: true });
   }
 
   /** POST /extract_features: the served model's vector for an image `{vector, processing_time, ...}`. */
   async extractFeatures(file, options = {}) {
-    const form = await formWith(file, options.filename, {});
-    return this.request('POST', 'extract_features', { ...options, form });
+    return this.#upload('extract_features', file, {}, options);
   }
 
   /** GET /stats: index and database counts, version, model. */
@@ -106,12 +161,8 @@ export class ImageSearchClient {
    * @param {object} [options] `{topK, eventCode, minScore, filename}`
    */
   async searchByImage(file, options = {}) {
-    const form = await formWith(file, options.filename, {
-      top_k: options.topK,
-      event_code: options.eventCode,
-      min_score: options.minScore,
-    });
-    return this.request('POST', 'search/image', { ...options, form });
+    return this.#upload('search/image', file,
+      { top_k: options.topK, event_code: options.eventCode, min_score: options.minScore }, options);
   }
 
   /**
@@ -123,6 +174,53 @@ export class ImageSearchClient {
     const ref = pathSegment('idOrCode', idOrCode);
     const query = { top_k: options.topK, event_code: options.eventCode, min_score: options.minScore };
     return this.request('GET', `images/${ref}/similar`, { ...options, query });
+  }
+
+  /**
+   * GET /images/{idOrCode}: the row and its pipeline status, `queued` | `embedded` | `indexed`
+   * (with `index_version`) | `failed` (with `error`).
+   */
+  async imageStatus(idOrCode, options) {
+    const ref = pathSegment('idOrCode', idOrCode);
+    return this.request('GET', `images/${ref}`, options);
+  }
+
+  /**
+   * Poll imageStatus until the image is searchable (`indexed`), and resolve with that status.
+   * Throws WaitTimeoutError after `timeout` ms (default 120000; `.last` is the last status seen),
+   * ImageSearchError with code EFAILED when the pipeline recorded a failure (`.body` is the status),
+   * NotFoundError when the row is gone.
+   * @param {object} [options] `{timeout, interval (ms, default 1000), signal, onStatus(status)}`
+   */
+  async waitUntilIndexed(idOrCode, options = {}) {
+    const timeout = nonNegative('timeout', options.timeout ?? 120_000);
+    const interval = Math.max(10, nonNegative('interval', options.interval ?? 1_000));
+    const deadline = Date.now() + timeout;
+    let last;
+    for (;;) {
+      const left = deadline - Date.now();
+      // Each poll may take up to the client's timeout but not much past the deadline (a second at least).
+      const room = Math.max(left, 1_000);
+      const perCall = this.timeout > 0 ? Math.min(this.timeout, room) : room;
+      last = await this.imageStatus(idOrCode, { signal: options.signal, timeout: perCall });
+      options.onStatus?.(last);
+      if (last.status === 'indexed') return last;
+      if (last.status === 'failed') {
+        throw new ImageSearchError(`image ${idOrCode} failed in the pipeline: ${last.error ?? 'no reason recorded'}`, {
+          code: 'EFAILED', body: last,
+        });
+      }
+      const wait = Math.min(interval, deadline - Date.now());
+      if (wait <= 0) {
+        throw new WaitTimeoutError(`image ${idOrCode} not indexed within ${timeout} ms (last status: ${last.status})`,
+          { last, body: last });
+      }
+      try {
+        await sleep(wait, undefined, options.signal ? { signal: options.signal } : undefined);
+      } catch (err) {
+        throw new AbortError('waitUntilIndexed aborted', { code: 'EABORTED', cause: err });
+      }
+    }
   }
 
   /**
@@ -141,8 +239,8 @@ export class ImageSearchClient {
    */
   async checkDuplicate(eventCode, file, options = {}) {
     const code = pathSegment('eventCode', eventCode);
-    const form = await formWith(file, options.filename, { threshold: options.threshold, top_k: options.topK });
-    return this.request('POST', `events/${code}/duplicates/check`, { ...options, form });
+    return this.#upload(`events/${code}/duplicates/check`, file,
+      { threshold: options.threshold, top_k: options.topK }, options);
   }
 
   /** GET /versions: the served index version and the kept ones. */
@@ -157,11 +255,25 @@ export class ImageSearchClient {
 
   // ---- transport ---------------------------------------------------------------------
 
+  /** A multipart POST of `file` plus form fields; every upload route is a read, so idempotent. */
+  async #upload(path, file, fields, options) {
+    const upload = await toUpload(file, options.filename);
+    if (upload.blob) {
+      const form = new FormData();
+      form.append('file', upload.blob, upload.filename);
+      for (const [key, value] of Object.entries(fields)) {
+        if (value !== undefined && value !== null) form.append(key, String(value));
+      }
+      return this.request('POST', path, { ...options, form, idempotent: true });
+    }
+    return this.request('POST', path, { ...options, stream: multipartStream(upload, fields), idempotent: true });
+  }
+
   /**
    * One request with timeout and retries. Public so a route this client predates can still be called.
    * @param {string} method
    * @param {string} path relative to baseUrl, e.g. "stats"
-   * @param {object} [options] `{query, json, form, as: "json"|"text", signal, timeout, retries}`
+   * @param {object} [options] `{query, json, form, as: "json"|"text", idempotent, signal, timeout, retries, onResponse}`
    */
   async request(method, path, options = {}) {
     const url = new URL(path.replace(/^\/+/, ''), this.baseUrl);
@@ -171,14 +283,21 @@ export class ImageSearchClient {
     const headers = { accept: options.as === 'text' ? 'text/plain, */*' : 'application/json', ...this.headers };
     if (this.apiKey) headers['x-api-key'] = this.apiKey;
     let body;
+    let duplex;
     if (options.json !== undefined) {
       headers['content-type'] = 'application/json';
       body = JSON.stringify(options.json);
     } else if (options.form !== undefined) {
       body = options.form; // fetch writes the multipart boundary header itself
+    } else if (options.stream !== undefined) {
+      headers['content-type'] = options.stream.contentType;
+      body = options.stream.body;
+      duplex = 'half';
     }
+    const idempotent = options.idempotent ?? ['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE'].includes(method.toUpperCase());
+    // A stream is consumed by the first attempt: nothing can be sent again.
+    const retries = options.stream !== undefined ? 0 : (options.retries ?? this.retries);
     const timeout = options.timeout ?? this.timeout;
-    const retries = options.retries ?? this.retries;
     const where = { method, url: url.toString() };
 
     for (let attempt = 1; ; attempt++) {
@@ -187,17 +306,23 @@ export class ImageSearchClient {
       if (options.signal) signals.push(options.signal);
       let response;
       try {
-        response = await this.fetch(url, { method, headers, body, signal: anySignal(signals) });
+        const init = { method, headers, body, signal: anySignal(signals) };
+        if (duplex) init.duplex = duplex;
+        response = await this.fetch(url, init);
       } catch (err) {
         const failure = fetchFailure(err, { ...where, attempts: attempt, timeout, userSignal: options.signal,
           sending: body !== undefined });
-        if (failure.code === 'ECONNREFUSED' && attempt <= retries) {
+        // A connection cut mid-request is retried for idempotent calls, except uploads: a server that
+        // drops an upload (over its size limit) would only drop it again.
+        const safe = failure.code === 'ECONNREFUSED'
+          || (idempotent && CUT_OFF.has(failure.code) && options.form === undefined);
+        if (safe && attempt <= retries) {
           await this.#backoff(attempt, failure, null, options.signal);
           continue;
         }
         throw failure;
       }
-      if (response.status === 503 && attempt <= retries) {
+      if (idempotent && RETRYABLE_STATUS.has(response.status) && attempt <= retries) {
         const failure = await httpFailure(response, { ...where, attempts: attempt });
         await this.#backoff(attempt, failure, response.headers.get('retry-after'), options.signal);
         continue;
@@ -209,14 +334,22 @@ export class ImageSearchClient {
       } catch (err) {
         throw fetchFailure(err, { ...where, attempts: attempt, timeout, userSignal: options.signal });
       }
+      const info = { status: response.status, headers: response.headers, url: where.url, attempts: attempt };
+      options.onResponse?.(info);
+      this.onResponse?.(info);
       if (options.as === 'text') return text;
+      let data;
       try {
-        return text ? JSON.parse(text) : null;
+        data = text ? JSON.parse(text) : null;
       } catch {
-        throw new ImageSearchError(`server answered ${response.status} with invalid JSON: ${text.slice(0, 200)}`, {
-          ...where, status: response.status, code: 'EBADRESPONSE', body: text, attempts: attempt,
-        });
+        throw new (networkErrorClass('EBADRESPONSE'))(
+          `server answered ${response.status} with invalid JSON: ${text.slice(0, 200)}`,
+          { ...where, status: response.status, code: 'EBADRESPONSE', body: text, attempts: attempt,
+            headers: response.headers },
+        );
       }
+      if (data !== null && typeof data === 'object') RESPONSES.set(data, info);
+      return data;
     }
   }
 
@@ -232,18 +365,27 @@ export class ImageSearchClient {
     try {
       await sleep(delay, undefined, signal ? { signal } : undefined);
     } catch {
-      throw new ImageSearchError('request aborted while waiting to retry', {
+      throw new AbortError('request aborted while waiting to retry', {
         method: failure.method, url: failure.url, code: 'EABORTED', attempts: attempt, cause: failure,
       });
     }
   }
 }
 
+/** The name the client had before the seed's: kept so existing code keeps working. */
+export const ImageSearchClient = ImageSimilarityClient;
+
 function nonNegative(name, value) {
   if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) {
     throw new TypeError(`${name} must be a number >= 0, got ${JSON.stringify(value)}`);
   }
   return value;
+}
+
+function describe(value) {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'an array';
+  return typeof value;
 }
 
 /** A plain array of finite numbers; NaN/Infinity cannot travel in JSON, so say so here. */
@@ -262,8 +404,11 @@ function normaliseFilters(filters) {
   if (typeof filters !== 'object' || Array.isArray(filters)) throw new TypeError('filters must be an object');
   const out = {};
   for (const [key, value] of Object.entries(filters)) {
-    if (value === undefined) continue;
-    out[key === 'eventCode' ? 'event_code' : key] = value;
+    if (key !== 'event_code' && key !== 'eventCode') {
+      throw new TypeError(`unknown filter ${JSON.stringify(key)}: the server filters by event_code only`);
+    }
+    if (value === undefined || value === null) continue;
+    out.event_code = value;
   }
   return Object.keys(out).length ? out : undefined;
 }
@@ -273,16 +418,6 @@ function pathSegment(name, value) {
     throw new TypeError(`${name} must be a non-empty string or number`);
   }
   return encodeURIComponent(String(value));
-}
-
-async function formWith(file, filename, fields) {
-  const { blob, filename: name } = await toUpload(file, filename);
-  const form = new FormData();
-  form.append('file', blob, name);
-  for (const [key, value] of Object.entries(fields)) {
-    if (value !== undefined && value !== null) form.append(key, String(value));
-  }
-  return form;
 }
 
 function anySignal(signals) {
@@ -308,8 +443,9 @@ async function httpFailure(response, where) {
   } catch {
     // not JSON (a proxy's HTML page): keep the text
   }
-  return new ImageSearchError(serverMessage(body, text, response.status, response.statusText), {
-    ...where, status: response.status, body,
+  const Kind = errorClassFor(response.status);
+  return new Kind(serverMessage(body, text, response.status, response.statusText), {
+    ...where, status: response.status, body, headers: response.headers,
   });
 }
 
@@ -317,14 +453,11 @@ const CUT_OFF = new Set(['EPIPE', 'ECONNRESET', 'UND_ERR_SOCKET']);
 
 function fetchFailure(err, { method, url, attempts, timeout, userSignal, sending = false }) {
   const name = err?.name;
+  const make = (message, code) => new (networkErrorClass(code))(message, { method, url, code, attempts, cause: err });
   if (name === 'TimeoutError' || (name === 'AbortError' && !userSignal?.aborted && err?.cause?.name === 'TimeoutError')) {
-    return new ImageSearchError(`no answer from ${url} within ${timeout} ms`, {
-      method, url, code: 'ETIMEDOUT', attempts, cause: err,
-    });
+    return make(`no answer from ${url} within ${timeout} ms`, 'ETIMEDOUT');
   }
-  if (name === 'AbortError' || userSignal?.aborted) {
-    return new ImageSearchError('request aborted', { method, url, code: 'EABORTED', attempts, cause: err });
-  }
+  if (name === 'AbortError' || userSignal?.aborted) return make('request aborted', 'EABORTED');
   const code = networkCode(err);
   let detail = code;
   if (code === 'ECONNREFUSED') detail = 'connection refused (is the search server running?)';
@@ -332,8 +465,8 @@ function fetchFailure(err, { method, url, attempts, timeout, userSignal, sending
     // A server that refuses a body early (413) and closes leaves fetch nothing to read but a broken pipe.
     detail = `the server closed the connection while the request was being sent (${code}); `
       + 'an upload over its size limit (MAX_UPLOAD_MB) ends this way';
-  }
+  } else if (code === 'ENETWORK' && err?.message) detail = `${err.message}${err.cause?.message ? `: ${err.cause.message}` : ''}`;
   const tries = attempts > 1 ? ` after ${attempts} attempts` : '';
   const what = code === 'ECONNREFUSED' ? 'cannot reach' : `${method}`;
-  return new ImageSearchError(`${what} ${url}: ${detail}${tries}`, { method, url, code, attempts, cause: err });
+  return make(`${what} ${url}: ${detail}${tries}`, code);
 }

@@ -1,29 +1,89 @@
 /**
- * The one error class the client throws for anything the server or the network did.
- * `status` is the HTTP status (0 when no response arrived), `message` is the server's
- * own message, `code` says what kind of failure it was, so callers can branch without
- * parsing text.
+ * What the client throws for anything the server or the network did. One base class,
+ * `ImageSearchError`, and one subclass per kind, so callers branch with `instanceof`
+ * (or on `code`) without parsing text:
+ *
+ *   ValidationError      400/422  the request is wrong: fix it (the message says which field)
+ *   AuthenticationError  401/403  X-API-Key missing or wrong
+ *   NotFoundError        404      unknown image, or not indexed yet
+ *   ConflictError        409      e.g. the file is registered under another filename
+ *   PayloadTooLargeError 413      upload over the server's MAX_UPLOAD_MB
+ *   UnsupportedMediaError 415     the upload is not an image
+ *   UnavailableError     502-504  no index loaded yet, database down, a proxy's gateway error
+ *   ServerError          other 5xx
+ *   TimeoutError         no answer within `timeout` (code ETIMEDOUT)
+ *   ConnectionError      refused, reset, DNS... (code ECONNREFUSED, ECONNRESET, ...)
+ *   AbortError           the caller's AbortSignal fired (code EABORTED)
+ *   BadResponseError     a 2xx that is not the JSON promised (code EBADRESPONSE)
+ *   WaitTimeoutError     waitUntilIndexed gave up (code EWAITTIMEOUT); `.last` is the last status
  */
 export class ImageSearchError extends Error {
   /**
    * @param {string} message the server's message (or a description of the network failure)
    * @param {object} [info]
    */
-  constructor(message, { status = 0, code, body, method, url, attempts = 1, cause } = {}) {
+  constructor(message, { status = 0, code, body, method, url, attempts = 1, headers, cause } = {}) {
     super(message, cause === undefined ? undefined : { cause });
-    this.name = 'ImageSearchError';
+    this.name = new.target.name;
     this.status = status;
     this.code = code ?? (status ? `HTTP_${status}` : 'ENETWORK');
     this.body = body;
     this.method = method;
     this.url = url;
     this.attempts = attempts;
+    /** The response headers (a Headers object) when the server answered, else undefined. */
+    this.headers = headers;
   }
 
-  /** True when the server answered 503 or could not be reached: trying again later may work. */
+  /** True when trying again later may work: 502/503/504, 429, or the server could not be reached. */
   get retryable() {
-    return this.status === 503 || this.code === 'ECONNREFUSED';
+    return RETRYABLE_STATUS.has(this.status) || this.code === 'ECONNREFUSED';
   }
+}
+
+export class ValidationError extends ImageSearchError {}
+export class AuthenticationError extends ImageSearchError {}
+export class NotFoundError extends ImageSearchError {}
+export class ConflictError extends ImageSearchError {}
+export class PayloadTooLargeError extends ImageSearchError {}
+export class UnsupportedMediaError extends ImageSearchError {}
+export class RateLimitError extends ImageSearchError {}
+export class UnavailableError extends ImageSearchError {}
+export class ServerError extends ImageSearchError {}
+export class TimeoutError extends ImageSearchError {}
+export class ConnectionError extends ImageSearchError {}
+export class AbortError extends ImageSearchError {}
+export class BadResponseError extends ImageSearchError {}
+export class WaitTimeoutError extends ImageSearchError {
+  constructor(message, info = {}) {
+    super(message, { code: 'EWAITTIMEOUT', ...info });
+    /** The last image status seen before giving up. */
+    this.last = info.last;
+  }
+}
+
+export const RETRYABLE_STATUS = new Set([429, 502, 503, 504]);
+
+/** The error class for an HTTP status. */
+export function errorClassFor(status) {
+  if (status === 400 || status === 422) return ValidationError;
+  if (status === 401 || status === 403) return AuthenticationError;
+  if (status === 404) return NotFoundError;
+  if (status === 409) return ConflictError;
+  if (status === 413) return PayloadTooLargeError;
+  if (status === 415) return UnsupportedMediaError;
+  if (status === 429) return RateLimitError;
+  if (status >= 502 && status <= 504) return UnavailableError;
+  if (status >= 500) return ServerError;
+  return ImageSearchError;
+}
+
+/** The error class for a failure without a response, by its code. */
+export function networkErrorClass(code) {
+  if (code === 'ETIMEDOUT') return TimeoutError;
+  if (code === 'EABORTED') return AbortError;
+  if (code === 'EBADRESPONSE') return BadResponseError;
+  return ConnectionError;
 }
 
 /**

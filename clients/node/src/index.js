@@ -1,18 +1,24 @@
 /**
  * image-similarity-client: find duplicate and related event photos through the search server.
  *
- *   import { ImageSearchClient } from 'image-similarity-client';
- *   const client = new ImageSearchClient({ baseUrl: 'http://127.0.0.1:8000' });
+ *   import { ImageSimilarityClient } from 'image-similarity-client';        // ESM
+ *   const { ImageSimilarityClient } = require('image-similarity-client');   // CommonJS
+ *   const client = new ImageSimilarityClient('http://localhost:8000');
+ *   const results = await client.searchSimilar(vectorArray, 5);
  */
-import { ImageSearchClient } from './client.js';
+import { ImageSimilarityClient } from './client.js';
 
-export { ImageSearchClient } from './client.js';
-export { ImageSearchError } from './errors.js';
+export { ImageSearchClient, ImageSimilarityClient, responseOf } from './client.js';
+export {
+  AbortError, AuthenticationError, BadResponseError, ConflictError, ConnectionError, ImageSearchError,
+  NotFoundError, PayloadTooLargeError, RateLimitError, ServerError, TimeoutError, UnavailableError,
+  UnsupportedMediaError, ValidationError, WaitTimeoutError,
+} from './errors.js';
 export { guessType, toUpload } from './upload.js';
 
-/** Shorthand for `new ImageSearchClient(options)`. */
+/** Shorthand for `new ImageSimilarityClient(options)`. */
 export function createClient(options) {
-  return new ImageSearchClient(options);
+  return new ImageSimilarityClient(options);
 }
 
-export default ImageSearchClient;
+export default ImageSimilarityClient;

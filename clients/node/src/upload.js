@@ -1,7 +1,10 @@
 /**
- * Turn what a Node app has at hand (a path, a Buffer, a Blob) into a multipart part.
- * Files are read whole: the server caps uploads (MAX_UPLOAD_MB, 20 MB by default) anyway.
+ * Turn what a Node app has at hand into a multipart part: a path, a Buffer, a Blob (read
+ * whole: the server caps uploads at MAX_UPLOAD_MB anyway, and these can be sent again on a
+ * retry), or a stream (a Node Readable from busboy or S3, a web ReadableStream, any async
+ * iterable of bytes, a multer file object), which is sent as it arrives and never retried.
  */
+import { randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -28,13 +31,51 @@ export function guessType(bytes, name) {
   return BY_EXTENSION[ext] ?? 'application/octet-stream';
 }
 
+/** A Node Readable, a web ReadableStream or any async iterable (but not a string or bytes). */
+export function isStream(input) {
+  if (input === null || typeof input !== 'object') return false;
+  if (ArrayBuffer.isView(input) || input instanceof ArrayBuffer) return false;
+  if (typeof Blob !== 'undefined' && input instanceof Blob) return false;
+  return typeof input[Symbol.asyncIterator] === 'function' || typeof input.getReader === 'function';
+}
+
+/** A multer file (`{originalname, mimetype, buffer | path | stream}`) or busboy-like `{stream, filename}`. */
+function fromFileObject(input, filename) {
+  const name = filename ?? input.originalname ?? input.filename ?? input.name;
+  const type = input.mimetype ?? input.mimeType ?? input.contentType;
+  if (input.buffer !== undefined) return { source: input.buffer, name, type };
+  if (typeof input.path === 'string') return { source: input.path, name: name ?? basename(input.path), type };
+  if (input.stream !== undefined && isStream(input.stream)) return { source: input.stream, name, type };
+  return undefined;
+}
+
 /**
- * A `{ blob, filename }` for FormData from a file path (string or file: URL), a Buffer,
- * Uint8Array, ArrayBuffer or any typed array, or a Blob/File.
- * @param {string | URL | Blob | ArrayBuffer | ArrayBufferView} input
+ * `{ blob, filename }` for a replayable input, or `{ stream, filename, type }` for a stream:
+ * a file path (string or file: URL), a Buffer, Uint8Array, ArrayBuffer or any typed array, a Blob/File,
+ * a Node Readable / web ReadableStream / async iterable, or a multer file object.
+ * @param {any} input
  * @param {string} [filename] overrides the name sent to the server
  */
 export async function toUpload(input, filename) {
+  if (input !== null && typeof input === 'object' && !isStream(input) && !(input instanceof URL)
+      && !ArrayBuffer.isView(input) && !(input instanceof ArrayBuffer)
+      && !(typeof Blob !== 'undefined' && input instanceof Blob)) {
+    const file = fromFileObject(input, filename);
+    if (file) {
+      const upload = await toUpload(file.source, file.name);
+      if (file.type && upload.blob && !upload.blob.type) upload.blob = new Blob([upload.blob], { type: file.type });
+      if (file.type && upload.stream) upload.type = file.type;
+      return upload;
+    }
+  }
+  if (isStream(input)) {
+    const name = filename ?? (typeof input.path === 'string' ? basename(input.path) : 'upload');
+    return { stream: input, filename: name, type: undefined };
+  }
+  return toBlobUpload(input, filename);
+}
+
+async function toBlobUpload(input, filename) {
   if (typeof input === 'string' || input instanceof URL) {
     const path = input instanceof URL ? fileURLToPath(input) : input;
     const bytes = await readFile(path);
@@ -52,7 +93,8 @@ export async function toUpload(input, filename) {
   else if (ArrayBuffer.isView(input)) bytes = new Uint8Array(input.buffer, input.byteOffset, input.byteLength);
   if (!bytes) {
     throw new TypeError(
-      `upload must be a file path, a file: URL, a Buffer/Uint8Array/ArrayBuffer or a Blob, got ${describe(input)}`,
+      'upload must be a file path, a file: URL, a Buffer/Uint8Array/ArrayBuffer, a Blob, a stream '
+        + `or a multer file object, got ${describe(input)}`,
     );
   }
   const name = filename ?? 'upload';
@@ -64,3 +106,81 @@ function describe(value) {
   if (typeof value === 'object') return value.constructor?.name ?? 'object';
   return typeof value;
 }
+
+function asBytes(chunk) {
+  if (chunk instanceof Uint8Array) return chunk;
+  if (typeof chunk === 'string') return new TextEncoder().encode(chunk);
+  if (chunk instanceof ArrayBuffer) return new Uint8Array(chunk);
+  if (ArrayBuffer.isView(chunk)) return new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+  throw new TypeError(`an upload stream yielded ${describe(chunk)}, not bytes`);
+}
+
+/** `filename="..."` safe for any name: quotes and line breaks percent-encoded, as browsers do. */
+function quoted(name) {
+  return String(name).replace(/"/g, '%22').replace(/\r/g, '%0D').replace(/\n/g, '%0A');
+}
+
+/**
+ * A streamed multipart/form-data body: the form fields, then the `file` part as the stream
+ * delivers it. The content type comes from the first bytes (unless the caller gave one).
+ * @returns {{ body: ReadableStream<Uint8Array>, contentType: string }}
+ */
+export function multipartStream({ stream, filename, type }, fields) {
+  const boundary = `----image-similarity-${randomBytes(12).toString('hex')}`;
+  const enc = new TextEncoder();
+  const source = typeof stream[Symbol.asyncIterator] === 'function' ? stream : readerIterable(stream);
+
+  async function* chunks() {
+    for (const [key, value] of Object.entries(fields)) {
+      if (value === undefined || value === null) continue;
+      yield enc.encode(`--${boundary}\r\nContent-Disposition: form-data; name="${quoted(key)}"\r\n\r\n${value}\r\n`);
+    }
+    const it = source[Symbol.asyncIterator]();
+    let first = await it.next();
+    while (!first.done && asBytes(first.value).length === 0) first = await it.next();
+    const head = first.done ? new Uint8Array(0) : asBytes(first.value);
+    const contentType = type ?? guessType(head, filename);
+    yield enc.encode(`--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="${quoted(filename)}"`
+      + `\r\nContent-Type: ${contentType}\r\n\r\n`);
+    if (head.length) yield head;
+    for (let next = await it.next(); !next.done; next = await it.next()) yield asBytes(next.value);
+    yield enc.encode(`\r\n--${boundary}--\r\n`);
+  }
+
+  const gen = chunks();
+  const body = new ReadableStream({
+    async pull(controller) {
+      try {
+        const { value, done } = await gen.next();
+        if (done) controller.close();
+        else controller.enqueue(value);
+      } catch (err) {
+        controller.error(err);
+      }
+    },
+    async cancel(reason) {
+      await gen.return(undefined);
+      if (typeof stream.destroy === 'function') stream.destroy(reason instanceof Error ? reason : undefined);
+    },
+  });
+  return { body, contentType: `multipart/form-data; boundary=${boundary}` };
+}
+
+/** A web ReadableStream without async iteration (older runtimes) as an async iterable. */
+function readerIterable(stream) {
+  return {
+    async* [Symbol.asyncIterator]() {
+      const reader = stream.getReader();
+      try {
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) return;
+          yield value;
+        }
+      } finally {
+        reader.releaseLock();
+      }
+    },
+  };
+}
+

@@ -1,0 +1,1129 @@
+// Generated from the search server's /openapi.json by `npm run types`: do not edit by hand.
+// `npm run types:check` (part of `npm test`) fails when the server and this file disagree.
+
+export interface paths {
+    "/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** ready when an index version is served */
+        get: operations["health__get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/add_image": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** register an image row (idempotent per event_code + file_path); the pipeline embeds and indexes its file */
+        post: operations["add_image_add_image_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/events/{event_code}/duplicates": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** groups of near-identical images within an event */
+        get: operations["event_duplicates_events__event_code__duplicates_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/events/{event_code}/duplicates/check": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** is this uploaded photo already in the event? (rotations included) */
+        post: operations["check_duplicate_events__event_code__duplicates_check_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/extract_features": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** the L2-normalised vector of an uploaded image (what the pipeline would index) */
+        post: operations["extract_features_extract_features_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/images/{id_or_code}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** an image row and its pipeline status: queued, embedded, indexed (with the index version) or failed (with the reason) */
+        get: operations["image_status_images__id_or_code__get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/images/{id_or_code}/similar": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** images most similar to an indexed image (by id or code), the image itself excluded */
+        get: operations["similar_images__id_or_code__similar_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/metrics": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Prometheus metrics */
+        get: operations["metrics_metrics_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/search": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** top-k images most similar to a vector, optionally within one event */
+        post: operations["search_vector_search_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/search/image": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** images most similar to an uploaded photo (its 90/180/270-degree rotations included) */
+        post: operations["search_image_search_image_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/stats": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** index and database counts, served version, swap state */
+        get: operations["stats_stats_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/versions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** the CURRENT version and the kept backups */
+        get: operations["versions_versions_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+}
+export type webhooks = Record<string, never>;
+export interface components {
+    schemas: {
+        /** AddImageMetadata */
+        AddImageMetadata: {
+            /**
+             * File Size
+             * @description bytes (images.file_size is BIGINT)
+             */
+            file_size?: number | null;
+            /** Height */
+            height?: number | null;
+            /** Mime Type */
+            mime_type?: string | null;
+            /** Width */
+            width?: number | null;
+        } & {
+            [key: string]: unknown;
+        };
+        /**
+         * AddImageRequest
+         * @description The seed's `/add_image` body. `vector` is validated but never indexed: the pipeline embeds the file.
+         */
+        AddImageRequest: {
+            /**
+             * Event Code
+             * Format: uuid
+             */
+            event_code: string;
+            /**
+             * File Path
+             * @description relative to IMAGE_ROOT
+             */
+            file_path: string;
+            /** Filename */
+            filename: string;
+            metadata?: components["schemas"]["AddImageMetadata"] | null;
+            /** Vector */
+            vector?: number[] | null;
+        };
+        /**
+         * AddImageResponse
+         * @description The seed's `{id, faiss_index, message}` plus the row's code and pipeline status.
+         */
+        AddImageResponse: {
+            /**
+             * Code
+             * @description NULL in EMS rows made without one
+             */
+            code: string | null;
+            /**
+             * Created
+             * @description false: this (event_code, file_path) was registered before and that row is returned (retrying is safe)
+             */
+            created: boolean;
+            /** Event Code */
+            event_code: string;
+            /** Faiss Index */
+            faiss_index?: number | null;
+            /** Id */
+            id: number;
+            /**
+             * Message
+             * @default success
+             */
+            message: string;
+            /**
+             * Status
+             * @description queued for a new row: the pipeline embeds and indexes the file on its next run (GET /images/{id} follows it)
+             * @default queued
+             * @enum {string}
+             */
+            status: "queued" | "embedded" | "indexed" | "failed";
+            /**
+             * Vector Ignored
+             * @description a client vector was sent: validated, not indexed
+             * @default false
+             */
+            vector_ignored: boolean;
+        };
+        /** Body_check_duplicate_events__event_code__duplicates_check_post */
+        Body_check_duplicate_events__event_code__duplicates_check_post: {
+            /** File */
+            file: string;
+            /** Threshold */
+            threshold?: number | null;
+            /**
+             * Top K
+             * @default 10
+             */
+            top_k: number;
+        };
+        /** Body_extract_features_extract_features_post */
+        Body_extract_features_extract_features_post: {
+            /** File */
+            file: string;
+        };
+        /** Body_search_image_search_image_post */
+        Body_search_image_search_image_post: {
+            /**
+             * Event Code
+             * @description only images of this event (UUID)
+             */
+            event_code?: string | null;
+            /**
+             * File
+             * @description a JPEG, PNG, WebP, TIFF... photo
+             */
+            file: string;
+            /** Min Score */
+            min_score?: number | null;
+            /**
+             * Top K
+             * @default 10
+             */
+            top_k: number;
+        };
+        /** DuplicateCheckResponse */
+        DuplicateCheckResponse: {
+            /** Duplicate */
+            duplicate: boolean;
+            /** Event Code */
+            event_code: string;
+            /** Matches */
+            matches: components["schemas"]["SearchHit"][];
+            /** Threshold */
+            threshold: number;
+        };
+        /** DuplicateGroup */
+        DuplicateGroup: {
+            /** Images */
+            images: components["schemas"]["DuplicateImage"][];
+            /**
+             * Min Score
+             * @description weakest link that joined the group
+             */
+            min_score: number;
+            /**
+             * Score
+             * @description highest similarity between two images of the group
+             */
+            score: number;
+        };
+        /** DuplicateImage */
+        DuplicateImage: {
+            /** Code */
+            code: string | null;
+            /** Filename */
+            filename: string | null;
+            /** Id */
+            id: number;
+        };
+        /** DuplicatesResponse */
+        DuplicatesResponse: {
+            /** Event Code */
+            event_code: string;
+            /** Groups */
+            groups: components["schemas"]["DuplicateGroup"][];
+            /** Images Checked */
+            images_checked: number;
+            /** Index Version */
+            index_version: number;
+            /** Threshold */
+            threshold: number;
+        };
+        /** ErrorResponse */
+        ErrorResponse: {
+            /** Detail */
+            detail: string;
+            /** Errors */
+            errors?: {
+                [key: string]: unknown;
+            }[] | null;
+            /** Message */
+            message: string;
+        };
+        /** FeaturesResponse */
+        FeaturesResponse: {
+            /** Dim */
+            dim: number;
+            /** Model */
+            model: string;
+            /** Model Version */
+            model_version: string;
+            /** Processing Time */
+            processing_time: number;
+            /** Vector */
+            vector: number[];
+        };
+        /** HealthResponse */
+        HealthResponse: {
+            /** Index Type */
+            index_type?: string | null;
+            /** Index Version */
+            index_version?: number | null;
+            /** Model Version */
+            model_version?: string | null;
+            /** Status */
+            status: string;
+            /** Total Vectors */
+            total_vectors: number;
+        };
+        /**
+         * ImageStatusResponse
+         * @description An `images` row and where the pipeline is with it.
+         */
+        ImageStatusResponse: {
+            /** Attempts */
+            attempts?: number | null;
+            /** Code */
+            code: string | null;
+            /** Created At */
+            created_at: string | null;
+            /** Embedded At */
+            embedded_at?: string | null;
+            /**
+             * Error
+             * @description why embedding failed (status failed)
+             */
+            error?: string | null;
+            /** Event Code */
+            event_code: string;
+            /** Faiss Index */
+            faiss_index: number | null;
+            /** File Path */
+            file_path: string;
+            /** File Size */
+            file_size: number | null;
+            /** Filename */
+            filename: string;
+            /** Height */
+            height: number | null;
+            /** Id */
+            id: number;
+            /**
+             * Index Version
+             * @description the served index version holding it (status indexed)
+             */
+            index_version?: number | null;
+            /** Mime Type */
+            mime_type: string | null;
+            /**
+             * Model Version
+             * @description the served model the status is about
+             */
+            model_version: string | null;
+            /**
+             * Status
+             * @description queued (not embedded yet), embedded (not in the served index yet), indexed (searchable now), failed (see error)
+             * @enum {string}
+             */
+            status: "queued" | "embedded" | "indexed" | "failed";
+            /** Width */
+            width: number | null;
+        };
+        /** SearchFilters */
+        SearchFilters: {
+            /**
+             * Event Code
+             * @description only images of this event
+             */
+            event_code?: string | null;
+        };
+        /**
+         * SearchHit
+         * @description One result: the seed's four fields plus the image code.
+         */
+        SearchHit: {
+            /** Code */
+            code: string | null;
+            /** Event Code */
+            event_code: string | null;
+            /** Filename */
+            filename: string | null;
+            /** Id */
+            id: number;
+            /** Similarity Score */
+            similarity_score: number;
+        };
+        /**
+         * SearchRequest
+         * @description The seed's `/search` body, plus an optional minimum score.
+         */
+        SearchRequest: {
+            filters?: components["schemas"]["SearchFilters"] | null;
+            /**
+             * Min Score
+             * @description drop results below this cosine similarity
+             */
+            min_score?: number | null;
+            /**
+             * Top K
+             * @default 10
+             */
+            top_k: number;
+            /**
+             * Vector
+             * @description the served model's dimension; normalised server-side
+             */
+            vector: number[];
+        };
+        /** StatsResponse */
+        StatsResponse: {
+            /** Database */
+            database: string;
+            /** Embedded */
+            embedded: number | null;
+            /** Failed */
+            failed: number | null;
+            /** Index Size Mb */
+            index_size_mb: number;
+            /** Index Type */
+            index_type: string | null;
+            /** Index Version */
+            index_version: number | null;
+            /** Model */
+            model: string;
+            /** Model Version */
+            model_version: string | null;
+            /** Status */
+            status: string;
+            swap: components["schemas"]["SwapState"];
+            /** Total Images Db */
+            total_images_db: number | null;
+            /** Total Vectors Faiss */
+            total_vectors_faiss: number;
+        };
+        /** SwapState */
+        SwapState: {
+            /** Failed Versions */
+            failed_versions: {
+                [key: string]: string;
+            };
+            /** Failures */
+            failures: number;
+            /** Last Error */
+            last_error: string | null;
+            /** Last Swap At */
+            last_swap_at: string | null;
+            /** Swaps */
+            swaps: number;
+        };
+        /** VersionInfo */
+        VersionInfo: {
+            /** Count */
+            count?: number | null;
+            /** Created At */
+            created_at?: string | null;
+            /**
+             * Current
+             * @default false
+             */
+            current: boolean;
+            /** Error */
+            error?: string | null;
+            /** Index Type */
+            index_type?: string | null;
+            /** Published At */
+            published_at?: string | null;
+            /**
+             * Served
+             * @default false
+             */
+            served: boolean;
+            /** Status */
+            status?: string | null;
+            /** Version */
+            version: number;
+        };
+        /** VersionsResponse */
+        VersionsResponse: {
+            /** Current */
+            current: number | null;
+            /** Model Version */
+            model_version: string | null;
+            /** Served */
+            served: number | null;
+            /** Versions */
+            versions: components["schemas"]["VersionInfo"][];
+        };
+    };
+    responses: never;
+    parameters: never;
+    requestBodies: never;
+    headers: never;
+    pathItems: never;
+}
+export type $defs = Record<string, never>;
+export interface operations {
+    health__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HealthResponse"];
+                };
+            };
+            /** @description no index version loaded yet (the message says why) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    add_image_add_image_post: {
+        parameters: {
+            query?: never;
+            header?: {
+                "x-api-key"?: string | null;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["AddImageRequest"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AddImageResponse"];
+                };
+            };
+            /** @description X-API-Key missing */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description wrong API key */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description already registered with another filename */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description invalid input (the message says which field and why) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description the database is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    event_duplicates_events__event_code__duplicates_get: {
+        parameters: {
+            query?: {
+                /** @description cosine similarity; default DUPLICATE_THRESHOLD */
+                threshold?: number | null;
+            };
+            header?: never;
+            path: {
+                event_code: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DuplicatesResponse"];
+                };
+            };
+            /** @description invalid input (the message says which field and why) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description no index version loaded yet (the message says why) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    check_duplicate_events__event_code__duplicates_check_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                event_code: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "multipart/form-data": components["schemas"]["Body_check_duplicate_events__event_code__duplicates_check_post"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DuplicateCheckResponse"];
+                };
+            };
+            /** @description upload over MAX_UPLOAD_MB, or an image too large to decode (bomb guard) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description the file is not an image */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description invalid input (the message says which field and why) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description no index version loaded yet (the message says why) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    extract_features_extract_features_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "multipart/form-data": components["schemas"]["Body_extract_features_extract_features_post"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["FeaturesResponse"];
+                };
+            };
+            /** @description upload over MAX_UPLOAD_MB, or an image too large to decode (bomb guard) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description the file is not an image */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description invalid input (the message says which field and why) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description model unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    image_status_images__id_or_code__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id_or_code: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ImageStatusResponse"];
+                };
+            };
+            /** @description unknown image */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description invalid input (the message says which field and why) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description the database is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    similar_images__id_or_code__similar_get: {
+        parameters: {
+            query?: {
+                /** @description only images of this event (UUID) */
+                event_code?: string | null;
+                min_score?: number | null;
+                top_k?: number;
+            };
+            header?: never;
+            path: {
+                id_or_code: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SearchHit"][];
+                };
+            };
+            /** @description unknown image */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description invalid input (the message says which field and why) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description no index version loaded yet (the message says why) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    metrics_metrics_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/plain": unknown;
+                };
+            };
+        };
+    };
+    search_vector_search_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SearchRequest"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SearchHit"][];
+                };
+            };
+            /** @description invalid input (the message says which field and why) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description no index version loaded yet (the message says why) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    search_image_search_image_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "multipart/form-data": components["schemas"]["Body_search_image_search_image_post"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SearchHit"][];
+                };
+            };
+            /** @description upload over MAX_UPLOAD_MB, or an image too large to decode (bomb guard) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description the file is not an image */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description invalid input (the message says which field and why) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description no index version loaded yet (the message says why) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    stats_stats_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StatsResponse"];
+                };
+            };
+        };
+    };
+    versions_versions_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["VersionsResponse"];
+                };
+            };
+        };
+    };
+}
