@@ -37,7 +37,11 @@ def _model_dim(state: ServerState) -> int | None:
 
 def _file_facts(path: Path) -> dict[str, Any]:
     """Size, MIME type and pixel size from the file header (cheap: no decode)."""
-    facts: dict[str, Any] = {"file_size": path.stat().st_size, "mime_type": mimetypes.guess_type(path.name)[0]}
+    facts: dict[str, Any] = {"mime_type": mimetypes.guess_type(path.name)[0]}
+    try:
+        facts["file_size"] = path.stat().st_size
+    except OSError:  # gone since the check: the pipeline will record it missing
+        return facts
     try:
         from PIL import Image
 
@@ -57,13 +61,17 @@ async def add_image(body: AddImageRequest, state: State) -> JSONResponse:
     from embeddings.loading import ImageLoadError, resolve_image_path
 
     root = state.settings.resolved_image_root
+    shown = repr(body.file_path[:200])  # the client's own text; never the server path it resolves to
     try:
         path = resolve_image_path(root, body.file_path)
+        found = path.is_file()
     except ImageLoadError as exc:
-        raise HTTPException(422, f"file_path {body.file_path!r}: {exc.reason} (paths are relative to IMAGE_ROOT)") \
+        raise HTTPException(422, f"file_path {shown}: {exc.reason} (paths are relative to IMAGE_ROOT)") from None
+    except OSError as exc:  # e.g. a permission denied on a folder on the way
+        raise HTTPException(422, f"file_path {shown}: cannot be read ({exc.strerror or type(exc).__name__})") \
             from None
-    if not path.is_file():
-        raise HTTPException(422, f"file_path {body.file_path!r}: no file at {path} (IMAGE_ROOT is {root})")
+    if not found:
+        raise HTTPException(422, f"file_path {shown}: no file there under IMAGE_ROOT")
     if body.vector is not None:
         dim = _model_dim(state)
         if dim is not None and len(body.vector) != dim:
@@ -85,6 +93,7 @@ async def add_image(body: AddImageRequest, state: State) -> JSONResponse:
             "VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id, code, event_code",
             (body.event_code, body.filename, body.file_path, values["file_size"], values["mime_type"],
              values["width"], values["height"]),
+            timeout=state.db.slow_timeout,
         )
     except psycopg.errors.ForeignKeyViolation:
         raise HTTPException(422, f"event_code {body.event_code} is not an event (no row in events)") from None
