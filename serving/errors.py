@@ -69,6 +69,12 @@ def _summary(errors: list[dict[str, Any]]) -> str:
         return f"body is not valid JSON: {first.get('ctx', {}).get('error', msg)}"
     if first.get("type") == "missing":
         msg = "field required"
+    if first.get("type") == "string_pattern_mismatch":
+        from serving.schemas import PATTERN_MEANING
+
+        pattern = str(first.get("ctx", {}).get("pattern", ""))
+        if pattern in PATTERN_MEANING:
+            msg = f"must be {PATTERN_MEANING[pattern]}, got {str(first.get('input'))[:64]!r}"
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
     return f"{where}: {msg}{more}" if where else f"{msg}{more}"
 
@@ -82,7 +88,12 @@ async def validation_handler(request: Request, exc: RequestValidationError) -> J
 
 async def http_handler(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     message = redact(exc.detail if isinstance(exc.detail, str) else str(exc.detail), _settings(request))
-    return JSONResponse({"detail": message, "message": message}, status_code=exc.status_code,
+    status = exc.status_code
+    if status == 400:
+        # Our routes never answer 400; the framework does when a body cannot be parsed at all (bytes that
+        # are not UTF-8 JSON, broken multipart). That is invalid input like any other: 422, as documented.
+        status, message = 422, f"the request body cannot be parsed ({message})"
+    return JSONResponse({"detail": message, "message": message}, status_code=status,
                         headers=getattr(exc, "headers", None))
 
 

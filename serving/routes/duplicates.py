@@ -10,9 +10,9 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from serving import search as engine
-from serving.deps import Served, State, parse_event_code
+from serving.deps import EventCodePath, Served, State, parse_event_code
 from serving.duplicates import duplicate_groups
-from serving.routes.common import NO_INDEX, UPLOAD, VALIDATION
+from serving.routes.common import DELETED_FILTER, NO_INDEX, UPLOAD, VALIDATION
 from serving.schemas import MAX_TOP_K, DuplicateCheckResponse, DuplicatesResponse
 from serving.uploads import embed_upload
 
@@ -22,9 +22,10 @@ Threshold = Annotated[float | None, Query(ge=0.0, le=1.0, allow_inf_nan=False,
                                           description="cosine similarity; default DUPLICATE_THRESHOLD")]
 
 
-@router.get("/{event_code}/duplicates", response_model=DuplicatesResponse, responses={**VALIDATION, **NO_INDEX},
+@router.get("/{event_code}/duplicates", response_model=DuplicatesResponse,
+            responses={200: {"headers": DELETED_FILTER}, **VALIDATION, **NO_INDEX},
             summary="groups of near-identical images within an event")
-async def event_duplicates(event_code: str, state: State, served: Served, threshold: Threshold = None
+async def event_duplicates(event_code: EventCodePath, state: State, served: Served, threshold: Threshold = None
                            ) -> JSONResponse:
     event = parse_event_code(event_code)
     limit = state.settings.duplicate_threshold if threshold is None else threshold
@@ -50,10 +51,10 @@ async def event_duplicates(event_code: str, state: State, served: Served, thresh
 
 
 @router.post("/{event_code}/duplicates/check", response_model=DuplicateCheckResponse,
-             responses={**VALIDATION, **NO_INDEX, **UPLOAD},
+             responses={200: {"headers": DELETED_FILTER}, **VALIDATION, **NO_INDEX, **UPLOAD},
              summary="is this uploaded photo already in the event? (rotations included)")
 async def check_duplicate(
-    event_code: str,
+    event_code: EventCodePath,
     state: State,
     served: Served,
     file: Annotated[UploadFile, File()],

@@ -13,8 +13,8 @@ from starlette.concurrency import run_in_threadpool
 
 from serving import search as engine
 from serving.database import DatabaseDown
-from serving.deps import Served, State, parse_event_code, require_api_key, resolve_image
-from serving.routes.common import AUTH, DATABASE, NO_INDEX, NOT_FOUND, VALIDATION
+from serving.deps import EventCodeQuery, IdOrCodePath, Served, State, parse_event_code, require_api_key, resolve_image
+from serving.routes.common import AUTH, BODY_LIMIT, DATABASE, DELETED_FILTER, NO_INDEX, NOT_FOUND, VALIDATION
 from serving.routes.search import hits_response
 from serving.schemas import MAX_TOP_K, AddImageRequest, AddImageResponse, SearchHit
 from serving.state import ServerState
@@ -55,7 +55,7 @@ def _file_facts(path: Path) -> dict[str, Any]:
 
 
 @router.post("/add_image", response_model=AddImageResponse, dependencies=[Depends(require_api_key)],
-             responses={**VALIDATION, **AUTH, **DATABASE},
+             responses={**VALIDATION, **AUTH, **BODY_LIMIT, **DATABASE},
              summary="register an image row; the pipeline embeds and indexes its file (status queued)")
 async def add_image(body: AddImageRequest, state: State) -> JSONResponse:
     from embeddings.loading import ImageLoadError, resolve_image_path
@@ -108,14 +108,14 @@ async def add_image(body: AddImageRequest, state: State) -> JSONResponse:
 
 
 @router.get("/images/{id_or_code}/similar", response_model=list[SearchHit],
-            responses={**VALIDATION, **NOT_FOUND, **NO_INDEX},
+            responses={200: {"headers": DELETED_FILTER}, **VALIDATION, **NOT_FOUND, **NO_INDEX},
             summary="images most similar to an indexed image (by id or code), the image itself excluded")
 async def similar(
-    id_or_code: str,
+    id_or_code: IdOrCodePath,
     state: State,
     served: Served,
     top_k: Annotated[int, Query(ge=1, le=MAX_TOP_K)] = 10,
-    event_code: Annotated[str | None, Query(description="only images of this event (UUID)")] = None,
+    event_code: EventCodeQuery = None,
     min_score: Annotated[float | None, Query(ge=-1.0, le=1.0, allow_inf_nan=False)] = None,
 ) -> JSONResponse:
     image_id = resolve_image(served, id_or_code)

@@ -9,6 +9,7 @@ from fastapi import APIRouter
 from serving.database import DatabaseDown
 from serving.deps import State
 from serving.errors import redact
+from serving.routes.common import RESOURCE
 from serving.schemas import StatsResponse, VersionsResponse
 
 router = APIRouter(tags=["stats"])
@@ -28,7 +29,8 @@ def _swap(state: Any) -> dict[str, Any]:
             "last_swap_at": s.last_swap_at}
 
 
-@router.get("/stats", response_model=StatsResponse, summary="index and database counts, served version, swap state")
+@router.get("/stats", response_model=StatsResponse, responses=RESOURCE,
+            summary="index and database counts, served version, swap state")
 async def stats(state: State) -> dict:
     served = state.holder.current
     model_version = served.model_version if served else state.holder.model_version
@@ -60,7 +62,8 @@ async def stats(state: State) -> dict:
     }
 
 
-@router.get("/versions", response_model=VersionsResponse, summary="the CURRENT version and the kept backups")
+@router.get("/versions", response_model=VersionsResponse, responses=RESOURCE,
+            summary="the CURRENT version and the kept backups")
 async def versions(state: State) -> dict:
     served = state.holder.current
     store = state.holder.store()

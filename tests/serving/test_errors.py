@@ -7,7 +7,6 @@ import json
 import uuid
 
 import pytest
-from hypothesis import HealthCheck, settings
 
 from tests.serving.conftest import API_KEY
 
@@ -125,26 +124,3 @@ def test_add_image_errors(main, base) -> None:
 def test_unknown_route_and_method(srv) -> None:
     assert "Not Found" in _error(srv.client.get("/nope"), 404)
     assert "Method Not Allowed" in _error(srv.client.get("/search"), 405)
-
-
-# --- fuzzing the OpenAPI schema: no input may produce a 500 ------------------------------------------------
-
-def _schema():  # type: ignore[no-untyped-def]
-    import schemathesis
-
-    from core.settings import load_settings
-    from serving.app import create_app
-
-    return schemathesis.openapi.from_dict(create_app(load_settings(embedding_model="efficientnet-lite0")).openapi())
-
-
-schema = _schema()
-
-
-@schema.parametrize()
-@settings(max_examples=12, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
-def test_fuzz_no_server_errors(case, main) -> None:  # type: ignore[no-untyped-def]
-    """Bounded (12 examples per operation, ~25 s) so the suite stays quick; derandomised to be repeatable."""
-    from schemathesis.checks import not_a_server_error
-
-    case.call_and_validate(base_url=main[1].url, checks=[not_a_server_error])
