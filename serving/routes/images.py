@@ -58,7 +58,7 @@ def _file_facts(path: Path) -> dict[str, Any]:
              responses={**VALIDATION, **AUTH, **BODY_LIMIT, **DATABASE},
              summary="register an image row; the pipeline embeds and indexes its file (status queued)")
 async def add_image(body: AddImageRequest, state: State) -> JSONResponse:
-    from embeddings.loading import ImageLoadError, resolve_image_path
+    from embeddings.loading import INVALID_PATH, ImageLoadError, resolve_image_path
 
     root = state.settings.resolved_image_root
     shown = repr(body.file_path[:200])  # the client's own text; never the server path it resolves to
@@ -66,7 +66,8 @@ async def add_image(body: AddImageRequest, state: State) -> JSONResponse:
         path = resolve_image_path(root, body.file_path)
         found = path.is_file()
     except ImageLoadError as exc:
-        raise HTTPException(422, f"file_path {shown}: {exc.reason} (paths are relative to IMAGE_ROOT)") from None
+        why = f"{exc.reason}: {exc.detail}" if exc.reason == INVALID_PATH and exc.detail else exc.reason
+        raise HTTPException(422, f"file_path {shown}: {why} (paths are relative to IMAGE_ROOT)") from None
     except OSError as exc:  # e.g. a permission denied on a folder on the way
         raise HTTPException(422, f"file_path {shown}: cannot be read ({exc.strerror or type(exc).__name__})") \
             from None
