@@ -34,7 +34,15 @@ T = TypeVar("T")
 
 
 class DatabaseDown(RuntimeError):
-    """The database did not answer (in time); the message says why (for 503s and /stats)."""
+    """The database did not answer (in time); the message says why (for 503s and /stats).
+
+    `sent` is False when the call never left the server (the breaker was open): a write then surely did
+    not happen. True: it may have reached the database before it stopped answering.
+    """
+
+    def __init__(self, reason: str, *, sent: bool = True) -> None:
+        super().__init__(reason)
+        self.sent = sent
 
 
 class Database:
@@ -172,7 +180,7 @@ class Database:
         violations, bad values) pass through as psycopg errors.
         """
         if self._open:
-            raise DatabaseDown(self.last_error or "database unavailable")
+            raise DatabaseDown(self.last_error or "database unavailable", sent=False)
         if self._opened is None:
             self._opened = asyncio.Event()
         opened = self._opened

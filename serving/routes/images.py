@@ -101,7 +101,9 @@ async def add_image(body: AddImageRequest, state: State) -> JSONResponse:
     except psycopg.DataError as exc:
         raise HTTPException(422, f"the database refused a value: {str(exc).splitlines()[0]}") from None
     except DatabaseDown as exc:
-        raise HTTPException(503, f"database unavailable, nothing was registered: {exc}") from None
+        outcome = ("it may have been registered before the database stopped answering" if exc.sent
+                   else "nothing was registered")
+        raise HTTPException(503, f"database unavailable, {outcome}: {exc}", headers={"Retry-After": "1"}) from None
     image_id, code, event_code = rows[0]
     return JSONResponse({"id": int(image_id), "faiss_index": None, "message": "success", "status": "queued",
                          "code": str(code), "event_code": str(event_code),
