@@ -12,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import shutil
 import signal
+import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -68,13 +70,17 @@ def test_uploads_beyond_the_bound_get_503_at_once(scenario, live_server, base) -
 # --- a hung database -----------------------------------------------------------------------------------------
 
 @pytest.fixture
-def private_pg(tmp_path: Path) -> Iterator:  # type: ignore[type-arg]
+def private_pg() -> Iterator:  # type: ignore[type-arg]
+    """Outside pytest's temp root: concurrent pytest sessions reset that to 0700, and as root the server
+    runs as the unprivileged postgres user, who must traverse every parent folder."""
     from core.localpg import LocalPostgres
 
-    server = LocalPostgres(tmp_path / "pg").start()
+    folder = Path(tempfile.mkdtemp(prefix="imgsim-hung-pg-"))
+    server = LocalPostgres(folder / "pg").start()
     yield server
     resume(server)
     server.stop()
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def postgres_pids(server) -> list[int]:  # type: ignore[no-untyped-def]
