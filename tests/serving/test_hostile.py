@@ -67,6 +67,25 @@ def test_uploads_beyond_the_bound_get_503_at_once(scenario, live_server, base) -
     assert gate.busy == 0 and gate.rejected == statuses.count(503)
 
 
+def test_decode_budget_is_bytes_not_pixels(scenario, live_server, base) -> None:
+    """UPLOAD_DECODE_MB bounds the decoded buffer: a 4 MB RGB PNG decode is refused under a 1 MB budget, while
+    a JPEG of the same pixels drafts far under it; 16-bit pixels count double."""
+    from PIL import Image
+
+    scn = scenario("budget", upload_decode_mb=1.0)
+    scn.publish()
+    srv = live_server(scn.settings)
+    srv.wait_ready()
+    png, jpeg = io.BytesIO(), io.BytesIO()
+    Image.new("RGB", (1000, 1000), (200, 30, 30)).save(png, "PNG")
+    Image.new("RGB", (1000, 1000), (200, 30, 30)).save(jpeg, "JPEG")
+    r = srv.client.post("/search/image", files={"file": ("a.png", png.getvalue())})
+    assert r.status_code == 413 and "needs 4 MB (limit 1 MB)" in r.json()["message"], r.text
+    assert srv.client.post("/search/image", files={"file": ("a.jpg", jpeg.getvalue())}).status_code == 200
+    r = srv.client.post("/extract_features", files={"file": ("b.png", big_sixteen_bit_png(800))})
+    assert r.status_code == 413 and "I;16" in r.json()["message"]  # 800² x 2 bytes = 1.2 MB
+
+
 # --- a hung database -----------------------------------------------------------------------------------------
 
 @pytest.fixture
