@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 import uuid
 
 import pytest
@@ -199,3 +200,36 @@ def test_schema_says_what_is_accepted(srv) -> None:
     assert add["security"] == [{"APIKeyHeader": []}] and {"401", "403", "413", "422", "503"} <= set(add["responses"])
     busy = schema["paths"]["/search/image"]["post"]["responses"]["503"]
     assert "Retry-After" in busy["headers"] and "UPLOAD_CONCURRENCY" in busy["description"]
+
+
+def test_faults_are_json_and_keep_the_connection(main, live_server) -> None:
+    """Fault injection on a real server: an OS error is a 503 with Retry-After, a bug a JSON 500 (logged), and
+    the same keep-alive connection serves the next request (uvicorn resets it when an exception escapes)."""
+    import errno
+
+    srv = live_server(main[0].settings)
+
+    async def os_fault() -> None:
+        raise OSError(errno.EMFILE, "Too many open files", "/srv/secret/place")
+
+    async def bug() -> None:
+        raise RuntimeError("a bug at /srv/secret/place")
+
+    srv.app.add_api_route("/fault/os", os_fault)
+    srv.app.add_api_route("/fault/bug", bug)
+    srv.wait_ready()
+    r = srv.client.get("/fault/os")
+    assert "Too many open files" in _error(r, 503) and r.headers["retry-after"] == "1"
+    assert "secret" not in r.text
+    r = srv.client.get("/fault/bug")
+    assert "internal error" in _error(r, 500) and "secret" not in r.text
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as sock:  # one connection, two requests
+        stream = sock.makefile("rb")
+        for path, status in (("/fault/bug", b" 500 "), ("/fault/os", b" 503 "), ("/", b" 200 ")):
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+            assert status in stream.readline()
+            length = 0
+            while (line := stream.readline()) not in (b"\r\n", b""):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            stream.read(length)
