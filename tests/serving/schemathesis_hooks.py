@@ -38,7 +38,16 @@ schemathesis.openapi.format("binary", IMAGES)
 def map_case(context, case):  # type: ignore[no-untyped-def]
     meta = getattr(case, "meta", None)
     positive = meta is not None and meta.generation.mode.is_positive
-    if positive and case.operation.path == "/add_image" and isinstance(case.body, dict):
+    if not positive:
+        return case
+    if case.operation.path == "/add_image" and isinstance(case.body, dict):
         case.body["file_path"] = os.environ["SCHEMATHESIS_FILE_PATH"]
         case.body["event_code"] = os.environ["SCHEMATHESIS_EVENT_CODE"]
+    params = case.path_parameters or {}
+    # Half the generated ids and events are swapped for indexed ones, so the answering paths get fuzzed
+    # too (random ids are almost all 404, random events empty); the other half stay random.
+    if "-" in str(params.get("id_or_code", "")):
+        params["id_or_code"] = os.environ["SCHEMATHESIS_IMAGE_ID"]
+    if str(params.get("event_code", "x"))[:1] in "01234567":
+        params["event_code"] = os.environ["SCHEMATHESIS_EVENT_CODE"]
     return case

@@ -179,7 +179,7 @@ def test_hung_database_costs_searches_one_deadline_at_most(scenario, live_server
             assert r.status_code == 200, r.text
             timings.append(took)
         assert max(timings) < 1.0, timings  # the first pays DB_REQUEST_TIMEOUT (0.25 s) at most
-        assert sorted(timings)[-2] < 0.2, timings  # ... and only the first: the breaker is open
+        assert srv.state.db.timeouts == 1  # ... and only the first: then the breaker answers at once
         assert r.headers["x-deleted-filter"] == "skipped" and r.json()[0]["id"] == deleted  # the index alone
         t0 = time.perf_counter()
         check = srv.client.post(f"/events/{base.event_a}/duplicates/check", files={"file": ("p.jpg", photo)})

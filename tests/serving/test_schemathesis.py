@@ -28,7 +28,7 @@ def test_schemathesis_all_checks_clean(scenario, live_server, base, tmp_path) ->
     cli = Path(sys.executable).with_name("schemathesis")
     env = {**os.environ, "PYTHONPATH": str(REPO), "SCHEMATHESIS_HOOKS": "tests.serving.schemathesis_hooks",
            "SCHEMATHESIS_FILE_PATH": f"/uploads/{base.files[base.ids[0]].name}",
-           "SCHEMATHESIS_EVENT_CODE": base.event_a}
+           "SCHEMATHESIS_EVENT_CODE": base.event_a, "SCHEMATHESIS_IMAGE_ID": str(base.ids[3])}
     cmd = [str(cli), "run", f"{srv.url}/openapi.json", "--checks", "all", "--mode", "all", "--workers", "1",
            "--max-examples", os.environ.get("SCHEMATHESIS_EXAMPLES", "25"), "--seed", "13",
            "--generation-database", "none", "--suppress-health-check", "all", "--no-color",
