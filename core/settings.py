@@ -67,6 +67,12 @@ class Settings(BaseSettings):
     max_upload_mb: float = Field(20.0, gt=0)
     duplicate_threshold: float = Field(0.80, ge=-1.0, le=1.0, description="tuned: docs/api.md")
     swap_poll_seconds: float = Field(2.0, gt=0)
+    # Search server under load and faults (docs/api.md "Limits").
+    upload_concurrency: int = Field(2, ge=1, le=64, description="uploads decoded+embedded at once; more: 503")
+    upload_decode_mb: float = Field(256.0, gt=0, description="memory one upload's decode may take (bytes, "
+                                    "after JPEG draft); a 10,950² 16-bit PNG needs 240 MB")
+    db_request_timeout: float = Field(0.25, gt=0, le=30, description="deadline of each database call on the "
+                                      "request path (connect, statement, cancel); a hung database costs this once")
     search_server_url: str | None = Field(
         None, description="public URL of the search server for links (Airflow plugin); default http://API_HOST:API_PORT/"
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -23,6 +24,26 @@ Every error is JSON `{"detail": ..., "message": ...}` with a 4xx status
 """
 
 
+def _exact_openapi(app: FastAPI, settings: Settings) -> None:
+    """The schema with what only this server knows (the model's vector length); built once, on first ask."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            from serving.schemas import openapi_exact
+
+            try:
+                from embeddings.models import MODELS, parse_name
+
+                dim: int | None = MODELS[parse_name(settings.embedding_model).model].dim
+            except Exception:  # an unknown model name: the schema just does not pin the length
+                dim = None
+            app.openapi_schema = openapi_exact(generate(), dim)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """A server for `settings` (default: the environment). The watcher starts with the app's lifespan."""
     settings = settings or get_settings()
@@ -38,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="Image similarity search", version="1.0.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.server = state
+    _exact_openapi(app, settings)
     errors.install(app)
     app.include_router(api_router)
     app.add_middleware(errors.BodyLimitMiddleware, limit=int(settings.max_upload_mb * 2**20))

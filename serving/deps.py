@@ -1,4 +1,8 @@
-"""Route dependencies: the server state, the served index (or 503), the API key, id/UUID parsing."""
+"""Route dependencies: the server state, the served index (or 503), the API key, id/UUID parameters.
+
+The parameter types below carry their pattern into the OpenAPI schema, so the
+schema says exactly which ids and codes the routes accept.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,22 @@ import secrets
 import uuid
 from typing import Annotated
 
-from fastapi import Depends, Header, HTTPException, Request
+from fastapi import Depends, Form, HTTPException, Path, Query, Request
+from fastapi.security import APIKeyHeader
 
+from serving.schemas import ID_OR_CODE_PATTERN, OPTIONAL_UUID_PATTERN, UUID_PATTERN
 from serving.served import ServedIndex
 from serving.state import ServerState
+
+_UUID_SCHEMA = {"format": "uuid"}
+EventCodePath = Annotated[str, Path(pattern=UUID_PATTERN, json_schema_extra=_UUID_SCHEMA,
+                                    description="the event's code (UUID)")]
+EventCodeQuery = Annotated[str | None, Query(pattern=UUID_PATTERN, json_schema_extra=_UUID_SCHEMA,
+                                             description="only images of this event (UUID)")]
+EventCodeForm = Annotated[str | None, Form(pattern=OPTIONAL_UUID_PATTERN,
+                                           description="only images of this event (UUID; empty: all)")]
+IdOrCodePath = Annotated[str, Path(pattern=ID_OR_CODE_PATTERN,
+                                   description="an image id (integer) or an image code (UUID)")]
 
 
 async def get_state(request: Request) -> ServerState:
@@ -32,7 +48,11 @@ async def get_served(state: State) -> ServedIndex:
 Served = Annotated[ServedIndex, Depends(get_served)]
 
 
-async def require_api_key(state: State, x_api_key: Annotated[str | None, Header()] = None) -> None:
+# Declared as an OpenAPI security scheme, so clients and fuzzers know how the write routes authenticate.
+_API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="API_KEY, when the server sets one")
+
+
+async def require_api_key(state: State, x_api_key: Annotated[str | None, Depends(_API_KEY)] = None) -> None:
     """Write routes need X-API-Key when API_KEY is set: 401 without one, 403 with a wrong one."""
     expected = state.settings.api_key
     if not expected:
@@ -44,7 +64,7 @@ async def require_api_key(state: State, x_api_key: Annotated[str | None, Header(
 
 
 def parse_event_code(event_code: str) -> str:
-    """A canonical lower-case UUID string, or 422."""
+    """A canonical lower-case UUID string, or 422 (the parameter types above already check the form)."""
     try:
         return str(uuid.UUID(event_code))
     except (ValueError, AttributeError, TypeError):

@@ -10,11 +10,12 @@ lookup (oldest row first) runs under that lock before any insert.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, Literal
+
+import psycopg
 
 from serving.database import Database
 from serving.served import ServedIndex
@@ -84,34 +85,32 @@ class FilenameConflict(ValueError):
 async def register_image(db: Database, *, event_code: uuid.UUID, filename: str, file_path: str,
                          values: dict[str, Any]) -> Registration:
     """The existing row for (event_code, file_path), else a new one; one row even for concurrent requests."""
-    async with db.connection() as conn:
+    async def run(conn: psycopg.AsyncConnection) -> Registration:
+        async with conn.transaction():
+            # One key per (event, path); a collision between two pairs only makes them wait in turn.
+            await conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s::text || ' ' || %s))",
+                               (_LOCK_NAMESPACE, str(event_code), file_path))
+            cur = await conn.execute(
+                f"SELECT {_ROW_COLUMNS} FROM images WHERE event_code = %s AND md5(file_path) = md5(%s) "
+                "AND file_path = %s ORDER BY id LIMIT 1",
+                (event_code, file_path, file_path))
+            found = await cur.fetchone()
+            if found is not None:
+                row = ImageRow.from_db(found)
+                if row.filename != filename:
+                    raise FilenameConflict(row)
+                return Registration(row, created=False)
+            cur = await conn.execute(
+                "INSERT INTO images (event_code, filename, file_path, file_size, mime_type, width, height) "
+                f"VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING {_ROW_COLUMNS}",
+                (event_code, filename, file_path, values.get("file_size"), values.get("mime_type"),
+                 values.get("width"), values.get("height")))
+            inserted = await cur.fetchone()
+            assert inserted is not None
+            return Registration(ImageRow.from_db(inserted), created=True)
 
-        async def run() -> Registration:
-            async with conn.transaction():
-                # One key per (event, path); a collision between two pairs only makes them wait in turn.
-                await conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s::text || ' ' || %s))",
-                                   (_LOCK_NAMESPACE, str(event_code), file_path))
-                cur = await conn.execute(
-                    f"SELECT {_ROW_COLUMNS} FROM images WHERE event_code = %s AND md5(file_path) = md5(%s) "
-                    "AND file_path = %s ORDER BY id LIMIT 1",
-                    (event_code, file_path, file_path))
-                found = await cur.fetchone()
-                if found is not None:
-                    row = ImageRow.from_db(found)
-                    if row.filename != filename:
-                        raise FilenameConflict(row)
-                    return Registration(row, created=False)
-                cur = await conn.execute(
-                    "INSERT INTO images (event_code, filename, file_path, file_size, mime_type, width, height) "
-                    f"VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING {_ROW_COLUMNS}",
-                    (event_code, filename, file_path, values.get("file_size"), values.get("mime_type"),
-                     values.get("width"), values.get("height")))
-                inserted = await cur.fetchone()
-                assert inserted is not None
-                return Registration(ImageRow.from_db(inserted), created=True)
-
-        # Waiting on the lock counts too: a stuck holder must not hang the request forever.
-        return await asyncio.wait_for(run(), db.timeout * 2)
+    # Waiting on the lock counts too: a stuck holder (or a hung server) must not hang the request.
+    return await db.run(run, timeout=db.slow_timeout)
 
 
 async def find_image(db: Database, id_or_code: int | uuid.UUID) -> ImageRow | None:

@@ -1,43 +1,103 @@
-"""Request and response bodies. The seed's shapes are kept field for field; extra fields are additive."""
+"""Request and response bodies. The seed's shapes are kept field for field; extra fields are additive.
+
+Request bodies are STRICT: a number is a JSON number ("0.5", true and "5"
+are refused where numbers are expected), UUIDs are the canonical 8-4-4-4-12
+hex form, unknown fields are refused where the seed had none. The OpenAPI
+schema says exactly that (`openapi_exact` adds what only the running server
+knows: the model's vector length), so a client generated from it sends
+nothing the server refuses, and the server accepts everything it allows.
+"""
 
 from __future__ import annotations
 
-import math
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 MAX_TOP_K = 1000
 # Enough for any model we serve (2048-d) with room; a bigger body is refused before numpy sees it.
 MAX_VECTOR_LEN = 8192
+UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+# An image id (1 to 12 digits) or an image code (a UUID).
+ID_OR_CODE_PATTERN = r"^(?:[0-9]{1,12}|" + UUID_PATTERN[1:-1] + r")$"
+# What a pattern means, for readable 422 messages (serving.errors).
+PATTERN_MEANING = {UUID_PATTERN: "a UUID (8-4-4-4-12 hex digits)",
+                   r"^(?:" + UUID_PATTERN[1:-1] + r")?$": "a UUID (8-4-4-4-12 hex digits) or empty",
+                   ID_OR_CODE_PATTERN: "an image id (integer) or an image code (UUID)"}
 
 
-def check_finite(values: list[float]) -> list[float]:
-    """Python's JSON parser accepts NaN and Infinity literals; a query vector must not contain them."""
-    for i, v in enumerate(values):
-        if not math.isfinite(v) or abs(v) > 3.4e38:
-            raise ValueError(f"vector[{i}] is {v!r}: every value must be a finite float32")
+def _integral(value: Any) -> Any:
+    """JSON Schema counts 5.0 as an integer; strict pydantic does not. 5.0 -> 5, anything else untouched
+    (so "5", true and 5.5 still fail the strict int check)."""
+    if type(value) is float and value.is_integer() and abs(value) < 2**63:
+        return int(value)
+    return value
+
+
+# Makes a strict int field take a JSON integer written 5.0; never a string, a boolean or a fraction.
+# It goes AFTER the field's bounds in Annotated[...], or pydantic's JSON schema loses them.
+AS_INT = BeforeValidator(_integral)
+# An optional event filter in a multipart form: forms cannot send null, an empty value means "no filter".
+OPTIONAL_UUID_PATTERN = r"^(?:" + UUID_PATTERN[1:-1] + r")?$"
+
+
+def _canonical_uuid(value: str) -> str:
+    return str(uuid.UUID(value))
+
+
+# A UUID as clients send it (canonical form only), handed to the code as its lower-case string.
+UuidStr = Annotated[str, Field(pattern=UUID_PATTERN, json_schema_extra={"format": "uuid"}),
+                    AfterValidator(_canonical_uuid)]
+
+
+# Vector values: finite, within +-1e6 (so float32 norms neither overflow nor underflow), and at least one
+# of magnitude >= 1e-6 (so the vector has a direction). Seed clients send unit vectors: far inside.
+VECTOR_ABS_MAX = 1e6
+VECTOR_MIN_PEAK = 1e-6
+VectorValue = Annotated[float, Field(ge=-VECTOR_ABS_MAX, le=VECTOR_ABS_MAX, allow_inf_nan=False)]
+# The same "has a direction" rule in JSON Schema words (openapi_exact puts it on every vector).
+VECTOR_CONTAINS = {"anyOf": [{"minimum": VECTOR_MIN_PEAK}, {"maximum": -VECTOR_MIN_PEAK}]}
+
+
+def check_direction(values: list[float] | None) -> list[float] | None:
+    """A vector of only (near-)zeros has no direction to search in."""
+    if values is not None and not any(abs(v) >= VECTOR_MIN_PEAK for v in values):
+        raise ValueError(f"vector has zero length: at least one value must be {VECTOR_MIN_PEAK:g} or more "
+                         "in magnitude")
     return values
 
 
-class SearchFilters(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+def check_text(value: str | None) -> str | None:
+    """JSON escapes can smuggle lone surrogates, which no database column can store."""
+    if value is not None:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("must be valid Unicode text (no lone surrogates)") from None
+    return value
 
-    event_code: uuid.UUID | None = Field(None, description="only images of this event")
+
+class SearchFilters(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    event_code: UuidStr | None = Field(None, description="only images of this event")
 
 
 class SearchRequest(BaseModel):
     """The seed's `/search` body, plus an optional minimum score."""
 
-    vector: list[float] = Field(..., min_length=1, max_length=MAX_VECTOR_LEN,
-                                description="the served model's dimension; normalised server-side")
-    top_k: int = Field(10, ge=1, le=MAX_TOP_K)
-    filters: SearchFilters | None = None
-    min_score: float | None = Field(None, ge=-1.0, le=1.0, description="drop results below this cosine similarity")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    _finite = field_validator("vector")(check_finite)
+    vector: list[VectorValue] = Field(..., min_length=1, max_length=MAX_VECTOR_LEN,
+                                      description="the served model's dimension; normalised server-side")
+    top_k: Annotated[int, Field(ge=1, le=MAX_TOP_K), AS_INT] = 10
+    filters: SearchFilters | None = None
+    min_score: float | None = Field(None, ge=-1.0, le=1.0, allow_inf_nan=False,
+                                    description="drop results below this cosine similarity")
+
+    _direction = field_validator("vector")(check_direction)
 
 
 class SearchHit(BaseModel):
@@ -51,34 +111,31 @@ class SearchHit(BaseModel):
 
 
 class AddImageMetadata(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
-    width: int | None = Field(None, ge=1, le=1_000_000)
-    height: int | None = Field(None, ge=1, le=1_000_000)
-    file_size: int | None = Field(None, ge=0, le=2**63 - 1, description="bytes (images.file_size is BIGINT)")
-    mime_type: str | None = Field(None, max_length=100)
+    width: Annotated[int, Field(ge=1, le=1_000_000), AS_INT] | None = None
+    height: Annotated[int, Field(ge=1, le=1_000_000), AS_INT] | None = None
+    # 2**53 - 1: exact in a JSON double and a JavaScript number (9 PB; images.file_size is BIGINT).
+    file_size: Annotated[int, Field(ge=0, le=2**53 - 1), AS_INT] | None = None
+    mime_type: str | None = Field(None, max_length=100, pattern=r"^[^\x00]*$")
+
+    _text = field_validator("mime_type")(check_text)
 
 
 class AddImageRequest(BaseModel):
     """The seed's `/add_image` body. `vector` is validated but never indexed: the pipeline embeds the file."""
 
-    filename: str = Field(..., min_length=1, max_length=255)
-    file_path: str = Field(..., min_length=1, max_length=500, description="relative to IMAGE_ROOT")
-    event_code: uuid.UUID
-    vector: list[float] | None = Field(None, max_length=MAX_VECTOR_LEN)
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    filename: str = Field(..., min_length=1, max_length=255, pattern=r"^[^\x00]+$")
+    file_path: str = Field(..., min_length=1, max_length=500, pattern=r"^[^\x00]+$",
+                           description="relative to IMAGE_ROOT; must name an existing file there")
+    event_code: UuidStr = Field(..., description="an existing event's code")
+    vector: list[VectorValue] | None = Field(None, min_length=1, max_length=MAX_VECTOR_LEN)
     metadata: AddImageMetadata | None = None
 
-    @field_validator("vector")
-    @classmethod
-    def _finite(cls, v: list[float] | None) -> list[float] | None:
-        return None if v is None else check_finite(v)
-
-    @field_validator("filename", "file_path")
-    @classmethod
-    def _no_nul(cls, v: str) -> str:
-        if "\x00" in v:
-            raise ValueError("must not contain NUL characters")
-        return v
+    _direction = field_validator("vector")(check_direction)
+    _text = field_validator("filename", "file_path")(check_text)
 
 
 PipelineStatusName = Literal["queued", "embedded", "indexed", "failed"]
@@ -112,7 +169,8 @@ class ImageStatusResponse(BaseModel):
     width: int | None
     height: int | None
     faiss_index: int | None
-    created_at: datetime | None
+    created_at: str | None = Field(..., description="images.created_at as stored: ISO 8601, no offset when the "
+                                   "column is a TIMESTAMP WITHOUT TIME ZONE (the EMS DDL)")
     status: PipelineStatusName = Field(..., description="queued (not embedded yet), embedded (not in the served "
                                        "index yet), indexed (searchable now), failed (see error)")
     model_version: str | None = Field(..., description="the served model the status is about")
@@ -211,3 +269,42 @@ class ErrorResponse(BaseModel):
     detail: str
     message: str
     errors: list[dict[str, Any]] | None = None
+
+
+def openapi_exact(schema: dict[str, Any], dim: int | None) -> dict[str, Any]:
+    """The generated OpenAPI schema, told what only the running server knows or pydantic cannot say.
+
+    - query vectors have exactly the served model's `dim` values (when the model is known) and a direction;
+    - uploaded files are non-empty binary parts (an image the server can decode: JPEG, PNG, WebP, ...).
+    """
+    components = schema.get("components", {}).get("schemas", {})
+    for name in ("SearchRequest", "AddImageRequest"):
+        vector = components.get(name, {}).get("properties", {}).get("vector")
+        for option in [vector, *((vector or {}).get("anyOf") or [])]:
+            if isinstance(option, dict) and option.get("type") == "array":
+                option["contains"] = VECTOR_CONTAINS
+                if dim:
+                    option["minItems"] = option["maxItems"] = dim
+    for name, component in components.items():
+        if not name.startswith("Body_"):
+            continue
+        for field in component.get("properties", {}).values():
+            _drop_null(field)  # a form cannot send null: an optional field is just left out
+        part = component.get("properties", {}).get("file")
+        if isinstance(part, dict):
+            part.update(type="string", format="binary", minLength=1, contentMediaType="application/octet-stream")
+            part.setdefault("description", "an image file (JPEG, PNG, WebP, GIF, TIFF, BMP...), not empty")
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            for parameter in operation.get("parameters", []):
+                _drop_null(parameter.get("schema", {}))  # a query string cannot send null either
+    return schema
+
+
+def _drop_null(field: dict[str, Any]) -> None:
+    """`anyOf: [X, {type: null}]` -> X, in place (keeping title, description, format)."""
+    options = field.get("anyOf")
+    if isinstance(options, list) and len(options) == 2 and {"type": "null"} in options:
+        kept = next(o for o in options if o != {"type": "null"})
+        del field["anyOf"]
+        field.update({k: v for k, v in kept.items() if k not in field or k == "type"})

@@ -25,7 +25,7 @@ class ServerState:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.metrics = ServerMetrics()
-        self.db = Database(settings.conninfo())
+        self.db = Database(settings.conninfo(), timeout=settings.db_request_timeout)
         self.holder = IndexHolder(settings, self.model_version, on_change=self.metrics.observe_holder)
         self.watcher = IndexWatcher(self.holder, settings.conninfo(), settings.swap_poll_seconds)
         self._embedder: Any = None

@@ -7,14 +7,29 @@ from typing import Any
 from serving.schemas import ErrorResponse
 
 _ERR: dict[str, Any] = {"model": ErrorResponse}
+_RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "string"}}}
+_OS = "or the server is short of a resource (an OS error such as too many open files)"
+
+
+def _unavailable(why: str) -> dict[int, dict[str, Any]]:
+    return {503: {**_ERR, "description": f"{why}, {_OS}; Retry-After says when to retry",
+                  "headers": _RETRY_AFTER}}
+
 
 VALIDATION = {422: {**_ERR, "description": "invalid input (the message says which field and why)"}}
-NO_INDEX = {503: {**_ERR, "description": "no index version loaded yet (the message says why)"}}
+BODY_LIMIT = {413: {**_ERR, "description": "request body over MAX_UPLOAD_MB"}}
+NO_INDEX = _unavailable("no index version loaded yet (the message says why)")
 NOT_FOUND = {404: {**_ERR, "description": "unknown image"}}
 UPLOAD = {
-    413: {**_ERR, "description": "upload over MAX_UPLOAD_MB, or an image too large to decode (bomb guard)"},
+    413: {**_ERR, "description": "upload over MAX_UPLOAD_MB, or an image too large to decode (pixel or "
+                                 "memory budget)"},
     415: {**_ERR, "description": "the file is not an image"},
+    **_unavailable("no index loaded, the model unavailable, or every upload slot busy (UPLOAD_CONCURRENCY)"),
 }
 AUTH = {401: {**_ERR, "description": "X-API-Key missing"}, 403: {**_ERR, "description": "wrong API key"}}
 CONFLICT = {409: {**_ERR, "description": "already registered with another filename"}}
-DATABASE = {503: {**_ERR, "description": "the database is unavailable"}}
+DATABASE = _unavailable("the database is unavailable or did not answer in time")
+RESOURCE = _unavailable("never for a request itself")
+# The searches' header saying the database did not check for deleted images (it was down).
+DELETED_FILTER = {"X-Deleted-Filter": {"description": "`skipped` when the database was unavailable and deleted "
+                                                      "images were not filtered out", "schema": {"type": "string"}}}

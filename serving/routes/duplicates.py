@@ -6,12 +6,13 @@ from typing import Annotated
 
 import numpy as np
 from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from serving import search as engine
-from serving.deps import Served, State, parse_event_code
+from serving.deps import EventCodePath, Served, State, parse_event_code
 from serving.duplicates import duplicate_groups
-from serving.routes.common import NO_INDEX, UPLOAD, VALIDATION
+from serving.routes.common import DELETED_FILTER, NO_INDEX, UPLOAD, VALIDATION
 from serving.schemas import MAX_TOP_K, DuplicateCheckResponse, DuplicatesResponse
 from serving.uploads import embed_upload
 
@@ -21,12 +22,15 @@ Threshold = Annotated[float | None, Query(ge=0.0, le=1.0, allow_inf_nan=False,
                                           description="cosine similarity; default DUPLICATE_THRESHOLD")]
 
 
-@router.get("/{event_code}/duplicates", response_model=DuplicatesResponse, responses={**VALIDATION, **NO_INDEX},
+@router.get("/{event_code}/duplicates", response_model=DuplicatesResponse,
+            responses={200: {"headers": DELETED_FILTER}, **VALIDATION, **NO_INDEX},
             summary="groups of near-identical images within an event")
-async def event_duplicates(event_code: str, state: State, served: Served, threshold: Threshold = None) -> dict:
+async def event_duplicates(event_code: EventCodePath, state: State, served: Served, threshold: Threshold = None
+                           ) -> JSONResponse:
     event = parse_event_code(event_code)
     limit = state.settings.duplicate_threshold if threshold is None else threshold
     ids, vecs = served.event_vectors(event)
+    live = None
     if len(ids) and state.db is not None:
         live = await state.db.live_ids(ids.tolist())
         if live is not None and len(live) < len(ids):
@@ -40,23 +44,26 @@ async def event_duplicates(event_code: str, state: State, served: Served, thresh
             row = served.describe(image_id)
             images.append({"id": image_id, "code": row["code"], "filename": row["filename"]})
         out.append({"images": images, "score": round(best, 6), "min_score": round(weakest, 6)})
-    return {"event_code": event, "threshold": limit, "groups": out, "images_checked": len(ids),
+    body = {"event_code": event, "threshold": limit, "groups": out, "images_checked": len(ids),
             "index_version": served.version}
+    skipped = bool(len(ids)) and state.db is not None and live is None
+    return JSONResponse(body, headers={"X-Deleted-Filter": "skipped"} if skipped else None)
 
 
 @router.post("/{event_code}/duplicates/check", response_model=DuplicateCheckResponse,
-             responses={**VALIDATION, **NO_INDEX, **UPLOAD},
+             responses={200: {"headers": DELETED_FILTER}, **VALIDATION, **NO_INDEX, **UPLOAD},
              summary="is this uploaded photo already in the event? (rotations included)")
 async def check_duplicate(
-    event_code: str,
+    event_code: EventCodePath,
     state: State,
     served: Served,
     file: Annotated[UploadFile, File()],
     threshold: Annotated[float | None, Form(ge=0.0, le=1.0, allow_inf_nan=False)] = None,
     top_k: Annotated[int, Form(ge=1, le=MAX_TOP_K)] = 10,
-) -> dict:
+) -> JSONResponse:
     event = parse_event_code(event_code)
     limit = state.settings.duplicate_threshold if threshold is None else threshold
     queries = await embed_upload(state, file, with_rotations=True)
     result = await engine.search(served, state.db, queries, top_k=top_k, event_code=event, min_score=limit)
-    return {"duplicate": bool(result.hits), "matches": result.hits, "threshold": limit, "event_code": event}
+    body = {"duplicate": bool(result.hits), "matches": result.hits, "threshold": limit, "event_code": event}
+    return JSONResponse(body, headers=None if result.filtered else {"X-Deleted-Filter": "skipped"})

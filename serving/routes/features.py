@@ -9,7 +9,7 @@ from fastapi import APIRouter, File, UploadFile
 from fastapi.responses import JSONResponse
 
 from serving.deps import State
-from serving.routes.common import NO_INDEX, UPLOAD, VALIDATION
+from serving.routes.common import UPLOAD, VALIDATION
 from serving.schemas import FeaturesResponse
 from serving.uploads import embed_upload
 
@@ -17,7 +17,7 @@ router = APIRouter(tags=["features"])
 
 
 @router.post("/extract_features", response_model=FeaturesResponse,
-             responses={**VALIDATION, **UPLOAD, **{503: {**NO_INDEX[503], "description": "model unavailable"}}},
+             responses={**VALIDATION, **UPLOAD},
              summary="the L2-normalised vector of an uploaded image (what the pipeline would index)")
 async def extract_features(state: State, file: Annotated[UploadFile, File()]) -> JSONResponse:
     started = time.perf_counter()

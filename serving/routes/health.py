@@ -6,6 +6,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from serving.deps import State
+from serving.errors import redact
 from serving.routes.common import NO_INDEX
 from serving.schemas import HealthResponse
 
@@ -16,7 +17,7 @@ router = APIRouter(tags=["health"])
 async def health(state: State) -> JSONResponse:
     served = state.holder.current
     if served is None:
-        reason = state.holder.reason or "loading"
+        reason = redact(state.holder.reason or "loading", state.settings)
         return JSONResponse(
             {"status": "unavailable", "reason": reason, "total_vectors": 0, "detail": reason, "message": reason},
             status_code=503, headers={"Retry-After": str(max(1, int(state.settings.swap_poll_seconds)))})

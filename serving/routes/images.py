@@ -16,9 +16,9 @@ from starlette.concurrency import run_in_threadpool
 
 from serving import search as engine
 from serving.database import DatabaseDown
-from serving.deps import Served, State, parse_event_code, require_api_key, resolve_image
+from serving.deps import EventCodeQuery, IdOrCodePath, Served, State, parse_event_code, require_api_key, resolve_image
 from serving.image_rows import FilenameConflict, find_image, pipeline_status, register_image
-from serving.routes.common import AUTH, CONFLICT, DATABASE, NO_INDEX, NOT_FOUND, VALIDATION
+from serving.routes.common import AUTH, BODY_LIMIT, CONFLICT, DATABASE, DELETED_FILTER, NO_INDEX, NOT_FOUND, VALIDATION
 from serving.routes.search import hits_response
 from serving.schemas import MAX_TOP_K, AddImageRequest, AddImageResponse, ImageStatusResponse, SearchHit
 from serving.state import ServerState
@@ -41,7 +41,11 @@ def _model_dim(state: ServerState) -> int | None:
 
 def _file_facts(path: Path) -> dict[str, Any]:
     """Size, MIME type and pixel size from the file header (cheap: no decode)."""
-    facts: dict[str, Any] = {"file_size": path.stat().st_size, "mime_type": mimetypes.guess_type(path.name)[0]}
+    facts: dict[str, Any] = {"mime_type": mimetypes.guess_type(path.name)[0]}
+    try:
+        facts["file_size"] = path.stat().st_size
+    except OSError:  # gone since the check: the pipeline will record it missing
+        return facts
     try:
         from PIL import Image
 
@@ -55,20 +59,25 @@ def _file_facts(path: Path) -> dict[str, Any]:
 
 
 @router.post("/add_image", response_model=AddImageResponse, dependencies=[Depends(require_api_key)],
-             responses={**VALIDATION, **AUTH, **DATABASE, **CONFLICT},
+             responses={**VALIDATION, **AUTH, **BODY_LIMIT, **DATABASE, **CONFLICT},
              summary="register an image row (idempotent per event_code + file_path); the pipeline embeds and "
                      "indexes its file")
 async def add_image(body: AddImageRequest, state: State) -> JSONResponse:
-    from embeddings.loading import ImageLoadError, resolve_image_path
+    from embeddings.loading import INVALID_PATH, ImageLoadError, resolve_image_path
 
     root = state.settings.resolved_image_root
+    shown = repr(body.file_path[:200])  # the client's own text; never the server path it resolves to
     try:
         path = resolve_image_path(root, body.file_path)
+        found = path.is_file()
     except ImageLoadError as exc:
-        raise HTTPException(422, f"file_path {body.file_path!r}: {exc.reason} (paths are relative to IMAGE_ROOT)") \
+        why = f"{exc.reason}: {exc.detail}" if exc.reason == INVALID_PATH and exc.detail else exc.reason
+        raise HTTPException(422, f"file_path {shown}: {why} (paths are relative to IMAGE_ROOT)") from None
+    except OSError as exc:  # e.g. a permission denied on a folder on the way
+        raise HTTPException(422, f"file_path {shown}: cannot be read ({exc.strerror or type(exc).__name__})") \
             from None
-    if not path.is_file():
-        raise HTTPException(422, f"file_path {body.file_path!r}: no file at {path} (IMAGE_ROOT is {root})")
+    if not found:
+        raise HTTPException(422, f"file_path {shown}: no file there under IMAGE_ROOT")
     if body.vector is not None:
         dim = _model_dim(state)
         if dim is not None and len(body.vector) != dim:
@@ -92,7 +101,9 @@ async def add_image(body: AddImageRequest, state: State) -> JSONResponse:
     except psycopg.DataError as exc:
         raise HTTPException(422, f"the database refused a value: {str(exc).splitlines()[0]}") from None
     except DatabaseDown as exc:
-        raise HTTPException(503, f"database unavailable, nothing was registered: {exc}") from None
+        outcome = ("it may have been registered before the database stopped answering" if exc.sent
+                   else "nothing was registered")
+        raise HTTPException(503, f"database unavailable, {outcome}: {exc}", headers={"Retry-After": "1"}) from None
     row = reg.row
     status = "queued"
     if not reg.created:  # the row the first request made: say where the pipeline is with it
@@ -130,7 +141,7 @@ def _parse_id_or_code(text: str) -> int | uuid.UUID:
             responses={**VALIDATION, **NOT_FOUND, **DATABASE},
             summary="an image row and its pipeline status: queued, embedded, indexed (with the index version) "
                     "or failed (with the reason)")
-async def image_status(id_or_code: str, state: State) -> JSONResponse:
+async def image_status(id_or_code: IdOrCodePath, state: State) -> JSONResponse:
     key = _parse_id_or_code(id_or_code)
     try:
         row = await find_image(state.db, key)
@@ -138,20 +149,21 @@ async def image_status(id_or_code: str, state: State) -> JSONResponse:
             raise HTTPException(404, f"no image with {'id' if isinstance(key, int) else 'code'} {key}")
         status = await pipeline_status(state.db, state.holder.current, _model_version(state), row.id)
     except DatabaseDown as exc:
-        raise HTTPException(503, f"database unavailable: {exc}") from None
-    body = ImageStatusResponse(**asdict(row), **status.as_dict())
+        raise HTTPException(503, f"database unavailable: {exc}", headers={"Retry-After": "1"}) from None
+    created = row.created_at.isoformat() if row.created_at is not None else None
+    body = ImageStatusResponse(**{**asdict(row), "created_at": created}, **status.as_dict())
     return JSONResponse(body.model_dump(mode="json"))
 
 
 @router.get("/images/{id_or_code}/similar", response_model=list[SearchHit],
-            responses={**VALIDATION, **NOT_FOUND, **NO_INDEX},
+            responses={200: {"headers": DELETED_FILTER}, **VALIDATION, **NOT_FOUND, **NO_INDEX},
             summary="images most similar to an indexed image (by id or code), the image itself excluded")
 async def similar(
-    id_or_code: str,
+    id_or_code: IdOrCodePath,
     state: State,
     served: Served,
     top_k: Annotated[int, Query(ge=1, le=MAX_TOP_K)] = 10,
-    event_code: Annotated[str | None, Query(description="only images of this event (UUID)")] = None,
+    event_code: EventCodeQuery = None,
     min_score: Annotated[float | None, Query(ge=-1.0, le=1.0, allow_inf_nan=False)] = None,
 ) -> JSONResponse:
     image_id = resolve_image(served, id_or_code)

@@ -7,12 +7,13 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from serving.deps import State
+from serving.routes.common import RESOURCE
 
 router = APIRouter(tags=["metrics"])
 
 
 @router.get("/metrics", response_class=Response, summary="Prometheus metrics",
-            responses={200: {"content": {"text/plain": {}}}})
+            responses={200: {"content": {"text/plain": {}}}, **RESOURCE})
 async def metrics(state: State) -> Response:
     m = state.metrics
     m.observe_holder(state.holder)

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.responses import JSONResponse
 
 from serving import search as engine
-from serving.deps import Served, State, parse_event_code
-from serving.routes.common import NO_INDEX, UPLOAD, VALIDATION
+from serving.deps import EventCodeForm, Served, State
+from serving.routes.common import BODY_LIMIT, DELETED_FILTER, NO_INDEX, UPLOAD, VALIDATION
 from serving.schemas import MAX_TOP_K, SearchHit, SearchRequest
 from serving.uploads import embed_upload
 
@@ -22,7 +23,8 @@ def hits_response(result: engine.SearchResult) -> JSONResponse:
     return JSONResponse(result.hits, headers=headers)
 
 
-@router.post("/search", response_model=list[SearchHit], responses={**VALIDATION, **NO_INDEX},
+@router.post("/search", response_model=list[SearchHit],
+             responses={200: {"headers": DELETED_FILTER}, **VALIDATION, **BODY_LIMIT, **NO_INDEX},
              summary="top-k images most similar to a vector, optionally within one event")
 async def search_vector(body: SearchRequest, state: State, served: Served) -> JSONResponse:
     query = engine.query_vector(body.vector, served.dim, served.model_version)
@@ -32,17 +34,18 @@ async def search_vector(body: SearchRequest, state: State, served: Served) -> JS
     return hits_response(result)
 
 
-@router.post("/search/image", response_model=list[SearchHit], responses={**VALIDATION, **NO_INDEX, **UPLOAD},
+@router.post("/search/image", response_model=list[SearchHit],
+             responses={200: {"headers": DELETED_FILTER}, **VALIDATION, **NO_INDEX, **UPLOAD},
              summary="images most similar to an uploaded photo (its 90/180/270-degree rotations included)")
 async def search_image(
     state: State,
     served: Served,
     file: Annotated[UploadFile, File(description="a JPEG, PNG, WebP, TIFF... photo")],
     top_k: Annotated[int, Form(ge=1, le=MAX_TOP_K)] = 10,
-    event_code: Annotated[str | None, Form(description="only images of this event (UUID)")] = None,
+    event_code: EventCodeForm = None,
     min_score: Annotated[float | None, Form(ge=-1.0, le=1.0, allow_inf_nan=False)] = None,
 ) -> JSONResponse:
-    event = parse_event_code(event_code) if event_code else None
+    event = str(uuid.UUID(event_code)) if event_code else None
     queries = await embed_upload(state, file, with_rotations=True)
     result = await engine.search(served, state.db, queries, top_k=top_k, event_code=event, min_score=min_score)
     return hits_response(result)

@@ -8,6 +8,8 @@ from fastapi import APIRouter
 
 from serving.database import DatabaseDown
 from serving.deps import State
+from serving.errors import redact
+from serving.routes.common import RESOURCE
 from serving.schemas import StatsResponse, VersionsResponse
 
 router = APIRouter(tags=["stats"])
@@ -21,22 +23,25 @@ def _size_mb(served: Any) -> float:
 
 
 def _swap(state: Any) -> dict[str, Any]:
-    s = state.holder.stats
-    return {"swaps": s.swaps, "failures": s.failures, "last_error": s.last_error,
-            "failed_versions": {str(k): v for k, v in s.failed_versions.items()}, "last_swap_at": s.last_swap_at}
+    s, cfg = state.holder.stats, state.settings
+    return {"swaps": s.swaps, "failures": s.failures, "last_error": s.last_error and redact(s.last_error, cfg),
+            "failed_versions": {str(k): redact(v, cfg) for k, v in s.failed_versions.items()},
+            "last_swap_at": s.last_swap_at}
 
 
-@router.get("/stats", response_model=StatsResponse, summary="index and database counts, served version, swap state")
+@router.get("/stats", response_model=StatsResponse, responses=RESOURCE,
+            summary="index and database counts, served version, swap state")
 async def stats(state: State) -> dict:
     served = state.holder.current
     model_version = served.model_version if served else state.holder.model_version
     total_db = embedded = failed = None
     try:
-        total_db = int((await state.db.fetch("SELECT count(*) FROM images"))[0][0])
+        slow = state.db.slow_timeout  # counts scan: the long deadline, not the search filter's
+        total_db = int((await state.db.fetch("SELECT count(*) FROM images", timeout=slow))[0][0])
         if model_version:
             rows = await state.db.fetch(
                 "SELECT status, count(*) FROM image_embeddings WHERE model_version = %s GROUP BY status",
-                (model_version,))
+                (model_version,), timeout=slow)
             counts = {str(r[0]): int(r[1]) for r in rows}
             embedded, failed = counts.get("embedded", 0), counts.get("failed", 0)
     except DatabaseDown:
@@ -45,7 +50,7 @@ async def stats(state: State) -> dict:
         "total_vectors_faiss": served.count if served else 0,
         "total_images_db": total_db,
         "index_size_mb": _size_mb(served) if served else 0.0,
-        "status": "ready" if served else f"unavailable: {state.holder.reason}",
+        "status": "ready" if served else redact(f"unavailable: {state.holder.reason}", state.settings),
         "index_version": served.version if served else None,
         "model": state.settings.embedding_model,
         "model_version": model_version,
@@ -57,7 +62,8 @@ async def stats(state: State) -> dict:
     }
 
 
-@router.get("/versions", response_model=VersionsResponse, summary="the CURRENT version and the kept backups")
+@router.get("/versions", response_model=VersionsResponse, responses=RESOURCE,
+            summary="the CURRENT version and the kept backups")
 async def versions(state: State) -> dict:
     served = state.holder.current
     store = state.holder.store()
@@ -71,7 +77,7 @@ async def versions(state: State) -> dict:
     try:
         for v, status, published_at in await state.db.fetch(
             "SELECT version, status, published_at FROM index_versions WHERE model_version = %s",
-            (store.model_version,)):
+            (store.model_version,), timeout=state.db.slow_timeout):
             rows[int(v)] = {"status": status, "published_at": published_at.isoformat() if published_at else None}
     except DatabaseDown:
         pass
@@ -84,9 +90,9 @@ async def versions(state: State) -> dict:
             info.update(count=manifest.get("count"), index_type=manifest.get("index_type"),
                         created_at=manifest.get("created_at"))
         except Exception as exc:  # pruned or damaged: listed with why
-            info["error"] = str(exc)
+            info["error"] = redact(str(exc), state.settings)
         if v in state.holder.stats.failed_versions:
-            info["error"] = state.holder.stats.failed_versions[v]
+            info["error"] = redact(state.holder.stats.failed_versions[v], state.settings)
         out.append(info)
     return {"model_version": store.model_version, "current": current,
             "served": served.version if served else None, "versions": out}

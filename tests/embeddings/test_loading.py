@@ -123,6 +123,39 @@ def test_decompression_bomb_is_too_large(tmp_path: Path) -> None:
     assert err.value.reason == "too large"
 
 
+def test_decode_budget_is_in_bytes_after_draft(tmp_path: Path) -> None:
+    """The budget counts the decoded buffer: a PNG over it is refused, a JPEG that drafts under it passes."""
+    png = _write(tmp_path / "rgb.png", _png(Image.new("RGB", (2000, 2000), (9, 9, 9))))  # 16 MB decoded
+    with pytest.raises(ImageLoadError) as err:
+        load_image(png, max_decode_bytes=8 * 2**20)
+    assert err.value.reason == "too large" and "needs 15 MB" in str(err.value)
+    assert load_image(png, max_decode_bytes=32 * 2**20).size == (2000, 2000)  # under REDUCE_ABOVE: untouched
+    jpeg = _write(tmp_path / "rgb.jpg", _jpeg(Image.new("RGB", (2000, 2000), (9, 9, 9))))
+    assert min(load_image(jpeg, draft_side=256, max_decode_bytes=1 * 2**20).size) >= 250
+
+
+def test_big_sixteen_bit_png_is_reduced_before_conversion(tmp_path: Path) -> None:
+    """72 MB of 16-bit pixels: box-reduced at once, scaled in uint16 (x // 257), the shorter side kept >= 256."""
+    pixels = np.zeros((6000, 6000), dtype=np.uint16)
+    pixels[:3000, :3000] = 40000
+    path = _write(tmp_path / "big16.png", _png(Image.fromarray(pixels)))
+    del pixels
+    info = load_image_info(path, draft_side=256)
+    assert (info.width, info.height) == (6000, 6000)
+    assert info.image.size == (260, 260) and info.image.mode == "RGB"  # 6000 // 23
+    px = np.asarray(info.image)
+    assert px[0, 0, 0] == 40000 // 257 and px[-1, -1, 0] == 0
+    assert load_image_info(path, draft_side=None).image.size == (6000, 6000)  # no target: full size
+
+
+def test_float_and_int32_images_scale_without_float64() -> None:
+    arr = np.linspace(-5.0, 5.0, 64, dtype=np.float32).reshape(8, 8)
+    buf = io.BytesIO()
+    Image.fromarray(arr, "F").save(buf, "TIFF")
+    out = np.asarray(load_image(buf.getvalue()))
+    assert out[0, 0, 0] == 0 and out[-1, -1, 0] == 255
+
+
 def _noise(w: int, h: int) -> Image.Image:
     return Image.fromarray(np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8))
 
@@ -145,13 +178,15 @@ def test_seed_paths_resolve_under_the_root(tmp_path: Path) -> None:
     assert resolve_image_path(root, "/etc/passwd") == root.resolve() / "etc" / "passwd"
 
 
-@pytest.mark.parametrize("bad", ["../secret.jpg", "uploads/../../secret.jpg", "/../../etc/passwd", "a\x00b"])
+@pytest.mark.parametrize("bad", ["../secret.jpg", "uploads/../../secret.jpg", "/../../etc/passwd", "a\x00b",
+                                 "uploads/" + "n" * 300 + ".jpg", "a/" * 3000])
 def test_escapes_are_refused(tmp_path: Path, bad: str) -> None:
     root = tmp_path / "root"
     (root / "uploads").mkdir(parents=True)
     with pytest.raises(ImageLoadError) as err:
         resolve_image_path(root, bad)
     assert err.value.reason in {"outside image root", "invalid path"}
+    assert str(tmp_path) not in str(err.value)  # reasons never show server paths
 
 
 def test_symlinks_out_of_the_root_are_refused(tmp_path: Path) -> None:
