@@ -255,8 +255,8 @@ def _served_version(model_version: str) -> tuple[int | None, int | None, str | N
     from indexing.store import IndexStore
 
     store = IndexStore(get_settings(), model_version)
-    version = store.current_version()
+    version = store.current().version
     if version is None:
         return None, None, None
     manifest = store.read_manifest(version)
-    return version, manifest.get("count"), manifest.get("index_type")
+    return version, manifest.count, manifest.index_type
