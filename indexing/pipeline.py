@@ -63,11 +63,12 @@ def _statuses(conninfo: str, model_version: str) -> dict[int, str]:
 
 
 def _published(conninfo: str, model_version: str) -> list[int]:
-    """Versions that were published once and not found bad since, newest publish first."""
+    """Versions that were published once, newest publish first (even if found damaged since: a backup
+    copy may still restore them; every use verifies the files first)."""
     with connect(conninfo=conninfo) as conn:
         rows = conn.execute("""SELECT version FROM index_versions WHERE model_version = %s
-                               AND published_at IS NOT NULL AND status <> 'failed'
-                               ORDER BY published_at DESC, version DESC""", (model_version,)).fetchall()
+                               AND published_at IS NOT NULL ORDER BY published_at DESC, version DESC""",
+                            (model_version,)).fetchall()
     return [int(r[0]) for r in rows]
 
 

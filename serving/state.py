@@ -66,7 +66,7 @@ class ServerState:
         try:
             with psycopg.connect(self.settings.conninfo(), connect_timeout=3) as conn:
                 rows = conn.execute("SELECT version FROM index_versions WHERE model_version = %s AND "
-                                    "published_at IS NOT NULL AND status <> 'failed'", (model_version,)).fetchall()
+                                    "published_at IS NOT NULL", (model_version,)).fetchall()
         except psycopg.Error as exc:
             log.warning("cannot ask the database which versions were published: %s", str(exc).strip()[:200])
             return None
