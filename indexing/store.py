@@ -249,9 +249,7 @@ class IndexStore:
             version = parse_version(text)
         except ValueError:
             return CurrentPointer(None, f"{path}: does not name a version (contains {text[:40]!r})")
-        if not self.version_dir(version).is_dir():
-            return CurrentPointer(None, f"{path}: names {version_name(version)}, which is not on disk")
-        return CurrentPointer(version)
+        return CurrentPointer(version)  # whether that version is intact is for its loader to find out
 
     def current_version(self) -> int | None:
         """The version CURRENT names, None when nothing was published; IndexCorrupt when CURRENT is damaged."""
