@@ -377,3 +377,19 @@ def backup(conninfo: str | None, settings: Settings, model_version: str, keep: i
     published = _published(conninfo, model_version) if conninfo else None
     with store_lock(store):
         return run_backup(settings, model_version, published=published, keep=keep)
+
+
+def stored_model_versions(settings: Settings) -> list[str]:
+    """The model versions that have an index store (read from a manifest: folder names are sanitised)."""
+    found: set[str] = set()
+    if not settings.indexes_dir.is_dir():
+        return []
+    for folder in sorted(p for p in settings.indexes_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for version_dir in sorted(folder.glob("v[0-9]*"), reverse=True):
+            try:
+                data = json.loads((version_dir / "manifest.json").read_bytes())
+                found.add(str(data["model_version"]))
+                break
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+    return sorted(found)
