@@ -72,25 +72,23 @@ def _published(conninfo: str, model_version: str) -> list[int]:
     return [int(r[0]) for r in rows]
 
 
-def _unchanged_since(conninfo: str, manifest: Manifest, index_type: str | None) -> bool:
+def _unchanged_since(ledger: sources.Ledger, manifest: Manifest, index_type: str | None) -> bool:
     """True when the ledger has not changed since `manifest`'s version was built (a merge would add nothing).
 
     Conservative: any embedded row newer than the version's ledger snapshot, or a different
-    count (deleted images, failed re-embeds), means "changed".
+    count (deleted images, failed re-embeds), means "changed". Decided from the ledger the
+    build reads anyway (no second query on the merge's path).
     """
     from datetime import datetime
 
+    import pandas as pd
+
     if not manifest.ledger_snapshot or (index_type and index_type != manifest.index_type):
         return False
-    with connect(conninfo=conninfo) as conn:
-        count, newest = conn.execute(
-            "SELECT count(*), max(e.embedded_at) FROM image_embeddings e JOIN images i ON i.id = e.image_id"
-            " WHERE e.model_version = %s AND e.status = 'embedded'",
-            (manifest.model_version,),
-        ).fetchone()  # type: ignore[misc]
-    if int(count) != manifest.count:
+    rows = ledger.rows
+    if len(rows) != manifest.count:
         return False
-    return newest is None or newest <= datetime.fromisoformat(manifest.ledger_snapshot)
+    return len(rows) == 0 or rows["embedded_at"].max() <= pd.Timestamp(datetime.fromisoformat(manifest.ledger_snapshot))
 
 
 def build(conninfo: str, settings: Settings, model_version: str, *, mode: str = "merge",
@@ -105,14 +103,14 @@ def build(conninfo: str, settings: Settings, model_version: str, *, mode: str = 
     with store_lock(store):
         pointer = store.current()
         parent = pointer.version
+        ledger = sources.read_ledger(conninfo, model_version)
         if mode == "merge" and parent is not None:
             try:
-                if _unchanged_since(conninfo, store.read_manifest(parent), index_type):
+                if _unchanged_since(ledger, store.read_manifest(parent), index_type):
                     return {"version": None, "current": parent, "mode": "none",
                             "reason": f"nothing new since {version_name(parent)}"}
             except IndexCorrupt:
                 pass  # the merge itself falls back to a rebuild and says why
-        ledger = sources.read_ledger(conninfo, model_version)
         version = next_version(store, _db_max_version(conninfo, model_version))
         extra: dict[str, Any] = {"dag_run_id": dag_run_id}
         if pointer.damaged and mode == "merge":
