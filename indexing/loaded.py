@@ -101,9 +101,14 @@ class PrivateCopy:
             raise IndexCorrupt(f"{source}: checksum mismatch (file changed or corrupt)")
 
     @property
+    def mappable(self) -> bool:
+        """Whether the private copy can be opened by name (Linux /proc); elsewhere the source is read."""
+        return _PROC_FD.is_dir()
+
+    @property
     def path(self) -> str:
         """A path to the private copy for libraries that open by name (FAISS, numpy)."""
-        return str(_PROC_FD / str(self.fh.fileno()))
+        return str(_PROC_FD / str(self.fh.fileno())) if self.mappable else str(self.source)
 
     def intact(self) -> str | None:
         """Re-hash the private copy (what is actually served); None when it still matches."""
@@ -161,21 +166,18 @@ def flat_view(index: Any) -> np.ndarray | None:
     return view
 
 
-def _open_faiss(copy: PrivateCopy | Path, dim: int) -> Any:
+def _open_faiss(copy: PrivateCopy, dim: int) -> Any:
+    """Map the private copy (read it into memory where it cannot be mapped)."""
     import faiss
 
-    name = copy.source.name if isinstance(copy, PrivateCopy) else copy.name
-    path = copy.path if isinstance(copy, PrivateCopy) and _PROC_FD.is_dir() else str(
-        copy.source if isinstance(copy, PrivateCopy) else copy)
-    mmap = isinstance(copy, PrivateCopy) and _PROC_FD.is_dir()
     try:
-        index = faiss.read_index(path, faiss.IO_FLAG_MMAP_IFC if mmap else 0)
+        index = faiss.read_index(copy.path, faiss.IO_FLAG_MMAP_IFC if copy.mappable else 0)
     except RuntimeError:
-        if not mmap:
+        if not copy.mappable:
             raise
-        index = faiss.read_index(path)  # types FAISS cannot map are read into memory
+        index = faiss.read_index(copy.path)  # types FAISS cannot map are read into memory
     if index.d != dim:
-        raise IndexCorrupt(f"{name} has dim {index.d}, the manifest says {dim}")
+        raise IndexCorrupt(f"{copy.source}: has dim {index.d}, the manifest says {dim}")
     return index
 
 
@@ -187,7 +189,7 @@ def _segment(copy: PrivateCopy, dim: int, raw: PrivateCopy | None = None) -> _Se
         raise IndexCorrupt(f"{copy.source}: not an id-mapped index (IndexIDMap2)")
     ids = faiss.vector_to_array(index.id_map).astype(np.int64, copy=False)
     if raw is not None:
-        vectors = np.load(raw.path if _PROC_FD.is_dir() else raw.source, mmap_mode="r")
+        vectors = np.load(raw.path, mmap_mode="r" if raw.mappable else None)
     else:
         vectors = flat_view(index)
         if vectors is None:

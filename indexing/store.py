@@ -212,11 +212,6 @@ class IndexStore:
         self.model_version = model_version
         self.root = root if root is not None else settings.indexes_dir / model_dir_name(model_version)
 
-    @property
-    def label(self) -> str:
-        """'store' or 'backup', for messages."""
-        return "backup" if self.root.parent == self.settings.resolved_backup_dir else "store"
-
     def version_dir(self, version: int) -> Path:
         return self.root / version_name(version)
 

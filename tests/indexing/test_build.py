@@ -183,3 +183,25 @@ def test_odd_filenames_survive_and_an_empty_ledger_builds_an_empty_version(corpu
     corpus.embed(ids)
     loaded = load_version(settings, MODEL, pipeline.build(conninfo, settings, MODEL)["version"])
     assert loaded.row(ids[1])["filename"] == odd and loaded.count == 3
+
+
+def test_merge_plan_is_decided_before_any_file_is_written(small_corpus, conninfo, settings):
+    from indexing.build import MergePlan, plan_merge, read_parent
+    from indexing.sources import read_ledger
+
+    corpus = small_corpus
+    pipeline.build(conninfo, settings, MODEL, mode="rebuild")
+    store = IndexStore(settings, MODEL)
+    ids = sorted(corpus.vectors)
+    corpus.embed(corpus.images(corpus.event(), 4))
+    corpus.embed(ids[:2])
+    corpus.delete(ids[-3:])
+    before = sorted(p.name for p in store.root.iterdir())
+    manifest, meta, removed = read_parent(store, 1)
+    plan = plan_merge(settings, read_ledger(conninfo, MODEL), 16, 1, manifest, meta, removed, None)
+    assert isinstance(plan, MergePlan) and sorted(p.name for p in store.root.iterdir()) == before
+    assert plan.changes == {"added": 4, "reembedded": 2, "deleted": 3} and len(plan.todo) == 6
+    assert sorted(plan.removed.tolist()) == sorted(ids[:2] + ids[-3:])
+    assert plan_merge(settings, read_ledger(conninfo, MODEL), 32, 1, manifest, meta, removed, None) == \
+        "dim changed (16 -> 32)"
+    assert "requested" in plan_merge(settings, read_ledger(conninfo, MODEL), 16, 1, manifest, meta, removed, "hnsw")
