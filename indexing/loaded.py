@@ -49,8 +49,11 @@ _PROC_FD = Path("/proc/self/fd")
 
 
 # -- verified reading ---------------------------------------------------------------------------
-def _read_verified(path: Path, manifest: Manifest) -> bytes:
-    """A small file's bytes, checked against the manifest (the very bytes that will be parsed)."""
+def read_verified(path: Path, manifest: Manifest) -> bytes:
+    """A small file's bytes, checked against the manifest (the very bytes that will be parsed).
+
+    Sidecar files of a version (listed in the manifest by the build) are read this way.
+    """
     fname = path.name
     try:
         data = path.read_bytes()
@@ -264,12 +267,12 @@ class LoadedIndex:
             self._base = _segment(base, self.dim, raw)
             self._delta = _segment(self._copy(DELTA_FILE, tmp_dir), self.dim) if manifest.has(DELTA_FILE) else None
             if manifest.has(REMOVED_FILE):
-                removed = np.load(io.BytesIO(_read_verified(self.folder / REMOVED_FILE, manifest)))
+                removed = np.load(io.BytesIO(read_verified(self.folder / REMOVED_FILE, manifest)))
             else:
                 removed = np.empty(0, np.int64)
             self._removed = removed.astype(np.int64, copy=False)
             self._configure(manifest.params)
-            table = pq.read_table(io.BytesIO(_read_verified(self.folder / META_FILE, manifest)))
+            table = pq.read_table(io.BytesIO(read_verified(self.folder / META_FILE, manifest)))
         except BaseException:
             self.close()
             raise
