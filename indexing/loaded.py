@@ -347,8 +347,10 @@ class LoadedIndex:
         self._codes = self.meta["image_code"].to_numpy(dtype=object)
         self._files = self.meta["filename"].to_numpy(dtype=object)
         self._event_col = self.meta["event_code"].to_numpy(dtype=object)
-        self._code_index = pd.Index(pd.Series(self._codes, dtype=object).astype(str).str.lower())
-        codes, uniques = pd.factorize(self.meta["event_code"].astype(str).str.lower(), sort=False)
+        # Codes are PostgreSQL uuid text (always lower case): indexed as they are, no copy of the strings;
+        # lookups lower-case the query instead.
+        self._code_index = pd.Index(self._codes)
+        codes, uniques = pd.factorize(self.meta["event_code"], sort=False)
         codes = codes.astype(np.int32)
         self._event_pos = {str(code): i for i, code in enumerate(uniques)}
         # Base rows: event number per row (-1 for rows masked out), and each event's [lo, hi) span.
