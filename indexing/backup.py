@@ -37,7 +37,8 @@ _CHUNK = 16 << 20
 
 @dataclass
 class BackupReport:
-    """What one backup run did; `damaged` maps a version to the reason its backup copy is bad."""
+    """What one backup run did. `damaged`: backup copies found bad and not repaired by this run;
+    `skipped`: store versions too damaged to copy. Either is a problem for the operator."""
 
     root: str
     copied: list[int] = field(default_factory=list)
@@ -155,7 +156,7 @@ def backup(settings: Settings, model_version: str, *, published: list[int] | Non
     current = store.current().version
     wanted = set(published or []) | ({current} if current is not None else set())
     wanted &= set(store.versions())
-    newest = sorted(wanted, reverse=True)[:keep]
+    newest = sorted(set(sorted(wanted, reverse=True)[:keep]) | ({current} & wanted if current else set()))
     have = set(dest.versions())
     for v in sorted(have):  # re-verify what is there: a backup nobody checks is not a backup
         try:
@@ -174,8 +175,11 @@ def backup(settings: Settings, model_version: str, *, published: list[int] | Non
             report.skipped[v] = str(exc)
     good = sorted(set(report.verified) | set(report.copied), reverse=True)
     protected = set(good[:keep]) | ({current} if current is not None else set())
+    # A damaged copy is kept only while it is the one copy of a version we could not copy afresh.
+    protected |= {v for v in report.damaged if v in report.skipped}
     for v in sorted(dest.versions()):
-        if v not in protected and v not in report.damaged:
+        if v not in protected:
+            report.damaged.pop(v, None)
             trash = dest.root / f".trash-{version_name(v)}-{uuid.uuid4().hex[:8]}"
             dest.version_dir(v).rename(trash)
             shutil.rmtree(trash, ignore_errors=True)
