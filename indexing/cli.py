@@ -120,11 +120,12 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "versions":
         rows = pipeline.list_versions(settings, mv, conninfo)
         pointer = IndexStore(settings, mv).current()
+        if pointer.damaged:  # on stderr with --json, so the JSON stays the plain list it always was
+            print(f"CURRENT is damaged: {pointer.problem} (repair: python -m indexing rollback)",
+                  file=sys.stderr if args.json else sys.stdout)
         if args.json:
-            _print({"current_problem": pointer.problem, "versions": rows}, True, "")
+            _print(rows, True, "")
             return 0
-        if pointer.damaged:
-            print(f"CURRENT is damaged: {pointer.problem} (repair: python -m indexing rollback)")
         if not rows:
             print(f"no index versions for {mv}")
         else:
