@@ -2,7 +2,7 @@
 
 For each size N, on vectors that look like real embeddings (the shared photos embedded
 with efficientnet-lite0, mixed and jittered: see bench/index_data.py), built through
-indexing.build.build_version and opened with indexing.store.load_version (memory-mapped):
+indexing.build.build_version and opened with indexing.loaded.load_version (a verified private copy, memory-mapped):
   exact   p50/p99 of top-10 over everything (IndexFlatIP), one query at a time
   ann     p50/p99 of top-10 with the ANN type (HNSW by default) and its recall@10 against exact
   event   p50/p99 of LoadedIndex.search_event (exact, --per-event vectors per event; goal p50 <= 1 ms
@@ -43,8 +43,8 @@ def _time_each(fn, queries: np.ndarray) -> tuple[list[float], list]:
 def run_size(n: int, args: argparse.Namespace, base: np.ndarray) -> None:
     from core.settings import load_settings
     from indexing.build import build_version
+    from indexing.loaded import load_version
     from indexing.sources import Ledger, dataset_dir
-    from indexing.store import load_version
 
     root = Path(tempfile.mkdtemp(prefix="imgsim-bench-search-"))
     try:
@@ -87,7 +87,7 @@ def run_size(n: int, args: argparse.Namespace, base: np.ndarray) -> None:
             recall = np.mean([len(set(a.tolist()) & set(e.tolist())) / 10 for a, e in zip(an_res, ex_res,
                                                                                           strict=True)])
             a50, a99 = percentiles(an_times)
-            params = ", ".join(f"{k}={v}" for k, v in ann.manifest["params"].items() if k != "raw_vectors_on_disk")
+            params = ", ".join(f"{k}={v}" for k, v in ann.manifest.params.items() if k != "raw_vectors_on_disk")
             print(f"  ann    {ann_kind:6} build {t_ann:7.1f} s   top-10 p50 {a50:8.2f} ms  p99 {a99:8.2f} ms  "
                   f"recall@10 {recall:.3f}  speed-up x{p50 / a50:.0f}  ({params})")
         elif args.ann != "none":

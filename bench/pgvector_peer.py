@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--global-queries", type=int, default=20)
     args = ap.parse_args(argv)
 
-    from indexing.store import load_version
+    from indexing.loaded import load_version
     from serving import search as engine
     from serving.database import Database
     from serving.served import ServedIndex

@@ -59,6 +59,13 @@ class Settings(BaseSettings):
     index_memory_budget_mb: int = Field(16_384, ge=64, description="IVF-PQ when vectors would not fit")
     index_hnsw_m: int = Field(32, ge=4)
     index_hnsw_ef_search: int = Field(128, ge=8)
+    backup_dir: Path | None = Field(
+        None, description="full, verified copies of published index versions, sharing no file with the store "
+        "(put it on another disk); default DATA_DIR/index-backups"
+    )
+    index_recheck_seconds: float = Field(
+        600.0, gt=0, description="the server re-hashes the files of the version it serves this often"
+    )
 
     # Search server.
     api_host: str = "127.0.0.1"
@@ -96,6 +103,12 @@ class Settings(BaseSettings):
     @property
     def indexes_dir(self) -> Path:
         return self.resolved_data_dir / "indexes"
+
+    @property
+    def resolved_backup_dir(self) -> Path:
+        if self.backup_dir is None:
+            return self.resolved_data_dir / "index-backups"
+        return self.backup_dir if self.backup_dir.is_absolute() else Path.cwd() / self.backup_dir
 
     def conninfo(self, dbname: str | None = None) -> str:
         """libpq connection string for psycopg (values quoted, so any password works)."""

@@ -173,19 +173,16 @@ def _run(args: argparse.Namespace, progress: Progress, started: Started) -> int:
         progress.detail(f"failed: {filename}: {error}")
 
     progress.step("image_index (airflow dags test)")
+    before, _, _ = _served_version(model_version)
+    # The build itself decides whether anything is new (under the store lock): then it builds nothing.
+    progress.detail(f"conf {json.dumps({'model': model, 'mode': 'merge'})}")
+    result = runner.dags_test("image_index", {"model": model, "mode": "merge"}, on_task)
     version, count, index_type = _served_version(model_version)
-    embedded_total = _embedded_total(db.conninfo, model_version)
-    if version is not None and (count or 0) >= embedded_total:
-        # Nothing embedded since the served version was built: publishing an identical one would add nothing.
-        progress.done(f"CURRENT v{version} already holds all {embedded_total} embedded images: reused")
-    else:
-        progress.detail(f"conf {json.dumps({'model': model, 'mode': 'merge'})}")
-        result = runner.dags_test("image_index", {"model": model, "mode": "merge"}, on_task)
-        version, count, index_type = _served_version(model_version)
-        if version is None:
-            raise AirflowRunError(f"image_index ran but no index version of {model_version} is published; "
-                                  f"see {result.log}")
-        progress.done(f"CURRENT is v{version}: {count} vectors ({index_type}); log {result.log}")
+    if version is None:
+        raise AirflowRunError(f"image_index ran but no index version of {model_version} is published; "
+                              f"see {result.log}")
+    reused = " (nothing new: reused)" if version == before else ""
+    progress.done(f"CURRENT is v{version}: {count} vectors ({index_type}){reused}; log {result.log}")
 
     progress.step("search server")
     port, note = choose_port(args.port, settings.api_port)
@@ -231,15 +228,6 @@ def _ledger_counts(conninfo: str, model_version: str, image_ids: list[int]) -> d
     return {str(status): int(n) for status, n in rows}
 
 
-def _embedded_total(conninfo: str, model_version: str) -> int:
-    import psycopg
-
-    with psycopg.connect(conninfo) as conn:
-        row = conn.execute("SELECT count(*) FROM image_embeddings WHERE model_version = %s AND status = 'embedded'",
-                           (model_version,)).fetchone()
-    return int(row[0]) if row else 0
-
-
 def _failures(conninfo: str, model_version: str, image_ids: list[int]) -> list[tuple[str, str]]:
     import psycopg
 
@@ -255,8 +243,8 @@ def _served_version(model_version: str) -> tuple[int | None, int | None, str | N
     from indexing.store import IndexStore
 
     store = IndexStore(get_settings(), model_version)
-    version = store.current_version()
+    version = store.current().version
     if version is None:
         return None, None, None
     manifest = store.read_manifest(version)
-    return version, manifest.get("count"), manifest.get("index_type")
+    return version, manifest.count, manifest.index_type

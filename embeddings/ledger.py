@@ -44,11 +44,3 @@ def record(
     rows.sort(key=lambda r: r[0])  # a fixed lock order: concurrent batches never deadlock
     with conn.transaction(), conn.cursor() as cur:
         cur.executemany(_UPSERT, rows)
-
-
-def status_counts(conn: psycopg.Connection, model_version: str) -> dict[str, int]:
-    """{'embedded': n, 'failed': m} for one model version."""
-    rows = conn.execute(
-        "SELECT status, count(*) FROM image_embeddings WHERE model_version = %s GROUP BY status", (model_version,)
-    ).fetchall()
-    return {"embedded": 0, "failed": 0, **{str(s): int(n) for s, n in rows}}

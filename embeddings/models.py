@@ -241,9 +241,3 @@ def get_embedder(name: str | None = None, settings: Settings | None = None) -> E
         )
         _CACHE[key] = embedder
         return embedder
-
-
-def clear_cache() -> None:
-    """Forget built embedders (tests that swap weights files)."""
-    with _CACHE_LOCK:
-        _CACHE.clear()

@@ -2,23 +2,26 @@
 
 A rebuild sorts rows by (event_code, image_id) so each event is a contiguous slice of
 the base's flat storage, stages the vectors in a memory-mapped file (one Parquet part
-in memory at a time) and adds them to the chosen index. A merge hard-links the parent's
-base, masks out deleted and re-embedded ids (`removed.npy`) and writes the changed
-vectors to a small exact `delta.faiss`: its cost grows with the change, not the total.
-When the delta grows past COMPACT_FRACTION of the base (or the base is HNSW, which can
-neither merge nor remove), the merge turns into a rebuild.
+in memory at a time) and adds them to the chosen index. A merge is planned first
+(`plan_merge`: a pure comparison of the ledger with the parent's meta, or the reason it
+must be a rebuild), then applied: it hard-links the parent's read-only base, masks out
+deleted and re-embedded ids (`removed.npy`) and writes the changed vectors to a small
+exact `delta.faiss`: its cost grows with the change, not the total. When the delta
+grows past COMPACT_FRACTION of the base (or the base is HNSW, which can neither merge
+nor remove), the merge turns into a rebuild.
 """
 
 from __future__ import annotations
 
 import fcntl
-import json
+import hashlib
 import os
 import shutil
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,6 +31,7 @@ import pandas as pd
 
 from core.settings import Settings
 from indexing import choice, sources
+from indexing.loaded import flat_view
 from indexing.sources import BuildError
 from indexing.store import (
     DELTA_FILE,
@@ -37,10 +41,13 @@ from indexing.store import (
     META_FILE,
     REMOVED_FILE,
     VECTORS_FILE,
+    IndexCorrupt,
     IndexStore,
-    _fsync_dir,
-    flat_view,
+    Manifest,
+    fsync_dir,
+    make_read_only,
     sha256_file,
+    version_name,
 )
 
 COMPACT_MIN = 10_000  # a delta this small never forces a rebuild
@@ -103,6 +110,92 @@ def _event_order(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.sort_values(["event_code", "image_id"], kind="stable").reset_index(drop=True)
 
 
+@dataclass
+class Pieces:
+    """A version's content before `finalize` writes meta, removed ids and the manifest."""
+
+    frame: pd.DataFrame  # ledger columns + segment, row (one line per live vector)
+    index_type: str
+    params: dict[str, Any]
+    base_count: int
+    delta_count: int
+    removed: np.ndarray  # base ids masked out
+    inherited: dict[str, str]  # files hard-linked from the parent -> their sha256 (not re-hashed)
+    base_version: int | None
+    changes: dict[str, int] | None = None
+
+
+@dataclass(frozen=True)
+class MergePlan:
+    """What a merge into `parent` changes, decided before any file is written."""
+
+    parent: int
+    parent_manifest: Manifest
+    todo: pd.DataFrame  # ledger rows whose vectors go into the new delta (new or re-embedded)
+    base_keep: pd.DataFrame  # parent base rows still live: image_id, row
+    delta_keep: pd.DataFrame  # parent delta rows still live: image_id, row
+    removed: np.ndarray  # base ids masked out in the new version
+    changes: dict[str, int]
+
+
+def plan_merge(settings: Settings, ledger: sources.Ledger, dim: int, parent: int, parent_manifest: Manifest,
+               parent_meta: pd.DataFrame, parent_removed: np.ndarray, index_type: str | None) -> MergePlan | str:
+    """Compare the ledger with the parent's meta: the plan, or the reason this must be a rebuild.
+
+    Pure (no file is read or written here), so the decision is easy to test and to see.
+    """
+    kind = parent_manifest.index_type
+    if kind == "hnsw":
+        return "HNSW can neither merge nor remove"
+    if index_type is not None and index_type != kind:
+        return f"index type {index_type} requested, parent is {kind}"
+    if parent_manifest.dim != dim:
+        return f"dim changed ({parent_manifest.dim} -> {dim})"
+    if parent_manifest.format != MANIFEST_FORMAT:
+        return "parent manifest has another format"
+    old = parent_meta
+    rows = ledger.rows
+    joined = rows.merge(old.drop(columns=["event_code"]), on="image_id", how="left", suffixes=("", "_old"))
+    fresh = joined["segment"].isna().to_numpy()
+    # The ledger stamps embedded_at on every (re-)embed; compaction only repoints parquet_part.
+    changed = ~fresh & (joined["embedded_at"] != joined["embedded_at_old"]).to_numpy()
+    todo = joined[fresh | changed]
+    todo = todo.drop(columns=[c for c in todo.columns if c.endswith("_old")] + ["segment", "row"])
+    live_ids = pd.Index(rows["image_id"].to_numpy())
+    deleted_mask = live_ids.get_indexer(old["image_id"].to_numpy()) < 0
+    dropped = np.union1d(old["image_id"].to_numpy()[deleted_mask], todo["image_id"].to_numpy())
+    keep_old = old[~np.isin(old["image_id"].to_numpy(), dropped)]
+    base_keep = keep_old[keep_old["segment"] == 0]
+    delta_keep = keep_old[keep_old["segment"] == 1]
+    base_count = parent_manifest.base_count or parent_manifest.count
+    removed = np.union1d(parent_removed, old[(old["segment"] == 0).to_numpy() & np.isin(old["image_id"], dropped)]
+                         ["image_id"].to_numpy()).astype(np.int64)
+    new_delta = len(delta_keep) + len(todo)
+    if len(removed) + new_delta > max(COMPACT_MIN, COMPACT_FRACTION * base_count):
+        return f"delta {new_delta} + removed {len(removed)} exceed {COMPACT_FRACTION:.0%} of the base: compacting"
+    expected_kind, _ = choice.choose(len(base_keep) + new_delta, dim, settings, index_type)
+    if index_type is None and expected_kind != kind:
+        return f"size now calls for {expected_kind}, parent is {kind}"
+    return MergePlan(parent=parent, parent_manifest=parent_manifest, todo=todo, base_keep=base_keep,
+                     delta_keep=delta_keep, removed=removed,
+                     changes={"added": int(fresh.sum()), "reembedded": int(changed.sum()),
+                              "deleted": int(deleted_mask.sum())})
+
+
+def read_parent(store: IndexStore, parent: int) -> tuple[Manifest, pd.DataFrame, np.ndarray]:
+    """The parent's manifest, meta (the columns a merge compares) and removed ids."""
+    import pyarrow.parquet as pq
+
+    manifest = store.read_manifest(parent)
+    store.check_files(parent, manifest, checksums=False)  # a truncated base is not inherited
+    pdir = store.version_dir(parent)
+    meta = pq.read_table(pdir / META_FILE, columns=["image_id", "embedded_at", "parquet_part", "segment", "row",
+                                                    "event_code"]).to_pandas()
+    meta["embedded_at"] = pd.to_datetime(meta["embedded_at"], utc=True)
+    removed = np.load(pdir / REMOVED_FILE) if manifest.has(REMOVED_FILE) else np.empty(0, np.int64)
+    return manifest, meta, removed
+
+
 class Builder:
     """One build: gathers inputs, writes files into a temp folder, renames it into place."""
 
@@ -113,7 +206,7 @@ class Builder:
         self.tmp = store.root / f".tmp-build-{uuid.uuid4().hex[:12]}"
 
     # -- rebuild --------------------------------------------------------------
-    def rebuild(self, ledger: sources.Ledger, parts: list[Path], dim: int, index_type: str | None) -> dict[str, Any]:
+    def rebuild(self, ledger: sources.Ledger, parts: list[Path], dim: int, index_type: str | None) -> Pieces:
         import faiss
 
         rows = ledger.rows
@@ -146,72 +239,35 @@ class Builder:
             stage_path.unlink()
         frame["segment"] = 0
         frame["row"] = np.arange(n)
-        return {"frame": frame, "index_type": kind, "params": params, "base_count": n, "delta_count": 0,
-                "removed": np.empty(0, np.int64), "inherited": {}, "base_version": None}
+        return Pieces(frame=frame, index_type=kind, params=params, base_count=n, delta_count=0,
+                      removed=np.empty(0, np.int64), inherited={}, base_version=None)
 
     # -- merge ----------------------------------------------------------------
-    def merge(
-        self, ledger: sources.Ledger, parts: list[Path], dim: int, parent: int, parent_manifest: dict[str, Any],
-        index_type: str | None,
-    ) -> dict[str, Any] | str:
-        """The merged version's pieces, or a string saying why this must be a rebuild."""
-        import pyarrow.parquet as pq
-
-        kind = parent_manifest.get("index_type")
-        if kind == "hnsw":
-            return "HNSW can neither merge nor remove"
-        if index_type is not None and index_type != kind:
-            return f"index type {index_type} requested, parent is {kind}"
-        if int(parent_manifest.get("dim", -1)) != dim:
-            return f"dim changed ({parent_manifest.get('dim')} -> {dim})"
-        if parent_manifest.get("format") != MANIFEST_FORMAT:
-            return "parent manifest has another format"
-        pdir = self.store.version_dir(parent)
-        old = pq.read_table(pdir / META_FILE, columns=["image_id", "embedded_at", "parquet_part", "segment",
-                                                       "row", "event_code"]).to_pandas()
-        old["embedded_at"] = pd.to_datetime(old["embedded_at"], utc=True)
+    def apply_merge(self, plan: MergePlan, ledger: sources.Ledger, parts: list[Path], dim: int) -> Pieces:
+        """Write the merged version's new files (the delta); the base is shared with the parent."""
         rows = ledger.rows
-        joined = rows.merge(old.drop(columns=["event_code"]), on="image_id", how="left", suffixes=("", "_old"))
-        fresh = joined["segment"].isna().to_numpy()
-        # The ledger stamps embedded_at on every (re-)embed; compaction only repoints parquet_part.
-        changed = ~fresh & (joined["embedded_at"] != joined["embedded_at_old"]).to_numpy()
-        todo = joined[fresh | changed]
-        live_ids = pd.Index(rows["image_id"].to_numpy())
-        deleted_mask = live_ids.get_indexer(old["image_id"].to_numpy()) < 0
-        dropped = np.union1d(old["image_id"].to_numpy()[deleted_mask], todo["image_id"].to_numpy())
-        old_removed = np.load(pdir / REMOVED_FILE) if (pdir / REMOVED_FILE).is_file() else np.empty(0, np.int64)
-        keep_old = old[~np.isin(old["image_id"].to_numpy(), dropped)]
-        base_keep = keep_old[keep_old["segment"] == 0]
-        delta_keep = keep_old[keep_old["segment"] == 1]
-        base_count = int(parent_manifest.get("base_count", parent_manifest["count"]))
-        removed = np.union1d(old_removed, old[(old["segment"] == 0).to_numpy() & np.isin(old["image_id"], dropped)]
-                             ["image_id"].to_numpy()).astype(np.int64)
-        new_delta = len(delta_keep) + len(todo)
-        if len(removed) + new_delta > max(COMPACT_MIN, COMPACT_FRACTION * base_count):
-            return f"delta {new_delta} + removed {len(removed)} exceed {COMPACT_FRACTION:.0%} of the base: compacting"
-        expected_kind, _ = choice.choose(len(base_keep) + new_delta, dim, self.settings, index_type)
-        if index_type is None and expected_kind != kind:
-            return f"size now calls for {expected_kind}, parent is {kind}"
-
+        todo = plan.todo
+        pdir = self.store.version_dir(plan.parent)
         # Vectors of new and re-embedded rows, from the parts the ledger names (all parts if one is missing).
         named = [sources.resolve_part(self.settings, self.model_version, p) for p in todo["parquet_part"].unique()]
         use_parts = sorted({p for p in named if p is not None}) if all(named) else parts
         located = sources.locate_latest(use_parts, todo["image_id"].to_numpy())
-        added = todo.drop(columns=[c for c in todo.columns if c.endswith("_old")] + ["segment", "row"])
-        added = added.merge(located, on="image_id", how="inner")
+        added = todo.merge(located, on="image_id", how="inner")
 
         # Delta = kept old delta rows + added rows, in event order.
         delta_rows = pd.concat([
-            rows.merge(delta_keep[["image_id", "row"]], on="image_id").assign(src="old"),
+            rows.merge(plan.delta_keep[["image_id", "row"]], on="image_id").assign(src="old"),
             added.assign(src="new"),
         ], ignore_index=True)
         delta_rows = _event_order(delta_rows)
         nd = len(delta_rows)
         delta_vecs = np.empty((nd, dim), dtype=np.float32)
         self.tmp.mkdir(parents=True)
-        if len(delta_keep):
-            old_delta = choice_read(pdir / DELTA_FILE)
+        if len(plan.delta_keep):
+            old_delta = _read_faiss(pdir / DELTA_FILE)
             view = flat_view(old_delta)
+            if view is None or view.shape[0] < len(plan.delta_keep):
+                raise BuildError(f"{pdir / DELTA_FILE}: not the exact delta the manifest describes; rebuild")
             sel = np.flatnonzero((delta_rows["src"] == "old").to_numpy())
             delta_vecs[sel] = view[delta_rows["row"].to_numpy()[sel].astype(np.int64)]
             del view, old_delta
@@ -225,89 +281,80 @@ class Builder:
         delta_ids = delta_rows["image_id"].to_numpy(np.int64)
         inherited: dict[str, str] = {}
         for fname in (INDEX_FILE, VECTORS_FILE):
-            if fname in parent_manifest["sha256"]:
+            if plan.parent_manifest.has(fname):
                 _link_or_copy(pdir / fname, self.tmp / fname)
-                inherited[fname] = parent_manifest["sha256"][fname]
+                inherited[fname] = plan.parent_manifest.sha256[fname]
         if nd:
             _write_flat(self.tmp / DELTA_FILE, delta_ids, delta_vecs, dim)
 
-        base_frame = rows.merge(base_keep[["image_id", "row"]], on="image_id").assign(segment=0)
+        base_frame = rows.merge(plan.base_keep[["image_id", "row"]], on="image_id").assign(segment=0)
         delta_frame = delta_rows.assign(segment=1, row=np.arange(nd))
         frame = pd.concat([base_frame, delta_frame], ignore_index=True)
         frame = frame.sort_values(["segment", "row"], kind="stable").reset_index(drop=True)
-        return {"frame": frame, "index_type": kind, "params": parent_manifest.get("params", {}),
-                "base_count": base_count, "delta_count": nd, "removed": removed, "inherited": inherited,
-                "base_version": parent_manifest.get("base_version") or parent,
-                "changes": {"added": int(fresh.sum()),
-                            "reembedded": int(changed.sum()), "deleted": int(deleted_mask.sum()),
-                            "missing_vectors": int(len(todo) - len(added))}}
+        changes = {**plan.changes, "missing_vectors": int(len(todo) - len(added))}
+        pm = plan.parent_manifest
+        return Pieces(frame=frame, index_type=pm.index_type, params=pm.params, base_count=pm.base_count or pm.count,
+                      delta_count=nd, removed=plan.removed, inherited=inherited,
+                      base_version=pm.base_version or plan.parent, changes=changes)
 
     # -- finish ---------------------------------------------------------------
-    def finalize(self, version: int, pieces: dict[str, Any], manifest_extra: dict[str, Any]) -> tuple[Path, dict]:
-        """Write meta, removed ids and the manifest, fsync, and rename the temp folder into place."""
+    def finalize(self, version: int, pieces: Pieces, dim: int, extra: dict[str, Any]) -> Built:
+        """Write meta, removed ids and the manifest, fsync, make every file read-only, rename into place."""
         import pyarrow.parquet as pq
 
-        frame = pieces["frame"]
-        pq.write_table(_meta_table(frame), self.tmp / META_FILE)
-        if len(pieces["removed"]):
-            np.save(self.tmp / REMOVED_FILE, np.asarray(pieces["removed"], dtype=np.int64))
+        pq.write_table(_meta_table(pieces.frame), self.tmp / META_FILE)
+        if len(pieces.removed):
+            np.save(self.tmp / REMOVED_FILE, np.asarray(pieces.removed, dtype=np.int64))
         sha: dict[str, str] = {}
         sizes: dict[str, int] = {}
         for path in sorted(self.tmp.iterdir()):
-            if path.name == MANIFEST_FILE:
-                continue
             sizes[path.name] = path.stat().st_size
-            if path.name in pieces["inherited"]:
-                sha[path.name] = pieces["inherited"][path.name]
+            if path.name in pieces.inherited:
+                sha[path.name] = pieces.inherited[path.name]
             else:
                 _fsync_file(path)
                 sha[path.name] = sha256_file(path)
-        manifest = {
-            "format": MANIFEST_FORMAT,
-            "version": version,
-            "model_version": self.model_version,
-            "dim": manifest_extra.pop("dim"),
-            "metric": "inner_product",
-            "index_type": pieces["index_type"],
-            "params": pieces["params"],
-            "count": len(frame),
-            "base_count": pieces["base_count"],
-            "delta_count": pieces["delta_count"],
-            "removed_count": len(pieces["removed"]),
-            "base_version": pieces["base_version"] or version,
-            "sha256": sha,
-            "bytes": sizes,
-            "created_at": datetime.now(UTC).isoformat(),
-            **manifest_extra,
-        }
-        if "changes" in pieces:
-            manifest["changes"] = pieces["changes"]
-        data = json.dumps(manifest, indent=2, sort_keys=True).encode()
+            make_read_only(path)
+        manifest = Manifest(
+            version=version, model_version=self.model_version, dim=dim, index_type=pieces.index_type,
+            count=len(pieces.frame), sha256=sha, sizes=sizes, params=pieces.params, base_count=pieces.base_count,
+            delta_count=pieces.delta_count, removed_count=len(pieces.removed),
+            base_version=pieces.base_version or version, changes=pieces.changes,
+            created_at=datetime.now(UTC).isoformat(), **extra,
+        )
+        data = manifest.to_json()
         with open(self.tmp / MANIFEST_FILE, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        _fsync_dir(self.tmp)
+        make_read_only(self.tmp / MANIFEST_FILE)
+        fsync_dir(self.tmp)
         final = self.store.version_dir(version)
         os.rename(self.tmp, final)  # fails if a version of that number appeared meanwhile
-        _fsync_dir(self.store.root)
-        import hashlib
-
-        manifest["_manifest_sha256"] = hashlib.sha256(data).hexdigest()
-        return final, manifest
+        fsync_dir(self.store.root)
+        return Built(manifest=manifest, path=final, digest=hashlib.sha256(data).hexdigest())
 
     def discard(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def choice_read(path: Path) -> Any:
+@dataclass(frozen=True)
+class Built:
+    """A version just renamed into place: its manifest, folder and the sha256 of manifest.json."""
+
+    manifest: Manifest
+    path: Path
+    digest: str
+
+
+def _read_faiss(path: Path) -> Any:
     import faiss
 
-    return faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC)
+    return faiss.read_index(str(path))
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
-    """Share an immutable file with the parent version (a hard link), or copy where links are refused."""
+    """Share an immutable, read-only file with the parent version (a hard link), or copy where links are refused."""
     try:
         os.link(src, dst)
     except OSError:
@@ -316,10 +363,10 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 def build_version(
     settings: Settings, model_version: str, ledger: sources.Ledger, *, mode: str = "merge",
-    index_type: str | None = None, version: int, extra: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Write version `version` (caller holds the store lock and picked the number). Returns the
-    manifest plus `path`. Database-free so the benchmark can time exactly this."""
+    index_type: str | None = None, version: int, parent: int | None = None, extra: dict[str, Any] | None = None,
+) -> Built:
+    """Write version `version` (the caller holds the store lock and picked the number), merged into
+    `parent` when mode is "merge" and it can be. Database-free so the benchmark can time exactly this."""
     if mode not in ("merge", "rebuild"):
         raise ValueError(f"mode must be 'merge' or 'rebuild', not {mode!r}")
     if index_type is not None and index_type not in choice.INDEX_TYPES:
@@ -333,31 +380,29 @@ def build_version(
     assert dim is not None
     started = time.perf_counter()
     builder = Builder(settings, model_version, store)
-    parent = store.current_version()
     reason = None
     try:
-        pieces: dict[str, Any] | str | None = None
+        pieces: Pieces | None = None
         if mode == "merge" and parent is not None:
-            pieces = builder.merge(ledger, parts, dim, parent, store.read_manifest(parent), index_type)
-            if isinstance(pieces, str):
-                reason, pieces = pieces, None
-                builder.discard()
+            try:
+                parent_manifest, parent_meta, parent_removed = read_parent(store, parent)
+                plan: MergePlan | str = plan_merge(settings, ledger, dim, parent, parent_manifest, parent_meta,
+                                                   parent_removed, index_type)
+            except (IndexCorrupt, OSError, ValueError, KeyError) as exc:  # damaged parent: start afresh
+                plan = f"parent {version_name(parent)} unreadable ({' '.join(str(exc).split())[:200]})"
+            if isinstance(plan, str):
+                reason = plan
+            else:
+                pieces = builder.apply_merge(plan, ledger, parts, dim)
         elif mode == "merge":
             reason = "no current version to merge into"
+        used = "merge" if pieces is not None else "rebuild"
         if pieces is None:
             pieces = builder.rebuild(ledger, parts, dim, index_type)
-            used = "rebuild"
-        else:
-            used = "merge"
-        meta_extra = {
-            "dim": dim, "mode": used, "requested_mode": mode, "rebuild_reason": reason,
-            "parent_version": parent, "ledger_snapshot": ledger.snapshot.isoformat(),
-            "build_seconds": None, **(extra or {}),
-        }
+        meta_extra = {"mode": used, "requested_mode": mode, "rebuild_reason": reason,
+                      "parent_version": parent, "ledger_snapshot": ledger.snapshot.isoformat(), **(extra or {})}
         meta_extra["build_seconds"] = round(time.perf_counter() - started, 3)
-        path, manifest = builder.finalize(version, pieces, meta_extra)
+        return builder.finalize(version, pieces, dim, meta_extra)
     except BaseException:
         builder.discard()
         raise
-    manifest["path"] = str(path)
-    return manifest

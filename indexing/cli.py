@@ -1,6 +1,7 @@
-"""`python -m indexing build|verify|publish|versions|rollback|prune`: the operator's tool.
+"""`python -m indexing build|verify|publish|versions|rollback|prune|backup`: the operator's tool.
 
-Errors are one line on stderr with exit code 1 (2 for usage errors), never a traceback.
+Errors are one line on stderr naming the file and what is wrong, exit code 1 (2 for usage
+errors), never a traceback. Every command works with a damaged CURRENT; `rollback` repairs it.
 """
 
 from __future__ import annotations
@@ -54,8 +55,13 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("versions", help="list versions with status, type, count and dates")
 
-    r = sub.add_parser("rollback", help="flip CURRENT back to the previous published version (or --to vN)")
+    r = sub.add_parser("rollback", help="flip CURRENT back to the previous published version (or --to vN); "
+                                        "repairs a damaged CURRENT and restores damaged versions from BACKUP_DIR")
     r.add_argument("--to", type=_version_arg, help="the version to serve, e.g. v3")
+
+    bk = sub.add_parser("backup", help="copy published versions into BACKUP_DIR (verified, no shared files) "
+                                       "and re-verify the copies there")
+    bk.add_argument("--keep", type=int, help="backup copies to keep (default INDEX_KEEP_VERSIONS)")
 
     pr = sub.add_parser("prune", help="delete all but the newest N published versions (CURRENT is always kept)")
     pr.add_argument("--keep", type=int, help="versions to keep (default INDEX_KEEP_VERSIONS)")
@@ -79,21 +85,21 @@ def _print(data: Any, as_json: bool, text: str) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
     from core.settings import get_settings
     from indexing import pipeline
-    from indexing.store import version_name
+    from indexing.store import IndexStore, version_name
 
     settings = get_settings()
     mv = _model_version(settings, args.model_version)
     conninfo = settings.conninfo()
     if args.command == "build":
-        current = pipeline.unchanged_since_current(conninfo, settings, mv, args.index_type)
-        if args.mode == "merge" and current is not None:
-            _print({"version": None, "current": current}, args.json,
-                   f"nothing new since {version_name(current)} of {mv}; nothing built (--mode rebuild forces one)")
-            return 0
         result = pipeline.build(conninfo, settings, mv, mode=args.mode, index_type=args.index_type,
                                 dag_run_id=args.dag_run_id)
+        if result["version"] is None:
+            _print(result, args.json, f"{result['reason']} of {mv}; nothing built (--mode rebuild forces one)")
+            return 0
         how = result["mode"] + (f" ({result['rebuild_reason']})" if result.get("rebuild_reason") else "")
         text = (f"built {version_name(result['version'])} of {mv}: {result['count']} vectors, "
                 f"{result['index_type']}, {how}, {result['build_seconds']} s")
@@ -113,19 +119,37 @@ def _run(args: argparse.Namespace) -> int:
         _print({"published": args.version}, args.json, f"published {version_name(args.version)} of {mv}")
     elif args.command == "versions":
         rows = pipeline.list_versions(settings, mv, conninfo)
+        pointer = IndexStore(settings, mv).current()
+        if pointer.damaged:  # on stderr with --json, so the JSON stays the plain list it always was
+            print(f"CURRENT is damaged: {pointer.problem} (repair: python -m indexing rollback)",
+                  file=sys.stderr if args.json else sys.stdout)
         if args.json:
             _print(rows, True, "")
-        elif not rows:
+            return 0
+        if not rows:
             print(f"no index versions for {mv}")
         else:
-            print(f"{'':2}{'version':9}{'status':11}{'type':7}{'count':>10}  {'created':26}published")
+            print(f"{'':2}{'version':9}{'status':11}{'type':7}{'count':>10}  {'created':26}{'published':26}backup")
             for r in rows:
                 print(f"{'*' if r.get('current') else ' ':2}{version_name(r['version']):9}"
                       f"{(r.get('status') or '-'):11}{(r.get('index_type') or '-'):7}{r.get('count') or 0:>10}  "
-                      f"{str(r.get('created_at') or '-')[:25]:26}{str(r.get('published_at') or '-')[:25]}")
+                      f"{str(r.get('created_at') or '-')[:25]:26}{str(r.get('published_at') or '-')[:25]:26}"
+                      f"{'yes' if r.get('backup') else '-'}")
     elif args.command == "rollback":
         v = pipeline.rollback(conninfo, settings, mv, to=args.to)
         _print({"current": v}, args.json, f"CURRENT of {mv} is now {version_name(v)}")
+    elif args.command == "backup":
+        report = pipeline.backup(conninfo, settings, mv, keep=args.keep)
+        parts = [f"backup of {mv} in {report.root}:",
+                 f"copied {', '.join(map(version_name, report.copied)) or 'nothing'}",
+                 f"verified {', '.join(map(version_name, report.verified)) or 'nothing'}"]
+        if report.pruned:
+            parts.append(f"pruned {', '.join(map(version_name, report.pruned))}")
+        _print(asdict(report), args.json, "; ".join(parts))
+        problems = [*report.damaged.values(), *report.skipped.values()]
+        if problems:
+            print(f"error: {len(problems)} problem(s); first: {problems[0]}", file=sys.stderr)
+            return 1
     elif args.command == "prune":
         pruned = pipeline.prune(settings, mv, keep=args.keep, conninfo=conninfo)
         _print({"pruned": pruned}, args.json,

@@ -19,7 +19,7 @@ from core.db import connect
 from core.settings import Settings
 from indexing import sources
 from indexing.build import build_version, next_version, store_lock
-from indexing.store import IndexCorrupt, IndexStore, load_version, version_name
+from indexing.store import CURRENT_FILE, META_FILE, IndexCorrupt, IndexStore, Manifest, backup_store, version_name
 from indexing.verify import VerificationFailed, check_version
 
 NOTIFY_CHANNEL = "index_published"
@@ -37,22 +37,14 @@ def _db_max_version(conninfo: str, model_version: str) -> int | None:
     return row[0] if row else None
 
 
-def _record(conninfo: str, model_version: str, version: int, **fields: Any) -> None:
-    """Update an index_versions row (it exists once build() ran)."""
-    sets = ", ".join(f"{k} = %s" for k in fields)
-    with connect(conninfo=conninfo) as conn:
-        conn.execute(f"UPDATE index_versions SET {sets} WHERE model_version = %s AND version = %s",
-                     (*fields.values(), model_version, version))
-
-
-def _ensure_row(conn: Any, store: IndexStore, version: int, manifest: dict[str, Any], status: str) -> None:
+def _ensure_row(conn: Any, store: IndexStore, version: int, manifest: Manifest, status: str) -> None:
     """Insert the row of a version found on disk (e.g. built by an older run) if the table lacks it."""
     conn.execute(
         """INSERT INTO index_versions (model_version, version, index_type, vector_count, path, status,
                                        parent_version, dag_run_id)
            VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (model_version, version) DO NOTHING""",
-        (store.model_version, version, manifest["index_type"], manifest["count"], str(store.version_dir(version)),
-         status, manifest.get("parent_version"), manifest.get("dag_run_id")),
+        (store.model_version, version, manifest.index_type, manifest.count, str(store.version_dir(version)),
+         status, manifest.parent_version, manifest.dag_run_id),
     )
 
 
@@ -70,46 +62,62 @@ def _statuses(conninfo: str, model_version: str) -> dict[int, str]:
     return {int(v): str(s) for v, s in rows}
 
 
-def unchanged_since_current(conninfo: str, settings: Settings, model_version: str,
-                            index_type: str | None = None) -> int | None:
-    """The current version when the ledger has not changed since it was built (a merge would add nothing).
+def _published(conninfo: str, model_version: str) -> list[int]:
+    """Versions that were published once, newest publish first (even if found damaged since: a backup
+    copy may still restore them; every use verifies the files first)."""
+    with connect(conninfo=conninfo) as conn:
+        rows = conn.execute("""SELECT version FROM index_versions WHERE model_version = %s
+                               AND published_at IS NOT NULL ORDER BY published_at DESC, version DESC""",
+                            (model_version,)).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+def _unchanged_since(ledger: sources.Ledger, manifest: Manifest, index_type: str | None) -> bool:
+    """True when the ledger has not changed since `manifest`'s version was built (a merge would add nothing).
 
     Conservative: any embedded row newer than the version's ledger snapshot, or a different
-    count (deleted images, failed re-embeds), means "changed" and returns None.
+    count (deleted images, failed re-embeds), means "changed". Decided from the ledger the
+    build reads anyway (no second query on the merge's path).
     """
     from datetime import datetime
 
-    store = IndexStore(settings, model_version)
-    current = store.current_version() if store.root.is_dir() else None
-    if current is None:
-        return None
-    try:
-        manifest = store.read_manifest(current)
-    except (IndexCorrupt, OSError, ValueError):
-        return None
-    snapshot = manifest.get("ledger_snapshot")
-    if not snapshot or (index_type and index_type != manifest.get("index_type")):
-        return None
-    with connect(conninfo=conninfo) as conn:
-        count, newest = conn.execute(
-            "SELECT count(*), max(e.embedded_at) FROM image_embeddings e JOIN images i ON i.id = e.image_id"
-            " WHERE e.model_version = %s AND e.status = 'embedded'",
-            (model_version,),
-        ).fetchone()  # type: ignore[misc]
-    if int(count) != int(manifest.get("count", -1)):
-        return None
-    return current if newest is None or newest <= datetime.fromisoformat(snapshot) else None
+    import pandas as pd
+
+    if not manifest.ledger_snapshot or (index_type and index_type != manifest.index_type):
+        return False
+    rows = ledger.rows
+    if len(rows) != manifest.count:
+        return False
+    return len(rows) == 0 or rows["embedded_at"].max() <= pd.Timestamp(datetime.fromisoformat(manifest.ledger_snapshot))
 
 
 def build(conninfo: str, settings: Settings, model_version: str, *, mode: str = "merge",
           index_type: str | None = None, dag_run_id: str | None = None) -> dict[str, Any]:
-    """Build the next version (not yet published). Returns version, path, count, index_type, mode, ..."""
+    """Build the next version (not yet published). Returns version, path, count, index_type, mode, ...
+
+    A merge when nothing changed since CURRENT builds nothing: `version` is None, `current`
+    names the version that is already up to date. That is decided here, under the store lock,
+    so two callers never both build the same state. A damaged CURRENT makes a merge a rebuild.
+    """
     store = IndexStore(settings, model_version)
     with store_lock(store):
+        pointer = store.current()
+        parent = pointer.version
         ledger = sources.read_ledger(conninfo, model_version)
+        if mode == "merge" and parent is not None:
+            try:
+                if _unchanged_since(ledger, store.read_manifest(parent), index_type):
+                    return {"version": None, "current": parent, "mode": "none",
+                            "reason": f"nothing new since {version_name(parent)}"}
+            except IndexCorrupt:
+                pass  # the merge itself falls back to a rebuild and says why
         version = next_version(store, _db_max_version(conninfo, model_version))
-        manifest = build_version(settings, model_version, ledger, mode=mode, index_type=index_type,
-                                 version=version, extra={"dag_run_id": dag_run_id})
+        extra: dict[str, Any] = {"dag_run_id": dag_run_id}
+        if pointer.damaged and mode == "merge":
+            extra["rebuild_reason"] = f"nothing to merge into: {pointer.problem}"
+        built = build_version(settings, model_version, ledger, mode=mode, index_type=index_type,
+                              version=version, parent=parent, extra=extra)
+        m = built.manifest
         with connect(conninfo=conninfo) as conn:
             conn.execute(
                 """INSERT INTO index_versions (model_version, version, index_type, vector_count, path, checksum,
@@ -119,13 +127,12 @@ def build(conninfo: str, settings: Settings, model_version: str, *, mode: str = 
                      vector_count = EXCLUDED.vector_count, path = EXCLUDED.path, checksum = EXCLUDED.checksum,
                      status = 'built', error = NULL, parent_version = EXCLUDED.parent_version,
                      dag_run_id = EXCLUDED.dag_run_id""",
-                (model_version, version, manifest["index_type"], manifest["count"], manifest["path"],
-                 manifest["_manifest_sha256"], manifest.get("parent_version"), dag_run_id),
+                (model_version, version, m.index_type, m.count, str(built.path), built.digest, m.parent_version,
+                 dag_run_id),
             )
-    return {"version": version, "path": manifest["path"], "count": manifest["count"],
-            "index_type": manifest["index_type"], "mode": manifest["mode"],
-            "rebuild_reason": manifest.get("rebuild_reason"), "parent_version": manifest.get("parent_version"),
-            "build_seconds": manifest["build_seconds"], "changes": manifest.get("changes")}
+    return {"version": version, "path": str(built.path), "count": m.count, "index_type": m.index_type,
+            "mode": m.mode, "rebuild_reason": m.rebuild_reason, "parent_version": m.parent_version,
+            "build_seconds": m.build_seconds, "changes": m.changes}
 
 
 def verify(conninfo: str, settings: Settings, model_version: str, version: int) -> None:
@@ -175,8 +182,8 @@ def _activate(conninfo: str, store: IndexStore, version: int) -> None:
     import pyarrow.parquet as pq
 
     manifest = store.read_manifest(version)
-    ids = pq.read_table(store.version_dir(version) / "meta.parquet", columns=["image_id"]).column("image_id")
-    previous = store.current_version()
+    ids = pq.read_table(store.version_dir(version) / META_FILE, columns=["image_id"]).column("image_id")
+    previous = store.current().version  # None when missing or damaged: then there is nothing to put back
     payload = json.dumps({"model_version": store.model_version, "version": version})
     buf = io.StringIO()
     for value in ids.to_numpy():
@@ -202,7 +209,7 @@ def _activate(conninfo: str, store: IndexStore, version: int) -> None:
             if previous is not None and store.version_dir(previous).is_dir():
                 store.set_current(previous)
             else:
-                (store.root / "CURRENT").unlink(missing_ok=True)
+                (store.root / CURRENT_FILE).unlink(missing_ok=True)
         raise
 
 
@@ -214,7 +221,7 @@ def publish(conninfo: str, settings: Settings, model_version: str, version: int)
         raise VerificationFailed(f"{version_name(version)} failed verification and cannot be published: {error}")
     if status in ("verified", "published"):
         try:
-            store.check_manifest(version, store.read_manifest(version), checksums=True)
+            store.check_files(version, store.read_manifest(version), checksums=True)
         except IndexCorrupt as exc:
             _mark(conninfo, store, version, status="failed", error=str(exc))
             raise VerificationFailed(str(exc)) from None
@@ -230,7 +237,8 @@ def prune(settings: Settings, model_version: str, keep: int | None = None, conni
     With `conninfo`, the database says which versions were published: failed or never-published
     builds do not take a backup's place, and builds newer than CURRENT that are still on their way
     to publishing (built, verified) are left alone. Without it every folder counts as published.
-    Returns the pruned versions. Stale temp folders of crashed builds are removed too.
+    With a damaged CURRENT the last version published stands in for it. Returns the pruned
+    versions. Stale temp folders of crashed builds are removed too.
     """
     keep = settings.index_keep_versions if keep is None else int(keep)
     if keep < 1:
@@ -240,7 +248,13 @@ def prune(settings: Settings, model_version: str, keep: int | None = None, conni
         return []
     pruned: list[int] = []
     with store_lock(store):
-        current = store.current_version()
+        pointer = store.current()
+        current = pointer.version
+        if current is None and pointer.damaged:
+            recent = _published(conninfo, model_version) if conninfo else []
+            current = recent[0] if recent else None
+            if current is None:
+                return []  # nothing says which version is served: delete nothing
         versions = store.versions()
         statuses = _statuses(conninfo, model_version) if conninfo else {}
         published = [v for v in versions if v == current or statuses.get(v, "published") == "published"]
@@ -256,7 +270,8 @@ def prune(settings: Settings, model_version: str, keep: int | None = None, conni
         now = time.time()
         for entry in store.root.iterdir():
             stale = entry.name.startswith(".trash-") or (
-                entry.name.startswith(".tmp-build-") and now - entry.stat().st_mtime > STALE_TEMP_SECONDS)
+                entry.name.startswith((".tmp-build-", ".tmp-restore-"))
+                and now - entry.stat().st_mtime > STALE_TEMP_SECONDS)
             if stale and entry.is_dir():
                 shutil.rmtree(entry, ignore_errors=True)
     if pruned and conninfo:
@@ -267,44 +282,63 @@ def prune(settings: Settings, model_version: str, keep: int | None = None, conni
 
 
 def rollback(conninfo: str, settings: Settings, model_version: str, to: int | None = None) -> int:
-    """Flip CURRENT back to `to`, or to the newest earlier version that was published and is intact.
+    """Flip CURRENT to `to`, or back to the newest earlier published version that is intact.
 
-    The target's checksums are verified first; returns the version now current.
+    With a damaged CURRENT and no `to`, the newest published version that is intact becomes
+    current (the repair). The target is verified first (the server's checks: files, shapes,
+    normalisation, self-search); when its files are damaged or gone and BACKUP_DIR holds an
+    intact copy, the copy is restored into the store first. Returns the version now current.
     """
+    from indexing.backup import ensure_intact
+
     store = IndexStore(settings, model_version)
-    current = store.current_version()
+    pointer = store.current()
     on_disk = store.versions()
+    known = sorted(set(on_disk) | set(backup_store(settings, model_version).versions()))
     if to is None:
-        if current is None:
+        published = _published(conninfo, model_version)
+        if pointer.damaged:
+            candidates = sorted(published, reverse=True)
+        elif pointer.version is None:
             raise RollbackError(f"nothing is published for {model_version}: no CURRENT to roll back from")
-        with connect(conninfo=conninfo) as conn:
-            rows = conn.execute("""SELECT version FROM index_versions WHERE model_version = %s AND version < %s
-                                   AND status = 'published' ORDER BY version DESC""",
-                                (model_version, current)).fetchall()
-        candidates = [r[0] for r in rows if r[0] in on_disk]
-        if not candidates:
-            older = [v for v in on_disk if v < current]
-            raise RollbackError(
-                f"no earlier published version of {model_version} on disk to roll back to (current "
-                f"{version_name(current)}; other versions on disk: {', '.join(map(version_name, older)) or 'none'})"
-            )
-        to = candidates[0]
-    if to not in on_disk:
-        raise RollbackError(f"{version_name(to)} of {model_version} is not on disk "
-                            f"(kept: {', '.join(map(version_name, on_disk)) or 'none'})")
+        else:
+            candidates = sorted((v for v in published if v < pointer.version), reverse=True)
+        problems: list[str] = []
+        for v in candidates:
+            if v not in known:
+                continue
+            try:
+                with store_lock(store):
+                    ensure_intact(settings, model_version, v)
+                    _activate(conninfo, store, v)
+                return v
+            except IndexCorrupt as exc:
+                problems.append(str(exc))
+        what = f"current {version_name(pointer.version)}" if pointer.version else pointer.problem
+        raise RollbackError(
+            f"no {'' if pointer.damaged else 'earlier '}published version of {model_version} that is intact to roll "
+            f"back to ({what}; on disk: {', '.join(map(version_name, on_disk)) or 'none'}"
+            + (f"; refused: {problems[0]}" if problems else "") + ")")
+    if to not in known:
+        raise RollbackError(f"{version_name(to)} of {model_version} is not on disk nor in the backup "
+                            f"(kept: {', '.join(map(version_name, known)) or 'none'})")
     status, error = _status(conninfo, model_version, to)
-    if status == "failed":
-        raise RollbackError(f"{version_name(to)} failed verification ({error}); choose another with --to")
-    load_version(settings, model_version, to)  # manifest + checksums + opens; raises IndexCorrupt
     with store_lock(store):
+        source = ensure_intact(settings, model_version, to)  # raises IndexCorrupt naming the bad file
+        # A version that failed because its files were damaged is fine once restored from the backup;
+        # one that failed for any other reason (wrong count, not normalised) stays refused.
+        if status == "failed" and source != "restored":
+            raise RollbackError(f"{version_name(to)} failed verification ({error}); choose another with --to")
         _activate(conninfo, store, to)
     return to
 
 
 def list_versions(settings: Settings, model_version: str, conninfo: str | None = None) -> list[dict[str, Any]]:
-    """Versions on disk and in the table, newest first: version, status, current, index_type, count, dates."""
+    """Versions on disk and in the table, newest first: version, status, current, index_type, count, dates,
+    and whether BACKUP_DIR holds a copy."""
     store = IndexStore(settings, model_version)
-    current = store.current_version() if store.root.is_dir() else None
+    current = store.current().version
+    backed_up = set(backup_store(settings, model_version).versions())
     rows: dict[int, dict[str, Any]] = {}
     for v in store.versions():
         try:
@@ -312,8 +346,8 @@ def list_versions(settings: Settings, model_version: str, conninfo: str | None =
         except IndexCorrupt as exc:
             rows[v] = {"version": v, "status": "corrupt", "error": str(exc), "on_disk": True}
             continue
-        rows[v] = {"version": v, "index_type": m.get("index_type"), "count": m.get("count"),
-                   "mode": m.get("mode"), "created_at": m.get("created_at"), "on_disk": True, "status": None}
+        rows[v] = {"version": v, "index_type": m.index_type, "count": m.count, "mode": m.mode,
+                   "created_at": m.created_at, "on_disk": True, "status": None}
     if conninfo:
         with connect(conninfo=conninfo) as conn:
             for r in conn.execute(
@@ -325,6 +359,35 @@ def list_versions(settings: Settings, model_version: str, conninfo: str | None =
                               "error": entry.get("error") or r[4],
                               "created_at": entry.get("created_at") or r[5].isoformat(),
                               "published_at": r[6].isoformat() if r[6] else None, "parent_version": r[7]})
+    for v in backed_up:
+        rows.setdefault(v, {"version": v, "on_disk": False, "status": None})
     for v, entry in rows.items():
         entry["current"] = v == current
+        entry["backup"] = v in backed_up
     return [rows[v] for v in sorted(rows, reverse=True)]
+
+
+def backup(conninfo: str | None, settings: Settings, model_version: str, keep: int | None = None):  # type: ignore[no-untyped-def]
+    """Back up the published versions into BACKUP_DIR and re-verify the copies there (indexing/backup.py)."""
+    from indexing.backup import backup as run_backup
+
+    store = IndexStore(settings, model_version)
+    published = _published(conninfo, model_version) if conninfo else None
+    with store_lock(store):
+        return run_backup(settings, model_version, published=published, keep=keep)
+
+
+def stored_model_versions(settings: Settings) -> list[str]:
+    """The model versions that have an index store (read from a manifest: folder names are sanitised)."""
+    found: set[str] = set()
+    if not settings.indexes_dir.is_dir():
+        return []
+    for folder in sorted(p for p in settings.indexes_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for version_dir in sorted(folder.glob("v[0-9]*"), reverse=True):
+            try:
+                data = json.loads((version_dir / "manifest.json").read_bytes())
+                found.add(str(data["model_version"]))
+                break
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+    return sorted(found)

@@ -76,18 +76,6 @@ def read_ledger(conninfo: str, model_version: str) -> Ledger:
     return Ledger(frame, snapshot)
 
 
-def embedded_live_count(conninfo: str, model_version: str, *, until: datetime | None = None) -> int:
-    """How many live images the ledger says are embedded (optionally as of a snapshot)."""
-    q = ("SELECT count(*) FROM image_embeddings e JOIN images i ON i.id = e.image_id "
-         "WHERE e.model_version = %s AND e.status = 'embedded'")
-    args: list[object] = [model_version]
-    if until is not None:
-        q += " AND e.embedded_at <= %s"
-        args.append(until)
-    with connect(conninfo=conninfo) as conn:
-        return int(conn.execute(q, args).fetchone()[0])  # type: ignore[index]
-
-
 def dataset_dir(settings: Settings, model_version: str) -> Path:
     """The embeddings part's own answer (same sanitising of the model version)."""
     from embeddings.dataset import dataset_dir as _dataset_dir

@@ -1,10 +1,13 @@
 """Checks a version must pass before it may be published (and `verify vN` re-runs them).
 
-1. manifest and sha256 of every file (IndexCorrupt otherwise);
+1. manifest, sizes and sha256 of every file, shapes and ids (`open_version`; IndexCorrupt otherwise);
 2. model version and dim match the request and the Parquet dataset;
 3. the vectors of live images equal the ledger's embedded count for live images
    (as of the build's ledger snapshot; images deleted since are tolerated, the next build drops them);
-4. a sample of indexed vectors is L2-normalised and finds itself at rank 1.
+4. a sample of indexed vectors is L2-normalised and finds itself at rank 1 (`check_loaded`).
+
+The search server runs 1 and 4 (the checks that need no database) before it serves
+any version: loading is verifying, with the same code.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ import numpy as np
 
 from core.settings import Settings
 from indexing import sources
-from indexing.store import IndexCorrupt, IndexStore, load_version, version_name
+from indexing.loaded import LoadedIndex, open_version
+from indexing.store import IndexCorrupt, IndexStore, version_name
 
 SAMPLE = 64
 # Share of the sample that must find itself first: exact is exact; ANN may miss a few.
@@ -26,22 +30,59 @@ class VerificationFailed(RuntimeError):
     """The version must not be published; the message says why."""
 
 
+def check_loaded(loaded: LoadedIndex, *, sample: int = SAMPLE) -> str:
+    """Sampled vectors are L2-normalised and find themselves first; returns "hits/checked".
+
+    Raises VerificationFailed naming the version and the image ids at fault.
+    """
+    name = version_name(loaded.version)
+    if not loaded.count:
+        return "0/0"
+    rng = np.random.default_rng(loaded.version)
+    picks = rng.choice(loaded.ids, size=min(sample, loaded.count), replace=False)
+    vectors = np.stack([loaded.vector(int(i)) for i in picks])  # type: ignore[misc]
+    if not np.all(np.isfinite(vectors)):
+        bad = picks[~np.all(np.isfinite(vectors), axis=1)][:5]
+        raise VerificationFailed(f"{name}: vectors are not finite (image ids {list(map(int, bad))})")
+    norms = np.linalg.norm(vectors, axis=1)
+    if not np.allclose(norms, 1.0, atol=1e-3):
+        bad = picks[np.abs(norms - 1.0) > 1e-3][:5]
+        raise VerificationFailed(f"{name}: vectors are not L2-normalised (image ids {list(map(int, bad))})")
+    scores, ids = loaded.search(vectors, 10)
+    hits = 0
+    for pick, row_s, row_i in zip(picks, scores, ids, strict=True):
+        # Identical photos tie at the top: finding itself among the best-scoring ties counts.
+        ties = row_i[row_s >= row_s[0] - 1e-5]
+        hits += int(pick in ties)
+    need = SELF_RECALL_MIN.get(loaded.index_type, 1.0)
+    if hits < need * len(picks):
+        raise VerificationFailed(f"{name}: only {hits}/{len(picks)} sampled vectors find themselves at rank 1 "
+                                 f"({loaded.index_type} needs {need:.0%})")
+    return f"{hits}/{len(picks)}"
+
+
 def check_version(conninfo: str, settings: Settings, model_version: str, version: int, *,
                   sample: int = SAMPLE) -> dict[str, Any]:
     """Run every check; returns a small report, raises VerificationFailed with the first failure."""
+    store = IndexStore(settings, model_version)
+    try:
+        loaded = open_version(store, version)
+    except IndexCorrupt as exc:
+        raise VerificationFailed(str(exc)) from None
+    try:
+        return _check_against_data(conninfo, settings, model_version, loaded, sample)
+    finally:
+        loaded.close()
+
+
+def _check_against_data(conninfo: str, settings: Settings, model_version: str, loaded: LoadedIndex,
+                        sample: int) -> dict[str, Any]:
+    """Checks 2-4: model, dim, the ledger's count, normalisation and self-search."""
     from datetime import datetime
 
     import pandas as pd
 
-    store = IndexStore(settings, model_version)
-    name = version_name(version)
-    try:
-        manifest = store.read_manifest(version)
-        store.check_manifest(version, manifest, checksums=True)
-        loaded = load_version(settings, model_version, version, verify_checksums=False)
-    except IndexCorrupt as exc:
-        raise VerificationFailed(str(exc)) from None
-
+    name = version_name(loaded.version)
     if loaded.model_version != model_version:
         raise VerificationFailed(f"{name}: built for model {loaded.model_version!r}, not {model_version!r}")
     dim = sources.dataset_dim(sources.list_parts(settings, model_version))
@@ -49,7 +90,7 @@ def check_version(conninfo: str, settings: Settings, model_version: str, version
         raise VerificationFailed(f"{name}: index dim {loaded.dim} but the {model_version} embeddings have dim {dim}")
 
     ledger = sources.read_ledger(conninfo, model_version)
-    snap_text = manifest.get("ledger_snapshot")
+    snap_text = loaded.manifest.ledger_snapshot
     snapshot = datetime.fromisoformat(snap_text) if snap_text else ledger.snapshot
     live = ledger.rows
     expected = live[live["embedded_at"] <= pd.Timestamp(snapshot)]
@@ -62,27 +103,6 @@ def check_version(conninfo: str, settings: Settings, model_version: str, version
             f"{name}: wrong count: {indexed_live} vectors of live images, but the ledger has {len(expected)} "
             f"embedded live images for {model_version} ({len(missing)} missing, e.g. image ids {example})"
         )
-
-    self_hits, checked = 0, 0
-    if loaded.count:
-        rng = np.random.default_rng(version)
-        picks = rng.choice(loaded.ids, size=min(sample, loaded.count), replace=False)
-        vectors = np.stack([loaded.vector(int(i)) for i in picks])  # type: ignore[misc]
-        norms = np.linalg.norm(vectors, axis=1)
-        if not np.allclose(norms, 1.0, atol=1e-3):
-            bad = picks[np.abs(norms - 1.0) > 1e-3][:5]
-            raise VerificationFailed(f"{name}: vectors are not L2-normalised (image ids {list(map(int, bad))})")
-        scores, ids = loaded.search(vectors, 10)
-        for pick, row_s, row_i in zip(picks, scores, ids, strict=True):
-            # Identical photos tie at the top: finding itself among the best-scoring ties counts.
-            ties = row_i[row_s >= row_s[0] - 1e-5]
-            self_hits += int(pick in ties)
-        checked = len(picks)
-        need = SELF_RECALL_MIN.get(loaded.index_type, 1.0)
-        if self_hits < need * checked:
-            raise VerificationFailed(
-                f"{name}: only {self_hits}/{checked} sampled vectors find themselves at rank 1 "
-                f"({loaded.index_type} needs {need:.0%})"
-            )
-    return {"version": version, "count": loaded.count, "expected": len(expected), "dim": loaded.dim,
-            "index_type": loaded.index_type, "self_rank1": f"{self_hits}/{checked}"}
+    self_rank1 = check_loaded(loaded, sample=sample)
+    return {"version": loaded.version, "count": loaded.count, "expected": len(expected), "dim": loaded.dim,
+            "index_type": loaded.index_type, "self_rank1": self_rank1}

@@ -1,11 +1,24 @@
-"""The one reference to the served index version, replaced atomically after a new version loads.
+"""The one reference to the served index version, replaced atomically after a version verifies.
 
 Requests read `holder.current` once at their start and keep that object, so a
 swap never changes the version under a request in flight; the old version is
-freed when its last request drops it. Loading and verifying happen in the
-watcher's thread, never on the request path. A version that fails is recorded
-with its reason (for /stats and /metrics) and not retried until CURRENT names
-another version or a publish notification names it again.
+freed when its last request drops it. Loading happens in the watcher's thread,
+never on the request path, and loading is verifying: sizes and checksums of
+every file (read into private copies, see indexing/loaded.py), shapes, ids,
+normalisation and self-search, the very checks `python -m indexing verify` runs
+that need no database.
+
+Which version: the one CURRENT names, from the store. When that cannot be
+served (CURRENT damaged or missing, its files damaged), the newest good
+candidate: the same version's copy in BACKUP_DIR, then older versions (never
+newer than CURRENT; with CURRENT unreadable, only versions the database says
+were published, or every version when the database is down too). The server
+says so in `degraded` (/, /stats, /versions, metrics, one log line per change).
+
+`recheck()` (periodically, and on demand from POST /versions/check) re-hashes the
+served private copies and the store's files; a version that went bad is swapped
+for the newest good candidate. A failed candidate is not retried until a publish
+notification names its version again.
 """
 
 from __future__ import annotations
@@ -16,11 +29,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from core.settings import Settings
+from indexing.store import CurrentPointer, IndexStore, backup_store, version_name
 from serving.served import ServedIndex
 
 log = logging.getLogger("serving.holder")
+
+Candidate = tuple[int, str]  # (version, "store" | "backup")
 
 
 @dataclass
@@ -32,24 +49,39 @@ class SwapStats:
     failed_versions: dict[int, str] = field(default_factory=dict)
 
 
+@dataclass
+class IntegrityStats:
+    """Re-checks of the served version's files (periodic and on demand)."""
+
+    checks: int = 0
+    failures: int = 0
+    last_check_at: datetime | None = None
+    last_problem: str | None = None  # None when the last check found the served version sound
+
+
 class IndexHolder:
-    """Holds the served version; `refresh()` (watcher thread) loads CURRENT when it changed."""
+    """Holds the served version; `refresh()` (watcher thread) serves the best version that verifies."""
 
     def __init__(
         self,
         settings: Settings,
         model_version: Callable[[], str],
         on_change: Callable[[IndexHolder], None] | None = None,
+        published_versions: Callable[[str], list[int] | None] | None = None,
     ) -> None:
         self.settings = settings
         self._resolve_model_version = model_version
+        self._published_versions = published_versions or (lambda _mv: None)
         self._model_version: str | None = None
         self._on_change = on_change
         self._current: ServedIndex | None = None
         self._lock = threading.Lock()
+        self._failed: dict[Candidate, str] = {}
         self.stats = SwapStats()
+        self.integrity = IntegrityStats()
         self.reason: str | None = "loading the index"
-        self.current_on_disk: int | None = None
+        self.degraded: str | None = None  # why the served version is not CURRENT's store copy
+        self.pointer = CurrentPointer(None)
 
     @property
     def current(self) -> ServedIndex | None:
@@ -60,16 +92,24 @@ class IndexHolder:
     def model_version(self) -> str | None:
         return self._model_version
 
-    def store(self):  # type: ignore[no-untyped-def]
+    @property
+    def current_on_disk(self) -> int | None:
+        return self.pointer.version
+
+    def store(self) -> IndexStore | None:
         """The index store of the served model (None until the model version is known)."""
         if self._model_version is None:
             return None
-        from indexing.store import IndexStore
-
         return IndexStore(self.settings, self._model_version)
 
+    def backup(self) -> IndexStore | None:
+        if self._model_version is None:
+            return None
+        return backup_store(self.settings, self._model_version)
+
+    # -- choosing and loading -------------------------------------------------------------------
     def refresh(self, force_version: int | None = None) -> bool:
-        """Load CURRENT if it differs from the served version; True when a swap happened.
+        """Serve the best version that verifies; True when a swap happened.
 
         `force_version` (from a publish notification) retries that version even if it failed before.
         """
@@ -84,59 +124,176 @@ class IndexHolder:
                 if self._on_change is not None:
                     self._on_change(self)
 
-    def _refresh(self, force_version: int | None) -> bool:
+    def _refresh(self, forced: int | None) -> bool:
         if self._model_version is None:
             try:
                 self._model_version = self._resolve_model_version()
             except Exception as exc:
                 self.reason = f"model unavailable: {exc}"
                 return False
-        store = self.store()
-        assert store is not None
-        version = store.current_version()
-        self.current_on_disk = version
-        current = self._current
-        if version is None:
-            if current is None:
-                self.reason = (f"no published index version for model {self._model_version} "
-                               f"under {store.root} (run the image_index DAG or `python -m indexing`)")
+        if forced is not None:
+            for key in [k for k in self._failed if k[0] == forced]:
+                del self._failed[key]
+        store, backup = self.store(), self.backup()
+        assert store is not None and backup is not None
+        pointer = store.current()
+        if pointer != self.pointer and pointer.damaged:
+            log.error("%s", pointer.problem)
+        self.pointer = pointer
+        served = self._current
+        if (served is not None and pointer.version == served.version and served.source == "store"
+                and (served.version, "store") not in self._failed):
+            self._set_degraded(None)
             return False
-        if current is not None and current.version == version:
-            return False
-        if version in self.stats.failed_versions and version != force_version:
-            return False
-        return self._load(version)
+        candidates = self._candidates(pointer, store, backup)
+        if not candidates and served is None:
+            self.reason = (pointer.problem + "; no version to fall back to") if pointer.damaged else (
+                f"no published index version for model {self._model_version} under {store.root} "
+                "(run the image_index DAG or `python -m indexing`)")
+        swapped = False
+        for key in candidates:
+            if key in self._failed:
+                continue
+            if served is not None and (served.version, served.source) == key:
+                break  # already serving the best candidate that is left
+            if self._load(key, store if key[1] == "store" else backup):
+                swapped = True
+                break
+        # When nothing better loads, a served version whose disk files went bad keeps being served from
+        # its verified private copy (better than no answer); _explain says so.
+        self._set_degraded(self._explain(pointer))
+        return swapped
 
-    def _load(self, version: int) -> bool:
-        from indexing.store import IndexCorrupt, load_version
+    def _candidates(self, pointer: CurrentPointer, store: IndexStore, backup: IndexStore) -> list[Candidate]:
+        """What may be served, best first: CURRENT's version (store, then backup), then older ones."""
+        in_store, in_backup = set(store.versions()), set(backup.versions())
+        ceiling: int | None = pointer.version
+        allowed: set[int] | None = None
+        if ceiling is None and (in_store or in_backup):
+            published = self._published_versions(store.model_version)
+            if published is not None:
+                allowed = set(published)
+            elif not pointer.damaged and not in_backup:
+                return []  # nothing was ever published, as far as anything can tell
+        out: list[Candidate] = []
+        for v in sorted(in_store | in_backup, reverse=True):
+            if (ceiling is not None and v > ceiling) or (allowed is not None and v not in allowed):
+                continue
+            if v in in_store:
+                out.append((v, "store"))
+            if v in in_backup:
+                out.append((v, "backup"))
+        return out
 
+    def _load(self, key: Candidate, store: IndexStore) -> bool:
+        from indexing.loaded import open_version
+        from indexing.store import IndexCorrupt
+        from indexing.verify import VerificationFailed, check_loaded
+
+        version, source = key
         started = time.perf_counter()
         try:
-            served = ServedIndex(load_version(self.settings, self._model_version, version))
-            if served.model_version != self._model_version:
-                raise ValueError(f"manifest model {served.model_version} is not the served {self._model_version}")
-            served.self_check()
-        except (IndexCorrupt, ValueError, OSError, KeyError, RuntimeError, TypeError) as exc:
-            self._note_failure(version, f"version {version} refused: {type(exc).__name__}: {exc}")
+            loaded = open_version(store, version)
+            try:
+                check_loaded(loaded)
+            except VerificationFailed:
+                loaded.close()
+                raise
+            served = ServedIndex(loaded, source)
+        except (IndexCorrupt, VerificationFailed, ValueError, OSError, KeyError, RuntimeError, TypeError) as exc:
+            where = "" if source == "store" else " (backup copy)"
+            self._note_failure(key, f"{version_name(version)}{where} refused: {exc}")
             return False
         old = self._current
         self._current = served  # the atomic switch: one reference assignment
         self.stats.swaps += 1 if old is not None else 0
         self.stats.last_swap_at = datetime.now(UTC)
-        self.stats.failed_versions.pop(version, None)
         self.reason = None
-        log.info("serving index version %s (%s vectors, %s) loaded in %.2fs%s", version, served.count,
-                 served.index_type, time.perf_counter() - started,
+        log.info("serving index version %s from the %s (%s vectors, %s), verified and loaded in %.2fs%s", version,
+                 source, served.count, served.index_type, time.perf_counter() - started,
                  f", was {old.version}" if old is not None else "")
         return True
 
-    def _note_failure(self, version: int | None, reason: str) -> None:
-        if version is None and reason == self.stats.last_error:
-            return  # the same problem seen again by the next poll (e.g. an unreadable CURRENT): counted once
+    def _explain(self, pointer: CurrentPointer) -> str | None:
+        """Why the served version is not CURRENT's store copy (None when it is, or nothing is served)."""
+        served = self._current
+        if served is None:
+            return None
+        what = f"serving {version_name(served.version)} from the {served.source}"
+        if pointer.damaged:
+            return f"CURRENT is damaged ({pointer.problem}); {what}, the newest version that verifies"
+        if pointer.version is None:
+            return f"CURRENT is missing; {what}, the newest published version that verifies"
+        if pointer.version != served.version:
+            why = self._failed.get((pointer.version, "store"), "it does not verify")
+            return f"CURRENT names {version_name(pointer.version)}, which cannot be served ({why}); {what}"
+        if served.source != "store":
+            why = self._failed.get((served.version, "store"), "damaged")
+            return f"the store's copy of {version_name(served.version)} is damaged ({why}); {what}"
+        if (served.version, "store") in self._failed:
+            return (f"the files of {version_name(served.version)} are damaged on disk "
+                    f"({self._failed[(served.version, 'store')]}) and no intact copy verifies; still serving the "
+                    "copy verified at load (run `python -m indexing rollback`)")
+        return None
+
+    def _set_degraded(self, message: str | None) -> None:
+        if message != self.degraded:
+            if message:
+                log.error("degraded: %s", message)
+            elif self.degraded:
+                log.info("serving CURRENT (%s) again", version_name(self.pointer.version or 0))
+        self.degraded = message
+
+    def _note_failure(self, key: Candidate | None, reason: str) -> None:
+        if key is None and reason == self.stats.last_error:
+            return  # the same problem seen again by the next poll: counted once
         log.error("%s", reason)
         self.stats.failures += 1
         self.stats.last_error = reason
-        if version is not None:
-            self.stats.failed_versions[version] = reason
+        if key is not None:
+            self._failed[key] = reason
+            self.stats.failed_versions[key[0]] = reason
         if self._current is None:
             self.reason = reason
+
+    # -- re-checking the served version ---------------------------------------------------------
+    def recheck(self) -> IntegrityStats:
+        """Re-hash the served copies and the store's files; swap away from a version that went bad."""
+        with self._lock:
+            served = self._current
+            if served is None:
+                return self.integrity
+            started = time.perf_counter()
+            in_memory, on_disk = served.loaded.recheck()
+            self.integrity.checks += 1
+            self.integrity.last_check_at = datetime.now(UTC)
+            problem = in_memory or on_disk
+            if problem is None:
+                if self.integrity.last_problem:
+                    log.info("index files of %s sound again", version_name(served.version))
+                self.integrity.last_problem = None
+                log.info("re-checked %s (%s): sound, %.2fs", version_name(served.version), served.source,
+                         time.perf_counter() - started)
+            else:
+                self.integrity.failures += 1
+                self.integrity.last_problem = problem
+                log.error("re-check of %s (%s) failed: %s", version_name(served.version), served.source, problem)
+                self._failed[(served.version, served.source)] = problem
+                self.stats.failed_versions[served.version] = problem
+                if in_memory is not None:  # what we answer from is wrong: never keep serving it
+                    self._current = None
+                    self.reason = problem
+        self.refresh()
+        return self.integrity
+
+    def snapshot(self) -> dict[str, Any]:
+        """The version-related state for /stats and /versions."""
+        served = self._current
+        return {
+            "served_from": served.source if served else None,
+            "current_on_disk": self.pointer.version,
+            "current_problem": self.pointer.problem,
+            "degraded": self.degraded,
+            "integrity": {"checks": self.integrity.checks, "failures": self.integrity.failures,
+                          "last_check_at": self.integrity.last_check_at, "last_problem": self.integrity.last_problem},
+        }

@@ -31,6 +31,18 @@ class ServerMetrics:
                                    registry=r)
         self.refused = Gauge("imgsim_index_version_refused", "1 for each version refused, with the reason",
                              ["version", "reason"], registry=r)
+        self.degraded = Gauge("imgsim_index_degraded",
+                              "1 while the served version is not CURRENT's store copy (fallback in use)", registry=r)
+        self.current_ok = Gauge("imgsim_index_current_readable", "1 when CURRENT names a version on disk",
+                                registry=r)
+        self.from_backup = Gauge("imgsim_index_served_from_backup", "1 when the served copy comes from BACKUP_DIR",
+                                 registry=r)
+        self.checks = Gauge("imgsim_index_integrity_checks_total", "re-checks of the served version's checksums",
+                            registry=r)
+        self.check_failures = Gauge("imgsim_index_integrity_failures_total",
+                                    "re-checks that found the served version's files damaged", registry=r)
+        self.check_ok = Gauge("imgsim_index_integrity_ok", "1 when the last re-check found the served files sound",
+                              registry=r)
         self.db_up = Gauge("imgsim_database_up", "1 when the database answered the last query", registry=r)
         self.filter_skipped = Gauge("imgsim_deleted_filter_skipped_total",
                                     "searches answered without the deleted-image check (database down)", registry=r)
@@ -43,6 +55,12 @@ class ServerMetrics:
         self.index_loaded.set(1 if current is not None else 0)
         self.swaps.set(holder.stats.swaps)
         self.swap_failures.set(holder.stats.failures)
+        self.degraded.set(1 if holder.degraded else 0)
+        self.current_ok.set(1 if holder.pointer.version is not None else 0)
+        self.from_backup.set(1 if current is not None and current.source == "backup" else 0)
+        self.checks.set(holder.integrity.checks)
+        self.check_failures.set(holder.integrity.failures)
+        self.check_ok.set(0 if holder.integrity.last_problem else 1)
         self.refused.clear()
         for version, reason in holder.stats.failed_versions.items():
             self.refused.labels(version=str(version), reason=reason[:200]).set(1)

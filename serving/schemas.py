@@ -186,6 +186,7 @@ class HealthResponse(BaseModel):
     index_version: int | None = None
     model_version: str | None = None
     index_type: str | None = None
+    degraded: str | None = Field(None, description="why the served version is not CURRENT's (fallback in use)")
 
 
 class FeaturesResponse(BaseModel):
@@ -231,6 +232,13 @@ class SwapState(BaseModel):
     last_swap_at: datetime | None
 
 
+class IntegrityState(BaseModel):
+    checks: int
+    failures: int
+    last_check_at: datetime | None
+    last_problem: str | None = Field(None, description="None when the last re-check found the served files sound")
+
+
 class StatsResponse(BaseModel):
     total_vectors_faiss: int
     total_images_db: int | None
@@ -244,6 +252,11 @@ class StatsResponse(BaseModel):
     failed: int | None
     database: str
     swap: SwapState
+    served_from: str | None = Field(None, description="store (DATA_DIR/indexes) or backup (BACKUP_DIR)")
+    current_on_disk: int | None = Field(None, description="the version CURRENT names (None: missing or damaged)")
+    current_problem: str | None = Field(None, description="what is wrong with CURRENT, if anything")
+    degraded: str | None = Field(None, description="why the served version is not CURRENT's (fallback in use)")
+    integrity: IntegrityState | None = None
 
 
 class VersionInfo(BaseModel):
@@ -255,6 +268,7 @@ class VersionInfo(BaseModel):
     status: str | None = None
     current: bool = False
     served: bool = False
+    backup: bool = Field(False, description="BACKUP_DIR holds a copy")
     error: str | None = None
 
 
@@ -262,6 +276,9 @@ class VersionsResponse(BaseModel):
     model_version: str | None
     current: int | None
     served: int | None
+    served_from: str | None = None
+    current_problem: str | None = None
+    degraded: str | None = None
     versions: list[VersionInfo]
 
 

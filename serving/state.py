@@ -26,8 +26,10 @@ class ServerState:
         self.settings = settings
         self.metrics = ServerMetrics()
         self.db = Database(settings.conninfo(), timeout=settings.db_request_timeout)
-        self.holder = IndexHolder(settings, self.model_version, on_change=self.metrics.observe_holder)
-        self.watcher = IndexWatcher(self.holder, settings.conninfo(), settings.swap_poll_seconds)
+        self.holder = IndexHolder(settings, self.model_version, on_change=self.metrics.observe_holder,
+                                  published_versions=self._published_versions)
+        self.watcher = IndexWatcher(self.holder, settings.conninfo(), settings.swap_poll_seconds,
+                                    recheck_seconds=settings.index_recheck_seconds)
         self._embedder: Any = None
         self._embedder_error: str | None = None
         self._embedder_lock = threading.Lock()
@@ -52,7 +54,23 @@ class ServerState:
         return self._embedder
 
     def model_version(self) -> str:
-        return str(self.embedder().model_version)
+        """The served model's version, from its name alone: vector routes never wait for (or need) the model."""
+        from embeddings.models import parse_name
+
+        return parse_name(self.settings.embedding_model).model_version
+
+    def _published_versions(self, model_version: str) -> list[int] | None:
+        """Versions the database says were published (for the fallback when CURRENT is unreadable); None if down."""
+        import psycopg
+
+        try:
+            with psycopg.connect(self.settings.conninfo(), connect_timeout=3) as conn:
+                rows = conn.execute("SELECT version FROM index_versions WHERE model_version = %s AND "
+                                    "published_at IS NOT NULL", (model_version,)).fetchall()
+        except psycopg.Error as exc:
+            log.warning("cannot ask the database which versions were published: %s", str(exc).strip()[:200])
+            return None
+        return [int(r[0]) for r in rows]
 
     def embed(self, images: list[Any]) -> np.ndarray:
         """L2-normalised (n, dim) float32 vectors for decoded images."""

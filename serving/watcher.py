@@ -1,6 +1,7 @@
 """Find new index versions: poll CURRENT every SWAP_POLL_SECONDS and LISTEN for `index_published`.
 
-Two daemon threads. The poller owns every load (so loads never overlap); the
+Two daemon threads. The poller owns every load (so loads never overlap) and
+re-checks the served version's checksums every INDEX_RECHECK_SECONDS; the
 listener only wakes it early, with the version a publish named. If the
 database is down the listener retries quietly and polling alone still swaps.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 
 import psycopg
 
@@ -21,10 +23,12 @@ CHANNEL = "index_published"
 
 
 class IndexWatcher:
-    def __init__(self, holder: IndexHolder, conninfo: str | None, poll_seconds: float) -> None:
+    def __init__(self, holder: IndexHolder, conninfo: str | None, poll_seconds: float,
+                 recheck_seconds: float = 600.0) -> None:
         self.holder = holder
         self.conninfo = conninfo
         self.poll_seconds = poll_seconds
+        self.recheck_seconds = recheck_seconds
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._forced: int | None = None
@@ -51,10 +55,17 @@ class IndexWatcher:
         self._wake.set()
 
     def _poll_loop(self) -> None:
+        next_check = time.monotonic() + self.recheck_seconds
         while not self._stop.is_set():
             forced, self._forced = self._forced, None
             self.holder.refresh(force_version=forced)
-            self._wake.wait(self.poll_seconds)
+            if time.monotonic() >= next_check:
+                try:
+                    self.holder.recheck()
+                except Exception:  # the poller must survive anything
+                    log.exception("index re-check failed")
+                next_check = time.monotonic() + self.recheck_seconds
+            self._wake.wait(min(self.poll_seconds, max(0.05, next_check - time.monotonic())))
             self._wake.clear()
 
     def _listen_loop(self) -> None:

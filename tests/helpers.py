@@ -8,3 +8,21 @@ __all__ = ["TABLES", "generate_photos", "sample_formats_dir", "sample_photos"]
 
 # Our tables and the seed's, children first (for TRUNCATE).
 TABLES = ("image_embeddings", "index_versions", "images", "events")
+
+
+def overwrite(path, data: bytes) -> None:  # type: ignore[no-untyped-def]
+    """Damage a file the way a disk fault or a careless hand would, even though segments are read-only
+    (root ignores the mode; other users must add the write bit first, as an operator's tool would)."""
+    import os
+
+    os.chmod(path, 0o644)
+    with open(path, "r+b") as fh:
+        fh.write(data)
+        fh.truncate(len(data))
+
+
+def flip_byte(path) -> None:  # type: ignore[no-untyped-def]
+    """Same size, one byte changed: only a checksum can tell."""
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    overwrite(path, bytes(data))

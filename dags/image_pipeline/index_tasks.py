@@ -63,16 +63,12 @@ def build(conninfo: str, target: Mapping[str, str], *, mode: str, index_type: st
     from indexing import pipeline
 
     settings = get_settings()
-    if mode == "merge":
-        current = pipeline.unchanged_since_current(conninfo, settings, target["model_version"], index_type)
-        if current is not None:
-            raise NothingToIndex(f"{target['model_version']}: nothing new since v{current}; nothing built")
     result = pipeline.build(
         conninfo, settings, target["model_version"], mode=mode, index_type=index_type or None,
         dag_run_id=dag_run_id,
     )
-    if not result or result.get("version") is None:
-        raise NothingToIndex(f"nothing to index for {target['model_version']}")
+    if not result or result.get("version") is None:  # decided by the build, under the store lock
+        raise NothingToIndex(f"{target['model_version']}: {result.get('reason') or 'nothing to index'}; nothing built")
     built = {**target, **{k: _jsonable(v) for k, v in result.items()}}
     log.info("built %s", built)
     return built

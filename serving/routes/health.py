@@ -22,4 +22,5 @@ async def health(state: State) -> JSONResponse:
             {"status": "unavailable", "reason": reason, "total_vectors": 0, "detail": reason, "message": reason},
             status_code=503, headers={"Retry-After": str(max(1, int(state.settings.swap_poll_seconds)))})
     return JSONResponse({"status": "ready", "total_vectors": served.count, "index_version": served.version,
-                         "model_version": served.model_version, "index_type": served.index_type})
+                         "model_version": served.model_version, "index_type": served.index_type,
+                         "degraded": state.holder.degraded})

@@ -1,25 +1,24 @@
-"""GET /stats (the seed's counts plus version, model and swap state) and GET /versions."""
+"""GET /stats (the seed's counts plus version, model, swap and integrity state), GET /versions,
+and POST /versions/check (re-hash the served version's files now)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
+from starlette.concurrency import run_in_threadpool
 
 from serving.database import DatabaseDown
-from serving.deps import State
+from serving.deps import State, require_api_key
 from serving.errors import redact
-from serving.routes.common import RESOURCE
-from serving.schemas import StatsResponse, VersionsResponse
+from serving.routes.common import AUTH, RESOURCE
+from serving.schemas import IntegrityState, StatsResponse, VersionsResponse
 
 router = APIRouter(tags=["stats"])
 
 
 def _size_mb(served: Any) -> float:
-    folder = served.loaded.store.version_dir(served.version) if hasattr(served.loaded, "store") else None
-    if folder is None or not folder.is_dir():
-        return 0.0
-    return round(sum(p.stat().st_size for p in folder.iterdir() if p.is_file()) / 2**20, 3)
+    return round(served.size_bytes() / 2**20, 3)
 
 
 def _swap(state: Any) -> dict[str, Any]:
@@ -59,6 +58,7 @@ async def stats(state: State) -> dict:
         "failed": failed,
         "database": state.db.state,
         "swap": _swap(state),
+        **state.holder.snapshot(),
     }
 
 
@@ -69,10 +69,10 @@ async def versions(state: State) -> dict:
     store = state.holder.store()
     if store is None:
         return {"model_version": None, "current": None, "served": None, "versions": []}
-    try:
-        current = store.current_version()
-    except Exception:  # a damaged CURRENT file: say so per version below
-        current = None
+    pointer = store.current()  # never raises: a damaged CURRENT is reported in current_problem
+    current = pointer.version
+    backup = state.holder.backup()
+    backed_up = set(backup.versions()) if backup is not None else set()
     rows: dict[int, dict[str, Any]] = {}
     try:
         for v, status, published_at in await state.db.fetch(
@@ -82,17 +82,27 @@ async def versions(state: State) -> dict:
     except DatabaseDown:
         pass
     out = []
-    for v in sorted(set(store.versions()) | set(rows), reverse=True):
-        info: dict[str, Any] = {"version": v, "current": v == current,
+    on_disk = set(store.versions())
+    for v in sorted(on_disk | backed_up | set(rows), reverse=True):
+        info: dict[str, Any] = {"version": v, "current": v == current, "backup": v in backed_up,
                                 "served": served is not None and served.version == v, **rows.get(v, {})}
         try:
-            manifest = store.read_manifest(v)
-            info.update(count=manifest.get("count"), index_type=manifest.get("index_type"),
-                        created_at=manifest.get("created_at"))
+            manifest = (store if v in on_disk or backup is None else backup).read_manifest(v)
+            info.update(count=manifest.count, index_type=manifest.index_type, created_at=manifest.created_at)
         except Exception as exc:  # pruned or damaged: listed with why
             info["error"] = redact(str(exc), state.settings)
         if v in state.holder.stats.failed_versions:
             info["error"] = redact(state.holder.stats.failed_versions[v], state.settings)
         out.append(info)
     return {"model_version": store.model_version, "current": current,
-            "served": served.version if served else None, "versions": out}
+            "served": served.version if served else None, "served_from": served.source if served else None,
+            "current_problem": pointer.problem, "degraded": state.holder.degraded, "versions": out}
+
+
+@router.post("/versions/check", response_model=IntegrityState, responses=AUTH,
+             dependencies=[Depends(require_api_key)],
+             summary="re-hash the served version's files now (also done every INDEX_RECHECK_SECONDS)")
+async def check_versions(state: State) -> dict:
+    integrity = await run_in_threadpool(state.holder.recheck)
+    return {"checks": integrity.checks, "failures": integrity.failures, "last_check_at": integrity.last_check_at,
+            "last_problem": integrity.last_problem}

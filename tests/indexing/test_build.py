@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from indexing import pipeline
-from indexing.store import IndexStore, load_version
+from indexing.loaded import load_version
+from indexing.store import IndexStore
 from tests.indexing.conftest import MODEL, Corpus, unit_vectors
 
 
@@ -79,7 +80,7 @@ def test_merge_handles_additions_deletions_and_reembeds_and_costs_only_the_chang
     v1, v2 = store.version_dir(1), store.version_dir(2)
     assert (v2 / "index.faiss").stat().st_ino == (v1 / "index.faiss").stat().st_ino, "base shared, not rewritten"
     manifest = store.read_manifest(2)
-    assert manifest["delta_count"] == 11 and manifest["removed_count"] == 7 and manifest["parent_version"] == 1
+    assert manifest.delta_count == 11 and manifest.removed_count == 7 and manifest.parent_version == 1
     loaded = load_version(settings, MODEL, 2)
     assert_matches_corpus(loaded, corpus)
     for batch in (1, 9):  # the SIMD scan (few queries) and FAISS's batched path both skip removed ids
@@ -108,7 +109,7 @@ def test_hnsw_builds_always_rebuild(small_corpus, conninfo, settings):
     second = pipeline.build(conninfo, settings, MODEL, index_type="hnsw")
     assert second["mode"] == "rebuild" and "HNSW" in second["rebuild_reason"]
     loaded = load_version(settings, MODEL, second["version"])
-    assert loaded.index_type == "hnsw" and loaded.manifest["params"]["m"] == settings.index_hnsw_m
+    assert loaded.index_type == "hnsw" and loaded.manifest.params["m"] == settings.index_hnsw_m
     assert set(loaded.ids.tolist()) == set(corpus.vectors)
     event = next(iter(corpus.event_of.values()))
     members = [i for i, e in corpus.event_of.items() if e == event]
@@ -124,7 +125,7 @@ def test_ivfpq_keeps_raw_vectors_for_exact_event_search_and_merges(corpus, conni
     corpus.embed(ids)
     first = pipeline.build(conninfo, settings, MODEL, mode="rebuild", index_type="ivfpq")
     loaded = load_version(settings, MODEL, first["version"])
-    assert loaded.index_type == "ivfpq" and {"nlist", "m", "nbits", "nprobe"} <= set(loaded.manifest["params"])
+    assert loaded.index_type == "ivfpq" and {"nlist", "m", "nbits", "nprobe"} <= set(loaded.manifest.params)
     assert_matches_corpus(loaded, corpus, exact_global=False)  # vector() and per-event search stay exact
     pipeline.publish(conninfo, settings, MODEL, first["version"])
     corpus.embed(corpus.images(corpus.event(), 5))
@@ -182,3 +183,25 @@ def test_odd_filenames_survive_and_an_empty_ledger_builds_an_empty_version(corpu
     corpus.embed(ids)
     loaded = load_version(settings, MODEL, pipeline.build(conninfo, settings, MODEL)["version"])
     assert loaded.row(ids[1])["filename"] == odd and loaded.count == 3
+
+
+def test_merge_plan_is_decided_before_any_file_is_written(small_corpus, conninfo, settings):
+    from indexing.build import MergePlan, plan_merge, read_parent
+    from indexing.sources import read_ledger
+
+    corpus = small_corpus
+    pipeline.build(conninfo, settings, MODEL, mode="rebuild")
+    store = IndexStore(settings, MODEL)
+    ids = sorted(corpus.vectors)
+    corpus.embed(corpus.images(corpus.event(), 4))
+    corpus.embed(ids[:2])
+    corpus.delete(ids[-3:])
+    before = sorted(p.name for p in store.root.iterdir())
+    manifest, meta, removed = read_parent(store, 1)
+    plan = plan_merge(settings, read_ledger(conninfo, MODEL), 16, 1, manifest, meta, removed, None)
+    assert isinstance(plan, MergePlan) and sorted(p.name for p in store.root.iterdir()) == before
+    assert plan.changes == {"added": 4, "reembedded": 2, "deleted": 3} and len(plan.todo) == 6
+    assert sorted(plan.removed.tolist()) == sorted(ids[:2] + ids[-3:])
+    assert plan_merge(settings, read_ledger(conninfo, MODEL), 32, 1, manifest, meta, removed, None) == \
+        "dim changed (16 -> 32)"
+    assert "requested" in plan_merge(settings, read_ledger(conninfo, MODEL), 16, 1, manifest, meta, removed, "hnsw")

@@ -10,8 +10,10 @@ import psycopg
 import pytest
 
 from indexing import pipeline
-from indexing.store import IndexCorrupt, IndexStore, load_version
+from indexing.loaded import load_version
+from indexing.store import IndexCorrupt, IndexStore
 from indexing.verify import VerificationFailed
+from tests.helpers import flip_byte, overwrite
 from tests.indexing.conftest import DIM, MODEL
 
 
@@ -55,10 +57,8 @@ def test_corrupt_file_fails_verification_and_publishes_nothing(small_corpus, con
     small_corpus.embed(small_corpus.images(small_corpus.event(), 3))
     v2 = pipeline.build(conninfo, settings, MODEL, mode="rebuild")["version"]
     path = IndexStore(settings, MODEL).version_dir(v2) / "index.faiss"
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    path.write_bytes(bytes(data))
-    with pytest.raises(VerificationFailed, match=r"index\.faiss checksum mismatch"):
+    flip_byte(path)
+    with pytest.raises(VerificationFailed, match=r"v000002/index\.faiss: checksum mismatch"):
         pipeline.verify(conninfo, settings, MODEL, v2)
     assert status(db, v2)[0] == "failed" and "checksum" in status(db, v2)[1]
     with pytest.raises(VerificationFailed, match="failed verification"):
@@ -124,7 +124,7 @@ def test_failed_builds_do_not_take_a_backups_place(small_corpus, conninfo, setti
         corpus.embed(corpus.images(corpus.event(), 1))
         v = pipeline.build(conninfo, settings, MODEL, mode="rebuild")["version"]
         store = IndexStore(settings, MODEL)
-        (store.version_dir(v) / "meta.parquet").write_bytes(b"damaged")
+        overwrite(store.version_dir(v) / "meta.parquet", b"damaged")
         with pytest.raises(VerificationFailed):
             pipeline.verify(conninfo, settings, MODEL, v)
         failed.append(v)
@@ -153,7 +153,7 @@ def test_rollback_goes_to_the_previous_published_version_after_checking_it(small
     assert pipeline.rollback(conninfo, settings, MODEL, to=v2) == v2
     # A damaged target is refused and CURRENT stays.
     meta = store.version_dir(v1) / "meta.parquet"
-    meta.write_bytes(meta.read_bytes()[:-10])
+    overwrite(meta, meta.read_bytes()[:-10])
     with pytest.raises(IndexCorrupt, match=r"meta\.parquet"):
         pipeline.rollback(conninfo, settings, MODEL, to=v1)
     assert store.current_version() == v2
@@ -173,7 +173,7 @@ def test_readers_never_see_a_half_written_version(small_corpus, conninfo, settin
     broken = store.version_dir(7)
     broken.mkdir()
     (broken / "index.faiss").write_bytes(b"half")
-    with pytest.raises(IndexCorrupt, match=r"manifest\.json missing"):
+    with pytest.raises(IndexCorrupt, match=r"v000007/manifest\.json: missing"):
         load_version(settings, MODEL, 7)
     broken.rename(store.root / ".gone")
 
@@ -186,7 +186,7 @@ def test_readers_never_see_a_half_written_version(small_corpus, conninfo, settin
         while not stop.is_set():
             try:
                 loaded = load_version(settings, MODEL)
-                assert loaded.count == loaded.manifest["count"] == len(loaded.ids)
+                assert loaded.count == loaded.manifest.count == len(loaded.ids)
                 assert loaded.search(loaded.vector(int(loaded.ids[0])), 1)[1][0, 0] == loaded.ids[0]
                 seen.add(loaded.version)
             except Exception as exc:  # collected and asserted empty below

@@ -10,6 +10,8 @@ import httpx
 import numpy as np
 import psycopg
 
+from tests.helpers import flip_byte
+
 
 def _wait(predicate, timeout: float = 30.0, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
@@ -109,10 +111,7 @@ def test_corrupt_version_refused_while_old_keeps_serving(scenario, live_server, 
     srv.wait_ready(version=1)
     _wait(lambda: srv.state.watcher.listening, what="LISTEN")
     built = pipeline.build(scn.conninfo, scn.settings, base.model_version, mode="rebuild")
-    bad = scn.store().version_dir(built["version"]) / "index.faiss"
-    data = bytearray(bad.read_bytes())
-    data[len(data) // 2] ^= 0xFF  # same size, one flipped byte: only the checksum can tell
-    bad.write_bytes(bytes(data))
+    flip_byte(scn.store().version_dir(built["version"]) / "index.faiss")  # only the checksum can tell
     scn.store().set_current(built["version"])  # as a bad copy or a careless hand would
     with psycopg.connect(scn.conninfo, autocommit=True) as conn:
         conn.execute("SELECT pg_notify('index_published', %s)",
