@@ -35,6 +35,11 @@ OPSET = 17
 _ARCH_PACKAGES = ("torch", "torchvision", "timm", "onnx")
 
 
+# Failed exports by (model, weights path, size, mtime): a server asked again and again for a model whose
+# weights are broken answers from here instead of starting a torch process per request.
+_FAILED: dict[tuple[str, str, int, int], str] = {}
+
+
 class ExportError(RuntimeError):
     """The export failed; the message is the exporter's own one-line error."""
 
@@ -146,6 +151,11 @@ def ensure(model: str, settings: Settings) -> OnnxArtifact:
     """
     from embeddings.models import ModelUnavailable
 
+    source = source_weights(model, settings)
+    stat = source.stat()
+    failed_key = (model, str(source), stat.st_size, stat.st_mtime_ns)
+    if failed_key in _FAILED:
+        raise ModelUnavailable(_FAILED[failed_key])
     art = artifact(model, settings)
     if is_current(art):
         return art
@@ -164,5 +174,6 @@ def ensure(model: str, settings: Settings) -> OnnxArtifact:
             lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
             reason = next((ln[len("error: "):] for ln in reversed(lines) if ln.startswith("error: ")),
                           lines[-1] if lines else f"exit code {proc.returncode}")
-            raise ModelUnavailable(f"cannot export {model} to ONNX: {reason}")
+            _FAILED[failed_key] = f"cannot export {model} to ONNX: {reason}"
+            raise ModelUnavailable(_FAILED[failed_key])
     return art

@@ -45,28 +45,32 @@ def test_onnx_vectors_equal_torch_vectors(model: str, spec: str, photos, places_
 
 
 def test_stale_or_damaged_export_is_never_used(tmp_path: Path, places_checkpoint: Path) -> None:
-    """Another checkpoint gets another file; a damaged file is exported again, not loaded."""
+    """Other weights get another file; a damaged file or a foreign sidecar is exported again, never loaded."""
     import shutil
 
     from embeddings.onnx_export import artifact, ensure, is_current
 
-    cache = tmp_path / "cache"
     weights = tmp_path / "w.pth.tar"
     shutil.copyfile(places_checkpoint, weights)
-    settings = load_settings(model_weights=weights, model_cache_dir=cache)
-    first = ensure("places365-resnet50", settings)
-    assert is_current(first) and json.loads(first.sidecar.read_text())["tag"]["weights_sha256"] == first.tag[
-        "weights_sha256"]
-    with open(weights, "ab") as fh:  # the weights change (same path): the old export no longer matches
+    before = artifact("places365-resnet50", load_settings(model_weights=weights))
+    with open(weights, "ab") as fh:  # the weights change at the same path: the old export no longer matches
         fh.write(b"\0")
-    assert artifact("places365-resnet50", settings).path != first.path
-    with open(first.path, "r+b") as fh:  # a damaged export is not current
-        fh.seek(1000)
+    assert artifact("places365-resnet50", load_settings(model_weights=weights)).path != before.path
+
+    settings = load_settings(model_cache_dir=tmp_path / "cache")
+    first = ensure("efficientnet-lite0", settings)
+    assert is_current(first) and json.loads(first.sidecar.read_text())["tag"] == first.tag
+    good = first.path.read_bytes()
+    with open(first.path, "r+b") as fh:  # damage the export
+        fh.seek(len(good) // 2)
         fh.write(b"garbage")
-    shutil.copyfile(places_checkpoint, weights)
     assert not is_current(first)
-    again = ensure("places365-resnet50", settings)
-    assert again.path == first.path and is_current(again)
+    again = ensure("efficientnet-lite0", settings)
+    assert again.path == first.path and is_current(again) and again.path.read_bytes() == good
+    side = json.loads(again.sidecar.read_text())
+    side["tag"]["weights_sha256"] = "0" * 64  # a sidecar for other weights
+    again.sidecar.write_text(json.dumps(side))
+    assert not is_current(again)
 
 
 def test_missing_weights_is_a_clear_error(tmp_path: Path) -> None:
@@ -75,12 +79,23 @@ def test_missing_weights_is_a_clear_error(tmp_path: Path) -> None:
         get_embedder("places365-resnet50", load_settings(model_weights=tmp_path / "none.pth.tar"))
 
 
-def test_bad_checkpoint_reports_the_exporters_reason(tmp_path: Path) -> None:
+def test_bad_checkpoint_reports_the_exporters_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from embeddings import onnx_export
+
     bad = tmp_path / "bad.pth.tar"
     bad.write_bytes(b"not a checkpoint")
+    settings = load_settings(model_weights=bad, model_cache_dir=tmp_path / "c")
     with pytest.raises(ModelUnavailable, match="cannot read Places365 weights"):
-        get_embedder("places365-resnet50", load_settings(model_weights=bad, model_cache_dir=tmp_path / "c"))
+        get_embedder("places365-resnet50", settings)
     assert not list((tmp_path / "c").glob("*.onnx"))
+
+    def no_second_export(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("the failed export ran again for the same weights file")
+
+    # Asked again (a server's next request): the failure is remembered, no torch process per request.
+    monkeypatch.setattr(onnx_export.subprocess, "run", no_second_export)
+    with pytest.raises(ModelUnavailable, match="cannot read Places365 weights"):
+        get_embedder("places365-resnet50", settings)
 
 
 def test_a_process_that_embeds_never_imports_torch(tmp_path: Path) -> None:
