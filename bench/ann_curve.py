@@ -7,6 +7,8 @@ server sends them, against exact search (IndexFlatIP) measured in the same run:
   hnsw-sq8   the graph over 8-bit codes (a quarter of the memory), r*k candidates re-ranked exactly
              from the raw float32 vectors (indexing/ann.py, what LoadedIndex does)
   ivf-flat   nlist built once; nprobe swept
+  ivf-pq     indexing/choice.py's IVF-PQ (nlist, m sub-quantizers of 8 bits), nprobe swept, r*k candidates
+             re-ranked exactly from the raw vectors (the codes are ~1/20 of the memory)
 Each row: p50/p99 ms of top-10, recall@10 vs exact, the index's memory (its serialized size),
 build seconds, and whether it meets the goal (recall@10 >= 0.98 at p50 <= 2 ms).
 Usage:
@@ -72,8 +74,12 @@ def main() -> int:
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--sigma", type=float, default=0.35)
     ap.add_argument("--quick", action="store_true", help="20K vectors, fewer settings")
+    ap.add_argument("--only", default="hnsw-flat,hnsw-sq8,ivf-flat,ivf-pq", help="index families to measure")
     args = ap.parse_args()
     n = 20_000 if args.quick else args.n
+    # One query at a time, one thread: what a server worker does per request; on a shared machine, idle OpenMP
+    # threads spinning for a single query only add noise (an exact scan measured 588 ms p50 with 2 threads).
+    faiss.omp_set_num_threads(1)
     base, desc = anchors()
     x = jittered(base, n, seed=1000)
     q = jittered(base, args.queries, seed=7)
@@ -87,7 +93,8 @@ def main() -> int:
     ex_found, ex50, ex99 = timed(lambda v: exact.search(v, K)[1], q)
     row("exact", "IndexFlatIP", ex_found, truth, ex50, ex99, ex50, index_mb(exact), 0.0)
 
-    ms = (32,) if args.quick else (16, 32)
+    only = {f.strip() for f in args.only.split(",")}
+    ms = () if "hnsw-flat" not in only else (32,) if args.quick else (16, 32)
     efs = (64, 128, 256) if args.quick else (64, 128, 256, 512)
     for m in ms:
         for efc in ((40,) if args.quick else (40, 200)):
@@ -102,6 +109,19 @@ def main() -> int:
                 found, p50, p99 = timed(lambda v, index=hnsw: index.search(v, K)[1], q)
                 row("hnsw-flat", f"M={m} efC={efc} efS={ef}", found, truth, p50, p99, ex50, mb, build)
 
+    if "hnsw-sq8" in only:
+        hnsw_sq8(x, q, truth, ex50, args.quick)
+    if "ivf-flat" in only:
+        ivf_flat(x, q, truth, ex50, args.quick)
+    if "ivf-pq" in only:
+        ivf_pq(x, q, truth, ex50, args.quick)
+    return 0
+
+
+def hnsw_sq8(x: np.ndarray, q: np.ndarray, truth: np.ndarray, ex50: float, quick: bool) -> None:
+    import faiss
+
+    d = x.shape[1]
     t = time.perf_counter()
     sq = faiss.IndexHNSWSQ(d, faiss.ScalarQuantizer.QT_8bit, 32, faiss.METRIC_INNER_PRODUCT)
     sq.hnsw.efConstruction = 40
@@ -109,7 +129,7 @@ def main() -> int:
     sq.add(x)
     build = time.perf_counter() - t
     mb = index_mb(sq)
-    for ef, r in ((64, 4), (128, 4), (128, 10), (256, 10)) if not args.quick else ((128, 4), (128, 10)):
+    for ef, r in ((64, 4), (128, 4), (128, 10), (256, 10)) if not quick else ((128, 4), (128, 10)):
         sq.hnsw.efSearch = ef
         kk = max(K * r, K)
 
@@ -120,6 +140,12 @@ def main() -> int:
         found, p50, p99 = timed(search_rerank, q)
         row("hnsw-sq8", f"M=32 efS={ef} rerank {r}x", found, truth, p50, p99, ex50, mb, build)
 
+
+
+def ivf_flat(x: np.ndarray, q: np.ndarray, truth: np.ndarray, ex50: float, quick: bool) -> None:
+    import faiss
+
+    n, d = x.shape
     nlist = int(4 * np.sqrt(n))
     t = time.perf_counter()
     ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
@@ -127,11 +153,39 @@ def main() -> int:
     ivf.add(x)
     build = time.perf_counter() - t
     mb = index_mb(ivf)
-    for nprobe in (8, 16, 32, 64) if not args.quick else (16, 32):
+    for nprobe in (8, 16, 32, 64) if not quick else (16, 32):
         ivf.nprobe = nprobe
         found, p50, p99 = timed(lambda v: ivf.search(v, K)[1], q)
         row("ivf-flat", f"nlist={nlist} nprobe={nprobe}", found, truth, p50, p99, ex50, mb, build)
-    return 0
+
+
+def ivf_pq(x: np.ndarray, q: np.ndarray, truth: np.ndarray, ex50: float, quick: bool) -> None:
+    """The store's IVF-PQ exactly as indexing/choice.py parameterises and LoadedIndex re-ranks it."""
+    import faiss
+
+    from core.settings import load_settings
+    from indexing.choice import choose
+
+    n, d = x.shape
+    _, params = choose(n, d, load_settings(), "ivfpq")
+    t = time.perf_counter()
+    pq = faiss.IndexIVFPQ(faiss.IndexFlatIP(d), d, int(params["nlist"]), int(params["m"]), int(params["nbits"]),
+                          faiss.METRIC_INNER_PRODUCT)
+    rng = np.random.default_rng(0)
+    pq.train(x[np.sort(rng.choice(n, size=min(n, 100_000), replace=False))])
+    pq.add(x)
+    build = time.perf_counter() - t
+    mb = index_mb(pq)
+    for nprobe, r in ((8, 4), (16, 4), (16, 10), (32, 10)) if not quick else ((16, 4), (16, 10)):
+        pq.nprobe = nprobe
+
+        def search_rerank(v: np.ndarray, kk: int = K * r) -> np.ndarray:
+            _, cand = pq.search(v, kk)
+            return rerank(v, cand, x, K)[1]
+
+        found, p50, p99 = timed(search_rerank, q)
+        row("ivf-pq", f"nlist={params['nlist']} m={params['m']} nprobe={nprobe} rerank {r}x", found, truth, p50,
+            p99, ex50, mb, build)
 
 
 if __name__ == "__main__":
