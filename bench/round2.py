@@ -43,9 +43,11 @@ def _f(text: str) -> float:
     return float(text.replace(",", ""))
 
 
-def run(script: str, args: list[str], log_dir: Path) -> str:
-    """Run a bench script, echo and save its output; the output ('' if it failed to start)."""
+def run(script: str, args: list[str], log_dir: Path, reuse: bool = False) -> str:
+    """Run a bench script, echo and save its output; with `reuse`, read the output a previous run saved."""
     log = log_dir / f"{Path(script).stem}.log"
+    if reuse:
+        return log.read_text() if log.is_file() else ""
     print(f"\n$ .venv/bin/python {script} {' '.join(args)}   (output: {log})", flush=True)
     t = time.perf_counter()
     proc = subprocess.run([sys.executable, str(REPO / script), *args], cwd=REPO, capture_output=True, text=True)
@@ -125,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
                                                         f"{QUICK['merge_into']:,} (minutes, not an hour)")
     ap.add_argument("--only", default="serve,pgvector,search,build", help="which benchmarks to run")
     ap.add_argument("--log-dir", type=Path, help="where each benchmark's full output is saved")
+    ap.add_argument("--from-logs", action="store_true", help="print the table from the outputs saved in --log-dir")
     args = ap.parse_args(argv)
     size = QUICK if args.quick else FULL
     only = {s.strip() for s in args.only.split(",")}
@@ -134,14 +137,17 @@ def main(argv: list[str] | None = None) -> int:
     figures: list[Figure] = []
     if "serve" in only:
         out = run("bench/serve_latency.py", ["--vectors", str(n), "--dim", "2048", "--seconds",
-                                             str(size["seconds"])], log_dir)
+                                             str(size["seconds"])], log_dir, args.from_logs)
         figures += serve_figures(out, n)
     if "pgvector" in only:
-        figures += pgvector_figures(run("bench/pgvector_peer.py", ["--vectors", str(n), "--dim", "2048"], log_dir))
+        figures += pgvector_figures(run("bench/pgvector_peer.py", ["--vectors", str(n), "--dim", "2048"], log_dir,
+                                            args.from_logs))
     if "search" in only:
-        figures += search_figures(run("bench/index_search.py", ["--sizes", str(n), "--ann", "hnsw"], log_dir), n)
+        figures += search_figures(run("bench/index_search.py", ["--sizes", str(n), "--ann", "hnsw"], log_dir,
+                                          args.from_logs), n)
     if "build" in only:
-        figures += build_figures(run("bench/index_build.py", ["--sizes", str(big), "--change", "1000"], log_dir), big)
+        figures += build_figures(run("bench/index_build.py", ["--sizes", str(big), "--change", "1000"], log_dir,
+                                         args.from_logs), big)
 
     width = max(len(f.name) for f in figures) if figures else 10
     print(f"\nround 2 ({'quick' if args.quick else 'full'} sizes; full outputs in {log_dir})")

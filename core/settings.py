@@ -66,7 +66,9 @@ class Settings(BaseSettings):
     )
     index_memory_budget_mb: int = Field(16_384, ge=64, description="IVF-PQ when vectors would not fit")
     index_hnsw_m: int = Field(32, ge=4)
-    index_hnsw_ef_search: int = Field(128, ge=8)
+    index_hnsw_ef_search: int | None = Field(
+        None, ge=8, description="HNSW efSearch; default the measured choice in indexing/choice.py (512)"
+    )
 
     # Search server.
     api_host: str = "127.0.0.1"
