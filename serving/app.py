@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from core.settings import Settings, get_settings
+from indexing import ann
 from serving import errors
 from serving.metrics import MetricsMiddleware
 from serving.routes import api_router
@@ -26,6 +27,7 @@ Every error is JSON `{"detail": ..., "message": ...}` with a 4xx status
 def create_app(settings: Settings | None = None) -> FastAPI:
     """A server for `settings` (default: the environment). The watcher starts with the app's lifespan."""
     settings = settings or get_settings()
+    ann.one_thread_per_query()
     state = ServerState(settings)
 
     @asynccontextmanager
