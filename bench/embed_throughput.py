@@ -4,7 +4,9 @@ For each model, in the same run and with the same batch size:
   bare      = embedder.forward on tensors decoded and preprocessed beforehand (the upper bound)
   pipeline  = runner.embed_files: threaded decode + preprocess overlapping the model, Parquet write
   ratio     = pipeline / bare (goal >= 0.9; >= 0.8 with 12-megapixel JPEGs)
-It also prints the layout probe (channels_last vs contiguous); comparing the
+It also prints the runtime probe (the default ONNX Runtime vs the torch module it is exported
+from, bare img/s, same batches) and, for torch, the layout probe (channels_last vs
+contiguous); comparing the
 `+plain` rows with the default (`+rot4`) rows gives the cost of the
 rotation-invariant embedding.
 
@@ -90,19 +92,21 @@ def pipeline_rate(settings, model: str, paths: list[Path], out: Path) -> float: 
 
 
 def layout_probe(embedder, paths: list[Path], batch: int) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    """A torch embedder's bare rate with channels_last vs contiguous weights and inputs."""
     import torch
 
-    saved = embedder.channels_last
+    backend = embedder.backend
+    saved = backend.channels_last
     try:
-        embedder.channels_last = True
-        embedder.model.to(memory_format=torch.channels_last)
+        backend.channels_last = True
+        backend.model.to(memory_format=torch.channels_last)
         fast = bare_rate(embedder, paths, batch)
-        embedder.channels_last = False
-        embedder.model.to(memory_format=torch.contiguous_format)
+        backend.channels_last = False
+        backend.model.to(memory_format=torch.contiguous_format)
         plain = bare_rate(embedder, paths, batch)
     finally:
-        embedder.channels_last = saved
-        embedder.model.to(memory_format=torch.channels_last if saved else torch.contiguous_format)
+        backend.channels_last = saved
+        backend.model.to(memory_format=torch.channels_last if saved else torch.contiguous_format)
     return fast, plain
 
 
@@ -124,10 +128,13 @@ def main() -> int:
     extra = {"embed_decode_workers": args.workers} if args.workers else {}
     settings = load_settings(model_weights=csail_checkpoint(work / "resnet50_places365.pth.tar"),
                              data_dir=work / "data", **extra)
+    torch_settings = load_settings(model_weights=settings.model_weights, data_dir=work / "data",
+                                   embedding_runtime="torch", **extra)
     batch = settings.embed_batch_size
     import torch
 
-    print(f"cores {os.cpu_count()}, torch threads {torch.get_num_threads()}, batch {batch}, "
+    print(f"cores {os.cpu_count()}, runtime {settings.embedding_runtime}, torch threads {torch.get_num_threads()}, "
+          f"batch {batch}, "
           f"decode workers {settings.embed_decode_workers}, {len(photos)} photos"
           + (" (generated)" if "generated_" in photos[0].name else " (shared)"))
     big = make_big(photos, work / "big", args.big) if args.big else []
@@ -151,8 +158,16 @@ def main() -> int:
                   f"  (goal >= {goal}{'' if ratio >= goal else ', MISSED'}; CPU ceiling {ceiling:.2f}: "
                   f"decode {dec:.1f} ms vs model {model_ms:.1f} core-ms per image)", flush=True)
         if embedder.variant is None:
-            fast, plain = layout_probe(embedder, photos, batch)
-            print(f"  layout: channels_last {fast:.1f} img/s vs contiguous {plain:.1f} img/s ({fast / plain:.2f}x)")
+            torch_embedder = get_embedder(model, torch_settings)
+            onnx_rate = torch_rate = 0.0
+            for _ in range(args.rounds):
+                onnx_rate = max(onnx_rate, bare_rate(embedder, photos, batch))
+                torch_rate = max(torch_rate, bare_rate(torch_embedder, photos, batch))
+            print(f"  runtime: {embedder.backend.runtime} {onnx_rate:.1f} img/s vs torch {torch_rate:.1f} img/s "
+                  f"({onnx_rate / torch_rate:.2f}x; goal >= 1.0)")
+            fast, plain = layout_probe(torch_embedder, photos, batch)
+            print(f"  torch layout: channels_last {fast:.1f} img/s vs contiguous {plain:.1f} img/s "
+                  f"({fast / plain:.2f}x)")
     return 0
 
 

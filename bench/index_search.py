@@ -32,6 +32,20 @@ MODEL = "bench-search@v1"
 
 
 def _time_each(fn, queries: np.ndarray) -> tuple[list[float], list]:
+    """One query at a time on one FAISS thread, as the server runs them (indexing.ann.one_thread_per_query)."""
+    import faiss
+
+    from indexing.ann import one_thread_per_query
+
+    threads = faiss.omp_get_max_threads()
+    one_thread_per_query()
+    try:
+        return _time_each_query(fn, queries)
+    finally:
+        faiss.omp_set_num_threads(threads)
+
+
+def _time_each_query(fn, queries: np.ndarray) -> tuple[list[float], list]:  # type: ignore[no-untyped-def]
     out, times = [], []
     for q in queries:
         t = time.perf_counter()

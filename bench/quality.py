@@ -111,14 +111,12 @@ def encode(img: Image.Image, name: str) -> bytes:
 
 def rotation_features(embedder, arrays: list[np.ndarray], batch: int) -> np.ndarray:  # type: ignore[no-untyped-def]
     """(4, n, dim) raw (un-normalised) features of each array at 0/90/180/270 degrees."""
-    import torch
-
     out = []
     for k in range(4):
         feats = []
         for i in range(0, len(arrays), batch):
-            x = torch.rot90(torch.as_tensor(np.stack(arrays[i:i + batch])), k, dims=(2, 3))
-            feats.append(embedder._features(x).numpy())
+            x = np.rot90(np.stack(arrays[i:i + batch]), k, axes=(2, 3))
+            feats.append(embedder._features(x))
         out.append(np.concatenate(feats))
     return np.stack(out)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -46,9 +47,16 @@ class Settings(BaseSettings):
     model_weights: Path | None = Field(
         None, description="Places365 checkpoint; default DATA_DIR/weights/resnet50_places365.pth.tar"
     )
+    embedding_runtime: Literal["onnx", "torch"] = Field(
+        "onnx", description="where the model runs; onnx = ONNX Runtime on a file exported from the torch weights "
+        "(same vectors, a third of the memory: docs/embeddings.md)"
+    )
+    model_cache_dir: Path | None = Field(
+        None, description="generated model files (the ONNX exports); default DATA_DIR/weights"
+    )
     embed_batch_size: int = Field(32, ge=1, le=1024)
     embed_decode_workers: int = Field(2, ge=1, le=64)
-    torch_threads: int = Field(0, ge=0, description="0 = torch default (all cores)")
+    torch_threads: int = Field(0, ge=0, description="model threads, torch or ONNX Runtime; 0 = all cores")
 
     # Index store.
     index_keep_versions: int = Field(5, ge=1, description="published versions kept as backups")
@@ -58,7 +66,9 @@ class Settings(BaseSettings):
     )
     index_memory_budget_mb: int = Field(16_384, ge=64, description="IVF-PQ when vectors would not fit")
     index_hnsw_m: int = Field(32, ge=4)
-    index_hnsw_ef_search: int = Field(128, ge=8)
+    index_hnsw_ef_search: int | None = Field(
+        None, ge=8, description="HNSW efSearch; default the measured choice in indexing/choice.py (512)"
+    )
     backup_dir: Path | None = Field(
         None, description="full, verified copies of published index versions, sharing no file with the store "
         "(put it on another disk); default DATA_DIR/index-backups"
@@ -95,6 +105,11 @@ class Settings(BaseSettings):
     @property
     def resolved_model_weights(self) -> Path:
         return self.model_weights or self.resolved_data_dir / "weights" / "resnet50_places365.pth.tar"
+
+    @property
+    def resolved_model_cache_dir(self) -> Path:
+        path = self.model_cache_dir or self.resolved_data_dir / "weights"
+        return path if path.is_absolute() else Path.cwd() / path
 
     @property
     def embeddings_dir(self) -> Path:

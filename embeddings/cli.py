@@ -21,6 +21,7 @@ EPILOG = """examples:
   python -m embeddings files a.jpg b.png --out vectors.parquet
   python -m embeddings compact                       # merge small parts (latest row per image)
   python -m embeddings weights                       # download the Places365 checkpoint (make weights)
+  python -m embeddings export                        # the model's ONNX file (also made automatically when missing)
 """
 
 
@@ -72,7 +73,24 @@ def build_parser() -> argparse.ArgumentParser:
                              description="Download the Places365 checkpoint to MODEL_WEIGHTS and verify its sha256.")
     weights.add_argument("--url", help="a mirror of resnet50_places365.pth.tar (the hash is still checked)")
     weights.add_argument("--dest", type=Path, help="where to write it (default: MODEL_WEIGHTS)")
+    export = sub.add_parser("export", help="export the model to its ONNX file in MODEL_CACHE_DIR (if missing or stale)",
+                            description="Export the model (default EMBEDDING_MODEL) from its torch weights to the "
+                                        "ONNX file EMBEDDING_RUNTIME=onnx runs; done automatically when missing.")
+    export.add_argument("--force", action="store_true", help="export even if a current file exists")
     return parser
+
+
+def _export(args: argparse.Namespace, settings: Any) -> int:
+    from embeddings.models import parse_name
+    from embeddings.onnx_export import artifact, export, is_current
+
+    art = artifact(parse_name(args.model or settings.embedding_model).model, settings)
+    state = "already current"
+    if args.force or not is_current(art):
+        export(art, settings)
+        state = "exported"
+    print(f"{art.model}: {state} {art.path} (weights sha256 {art.tag['weights_sha256'][:12]}...)")
+    return 0
 
 
 def _settings(args: argparse.Namespace) -> Any:
@@ -162,18 +180,22 @@ def main(argv: list[str] | None = None) -> int:
     from core.db import DatabaseUnavailable
     from core.settings import SettingsError
     from embeddings.models import ModelUnavailable
+    from embeddings.onnx_export import ExportError
     from embeddings.weights import WeightsError
 
     try:
         settings = _settings(args)
         if args.command == "weights":
             return _weights(args, settings)
+        if args.command == "export":
+            return _export(args, settings)
         if args.command == "files":
             return _files(args, settings)
         if args.command == "compact":
             return _compact(args, settings)
         return _scope(args, settings)
-    except (DatabaseUnavailable, SettingsError, ModelUnavailable, WeightsError, ValueError) as exc:
+    except (DatabaseUnavailable, SettingsError, ModelUnavailable, WeightsError, ExportError,
+            ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # e.g. DATA_DIR not writable

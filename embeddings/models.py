@@ -11,6 +11,11 @@ rotations: a rotation-invariant embedding, so a photo a phone stored sideways
 (pixels rotated, no EXIF tag) is a duplicate of its original even between two
 stored vectors, at 4x the model cost. `+plain` turns it off (model version
 without a suffix). bench/quality.py and docs/embeddings.md have the figures.
+
+Runtime (EMBEDDING_RUNTIME): `onnx` (default) runs the model's ONNX export in
+ONNX Runtime, pipeline and server alike, so both compute the same vectors and
+the server holds no torch; `torch` runs the torch module the file is exported
+from. embeddings/backends.py and embeddings/onnx_export.py say how.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from embeddings.backends import Backend, OnnxBackend, TorchBackend
 from embeddings.preprocess import HALF, IMAGENET, PREPROCESSES, Normalisation, Preprocess
 
 if TYPE_CHECKING:
@@ -43,7 +49,7 @@ class ModelSpec:
     default_preprocess: str
     default_variant: str | None
     norm: Normalisation
-    channels_last: bool
+    channels_last: bool  # the torch runtime's faster layout (bench/embed_throughput.py)
     build: Callable[[Settings], torch.nn.Module]
 
 
@@ -137,8 +143,7 @@ class Embedder:
     preprocess: Preprocess
     norm: Normalisation
     variant: str | None
-    model: torch.nn.Module
-    channels_last: bool = True
+    backend: Backend
 
     # --- stages the batch runner pipelines separately -------------------------------------------
     def prepare(self, image: Image.Image) -> np.ndarray:
@@ -149,25 +154,18 @@ class Embedder:
         """Draft-mode targets for `embeddings.loading.load_image` that lose nothing for this preprocessing."""
         return {"draft_side": self.preprocess.draft_side, "draft_long_side": self.preprocess.draft_long_side}
 
-    def forward(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
+    def forward(self, batch: np.ndarray) -> np.ndarray:
         """A stacked (n, 3, 224, 224) batch → (n, dim) float32 L2-normalised vectors (variant applied)."""
-        import torch
-
-        x = torch.as_tensor(batch)
+        x = np.asarray(batch, dtype=np.float32)
         if self.variant == "rot4":
-            feats = sum(self._features(torch.rot90(x, k, dims=(2, 3))) for k in range(4))
+            feats = sum(self._features(np.rot90(x, k, axes=(2, 3))) for k in range(4))
         else:
             feats = self._features(x)
-        return _l2_normalise(feats.numpy())  # type: ignore[union-attr]
+        return _l2_normalise(feats)  # type: ignore[arg-type]
 
-    def _features(self, x: torch.Tensor) -> torch.Tensor:
-        import torch
-
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode():
-            out = self.model(x)
-        return out.float().reshape(out.shape[0], -1)
+    def _features(self, x: np.ndarray) -> np.ndarray:
+        """Raw (un-normalised) (n, dim) features of a batch, from whichever runtime holds the model."""
+        return self.backend.features(np.ascontiguousarray(x, dtype=np.float32))
 
     # --- the public API ------------------------------------------------------------------------
     def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
@@ -184,16 +182,14 @@ class Embedder:
         a phone stored sideways (pixels rotated, no EXIF tag) still finds its
         original.
         """
-        import torch
-
         if not images:
             return np.zeros((0, 4, self.dim), dtype=np.float32)
-        x = torch.as_tensor(np.stack([self.prepare(im) for im in images]))
+        x = np.stack([self.prepare(im) for im in images])
         n = x.shape[0]
         if self.variant == "rot4":  # already invariant: every rotation gives the same vector
             return np.repeat(self.forward(x)[:, None, :], 4, axis=1)
-        rotated = torch.cat([torch.rot90(x, k, dims=(2, 3)) for k in range(4)])  # k-major
-        vecs = _l2_normalise(self._features(rotated).numpy())
+        rotated = np.concatenate([np.rot90(x, k, axes=(2, 3)) for k in range(4)])  # k-major
+        vecs = _l2_normalise(self._features(rotated))
         return np.ascontiguousarray(vecs.reshape(4, n, self.dim).transpose(1, 0, 2))
 
 
@@ -203,7 +199,8 @@ def _l2_normalise(feats: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(feats / np.maximum(norms, 1e-12), dtype=np.float32)
 
 
-_CACHE: dict[tuple[str, str], Embedder] = {}
+_CACHE: dict[tuple[str, str, str], Embedder] = {}
+_BACKENDS: dict[tuple[str, str, str], Backend] = {}  # one loaded model per weights, shared by its spellings
 _CACHE_LOCK = threading.Lock()
 _THREADS_SET = False
 
@@ -217,27 +214,54 @@ def _configure_torch(settings: Settings) -> None:
         _THREADS_SET = True
 
 
+def build_torch(spec: ModelSpec, settings: Settings) -> torch.nn.Module:
+    """The torch module of a model (what the ONNX file is exported from), in the layout it runs fastest."""
+    _configure_torch(settings)
+    model = spec.build(settings)
+    if spec.channels_last:
+        import torch
+
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    return model
+
+
+def _backend(spec: ModelSpec, settings: Settings) -> Backend:
+    if settings.embedding_runtime == "torch":
+        return TorchBackend(build_torch(spec, settings), spec.channels_last)
+    from embeddings.onnx_export import ensure
+
+    return OnnxBackend(ensure(spec.name, settings).path, threads=settings.torch_threads)
+
+
 def get_embedder(name: str | None = None, settings: Settings | None = None) -> Embedder:
-    """The embedder for `name` (default EMBEDDING_MODEL), built once per name and weights file."""
+    """The embedder for `name` (default EMBEDDING_MODEL), built once per name, weights file and runtime.
+
+    With EMBEDDING_RUNTIME=onnx (the default) this process never imports torch
+    once the ONNX file exists (a missing or stale one is exported in a subprocess).
+    """
     from core.settings import get_settings
 
     settings = settings or get_settings()
     parsed = parse_name(name or settings.embedding_model)
-    key = (parsed.model_version, str(Path(settings.resolved_model_weights).resolve()))
+    key = (parsed.model_version, str(Path(settings.resolved_model_weights).resolve()), settings.embedding_runtime)
     with _CACHE_LOCK:
         if key in _CACHE:
             return _CACHE[key]
-        _configure_torch(settings)
         spec = MODELS[parsed.model]
-        model = spec.build(settings)
-        if spec.channels_last:
-            import torch
-
-            model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        backend_key = (spec.name, key[1], key[2])
+        if backend_key not in _BACKENDS:
+            _BACKENDS[backend_key] = _backend(spec, settings)
         embedder = Embedder(
             name=spec.name, dim=spec.dim, model_version=parsed.model_version,
             preprocess=PREPROCESSES[parsed.preprocess], norm=spec.norm, variant=parsed.variant,
-            model=model, channels_last=spec.channels_last,
+            backend=_BACKENDS[backend_key],
         )
         _CACHE[key] = embedder
         return embedder
+
+
+def clear_cache() -> None:
+    """Forget built embedders (tests that swap weights files)."""
+    with _CACHE_LOCK:
+        _CACHE.clear()
+        _BACKENDS.clear()

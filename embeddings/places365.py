@@ -8,9 +8,11 @@ keys prefixed `module.` (it was saved from DataParallel). The embedding is the
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
+if TYPE_CHECKING:  # torch is imported where a model is built, so the URL and hash cost nothing to import
+    import torch
+    from torch import nn
 
 DIM = 2048
 NUM_CLASSES = 365
@@ -24,6 +26,8 @@ class CheckpointError(RuntimeError):
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """The checkpoint's tensors with the DataParallel `module.` prefix removed."""
+    import torch
+
     if not path.is_file():
         raise CheckpointError(f"Places365 weights not found at {path}")
     try:
@@ -39,6 +43,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 def build(path: Path, *, with_classifier: bool = False) -> nn.Module:
     """ResNet50 with the Places365 weights; the 2048-d pooled feature unless `with_classifier`."""
+    from torch import nn
     from torchvision.models import resnet50
 
     model = resnet50(weights=None, num_classes=NUM_CLASSES)

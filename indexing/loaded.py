@@ -421,14 +421,11 @@ class LoadedIndex:
 
     def _rescore(self, q: np.ndarray, ids: np.ndarray) -> np.ndarray:
         """Exact inner products of IVF-PQ candidates from the raw vectors (a refine step, like IndexRefine)."""
+        from indexing import ann
+
         sorted_ids, order = self._base_sorted
         pos = np.clip(np.searchsorted(sorted_ids, ids), 0, max(len(sorted_ids) - 1, 0))
-        rows = order[pos]
-        out = np.full(ids.shape, -np.inf, dtype=np.float32)
-        for r in range(ids.shape[0]):
-            valid = ids[r] >= 0
-            out[r, valid] = np.asarray(self._base.vectors[rows[r][valid]], dtype=np.float32) @ q[r]
-        return out
+        return ann.exact_scores(q, np.where(ids >= 0, order[pos], -1), self._base.vectors)
 
     def _search_params(self, sel: Any) -> Any:
         import faiss

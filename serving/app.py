@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from core.settings import Settings, get_settings
+from indexing import ann
 from serving import errors
 from serving.metrics import MetricsMiddleware
 from serving.routes import api_router
@@ -47,6 +48,7 @@ def _exact_openapi(app: FastAPI, settings: Settings) -> None:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """A server for `settings` (default: the environment). The watcher starts with the app's lifespan."""
     settings = settings or get_settings()
+    ann.one_thread_per_query()
     state = ServerState(settings)
 
     @asynccontextmanager

@@ -40,6 +40,8 @@ def pytest_configure(config: pytest.Config) -> None:
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",
             "AIRFLOW__CORE__UNIT_TEST_MODE": "True",
             "DATA_DIR": str(_RUN_DIR / "data"),
+            # The ONNX exports of the models, made once per run (tests give each DATA_DIR its own folder).
+            "MODEL_CACHE_DIR": str(_RUN_DIR / "model-cache"),
         }
     )
 

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 
@@ -39,6 +40,12 @@ def test_python_m_serving_honours_the_environment(main, base) -> None:
         assert body is not None and body["status"] == "ready" and body["total_vectors"] == 26
         hits = httpx.get(f"http://127.0.0.1:{port}/images/{base.ids[0]}/similar", params={"top_k": 1}).json()
         assert hits[0]["id"] == base.dup_pairs[0][1]
+        with open(base.rotated_upload, "rb") as fh:
+            r = httpx.post(f"http://127.0.0.1:{port}/extract_features", files={"file": fh}, timeout=120)
+        assert r.status_code == 200 and len(r.json()["vector"]) == 1280
+        # The served process embeds with ONNX Runtime and never loads torch (~700 MB of libraries).
+        maps = Path(f"/proc/{proc.pid}/maps").read_text()
+        assert "onnxruntime" in maps and "libtorch" not in maps
     finally:
         proc.terminate()
         proc.wait(20)
