@@ -206,16 +206,30 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/versions/check": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** re-hash the served version's files now (also done every INDEX_RECHECK_SECONDS) */
+        post: operations["check_versions_versions_check_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
         /** AddImageMetadata */
         AddImageMetadata: {
-            /**
-             * File Size
-             * @description bytes (images.file_size is BIGINT)
-             */
+            /** File Size */
             file_size?: number | null;
             /** Height */
             height?: number | null;
@@ -234,11 +248,12 @@ export interface components {
             /**
              * Event Code
              * Format: uuid
+             * @description an existing event's code
              */
             event_code: string;
             /**
              * File Path
-             * @description relative to IMAGE_ROOT
+             * @description relative to IMAGE_ROOT; must name an existing file there
              */
             file_path: string;
             /** Filename */
@@ -289,10 +304,14 @@ export interface components {
         };
         /** Body_check_duplicate_events__event_code__duplicates_check_post */
         Body_check_duplicate_events__event_code__duplicates_check_post: {
-            /** File */
+            /**
+             * File
+             * Format: binary
+             * @description an image file (JPEG, PNG, WebP, GIF, TIFF, BMP...), not empty
+             */
             file: string;
             /** Threshold */
-            threshold?: number | null;
+            threshold?: number;
             /**
              * Top K
              * @default 10
@@ -301,23 +320,28 @@ export interface components {
         };
         /** Body_extract_features_extract_features_post */
         Body_extract_features_extract_features_post: {
-            /** File */
+            /**
+             * File
+             * Format: binary
+             * @description an image file (JPEG, PNG, WebP, GIF, TIFF, BMP...), not empty
+             */
             file: string;
         };
         /** Body_search_image_search_image_post */
         Body_search_image_search_image_post: {
             /**
              * Event Code
-             * @description only images of this event (UUID)
+             * @description only images of this event (UUID; empty: all)
              */
-            event_code?: string | null;
+            event_code?: string;
             /**
              * File
+             * Format: binary
              * @description a JPEG, PNG, WebP, TIFF... photo
              */
             file: string;
             /** Min Score */
-            min_score?: number | null;
+            min_score?: number;
             /**
              * Top K
              * @default 10
@@ -398,6 +422,11 @@ export interface components {
         };
         /** HealthResponse */
         HealthResponse: {
+            /**
+             * Degraded
+             * @description why the served version is not CURRENT's (fallback in use)
+             */
+            degraded?: string | null;
             /** Index Type */
             index_type?: string | null;
             /** Index Version */
@@ -418,7 +447,10 @@ export interface components {
             attempts?: number | null;
             /** Code */
             code: string | null;
-            /** Created At */
+            /**
+             * Created At
+             * @description images.created_at as stored: ISO 8601, no offset when the column is a TIMESTAMP WITHOUT TIME ZONE (the EMS DDL)
+             */
             created_at: string | null;
             /** Embedded At */
             embedded_at?: string | null;
@@ -461,6 +493,20 @@ export interface components {
             status: "queued" | "embedded" | "indexed" | "failed";
             /** Width */
             width: number | null;
+        };
+        /** IntegrityState */
+        IntegrityState: {
+            /** Checks */
+            checks: number;
+            /** Failures */
+            failures: number;
+            /** Last Check At */
+            last_check_at: string | null;
+            /**
+             * Last Problem
+             * @description None when the last re-check found the served files sound
+             */
+            last_problem?: string | null;
         };
         /** SearchFilters */
         SearchFilters: {
@@ -510,8 +556,23 @@ export interface components {
         };
         /** StatsResponse */
         StatsResponse: {
+            /**
+             * Current On Disk
+             * @description the version CURRENT names (None: missing or damaged)
+             */
+            current_on_disk?: number | null;
+            /**
+             * Current Problem
+             * @description what is wrong with CURRENT, if anything
+             */
+            current_problem?: string | null;
             /** Database */
             database: string;
+            /**
+             * Degraded
+             * @description why the served version is not CURRENT's (fallback in use)
+             */
+            degraded?: string | null;
             /** Embedded */
             embedded: number | null;
             /** Failed */
@@ -522,10 +583,16 @@ export interface components {
             index_type: string | null;
             /** Index Version */
             index_version: number | null;
+            integrity?: components["schemas"]["IntegrityState"] | null;
             /** Model */
             model: string;
             /** Model Version */
             model_version: string | null;
+            /**
+             * Served From
+             * @description store (DATA_DIR/indexes) or backup (BACKUP_DIR)
+             */
+            served_from?: string | null;
             /** Status */
             status: string;
             swap: components["schemas"]["SwapState"];
@@ -551,6 +618,12 @@ export interface components {
         };
         /** VersionInfo */
         VersionInfo: {
+            /**
+             * Backup
+             * @description BACKUP_DIR holds a copy
+             * @default false
+             */
+            backup: boolean;
             /** Count */
             count?: number | null;
             /** Created At */
@@ -580,10 +653,16 @@ export interface components {
         VersionsResponse: {
             /** Current */
             current: number | null;
+            /** Current Problem */
+            current_problem?: string | null;
+            /** Degraded */
+            degraded?: string | null;
             /** Model Version */
             model_version: string | null;
             /** Served */
             served: number | null;
+            /** Served From */
+            served_from?: string | null;
             /** Versions */
             versions: components["schemas"]["VersionInfo"][];
         };
@@ -614,9 +693,11 @@ export interface operations {
                     "application/json": components["schemas"]["HealthResponse"];
                 };
             };
-            /** @description no index version loaded yet (the message says why) */
+            /** @description no index version loaded yet (the message says why), or the server is short of a resource (an OS error such as too many open files); Retry-After says when to retry */
             503: {
                 headers: {
+                    /** @description seconds to wait before retrying */
+                    "Retry-After"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -628,9 +709,7 @@ export interface operations {
     add_image_add_image_post: {
         parameters: {
             query?: never;
-            header?: {
-                "x-api-key"?: string | null;
-            };
+            header?: never;
             path?: never;
             cookie?: never;
         };
@@ -676,6 +755,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description request body over MAX_UPLOAD_MB */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description invalid input (the message says which field and why) */
             422: {
                 headers: {
@@ -685,9 +773,11 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description the database is unavailable */
+            /** @description the database is unavailable or did not answer in time, or the server is short of a resource (an OS error such as too many open files); Retry-After says when to retry */
             503: {
                 headers: {
+                    /** @description seconds to wait before retrying */
+                    "Retry-After"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -700,10 +790,11 @@ export interface operations {
         parameters: {
             query?: {
                 /** @description cosine similarity; default DUPLICATE_THRESHOLD */
-                threshold?: number | null;
+                threshold?: number;
             };
             header?: never;
             path: {
+                /** @description the event's code (UUID) */
                 event_code: string;
             };
             cookie?: never;
@@ -713,6 +804,8 @@ export interface operations {
             /** @description Successful Response */
             200: {
                 headers: {
+                    /** @description `skipped` when the database was unavailable and deleted images were not filtered out */
+                    "X-Deleted-Filter"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -728,9 +821,11 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description no index version loaded yet (the message says why) */
+            /** @description no index version loaded yet (the message says why), or the server is short of a resource (an OS error such as too many open files); Retry-After says when to retry */
             503: {
                 headers: {
+                    /** @description seconds to wait before retrying */
+                    "Retry-After"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -744,6 +839,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description the event's code (UUID) */
                 event_code: string;
             };
             cookie?: never;
@@ -757,13 +853,15 @@ export interface operations {
             /** @description Successful Response */
             200: {
                 headers: {
+                    /** @description `skipped` when the database was unavailable and deleted images were not filtered out */
+                    "X-Deleted-Filter"?: string;
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["DuplicateCheckResponse"];
                 };
             };
-            /** @description upload over MAX_UPLOAD_MB, or an image too large to decode (bomb guard) */
+            /** @description upload over MAX_UPLOAD_MB, or an image too large to decode (pixel or memory budget) */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -790,9 +888,11 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description no index version loaded yet (the message says why) */
+            /** @description no index loaded, the model unavailable, or every upload slot busy (UPLOAD_CONCURRENCY), or the server is short of a resource (an OS error such as too many open files); Retry-After says when to retry */
             503: {
                 headers: {
+                    /** @description seconds to wait before retrying */
+                    "Retry-After"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -823,7 +923,7 @@ export interface operations {
                     "application/json": components["schemas"]["FeaturesResponse"];
                 };
             };
-            /** @description upload over MAX_UPLOAD_MB, or an image too large to decode (bomb guard) */
+            /** @description upload over MAX_UPLOAD_MB, or an image too large to decode (pixel or memory budget) */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -850,9 +950,11 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description model unavailable */
+            /** @description no index loaded, the model unavailable, or every upload slot busy (UPLOAD_CONCURRENCY), or the server is short of a resource (an OS error such as too many open files); Retry-After says when to retry */
             503: {
                 headers: {
+                    /** @description seconds to wait before retrying */
+                    "Retry-After"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -866,6 +968,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description an image id (integer) or an image code (UUID) */
                 id_or_code: string;
             };
             cookie?: never;
@@ -899,9 +1002,11 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description the database is unavailable */
+            /** @description the database is unavailable or did not answer in time, or the server is short of a resource (an OS error such as too many open files); Retry-After says when to retry */
             503: {
                 headers: {
+                    /** @description seconds to wait before retrying */
+                    "Retry-After"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -914,12 +1019,13 @@ export interface operations {
         parameters: {
             query?: {
                 /** @description only images of this event (UUID) */
-                event_code?: string | null;
-                min_score?: number | null;
+                event_code?: string;
+                min_score?: number;
                 top_k?: number;
             };
             header?: never;
             path: {
+                /** @description an image id (integer) or an image code (UUID) */
                 id_or_code: string;
             };
             cookie?: never;
@@ -929,6 +1035,8 @@ export interface operations {
             /** @description Successful Response */
             200: {
                 headers: {
+                    /** @description `skipped` when the database was unavailable and deleted images were not filtered out */
+                    "X-Deleted-Filter"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -953,9 +1061,11 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description no index version loaded yet (the message says why) */
+            /** @description no index version loaded yet (the message says why), or the server is short of a resource (an OS error such as too many open files); Retry-After says when to retry */
             503: {
                 headers: {
+                    /** @description seconds to wait before retrying */
+                    "Retry-After"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -982,6 +1092,17 @@ export interface operations {
                     "text/plain": unknown;
                 };
             };
+            /** @description never for a request itself, or the server is short of a resource (an OS error such as too many open files); Retry-After says when to retry */
+            503: {
+                headers: {
+                    /** @description seconds to wait before retrying */
+                    "Retry-After"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
         };
     };
     search_vector_search_post: {
@@ -1000,10 +1121,21 @@ export interface operations {
             /** @description Successful Response */
             200: {
                 headers: {
+                    /** @description `skipped` when the database was unavailable and deleted images were not filtered out */
+                    "X-Deleted-Filter"?: string;
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["SearchHit"][];
+                };
+            };
+            /** @description request body over MAX_UPLOAD_MB */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
             /** @description invalid input (the message says which field and why) */
@@ -1015,9 +1147,11 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description no index version loaded yet (the message says why) */
+            /** @description no index version loaded yet (the message says why), or the server is short of a resource (an OS error such as too many open files); Retry-After says when to retry */
             503: {
                 headers: {
+                    /** @description seconds to wait before retrying */
+                    "Retry-After"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1042,13 +1176,15 @@ export interface operations {
             /** @description Successful Response */
             200: {
                 headers: {
+                    /** @description `skipped` when the database was unavailable and deleted images were not filtered out */
+                    "X-Deleted-Filter"?: string;
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["SearchHit"][];
                 };
             };
-            /** @description upload over MAX_UPLOAD_MB, or an image too large to decode (bomb guard) */
+            /** @description upload over MAX_UPLOAD_MB, or an image too large to decode (pixel or memory budget) */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -1075,9 +1211,11 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description no index version loaded yet (the message says why) */
+            /** @description no index loaded, the model unavailable, or every upload slot busy (UPLOAD_CONCURRENCY), or the server is short of a resource (an OS error such as too many open files); Retry-After says when to retry */
             503: {
                 headers: {
+                    /** @description seconds to wait before retrying */
+                    "Retry-After"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1104,6 +1242,17 @@ export interface operations {
                     "application/json": components["schemas"]["StatsResponse"];
                 };
             };
+            /** @description never for a request itself, or the server is short of a resource (an OS error such as too many open files); Retry-After says when to retry */
+            503: {
+                headers: {
+                    /** @description seconds to wait before retrying */
+                    "Retry-After"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
         };
     };
     versions_versions_get: {
@@ -1122,6 +1271,55 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["VersionsResponse"];
+                };
+            };
+            /** @description never for a request itself, or the server is short of a resource (an OS error such as too many open files); Retry-After says when to retry */
+            503: {
+                headers: {
+                    /** @description seconds to wait before retrying */
+                    "Retry-After"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    check_versions_versions_check_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["IntegrityState"];
+                };
+            };
+            /** @description X-API-Key missing */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description wrong API key */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
