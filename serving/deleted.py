@@ -11,8 +11,9 @@ catch-up re-run the anti-join.
 `fresh_at` is the moment before the listener's last heartbeat (`SELECT 1` on
 the listening connection): every deletion committed before it has been
 applied, up to the NOTIFY's own latency (a millisecond on one host). While it
-is younger than `stale_after`, searches filter from the set alone. Older (the
-listener lost its connection, the database hangs), or not built yet for the
+is younger than `stale_after` and the listener is connected, searches filter
+from the set alone. Otherwise (the listener lost its connection: at once; the
+database hangs: after `stale_after`), or while not built yet for the
 served version (just swapped): searches ask the database as before (one
 `id = ANY(...)` query, under the Database's deadline and breaker) and, when it
 cannot answer either, answer with the stale set applied and say so
@@ -89,7 +90,7 @@ class DeletedImages:
         ids = [int(i) for i in ids]
         known = self.known(served.version)
         dead = {i for i in ids if i in known[0]} if known is not None else set()
-        if known is not None and known[1] <= self.stale_after:
+        if known is not None and self.listening and known[1] <= self.stale_after:
             return Verdict(dead)
         if not ids:
             return Verdict(set())
