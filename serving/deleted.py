@@ -115,6 +115,17 @@ class DeletedImages:
             self._thread = threading.Thread(target=self._listen_loop, name="deleted-listen", daemon=True)
             self._thread.start()
 
+    def wait_fresh(self, timeout: float = 30.0) -> bool:
+        """Block until the set is built for the served version and fresh (benches, tools); False at timeout."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            served = self._current()
+            known = None if served is None else self.known(served.version)
+            if known is not None and self.listening and known[1] <= self.stale_after:
+                return True
+            time.sleep(0.02)
+        return False
+
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
         if self._thread is not None:
