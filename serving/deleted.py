@@ -52,9 +52,15 @@ class Verdict:
 
 @dataclass(frozen=True)
 class _Known:
+    """No reference to the version itself: a swapped-out version is freed even while the listener is down.
+
+    `dead` grows in the listener thread only (set.update is atomic under the GIL). Notified ids are added
+    unfiltered (an id the version does not hold is never asked about); every catch-up trims it back to
+    the version's own deleted ids.
+    """
+
     version: int
-    served: ServedIndex  # its `has()` drops notified ids of other versions
-    dead: set[int]  # grows in the listener thread only (set.add is atomic under the GIL)
+    dead: set[int]
 
 
 class DeletedImages:
@@ -138,7 +144,6 @@ class DeletedImages:
                 with psycopg.connect(self.conninfo, autocommit=True, connect_timeout=3) as conn:  # type: ignore[arg-type]
                     conn.add_notify_handler(self._on_notify)
                     conn.execute(f"LISTEN {CHANNEL}")
-                    self.listening = True
                     backoff = 0.5
                     self._follow(conn)
             except psycopg.Error as exc:
@@ -162,9 +167,11 @@ class DeletedImages:
                                        or started - synced_at > self.catch_up_seconds):
                 self._catch_up(conn, served)
                 synced_at = started
+            serving, served = served is not None, None  # hold no version while waiting (a swap frees it)
             conn.execute("SELECT 1")  # every NOTIFY sent before `started` has reached _on_notify by now
-            if served is not None and not self._resync:
+            if serving and not self._resync:
                 self.fresh_at = started
+            self.listening = True  # only now: after a reconnect, the catch-up above ran first
             select.select([conn.fileno()], [], [], self.beat)  # a NOTIFY wakes us at once
 
     def _catch_up(self, conn: psycopg.Connection, served: ServedIndex) -> None:
@@ -178,7 +185,7 @@ class DeletedImages:
         dead = {int(r[0]) for r in conn.execute(ANTI_JOIN, (ids,)).fetchall()}
         during, self._during = self._during, None
         dead.update(i for i in during if served.has(i))
-        self._known = _Known(served.version, served, dead)
+        self._known = _Known(served.version, dead)
         self.catch_ups += 1
         log.info("deleted images of version %s: %d of %d (anti-join %.0f ms)", served.version, len(dead), len(ids),
                  (time.perf_counter() - t0) * 1000)
@@ -200,4 +207,4 @@ class DeletedImages:
             self._during.update(ids)
         known = self._known
         if known is not None:
-            known.dead.update(i for i in ids if known.served.has(i))
+            known.dead.update(ids)
