@@ -6,7 +6,8 @@ Builds and publishes a corpus (bench/serving_corpus.py), then, in a fresh
 subprocess, records VmRSS = RssAnon (heap) + RssFile (mapped files) after each
 step the server takes: imports, the version loaded (ServedIndex), every event
 searched once (pages of the vectors faulted in), the model loaded, one forward
-pass. The loaded version's Python-side structures are sized one by one
+pass (and the heap after malloc_trim, to tell garbage the allocator kept from
+live data). The loaded version's Python-side structures are sized one by one
 (pandas deep sizes, numpy nbytes). The bound: the issue's 1,000 MB.
 """
 
@@ -40,6 +41,10 @@ args = json.loads(sys.argv[1])
 settings = load_settings(**args["settings"])
 served = ServedIndex(load_version(settings, args["model_version"]))
 gc.collect(); mark("version loaded")
+import ctypes, pyarrow as pa
+arrow_pool = pa.total_allocated_bytes()
+ctypes.CDLL("libc.so.6").malloc_trim(0)
+mark("  same, after malloc_trim")
 q = np.ones(served.dim, np.float32) / np.sqrt(served.dim)
 for ev in served.loaded.events():
     served.search(q, 10, ev)
@@ -63,6 +68,7 @@ gc.collect(); mark("model loaded")
 from PIL import Image
 emb.embed_images([Image.new("RGB", (500, 375), (120, 80, 40))] * 4)
 mark("one forward pass (4 images)")
+parts["pyarrow pool still allocated"] = int(arrow_pool)
 print("RESULT" + json.dumps({"rss": out, "parts": parts}))
 '''
 
