@@ -37,6 +37,8 @@ from serving.app import create_app  # every module the server imports (torch is 
 from indexing.loaded import load_version
 from serving.served import ServedIndex
 mark("imports")
+import faiss, pandas, pyarrow, pyarrow.parquet  # what loading a version imports
+mark("imports: faiss, pandas, pyarrow")
 args = json.loads(sys.argv[1])
 settings = load_settings(**args["settings"])
 served = ServedIndex(load_version(settings, args["model_version"]))
