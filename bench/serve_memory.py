@@ -59,6 +59,15 @@ for name in ("ids", "_id_order", "_ids_sorted", "_segment_of", "_row_of", "_base
              "_event_col"):
     a = getattr(L, name)
     parts[name + " (array)"] = int(a.nbytes)
+seen = set()
+def objects(a):
+    total = 0
+    for x in a:
+        if id(x) not in seen:
+            seen.add(id(x)); total += sys.getsizeof(x)
+    return total
+for name in ("_codes", "_files", "_event_col"):
+    parts[name + " (its Python str objects)"] = objects(getattr(L, name))
 parts["_code_index (pandas Index, deep)"] = int(L._code_index.memory_usage(deep=True))
 parts["_base_sorted"] = int(sum(x.nbytes for x in L._base_sorted))
 parts["_event_meta_pos"] = int(sum(x.nbytes for x in L._event_meta_pos))
