@@ -90,6 +90,11 @@ class Settings(BaseSettings):
                                     "after JPEG draft); a 10,950² 16-bit PNG needs 240 MB")
     db_request_timeout: float = Field(0.25, gt=0, le=30, description="deadline of each database call on the "
                                       "request path (connect, statement, cancel); a hung database costs this once")
+    deleted_filter_stale_seconds: float = Field(2.0, gt=0, le=300, description="how long the server's set of "
+                                                "deleted images (kept by NOTIFY) may go unconfirmed before searches "
+                                                "ask the database again")
+    deleted_catch_up_seconds: float = Field(300.0, gt=0, description="period of the full re-read of which served "
+                                            "ids still exist (covers deletions no trigger saw)")
     search_server_url: str | None = Field(
         None, description="public URL of the search server for links (Airflow plugin); default http://API_HOST:API_PORT/"
     )

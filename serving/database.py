@@ -1,7 +1,8 @@
 """The server's few database reads and its one write, through a small async connection pool, with deadlines.
 
 Searches ask the database which result ids still exist (one indexed query,
-`id = ANY(...)` on the primary key). Every call on the request path has ONE
+`id = ANY(...)` on the primary key) only while the server's own set of deleted
+images (serving/deleted.py, kept by NOTIFY) is stale or not built yet. Every call on the request path has ONE
 deadline covering the wait for a pooled connection, the connect, the statement
 and the fetch. It holds against a database that refuses (an error at once), a
 slow one (the server's statement_timeout) and a HUNG one (a stopped postmaster
@@ -62,6 +63,7 @@ class Database:
         self.last_error: str | None = None
         self.skipped_filters = 0
         self.timeouts = 0
+        self.calls = 0  # calls that reached for the database (tests and /stats prove searches make none)
 
     @property
     def state(self) -> str:
@@ -190,6 +192,7 @@ class Database:
         of several statements, e.g. the idempotent registration, holds against a hung server too)."""
         if self._open:
             raise DatabaseDown(self.last_error or "database unavailable", sent=False)
+        self.calls += 1
         if self._opened is None:
             self._opened = asyncio.Event()
         opened = self._opened

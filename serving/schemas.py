@@ -239,6 +239,19 @@ class IntegrityState(BaseModel):
     last_problem: str | None = Field(None, description="None when the last re-check found the served files sound")
 
 
+class DeletedFilterState(BaseModel):
+    """The server's set of deleted images of the served version (serving/deleted.py)."""
+
+    listening: bool = Field(description="the NOTIFY listener is connected")
+    version: int | None = Field(description="the version the set was built for")
+    deleted_known: int | None = Field(description="ids of that version no longer in `images`")
+    age_seconds: float | None = Field(description="since the listener last confirmed the set complete")
+    fresh: bool = Field(description="searches filter from the set alone (no query per search)")
+    notifications: int
+    catch_ups: int = Field(description="anti-joins run (per version, (re)connect, TRUNCATE, periodic)")
+    database_fallbacks: int = Field(description="filter calls that asked the database (set stale or not built)")
+
+
 class StatsResponse(BaseModel):
     total_vectors_faiss: int
     total_images_db: int | None
@@ -251,6 +264,7 @@ class StatsResponse(BaseModel):
     embedded: int | None
     failed: int | None
     database: str
+    deleted_filter: DeletedFilterState | None = None
     swap: SwapState
     served_from: str | None = Field(None, description="store (DATA_DIR/indexes) or backup (BACKUP_DIR)")
     current_on_disk: int | None = Field(None, description="the version CURRENT names (None: missing or damaged)")

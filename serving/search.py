@@ -1,8 +1,10 @@
 """Search one served version: normalise, search (global or one event), drop deleted images, describe.
 
-The deleted-image check is one `id = ANY(...)` query over the candidates.
+Deleted images are dropped through `serving.deleted.DeletedImages`: from the
+set the server keeps fresh by NOTIFY (no query per search), or, while that set
+is stale or not built yet, one `id = ANY(...)` query over the candidates.
 Candidates are over-fetched a little so that deletions rarely cost a second
-round; when the database is down the results come from the index alone.
+round; when neither can say, the stale set is applied and the result says so.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import numpy as np
 from fastapi import HTTPException
 from starlette.concurrency import run_in_threadpool
 
-from serving.database import Database
+from serving.deleted import DeletedImages
 from serving.served import ServedIndex
 
 # Global searches over big indexes run in a worker thread so the event loop keeps serving.
@@ -40,6 +42,7 @@ class SearchResult:
     hits: list[dict[str, Any]]
     filtered: bool = True  # False when the database was down and deleted images were not checked
     removed: list[int] = field(default_factory=list)
+    age: float | None = None  # when not filtered: how old the applied set of deletions is (None: none applied)
 
 
 def _merge(served: ServedIndex, queries: np.ndarray, k: int, event_code: str | None) -> tuple[dict[int, float], bool]:
@@ -58,7 +61,7 @@ def _merge(served: ServedIndex, queries: np.ndarray, k: int, event_code: str | N
 
 async def search(
     served: ServedIndex,
-    db: Database | None,
+    deleted: DeletedImages | None,
     queries: np.ndarray,
     *,
     top_k: int,
@@ -69,7 +72,7 @@ async def search(
 ) -> SearchResult:
     """Top-k hits best first; `queries` is (r, dim) unit rows whose results merge by max score.
 
-    `check_too` ids ride along in the same deleted-image query (a deleted one lands in `removed`).
+    `check_too` ids ride along in the same deleted-image check (a deleted one lands in `removed`).
     """
     excluded = {int(i) for i in exclude}
     extra = [int(i) for i in check_too]
@@ -79,6 +82,7 @@ async def search(
     checked: set[int] = set()
     dead: set[int] = set()
     filtered = True
+    age: float | None = None
     for _ in range(4):
         if offload:
             best, exhausted = await run_in_threadpool(_merge, served, queries, k, event_code)
@@ -88,13 +92,13 @@ async def search(
         if min_score is not None:
             ranked = [(s, i) for s, i in ranked if s >= min_score]
         unchecked = [i for _, i in ranked if i not in checked] + [i for i in extra if i not in checked]
-        if db is not None and filtered and unchecked:
-            live = await db.live_ids(unchecked)
-            if live is None:
-                filtered = False
-            else:
+        if deleted is not None and unchecked:
+            verdict = await deleted.dead_among(served, unchecked)
+            dead.update(verdict.dead)
+            if verdict.checked:
                 checked.update(unchecked)
-                dead.update(set(unchecked) - live)
+            else:
+                filtered, age = False, verdict.age
         kept = [(s, i) for s, i in ranked if i not in dead]
         if len(kept) >= top_k or exhausted or k >= served.count:
             break
@@ -104,4 +108,4 @@ async def search(
         row = served.describe(image_id)
         hits.append({"id": image_id, "code": row["code"], "filename": row["filename"],
                      "similarity_score": round(float(score), 6), "event_code": row["event_code"]})
-    return SearchResult(hits=hits, filtered=filtered, removed=sorted(dead))
+    return SearchResult(hits=hits, filtered=filtered, removed=sorted(dead), age=age)

@@ -10,6 +10,7 @@ import numpy as np
 
 from core.settings import Settings
 from serving.database import Database
+from serving.deleted import DeletedImages
 from serving.holder import IndexHolder
 from serving.metrics import ServerMetrics
 from serving.watcher import IndexWatcher
@@ -28,6 +29,9 @@ class ServerState:
         self.db = Database(settings.conninfo(), timeout=settings.db_request_timeout)
         self.holder = IndexHolder(settings, self.model_version, on_change=self.metrics.observe_holder,
                                   published_versions=self._published_versions)
+        self.deleted = DeletedImages(settings.conninfo(), lambda: self.holder.current, self.db,
+                                     stale_after=settings.deleted_filter_stale_seconds,
+                                     catch_up_seconds=settings.deleted_catch_up_seconds)
         self.watcher = IndexWatcher(self.holder, settings.conninfo(), settings.swap_poll_seconds,
                                     recheck_seconds=settings.index_recheck_seconds)
         self._embedder: Any = None
@@ -82,7 +86,9 @@ class ServerState:
     # -- lifecycle -----------------------------------------------------------------------------------
     def start(self) -> None:
         self.watcher.start()
+        self.deleted.start()
 
     async def stop(self) -> None:
         self.watcher.stop()
+        self.deleted.stop()
         await self.db.close()

@@ -30,6 +30,22 @@ AUTH = {401: {**_ERR, "description": "X-API-Key missing"}, 403: {**_ERR, "descri
 CONFLICT = {409: {**_ERR, "description": "already registered with another filename"}}
 DATABASE = _unavailable("the database is unavailable or did not answer in time")
 RESOURCE = _unavailable("never for a request itself")
-# The searches' header saying the database did not check for deleted images (it was down).
-DELETED_FILTER = {"X-Deleted-Filter": {"description": "`skipped` when the database was unavailable and deleted "
-                                                      "images were not filtered out", "schema": {"type": "string"}}}
+# The searches' headers saying deleted images may not all be filtered out (docs/api.md "Deleted images").
+DELETED_FILTER = {
+    "X-Deleted-Filter": {"description": "`skipped` when neither the server's set of deleted images (kept fresh by "
+                                        "NOTIFY) nor the database could say which results were deleted",
+                         "schema": {"type": "string"}},
+    "X-Deleted-Filter-Age": {"description": "with `skipped`: deletions older than this many seconds were still "
+                                            "filtered out (from the server's last confirmed set)",
+                             "schema": {"type": "string"}},
+}
+
+
+def deleted_filter_headers(filtered: bool, age: float | None) -> dict[str, str] | None:
+    """The DELETED_FILTER headers of one answer (None when every deletion was filtered out)."""
+    if filtered:
+        return None
+    headers = {"X-Deleted-Filter": "skipped"}
+    if age is not None:
+        headers["X-Deleted-Filter-Age"] = f"{age:.1f}"
+    return headers

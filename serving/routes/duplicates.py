@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from serving import search as engine
 from serving.deps import EventCodePath, Served, State, parse_event_code
 from serving.duplicates import duplicate_groups
-from serving.routes.common import DELETED_FILTER, NO_INDEX, UPLOAD, VALIDATION
+from serving.routes.common import DELETED_FILTER, NO_INDEX, UPLOAD, VALIDATION, deleted_filter_headers
 from serving.schemas import MAX_TOP_K, DuplicateCheckResponse, DuplicatesResponse
 from serving.uploads import embed_upload
 
@@ -30,12 +30,10 @@ async def event_duplicates(event_code: EventCodePath, state: State, served: Serv
     event = parse_event_code(event_code)
     limit = state.settings.duplicate_threshold if threshold is None else threshold
     ids, vecs = served.event_vectors(event)
-    live = None
-    if len(ids) and state.db is not None:
-        live = await state.db.live_ids(ids.tolist())
-        if live is not None and len(live) < len(ids):
-            keep = np.fromiter((int(i) in live for i in ids), dtype=bool, count=len(ids))
-            ids, vecs = ids[keep], vecs[keep]
+    verdict = await state.deleted.dead_among(served, ids.tolist())
+    if verdict.dead:
+        keep = np.fromiter((int(i) not in verdict.dead for i in ids), dtype=bool, count=len(ids))
+        ids, vecs = ids[keep], vecs[keep]
     groups = await run_in_threadpool(duplicate_groups, ids, vecs, limit)
     out = []
     for members, best, weakest in groups:
@@ -46,8 +44,7 @@ async def event_duplicates(event_code: EventCodePath, state: State, served: Serv
         out.append({"images": images, "score": round(best, 6), "min_score": round(weakest, 6)})
     body = {"event_code": event, "threshold": limit, "groups": out, "images_checked": len(ids),
             "index_version": served.version}
-    skipped = bool(len(ids)) and state.db is not None and live is None
-    return JSONResponse(body, headers={"X-Deleted-Filter": "skipped"} if skipped else None)
+    return JSONResponse(body, headers=deleted_filter_headers(verdict.checked, verdict.age))
 
 
 @router.post("/{event_code}/duplicates/check", response_model=DuplicateCheckResponse,
@@ -64,6 +61,6 @@ async def check_duplicate(
     event = parse_event_code(event_code)
     limit = state.settings.duplicate_threshold if threshold is None else threshold
     queries = await embed_upload(state, file, with_rotations=True)
-    result = await engine.search(served, state.db, queries, top_k=top_k, event_code=event, min_score=limit)
+    result = await engine.search(served, state.deleted, queries, top_k=top_k, event_code=event, min_score=limit)
     body = {"duplicate": bool(result.hits), "matches": result.hits, "threshold": limit, "event_code": event}
-    return JSONResponse(body, headers=None if result.filtered else {"X-Deleted-Filter": "skipped"})
+    return JSONResponse(body, headers=deleted_filter_headers(result.filtered, result.age))

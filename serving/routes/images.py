@@ -171,7 +171,7 @@ async def similar(
     vec = served.vector(image_id)
     if vec is None:
         raise HTTPException(404, f"image {image_id} has no vector in index version {served.version}")
-    result = await engine.search(served, state.db, vec, top_k=top_k, event_code=event, min_score=min_score,
+    result = await engine.search(served, state.deleted, vec, top_k=top_k, event_code=event, min_score=min_score,
                                  exclude=[image_id], check_too=[image_id])
     if image_id in result.removed:
         raise HTTPException(404, f"image {image_id} was deleted from the database")

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 
 from serving import search as engine
 from serving.deps import EventCodeForm, Served, State
-from serving.routes.common import BODY_LIMIT, DELETED_FILTER, NO_INDEX, UPLOAD, VALIDATION
+from serving.routes.common import BODY_LIMIT, DELETED_FILTER, NO_INDEX, UPLOAD, VALIDATION, deleted_filter_headers
 from serving.schemas import MAX_TOP_K, SearchHit, SearchRequest
 from serving.uploads import embed_upload
 
@@ -18,9 +18,8 @@ router = APIRouter(tags=["search"])
 
 
 def hits_response(result: engine.SearchResult) -> JSONResponse:
-    """The seed's list; `X-Deleted-Filter: skipped` says the database was down (deleted images not checked)."""
-    headers = None if result.filtered else {"X-Deleted-Filter": "skipped"}
-    return JSONResponse(result.hits, headers=headers)
+    """The seed's list; `X-Deleted-Filter: skipped` says deleted images may be in it (see DELETED_FILTER)."""
+    return JSONResponse(result.hits, headers=deleted_filter_headers(result.filtered, result.age))
 
 
 @router.post("/search", response_model=list[SearchHit],
@@ -29,7 +28,7 @@ def hits_response(result: engine.SearchResult) -> JSONResponse:
 async def search_vector(body: SearchRequest, state: State, served: Served) -> JSONResponse:
     query = engine.query_vector(body.vector, served.dim, served.model_version)
     event = str(body.filters.event_code) if body.filters and body.filters.event_code else None
-    result = await engine.search(served, state.db, query, top_k=body.top_k, event_code=event,
+    result = await engine.search(served, state.deleted, query, top_k=body.top_k, event_code=event,
                                  min_score=body.min_score)
     return hits_response(result)
 
@@ -47,5 +46,5 @@ async def search_image(
 ) -> JSONResponse:
     event = str(uuid.UUID(event_code)) if event_code else None
     queries = await embed_upload(state, file, with_rotations=True)
-    result = await engine.search(served, state.db, queries, top_k=top_k, event_code=event, min_score=min_score)
+    result = await engine.search(served, state.deleted, queries, top_k=top_k, event_code=event, min_score=min_score)
     return hits_response(result)

@@ -57,6 +57,7 @@ async def stats(state: State) -> dict:
         "embedded": embedded,
         "failed": failed,
         "database": state.db.state,
+        "deleted_filter": state.deleted.snapshot(),
         "swap": _swap(state),
         **state.holder.snapshot(),
     }

@@ -11,7 +11,11 @@ each other. Servers are uvicorn.Server instances in threads on free ports.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import signal
+import tempfile
 import threading
 import time
 import uuid
@@ -211,6 +215,18 @@ class LiveServer:
             time.sleep(0.05)
         raise AssertionError(f"server not ready (version {version}): {last}")
 
+    def wait_filter_fresh(self, timeout: float = 15) -> dict[str, Any]:
+        """Poll /stats until the set of deleted images is built for the served version and fresh."""
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while time.monotonic() < deadline:
+            body = self.client.get("/stats").json()
+            last = body.get("deleted_filter")
+            if last and last["fresh"] and last["version"] == body["index_version"]:
+                return last
+            time.sleep(0.05)
+        raise AssertionError(f"deleted-image set not fresh: {last}")
+
     def stop(self) -> None:
         self.client.close()
         self.server.should_exit = True
@@ -254,3 +270,64 @@ def main(scenario) -> Iterator[tuple[Scenario, LiveServer]]:  # type: ignore[no-
     server.wait_ready()
     yield scn, server
     server.stop()
+
+
+# --- a private PostgreSQL a test may stop (SIGSTOP) or hang, never the machine's shared one ----------
+
+@pytest.fixture
+def stoppable_pg() -> Iterator:  # type: ignore[type-arg]
+    """Outside pytest's temp root: concurrent pytest sessions reset that to 0700, and as root the server
+    runs as the unprivileged postgres user, who must traverse every parent folder."""
+    from core.localpg import LocalPostgres
+
+    folder = Path(tempfile.mkdtemp(prefix="imgsim-hung-pg-"))
+    server = LocalPostgres(folder / "pg").start()
+    yield server
+    resume(server)
+    server.stop()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def postgres_pids(server) -> list[int]:  # type: ignore[no-untyped-def]
+    """The private server's postmaster and every process it started (backends, checkpointer, ...)."""
+    postmaster = int((server.pgdata / "postmaster.pid").read_text().split()[0])
+    children = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == postmaster:
+                children.append(int(entry))
+    return [postmaster, *children]
+
+
+def hang(server) -> list[int]:  # type: ignore[no-untyped-def]
+    pids = postgres_pids(server)
+    for pid in pids:  # the postmaster first: it starts nothing new while its children stop
+        os.kill(pid, signal.SIGSTOP)
+    return pids
+
+
+def resume(server) -> None:  # type: ignore[no-untyped-def]
+    try:
+        pids = postgres_pids(server)
+    except (OSError, ValueError, IndexError):
+        return
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+
+
+def copy_corpus(src_conninfo: str, dst_conninfo: str) -> None:
+    """The scenario's events and images into the private server (same ids and codes)."""
+    from core.migrate import apply_migrations
+
+    with psycopg.connect(dst_conninfo) as conn:
+        apply_migrations(conn)
+    with psycopg.connect(src_conninfo) as src, psycopg.connect(dst_conninfo) as dst:
+        for code, name in src.execute("SELECT code, name FROM events"):
+            dst.execute("INSERT INTO events (code, name) VALUES (%s, %s)", (code, name))
+        for row in src.execute("SELECT id, code, event_code, filename, file_path FROM images"):
+            dst.execute("INSERT INTO images (id, code, event_code, filename, file_path) VALUES (%s,%s,%s,%s,%s)", row)

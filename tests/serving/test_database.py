@@ -11,6 +11,15 @@ from psycopg.conninfo import make_conninfo
 from tests.serving.conftest import API_KEY
 
 
+def wait_known_deleted(srv, ids: set[int], bound: float = 1.0) -> None:  # type: ignore[no-untyped-def]
+    """Deletions reach the server by NOTIFY within milliseconds (docs/api.md); `bound` allows a slow CI."""
+    version = srv.state.holder.current.version
+    t0 = time.monotonic()
+    while not ids <= srv.state.deleted.known(version)[0]:
+        assert time.monotonic() - t0 < bound, "deletion not notified"
+        time.sleep(0.005)
+
+
 def test_deleted_images_are_filtered(scenario, live_server, base) -> None:
     scn = scenario("deleted")
     scn.publish()
@@ -20,8 +29,10 @@ def test_deleted_images_are_filtered(scenario, live_server, base) -> None:
     served = srv.state.holder.current
     copy_vec = served.vector(copy).tolist()
     assert srv.client.post("/search", json={"vector": copy_vec, "top_k": 1}).json()[0]["id"] == copy
+    srv.wait_filter_fresh()
     scn.execute("DELETE FROM images WHERE id = %s", (copy,))  # after the build: still in the index
     assert served.has(copy)
+    wait_known_deleted(srv, {copy})
     hits = srv.client.post("/search", json={"vector": copy_vec, "top_k": 10}).json()
     assert copy not in {h["id"] for h in hits} and len(hits) == 10  # over-fetch keeps top_k full
     similar = srv.client.get(f"/images/{original}/similar", params={"top_k": 10}).json()
@@ -33,6 +44,7 @@ def test_deleted_images_are_filtered(scenario, live_server, base) -> None:
     # Many deletions at once: still a full page of live results.
     victims = [h["id"] for h in hits[1:8]]
     scn.execute("DELETE FROM images WHERE id = ANY(%s)", (victims,))
+    wait_known_deleted(srv, set(victims))
     hits = srv.client.post("/search", json={"vector": copy_vec, "top_k": 10}).json()
     assert len(hits) == 10 and not ({copy, *victims} & {h["id"] for h in hits})
 
@@ -94,4 +106,6 @@ def test_database_stopped_mid_test(scenario, live_server, base, private_pg) -> N
     while "x-deleted-filter" in search().headers:
         assert time.monotonic() < deadline, "filtering did not resume"
         time.sleep(0.2)
-    assert srv.client.get("/stats").json()["database"] == "up"
+    while srv.client.get("/stats").json()["database"] != "up":  # the breaker's probe (the listener may be first)
+        assert time.monotonic() < deadline, "the breaker did not close"
+        time.sleep(0.2)
