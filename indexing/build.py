@@ -177,6 +177,11 @@ def plan_merge(settings: Settings, ledger: sources.Ledger, dim: int, parent: int
     live = ledger.live_ids if ledger.live_ids is not None else np.sort(rows["image_id"].to_numpy(np.int64))
     old_ids = old["image_id"].to_numpy(np.int64)
     deleted_mask = ~_in_sorted(old_ids, live)
+    # Every live id is in the parent (kept), or new in the window; anything else is a row the
+    # parent's read missed and the window does not cover (it cannot happen with an honest watermark).
+    unseen = len(live) - (len(old_ids) - int(deleted_mask.sum())) - int(fresh.sum())
+    if unseen:
+        return f"{unseen} live ledger rows are neither in the parent nor embedded since its watermark"
     dropped = np.union1d(old_ids[deleted_mask], todo["image_id"].to_numpy(np.int64))
     drop_mask = _in_sorted(old_ids, dropped)
     seg = old["segment"].to_numpy()

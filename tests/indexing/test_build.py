@@ -276,3 +276,43 @@ def test_merge_reads_hashes_and_rewrites_only_the_change(small_corpus, conninfo,
         assert_matches_corpus(loaded, corpus)
     finally:
         loaded.close()
+
+
+def test_a_ledger_row_committed_after_the_merge_read_is_merged_next_time(small_corpus, conninfo, settings):
+    """embedded_at is the writer's transaction start: a row committed after a merge read it must
+    still be in the next merge's window (the watermark), and a row no window covers forces a rebuild."""
+    import psycopg
+
+    corpus = small_corpus
+    pipeline.publish(conninfo, settings, MODEL, pipeline.build(conninfo, settings, MODEL, mode="rebuild")["version"])
+    late = corpus.images(corpus.event(), 1)
+    part = corpus.embed(late, ledger=False)
+    rel = str(part.relative_to(settings.resolved_data_dir))
+    with psycopg.connect(conninfo) as writer:  # an embedding run, still open while the merge reads
+        writer.execute("""INSERT INTO image_embeddings (image_id, model_version, status, parquet_part)
+                          VALUES (%s, %s, 'embedded', %s)""", (late[0], MODEL, rel))
+        corpus.embed(corpus.images(corpus.event(), 2))
+        v2 = pipeline.build(conninfo, settings, MODEL, mode="merge")
+        assert v2["mode"] == "merge" and v2["changes"]["added"] == 2
+        pipeline.publish(conninfo, settings, MODEL, v2["version"])
+        writer.commit()
+    v3 = pipeline.build(conninfo, settings, MODEL, mode="merge")
+    assert v3["mode"] == "merge" and v3["changes"]["added"] == 1, v3
+    pipeline.publish(conninfo, settings, MODEL, v3["version"])
+    loaded = load_version(settings, MODEL, v3["version"])
+    try:
+        assert_matches_corpus(loaded, corpus)
+    finally:
+        loaded.close()
+    # A row stamped before the watermark that no version holds (a clock gone wrong): rebuild, never lose it.
+    lost = corpus.images(corpus.event(), 1)
+    corpus.embed(lost)
+    corpus.db.execute("UPDATE image_embeddings SET embedded_at = now() - interval '1 day' WHERE image_id = %s",
+                      (lost[0],))
+    v4 = pipeline.build(conninfo, settings, MODEL, mode="merge")
+    assert v4["mode"] == "rebuild" and "neither in the parent" in v4["rebuild_reason"]
+    loaded = load_version(settings, MODEL, v4["version"])
+    try:
+        assert_matches_corpus(loaded, corpus)
+    finally:
+        loaded.close()
