@@ -19,7 +19,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,6 +38,7 @@ from indexing.store import (
     INDEX_FILE,
     MANIFEST_FILE,
     MANIFEST_FORMAT,
+    META_DELTA_FILE,
     META_FILE,
     REMOVED_FILE,
     VECTORS_FILE,
@@ -114,7 +115,9 @@ def _event_order(frame: pd.DataFrame) -> pd.DataFrame:
 class Pieces:
     """A version's content before `finalize` writes meta, removed ids and the manifest."""
 
-    frame: pd.DataFrame  # ledger columns + segment, row (one line per live vector)
+    frame: pd.DataFrame  # the meta rows this build writes: ledger columns + segment, row
+    meta_file: str  # META_FILE (rebuild: every base row) or META_DELTA_FILE (merge: the delta's rows)
+    count: int  # live vectors of the version
     index_type: str
     params: dict[str, Any]
     base_count: int
@@ -132,17 +135,28 @@ class MergePlan:
     parent: int
     parent_manifest: Manifest
     todo: pd.DataFrame  # ledger rows whose vectors go into the new delta (new or re-embedded)
-    base_keep: pd.DataFrame  # parent base rows still live: image_id, row
-    delta_keep: pd.DataFrame  # parent delta rows still live: image_id, row
+    base_live: int  # parent base rows still live
+    delta_keep: pd.DataFrame  # parent delta rows still live, with their meta columns
     removed: np.ndarray  # base ids masked out in the new version
     changes: dict[str, int]
+
+
+def _in_sorted(values: np.ndarray, sorted_ids: np.ndarray) -> np.ndarray:
+    """values[i] in sorted_ids, by binary search (no sort of the big side)."""
+    if len(sorted_ids) == 0:
+        return np.zeros(len(values), dtype=bool)
+    pos = np.minimum(np.searchsorted(sorted_ids, values), len(sorted_ids) - 1)
+    return sorted_ids[pos] == values
 
 
 def plan_merge(settings: Settings, ledger: sources.Ledger, dim: int, parent: int, parent_manifest: Manifest,
                parent_meta: pd.DataFrame, parent_removed: np.ndarray, index_type: str | None) -> MergePlan | str:
     """Compare the ledger with the parent's meta: the plan, or the reason this must be a rebuild.
 
-    Pure (no file is read or written here), so the decision is easy to test and to see.
+    Pure (no file is read or written here), so the decision is easy to test and to see. The
+    ledger may be partial (rows embedded since the parent's watermark + the live ids): rows it
+    holds that the parent has with the same embedded_at are not changes; parent rows whose ids
+    are no longer live are deletions.
     """
     kind = parent_manifest.index_type
     if kind == "hnsw":
@@ -155,44 +169,59 @@ def plan_merge(settings: Settings, ledger: sources.Ledger, dim: int, parent: int
         return "parent manifest has another format"
     old = parent_meta
     rows = ledger.rows
-    joined = rows.merge(old.drop(columns=["event_code"]), on="image_id", how="left", suffixes=("", "_old"))
-    fresh = joined["segment"].isna().to_numpy()
+    joined = rows.merge(old[["image_id", "embedded_at"]], on="image_id", how="left", suffixes=("", "_old"))
+    fresh = joined["embedded_at_old"].isna().to_numpy()
     # The ledger stamps embedded_at on every (re-)embed; compaction only repoints parquet_part.
     changed = ~fresh & (joined["embedded_at"] != joined["embedded_at_old"]).to_numpy()
-    todo = joined[fresh | changed]
-    todo = todo.drop(columns=[c for c in todo.columns if c.endswith("_old")] + ["segment", "row"])
-    live_ids = pd.Index(rows["image_id"].to_numpy())
-    deleted_mask = live_ids.get_indexer(old["image_id"].to_numpy()) < 0
-    dropped = np.union1d(old["image_id"].to_numpy()[deleted_mask], todo["image_id"].to_numpy())
-    keep_old = old[~np.isin(old["image_id"].to_numpy(), dropped)]
-    base_keep = keep_old[keep_old["segment"] == 0]
-    delta_keep = keep_old[keep_old["segment"] == 1]
+    todo = rows[fresh | changed]
+    live = ledger.live_ids if ledger.live_ids is not None else np.sort(rows["image_id"].to_numpy(np.int64))
+    old_ids = old["image_id"].to_numpy(np.int64)
+    deleted_mask = ~_in_sorted(old_ids, live)
+    # Every live id is in the parent (kept), or new in the window; anything else is a row the
+    # parent's read missed and the window does not cover (it cannot happen with an honest watermark).
+    unseen = len(live) - (len(old_ids) - int(deleted_mask.sum())) - int(fresh.sum())
+    if unseen:
+        return f"{unseen} live ledger rows are neither in the parent nor embedded since its watermark"
+    dropped = np.union1d(old_ids[deleted_mask], todo["image_id"].to_numpy(np.int64))
+    drop_mask = _in_sorted(old_ids, dropped)
+    seg = old["segment"].to_numpy()
+    base_live = int(((seg == 0) & ~drop_mask).sum())
+    delta_keep = old[(seg == 1) & ~drop_mask]
     base_count = parent_manifest.base_count or parent_manifest.count
-    removed = np.union1d(parent_removed, old[(old["segment"] == 0).to_numpy() & np.isin(old["image_id"], dropped)]
-                         ["image_id"].to_numpy()).astype(np.int64)
+    removed = np.union1d(parent_removed, old_ids[(seg == 0) & drop_mask]).astype(np.int64)
     new_delta = len(delta_keep) + len(todo)
     if len(removed) + new_delta > max(COMPACT_MIN, COMPACT_FRACTION * base_count):
         return f"delta {new_delta} + removed {len(removed)} exceed {COMPACT_FRACTION:.0%} of the base: compacting"
-    expected_kind, _ = choice.choose(len(base_keep) + new_delta, dim, settings, index_type)
+    expected_kind, _ = choice.choose(base_live + new_delta, dim, settings, index_type)
     if index_type is None and expected_kind != kind:
         return f"size now calls for {expected_kind}, parent is {kind}"
-    return MergePlan(parent=parent, parent_manifest=parent_manifest, todo=todo, base_keep=base_keep,
+    return MergePlan(parent=parent, parent_manifest=parent_manifest, todo=todo, base_live=base_live,
                      delta_keep=delta_keep, removed=removed,
                      changes={"added": int(fresh.sum()), "reembedded": int(changed.sum()),
                               "deleted": int(deleted_mask.sum())})
 
 
 def read_parent(store: IndexStore, parent: int) -> tuple[Manifest, pd.DataFrame, np.ndarray]:
-    """The parent's manifest, meta (the columns a merge compares) and removed ids."""
+    """The parent's manifest, live meta rows and removed ids.
+
+    Of the shared base meta only the int columns `image_id`, `embedded_at` and `segment` are read
+    (what a merge compares, ~17 bytes a row); the delta meta (small) is read whole, its rows are rewritten.
+    Nothing is hashed: the checksums of inherited files come from the parent's manifest.
+    """
     import pyarrow.parquet as pq
 
     manifest = store.read_manifest(parent)
     store.check_files(parent, manifest, checksums=False)  # a truncated base is not inherited
     pdir = store.version_dir(parent)
-    meta = pq.read_table(pdir / META_FILE, columns=["image_id", "embedded_at", "parquet_part", "segment", "row",
-                                                    "event_code"]).to_pandas()
-    meta["embedded_at"] = pd.to_datetime(meta["embedded_at"], utc=True)
+    base = pq.read_table(pdir / META_FILE, columns=["image_id", "embedded_at", "segment"]).to_pandas()
     removed = np.load(pdir / REMOVED_FILE) if manifest.has(REMOVED_FILE) else np.empty(0, np.int64)
+    if len(removed):
+        base = base[~((base["segment"] == 0).to_numpy() & np.isin(base["image_id"].to_numpy(), removed))]
+    parts = [base]
+    if manifest.has(META_DELTA_FILE):
+        parts.append(pq.read_table(pdir / META_DELTA_FILE).to_pandas())
+    meta = pd.concat(parts, ignore_index=True) if len(parts) > 1 else base.reset_index(drop=True)
+    meta["embedded_at"] = pd.to_datetime(meta["embedded_at"], utc=True)
     return manifest, meta, removed
 
 
@@ -239,13 +268,13 @@ class Builder:
             stage_path.unlink()
         frame["segment"] = 0
         frame["row"] = np.arange(n)
-        return Pieces(frame=frame, index_type=kind, params=params, base_count=n, delta_count=0,
+        return Pieces(frame=frame, meta_file=META_FILE, count=n, index_type=kind, params=params, base_count=n,
+                      delta_count=0,
                       removed=np.empty(0, np.int64), inherited={}, base_version=None)
 
     # -- merge ----------------------------------------------------------------
     def apply_merge(self, plan: MergePlan, ledger: sources.Ledger, parts: list[Path], dim: int) -> Pieces:
-        """Write the merged version's new files (the delta); the base is shared with the parent."""
-        rows = ledger.rows
+        """Write the merged version's new files (the delta and its meta); base and base meta are shared."""
         todo = plan.todo
         pdir = self.store.version_dir(plan.parent)
         # Vectors of new and re-embedded rows, from the parts the ledger names (all parts if one is missing).
@@ -254,9 +283,10 @@ class Builder:
         located = sources.locate_latest(use_parts, todo["image_id"].to_numpy())
         added = todo.merge(located, on="image_id", how="inner")
 
-        # Delta = kept old delta rows + added rows, in event order.
+        # Delta = kept old delta rows (their meta from the parent's delta meta) + added rows, in event order.
+        keep_cols = ["image_id", "image_code", "event_code", "filename", "embedded_at", "parquet_part", "row"]
         delta_rows = pd.concat([
-            rows.merge(plan.delta_keep[["image_id", "row"]], on="image_id").assign(src="old"),
+            plan.delta_keep.reindex(columns=keep_cols).assign(src="old"),
             added.assign(src="new"),
         ], ignore_index=True)
         delta_rows = _event_order(delta_rows)
@@ -280,20 +310,18 @@ class Builder:
                                 new_sel, dim, write)
         delta_ids = delta_rows["image_id"].to_numpy(np.int64)
         inherited: dict[str, str] = {}
-        for fname in (INDEX_FILE, VECTORS_FILE):
+        for fname in (INDEX_FILE, VECTORS_FILE, META_FILE):
             if plan.parent_manifest.has(fname):
                 _link_or_copy(pdir / fname, self.tmp / fname)
                 inherited[fname] = plan.parent_manifest.sha256[fname]
         if nd:
             _write_flat(self.tmp / DELTA_FILE, delta_ids, delta_vecs, dim)
 
-        base_frame = rows.merge(plan.base_keep[["image_id", "row"]], on="image_id").assign(segment=0)
         delta_frame = delta_rows.assign(segment=1, row=np.arange(nd))
-        frame = pd.concat([base_frame, delta_frame], ignore_index=True)
-        frame = frame.sort_values(["segment", "row"], kind="stable").reset_index(drop=True)
         changes = {**plan.changes, "missing_vectors": int(len(todo) - len(added))}
         pm = plan.parent_manifest
-        return Pieces(frame=frame, index_type=pm.index_type, params=pm.params, base_count=pm.base_count or pm.count,
+        return Pieces(frame=delta_frame, meta_file=META_DELTA_FILE, count=plan.base_live + nd,
+                      index_type=pm.index_type, params=pm.params, base_count=pm.base_count or pm.count,
                       delta_count=nd, removed=plan.removed, inherited=inherited,
                       base_version=pm.base_version or plan.parent, changes=changes)
 
@@ -302,7 +330,8 @@ class Builder:
         """Write meta, removed ids and the manifest, fsync, make every file read-only, rename into place."""
         import pyarrow.parquet as pq
 
-        pq.write_table(_meta_table(pieces.frame), self.tmp / META_FILE)
+        if len(pieces.frame) or pieces.meta_file == META_FILE:
+            pq.write_table(_meta_table(pieces.frame), self.tmp / pieces.meta_file)
         if len(pieces.removed):
             np.save(self.tmp / REMOVED_FILE, np.asarray(pieces.removed, dtype=np.int64))
         sha: dict[str, str] = {}
@@ -317,7 +346,7 @@ class Builder:
             make_read_only(path)
         manifest = Manifest(
             version=version, model_version=self.model_version, dim=dim, index_type=pieces.index_type,
-            count=len(pieces.frame), sha256=sha, sizes=sizes, params=pieces.params, base_count=pieces.base_count,
+            count=pieces.count, sha256=sha, sizes=sizes, params=pieces.params, base_count=pieces.base_count,
             delta_count=pieces.delta_count, removed_count=len(pieces.removed),
             base_version=pieces.base_version or version, changes=pieces.changes,
             created_at=datetime.now(UTC).isoformat(), **extra,
@@ -364,6 +393,7 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 def build_version(
     settings: Settings, model_version: str, ledger: sources.Ledger, *, mode: str = "merge",
     index_type: str | None = None, version: int, parent: int | None = None, extra: dict[str, Any] | None = None,
+    full_ledger: Callable[[], sources.Ledger] | None = None,
 ) -> Built:
     """Write version `version` (the caller holds the store lock and picked the number), merged into
     `parent` when mode is "merge" and it can be. Database-free so the benchmark can time exactly this."""
@@ -398,9 +428,14 @@ def build_version(
             reason = "no current version to merge into"
         used = "merge" if pieces is not None else "rebuild"
         if pieces is None:
+            if ledger.partial:  # a merge's partial ledger cannot make a rebuild: read all of it
+                if full_ledger is None:
+                    raise BuildError("a rebuild needs the full ledger")
+                ledger = full_ledger()
             pieces = builder.rebuild(ledger, parts, dim, index_type)
         meta_extra = {"mode": used, "requested_mode": mode, "rebuild_reason": reason,
-                      "parent_version": parent, "ledger_snapshot": ledger.snapshot.isoformat(), **(extra or {})}
+                      "parent_version": parent, "ledger_snapshot": ledger.snapshot.isoformat(),
+                      "ledger_watermark": ledger.watermark.isoformat() if ledger.watermark else None, **(extra or {})}
         meta_extra["build_seconds"] = round(time.perf_counter() - started, 3)
         return builder.finalize(version, pieces, dim, meta_extra)
     except BaseException:

@@ -27,6 +27,7 @@ from indexing.store import (
     DELTA_FILE,
     INDEX_FILE,
     META_COLUMNS,
+    META_DELTA_FILE,
     META_FILE,
     REMOVED_FILE,
     VECTORS_FILE,
@@ -170,13 +171,10 @@ class LoadedIndex:
                 removed = np.empty(0, np.int64)
             self._removed = removed.astype(np.int64, copy=False)
             self._configure(manifest.params)
-            table = pq.read_table(io.BytesIO(read_verified(self.folder / META_FILE, manifest)))
+            table = self._read_meta(pq)
         except BaseException:
             self.close()
             raise
-        missing = [c for c in (*META_COLUMNS, "segment", "row") if c not in table.column_names]
-        if missing:
-            raise IndexCorrupt(f"{self.folder / META_FILE}: lacks columns {missing}")
         self.meta = table.select(list(META_COLUMNS)).to_pandas()
         self.ids: np.ndarray = self.meta["image_id"].to_numpy(dtype=np.int64)
         self.count = len(self.ids)
@@ -188,6 +186,28 @@ class LoadedIndex:
         del table
         self._check_rows()
         self._build_lookups()
+
+    def _read_meta(self, pq: Any) -> Any:
+        """The live meta rows as one Arrow table: the base meta (its removed rows masked out) then
+        the delta meta, each parsed from the very bytes that were hashed."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        tables = []
+        for fname in (META_FILE, META_DELTA_FILE):
+            if fname != META_FILE and not self.manifest.has(fname):
+                continue
+            t = pq.read_table(io.BytesIO(read_verified(self.folder / fname, self.manifest)))
+            missing = [c for c in (*META_COLUMNS, "segment", "row") if c not in t.column_names]
+            if missing:
+                raise IndexCorrupt(f"{self.folder / fname}: lacks columns {missing}")
+            t = t.select([*META_COLUMNS, "segment", "row"])
+            if fname == META_FILE and len(self._removed):
+                masked = pc.and_(pc.equal(t.column("segment"), 0),
+                                 pc.is_in(t.column("image_id"), value_set=pa.array(self._removed, pa.int64())))
+                t = t.filter(pc.invert(masked))
+            tables.append(t)
+        return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
 
     def _copy(self, fname: str, tmp_dir: Path | None) -> PrivateCopy:
         copy = PrivateCopy(self.folder / fname, self.manifest, tmp_dir)

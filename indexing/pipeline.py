@@ -19,7 +19,15 @@ from core.db import connect
 from core.settings import Settings
 from indexing import sources
 from indexing.build import build_version, next_version, store_lock
-from indexing.store import CURRENT_FILE, META_FILE, IndexCorrupt, IndexStore, Manifest, backup_store, version_name
+from indexing.store import (
+    CURRENT_FILE,
+    MANIFEST_FORMAT,
+    IndexCorrupt,
+    IndexStore,
+    Manifest,
+    backup_store,
+    version_name,
+)
 from indexing.verify import VerificationFailed, check_version
 
 NOTIFY_CHANNEL = "index_published"
@@ -86,9 +94,22 @@ def _unchanged_since(ledger: sources.Ledger, manifest: Manifest, index_type: str
     if not manifest.ledger_snapshot or (index_type and index_type != manifest.index_type):
         return False
     rows = ledger.rows
-    if len(rows) != manifest.count:
+    if (len(ledger.live_ids) if ledger.live_ids is not None else len(rows)) != manifest.count:
         return False
     return len(rows) == 0 or rows["embedded_at"].max() <= pd.Timestamp(datetime.fromisoformat(manifest.ledger_snapshot))
+
+
+def _merge_watermark(store: IndexStore, parent: int) -> Any:
+    """Where a merge into `parent` starts reading the ledger: its watermark (None: read it all)."""
+    from datetime import datetime
+
+    try:
+        manifest = store.read_manifest(parent)
+    except IndexCorrupt:
+        return None
+    if manifest.format != MANIFEST_FORMAT or not manifest.ledger_watermark:
+        return None
+    return datetime.fromisoformat(manifest.ledger_watermark)
 
 
 def build(conninfo: str, settings: Settings, model_version: str, *, mode: str = "merge",
@@ -103,7 +124,10 @@ def build(conninfo: str, settings: Settings, model_version: str, *, mode: str = 
     with store_lock(store):
         pointer = store.current()
         parent = pointer.version
-        ledger = sources.read_ledger(conninfo, model_version)
+        since = None
+        if mode == "merge" and parent is not None:
+            since = _merge_watermark(store, parent)
+        ledger = sources.read_ledger(conninfo, model_version, since)
         if mode == "merge" and parent is not None:
             try:
                 if _unchanged_since(ledger, store.read_manifest(parent), index_type):
@@ -116,7 +140,8 @@ def build(conninfo: str, settings: Settings, model_version: str, *, mode: str = 
         if pointer.damaged and mode == "merge":
             extra["rebuild_reason"] = f"nothing to merge into: {pointer.problem}"
         built = build_version(settings, model_version, ledger, mode=mode, index_type=index_type,
-                              version=version, parent=parent, extra=extra)
+                              version=version, parent=parent, extra=extra,
+                              full_ledger=lambda: sources.read_ledger(conninfo, model_version))
         m = built.manifest
         with connect(conninfo=conninfo) as conn:
             conn.execute(
@@ -179,14 +204,13 @@ def _activate(conninfo: str, store: IndexStore, version: int) -> None:
     CURRENT is flipped inside the transaction, right before COMMIT (which delivers the NOTIFY);
     if the commit fails, CURRENT is put back.
     """
-    import pyarrow.parquet as pq
 
     manifest = store.read_manifest(version)
-    ids = pq.read_table(store.version_dir(version) / META_FILE, columns=["image_id"]).column("image_id")
+    ids = store.live_ids(version, manifest)
     previous = store.current().version  # None when missing or damaged: then there is nothing to put back
     payload = json.dumps({"model_version": store.model_version, "version": version})
     buf = io.StringIO()
-    for value in ids.to_numpy():
+    for value in ids:
         buf.write(f"{int(value)}\n")
     flipped = False
     try:

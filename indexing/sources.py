@@ -27,10 +27,24 @@ class BuildError(RuntimeError):
 
 @dataclass
 class Ledger:
-    """Live embedded images of one model, as of `snapshot` (the database clock)."""
+    """Live embedded images of one model, as of `snapshot` (the database clock).
+
+    A full ledger (`since` None) holds every live embedded row. A partial one (a merge's) holds
+    only rows (re-)embedded at or after `since` plus `live_ids`, the ids of every live embedded
+    image (one int column: how deletions since the parent are found without the O(N) text rows).
+    `watermark` is what the next merge passes as `since`: no row invisible to this read can have
+    embedded_at before it (see `_WATERMARK_SQL`).
+    """
 
     rows: pd.DataFrame  # image_id, image_code, event_code, filename, embedded_at, parquet_part
     snapshot: datetime
+    watermark: datetime | None = None
+    since: datetime | None = None
+    live_ids: np.ndarray | None = None  # sorted int64, only for a partial ledger
+
+    @property
+    def partial(self) -> bool:
+        return self.since is not None
 
 
 # An EMS row may have a NULL code: coalesced, or `||` would make the whole line NULL and string_agg
@@ -44,7 +58,7 @@ _LEDGER_SQL = """
                || (extract(epoch FROM e.embedded_at) * 1000000)::bigint || ',' || {q}(coalesce(e.parquet_part, ''))
                AS line
         FROM image_embeddings e JOIN images i ON i.id = e.image_id
-        WHERE e.model_version = %s AND e.status = 'embedded'
+        WHERE e.model_version = %s AND e.status = 'embedded' {since}
     ) s GROUP BY image_id / 20000 ORDER BY image_id / 20000
 """
 _LEDGER_COLUMNS = ["image_id", "image_code", "event_code", "filename", "embedded_at", "parquet_part"]
@@ -54,18 +68,37 @@ def _csv_quote_sql(expr: str) -> str:
     return f"('\"' || replace({expr}, '\"', '\"\"') || '\"')"
 
 
-def read_ledger(conninfo: str, model_version: str) -> Ledger:
-    """The ledger's embedded rows for live images (deleted images are gone by ON DELETE CASCADE)."""
+# embedded_at is `now()` of the writing transaction, which may commit after this read: the
+# watermark is the start of the oldest transaction still open in this database (or now), so a
+# row this read cannot see has embedded_at >= watermark and the next merge's window includes it.
+_WATERMARK_SQL = """
+    SELECT now(), least(now(), (SELECT min(xact_start) FROM pg_stat_activity
+                                WHERE datname = current_database() AND pid <> pg_backend_pid()
+                                  AND xact_start IS NOT NULL))
+"""
+
+
+def read_ledger(conninfo: str, model_version: str, since: datetime | None = None) -> Ledger:
+    """The ledger's embedded rows for live images (deleted images are gone by ON DELETE CASCADE);
+    with `since`, only rows embedded at or after it (an indexed range) plus the live ids."""
     query = _LEDGER_SQL.replace("{q}(i.filename)", _csv_quote_sql("i.filename")).replace(
         "{q}(coalesce(e.parquet_part, ''))", _csv_quote_sql("coalesce(e.parquet_part, '')"))
+    query = query.replace("{since}", "AND e.embedded_at >= %s" if since is not None else "")
+    live_ids = None
     with connect(conninfo=conninfo) as conn:
-        snapshot = conn.execute("SELECT now()").fetchone()[0]  # type: ignore[index]
-        chunks = [r[0] for r in conn.execute(query, (model_version,)).fetchall()]
+        snapshot, watermark = conn.execute(_WATERMARK_SQL).fetchone()  # type: ignore[misc]
+        params = (model_version,) if since is None else (model_version, since)
+        chunks = [r[0] for r in conn.execute(query, params).fetchall()]
+        if since is not None:
+            got = conn.execute("""SELECT array_agg(image_id ORDER BY image_id) FROM image_embeddings
+                                  WHERE model_version = %s AND status = 'embedded'""",
+                               (model_version,)).fetchone()[0]  # type: ignore[index]
+            live_ids = np.asarray(got or [], dtype=np.int64)
     text = "\n".join(c for c in chunks if c)
     if not text:
         empty = pd.DataFrame({c: pd.Series(dtype="int64" if c == "image_id" else str) for c in _LEDGER_COLUMNS})
         empty["embedded_at"] = pd.to_datetime(pd.Series([], dtype="int64"), unit="us", utc=True)
-        return Ledger(empty, snapshot)
+        return Ledger(empty, snapshot, watermark, since, live_ids)
     frame = pd.read_csv(
         io.StringIO(text), header=None, names=_LEDGER_COLUMNS,
         dtype={"image_id": "int64", "image_code": str, "event_code": str, "filename": str, "embedded_at": "int64",
@@ -73,7 +106,7 @@ def read_ledger(conninfo: str, model_version: str) -> Ledger:
         keep_default_na=False,
     )
     frame["embedded_at"] = pd.to_datetime(frame["embedded_at"], unit="us", utc=True)
-    return Ledger(frame, snapshot)
+    return Ledger(frame, snapshot, watermark, since, live_ids)
 
 
 def dataset_dir(settings: Settings, model_version: str) -> Path:

@@ -36,10 +36,11 @@ INDEX_FILE = "index.faiss"
 DELTA_FILE = "delta.faiss"
 REMOVED_FILE = "removed.npy"
 VECTORS_FILE = "vectors.npy"  # raw base vectors, only for IVF-PQ bases (exact per-event search)
-META_FILE = "meta.parquet"
+META_FILE = "meta.parquet"  # the base's rows (all of them; removed.npy masks), shared like index.faiss
+META_DELTA_FILE = "meta-delta.parquet"  # (merge only) the delta's rows, the only meta a merge writes
 MANIFEST_FILE = "manifest.json"
 CURRENT_FILE = "CURRENT"
-MANIFEST_FORMAT = 1
+MANIFEST_FORMAT = 2  # 2: meta as base + delta segments, ledger_watermark
 META_COLUMNS = ("image_id", "image_code", "event_code", "filename")
 _VERSION_RE = re.compile(r"^v(\d{6,})$")
 
@@ -139,6 +140,7 @@ class Manifest:
     requested_mode: str | None = None
     rebuild_reason: str | None = None
     ledger_snapshot: str | None = None
+    ledger_watermark: str | None = None  # the next merge reads ledger rows embedded at or after this
     created_at: str | None = None
     build_seconds: float | None = None
     dag_run_id: str | None = None
@@ -284,6 +286,23 @@ class IndexStore:
         for required in (INDEX_FILE, META_FILE):
             if required not in manifest.sha256:
                 raise IndexCorrupt(f"{path}: has no checksum for {required}")
+
+    def live_ids(self, version: int, manifest: Manifest) -> Any:
+        """The image ids a version serves (base meta minus removed, plus the delta meta), int64."""
+        import numpy as np
+        import pyarrow.parquet as pq
+
+        folder = self.version_dir(version)
+        base = pq.read_table(folder / META_FILE, columns=["image_id", "segment"])
+        ids = base.column("image_id").to_numpy().astype(np.int64)
+        if manifest.has(REMOVED_FILE):
+            removed = np.load(folder / REMOVED_FILE)
+            seg0 = base.column("segment").to_numpy() == 0
+            ids = ids[~(seg0 & np.isin(ids, removed))]
+        if manifest.has(META_DELTA_FILE):
+            delta = pq.read_table(folder / META_DELTA_FILE, columns=["image_id"]).column("image_id")
+            ids = np.concatenate([ids, delta.to_numpy().astype(np.int64)])
+        return ids
 
     def check_files(self, version: int, manifest: Manifest, *, checksums: bool = True) -> None:
         """Every listed file there with its size (and sha256); IndexCorrupt naming the first bad file."""

@@ -205,3 +205,114 @@ def test_merge_plan_is_decided_before_any_file_is_written(small_corpus, conninfo
     assert plan_merge(settings, read_ledger(conninfo, MODEL), 32, 1, manifest, meta, removed, None) == \
         "dim changed (16 -> 32)"
     assert "requested" in plan_merge(settings, read_ledger(conninfo, MODEL), 16, 1, manifest, meta, removed, "hnsw")
+
+
+def test_merge_reads_hashes_and_rewrites_only_the_change(small_corpus, conninfo, settings, monkeypatch):
+    """A merge costs the change: the ledger rows it reads, the files it hashes and the meta it writes."""
+    import pyarrow.parquet as pq
+
+    from indexing import build, sources
+    from indexing.store import META_DELTA_FILE
+
+    corpus = small_corpus
+    v1 = pipeline.build(conninfo, settings, MODEL, mode="rebuild")["version"]
+    pipeline.publish(conninfo, settings, MODEL, v1)
+    store = IndexStore(settings, MODEL)
+    ids = sorted(corpus.vectors)
+    fresh = corpus.images(corpus.event(), 4)
+    corpus.embed(fresh)
+    corpus.embed(ids[:2])  # re-embedded
+    corpus.delete(ids[-3:])
+
+    ledger_rows: list[int] = []
+    real_read = sources.read_ledger
+
+    def counting_read(*args, **kw):
+        ledger = real_read(*args, **kw)
+        ledger_rows.append(len(ledger.rows))
+        return ledger
+
+    hashed: list[str] = []
+    real_hash = build.sha256_file
+
+    def recording_hash(path, *a, **kw):
+        hashed.append(path.name)
+        return real_hash(path, *a, **kw)
+
+    monkeypatch.setattr(sources, "read_ledger", counting_read)
+    monkeypatch.setattr(build, "sha256_file", recording_hash)
+    v2 = pipeline.build(conninfo, settings, MODEL, mode="merge")["version"]
+    m2 = store.read_manifest(v2)
+    assert m2.mode == "merge", m2.rebuild_reason
+    assert m2.changes["added"] == 4 and m2.changes["reembedded"] == 2
+    # Only the rows embedded since v1's watermark came from the ledger (not all 61 live ones).
+    assert ledger_rows == [6]
+    # The parent's base and base meta are the very same inodes, never hashed again, checksums carried over.
+    m1 = store.read_manifest(v1)
+    for fname in ("index.faiss", "meta.parquet"):
+        assert (store.version_dir(v2) / fname).stat().st_ino == (store.version_dir(v1) / fname).stat().st_ino
+        assert m2.sha256[fname] == m1.sha256[fname] and fname not in hashed
+    assert sorted(hashed) == sorted(["delta.faiss", META_DELTA_FILE, "removed.npy"])
+    # The new meta holds the change only; the loaded version still has every live row, verified.
+    delta_meta = pq.read_table(store.version_dir(v2) / META_DELTA_FILE).column("image_id").to_pylist()
+    assert sorted(delta_meta) == sorted(fresh + ids[:2])
+    loaded = load_version(settings, MODEL, v2)
+    try:
+        assert_matches_corpus(loaded, corpus)
+        assert loaded.count == m2.count == 60 + 4 - 3
+    finally:
+        loaded.close()
+    # A merge on that merge: the old delta rows are kept from v2's delta meta, the base still shared.
+    pipeline.publish(conninfo, settings, MODEL, v2)
+    more = corpus.images(corpus.event(), 2)
+    corpus.embed(more)
+    ledger_rows.clear()
+    v3 = pipeline.build(conninfo, settings, MODEL, mode="merge")["version"]
+    assert ledger_rows == [2]
+    base_meta = "meta.parquet"
+    assert (store.version_dir(v3) / base_meta).stat().st_ino == (store.version_dir(v1) / base_meta).stat().st_ino
+    loaded = load_version(settings, MODEL, v3)
+    try:
+        assert_matches_corpus(loaded, corpus)
+    finally:
+        loaded.close()
+
+
+def test_a_ledger_row_committed_after_the_merge_read_is_merged_next_time(small_corpus, conninfo, settings):
+    """embedded_at is the writer's transaction start: a row committed after a merge read it must
+    still be in the next merge's window (the watermark), and a row no window covers forces a rebuild."""
+    import psycopg
+
+    corpus = small_corpus
+    pipeline.publish(conninfo, settings, MODEL, pipeline.build(conninfo, settings, MODEL, mode="rebuild")["version"])
+    late = corpus.images(corpus.event(), 1)
+    part = corpus.embed(late, ledger=False)
+    rel = str(part.relative_to(settings.resolved_data_dir))
+    with psycopg.connect(conninfo) as writer:  # an embedding run, still open while the merge reads
+        writer.execute("""INSERT INTO image_embeddings (image_id, model_version, status, parquet_part)
+                          VALUES (%s, %s, 'embedded', %s)""", (late[0], MODEL, rel))
+        corpus.embed(corpus.images(corpus.event(), 2))
+        v2 = pipeline.build(conninfo, settings, MODEL, mode="merge")
+        assert v2["mode"] == "merge" and v2["changes"]["added"] == 2
+        pipeline.publish(conninfo, settings, MODEL, v2["version"])
+        writer.commit()
+    v3 = pipeline.build(conninfo, settings, MODEL, mode="merge")
+    assert v3["mode"] == "merge" and v3["changes"]["added"] == 1, v3
+    pipeline.publish(conninfo, settings, MODEL, v3["version"])
+    loaded = load_version(settings, MODEL, v3["version"])
+    try:
+        assert_matches_corpus(loaded, corpus)
+    finally:
+        loaded.close()
+    # A row stamped before the watermark that no version holds (a clock gone wrong): rebuild, never lose it.
+    lost = corpus.images(corpus.event(), 1)
+    corpus.embed(lost)
+    corpus.db.execute("UPDATE image_embeddings SET embedded_at = now() - interval '1 day' WHERE image_id = %s",
+                      (lost[0],))
+    v4 = pipeline.build(conninfo, settings, MODEL, mode="merge")
+    assert v4["mode"] == "rebuild" and "neither in the parent" in v4["rebuild_reason"]
+    loaded = load_version(settings, MODEL, v4["version"])
+    try:
+        assert_matches_corpus(loaded, corpus)
+    finally:
+        loaded.close()
