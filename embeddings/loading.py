@@ -102,6 +102,25 @@ def _open(source: Path | bytes | bytearray | memoryview) -> Image.Image:
         raise ImageLoadError(UNREADABLE, str(exc)) from None
 
 
+def read_file(path: Path | str) -> bytes:
+    """The file's bytes (read once: the decoder and the duplicate fingerprint's sha256 both use them)."""
+    path = Path(path)
+    try:
+        if path.is_dir():
+            raise ImageLoadError(NOT_A_FILE, str(path))
+        return path.read_bytes()
+    except ImageLoadError:
+        raise
+    except FileNotFoundError:
+        raise ImageLoadError(MISSING, str(path)) from None
+    except PermissionError:
+        raise ImageLoadError(UNREADABLE, "permission denied") from None
+    except MemoryError:
+        raise ImageLoadError(TOO_LARGE, "out of memory while reading") from None
+    except OSError as exc:
+        raise ImageLoadError(UNREADABLE, str(exc)) from None
+
+
 def _upright_size(img: Image.Image) -> tuple[int, int]:
     """The full-resolution size once EXIF orientation is applied."""
     w, h = img.size

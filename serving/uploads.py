@@ -57,9 +57,19 @@ def rotations(image: Any) -> list[Any]:
             image.transpose(Image.Transpose.ROTATE_270)]
 
 
-def _embed(state: ServerState, data: bytes, with_rotations: bool) -> np.ndarray:
+def decode_for_model(state: ServerState, data: bytes) -> Any:
+    """The upload decoded exactly as the pipeline decodes files for the served model."""
     embedder = state.embedder()
-    image = decode(data, embedder.load_kwargs() if hasattr(embedder, "load_kwargs") else None)
+    return decode(data, embedder.load_kwargs() if hasattr(embedder, "load_kwargs") else None)
+
+
+def _embed(state: ServerState, data: bytes, with_rotations: bool) -> np.ndarray:
+    return embed_image(state, decode_for_model(state, data), with_rotations)
+
+
+def embed_image(state: ServerState, image: Any, with_rotations: bool) -> np.ndarray:
+    """(r, dim) query vectors of a decoded image (r = 4 with rotations, else 1)."""
+    embedder = state.embedder()
     if with_rotations and hasattr(embedder, "embed_rotations"):
         with state.infer_lock:
             vecs = embedder.embed_rotations([image])

@@ -10,8 +10,7 @@ from fastapi.responses import JSONResponse
 from serving import search as engine
 from serving.deps import Served, State, parse_event_code
 from serving.routes.common import NO_INDEX, UPLOAD, VALIDATION
-from serving.schemas import MAX_TOP_K, SearchHit, SearchRequest
-from serving.uploads import embed_upload
+from serving.schemas import MAX_TOP_K, SearchHit, SearchRequest, VerifiedHit
 
 router = APIRouter(tags=["search"])
 
@@ -32,8 +31,9 @@ async def search_vector(body: SearchRequest, state: State, served: Served) -> JS
     return hits_response(result)
 
 
-@router.post("/search/image", response_model=list[SearchHit], responses={**VALIDATION, **NO_INDEX, **UPLOAD},
-             summary="images most similar to an uploaded photo (its 90/180/270-degree rotations included)")
+@router.post("/search/image", response_model=list[VerifiedHit], responses={**VALIDATION, **NO_INDEX, **UPLOAD},
+             summary="images most similar to an uploaded photo: verified copies first, then same-scene shots, "
+                     "then by similarity (rotations included)")
 async def search_image(
     state: State,
     served: Served,
@@ -42,7 +42,14 @@ async def search_image(
     event_code: Annotated[str | None, Form(description="only images of this event (UUID)")] = None,
     min_score: Annotated[float | None, Form(ge=-1.0, le=1.0, allow_inf_nan=False)] = None,
 ) -> JSONResponse:
+    from starlette.concurrency import run_in_threadpool
+
+    from serving import relations
+
     event = parse_event_code(event_code) if event_code else None
-    queries = await embed_upload(state, file, with_rotations=True)
-    result = await engine.search(served, state.db, queries, top_k=top_k, event_code=event, min_score=min_score)
+    query = await relations.read_query(state, file)
+    result = await engine.search(served, state.db, query.vectors, top_k=max(top_k, relations.RERANK_DEPTH),
+                                 event_code=event, min_score=min_score)
+    # A hard edit (thumbnail, JPEG q5, crop) may rank its original below other photos; verification lifts it.
+    result.hits = (await run_in_threadpool(relations.verify_hits, served, state.settings, query, result.hits))[:top_k]
     return hits_response(result)
