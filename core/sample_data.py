@@ -75,7 +75,9 @@ def sample_scene_pairs(limit: int, *, out_dir: Path | None = None, seed: int = 0
     """`limit` pairs of different shots of one scene (DESIGN.md: "same scene", never a duplicate).
 
     Real ones when the sample data has `scenes/` (the first two photos of each
-    group in groups.csv), else generated ones (`generate_scene_shots`) in `out_dir`.
+    group in groups.csv; burst-like "video-frames-0.5s" groups first: the plainest
+    case of another shot a moment later), else generated ones
+    (`generate_scene_shots`) in `out_dir`. bench/duplicates.py measures all groups.
     """
     data = sample_data_dir()
     scenes = data / "scenes" if data is not None else None
@@ -83,10 +85,15 @@ def sample_scene_pairs(limit: int, *, out_dir: Path | None = None, seed: int = 0
         import csv
 
         groups: dict[str, list[Path]] = {}
+        burst: set[str] = set()
         with open(scenes / "groups.csv", newline="") as fh:
             for row in csv.DictReader(fh):
                 groups.setdefault(row["group"], []).append(scenes / row["file"])
-        pairs = [(g[0], g[1]) for g in groups.values() if len(g) >= 2 and g[0].is_file() and g[1].is_file()]
+                if row.get("kind", "").startswith("video-frames-0.5s"):
+                    burst.add(row["group"])
+        order = sorted(groups, key=lambda g: g not in burst)  # stable: file order within each kind
+        pairs = [(groups[g][0], groups[g][1]) for g in order
+                 if len(groups[g]) >= 2 and groups[g][0].is_file() and groups[g][1].is_file()]
         if pairs:
             return pairs[:limit]
     if out_dir is None:
