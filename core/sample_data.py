@@ -86,12 +86,21 @@ def sample_scene_pairs(limit: int, *, out_dir: Path | None = None, seed: int = 0
 
         groups: dict[str, list[Path]] = {}
         burst: set[str] = set()
+        origin: dict[str, tuple[str, str]] = {}
         with open(scenes / "groups.csv", newline="") as fh:
             for row in csv.DictReader(fh):
                 groups.setdefault(row["group"], []).append(scenes / row["file"])
+                origin.setdefault(row["group"], (row.get("repo", ""), row.get("path", "") or row["group"]))
                 if row.get("kind", "").startswith("video-frames-0.5s"):
                     burst.add(row["group"])
-        order = sorted(groups, key=lambda g: g not in burst)  # stable: file order within each kind
+        # Two groups cut from one video may show one scene: keep one group per source file.
+        seen: set[tuple[str, str]] = set()
+        distinct = []
+        for g in groups:
+            if origin[g] not in seen:
+                seen.add(origin[g])
+                distinct.append(g)
+        order = sorted(distinct, key=lambda g: g not in burst)  # stable: file order within each kind
         pairs = [(groups[g][0], groups[g][1]) for g in order
                  if len(groups[g]) >= 2 and groups[g][0].is_file() and groups[g][1].is_file()]
         if pairs:
