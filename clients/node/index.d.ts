@@ -158,28 +158,47 @@ export interface DuplicateImage {
 }
 
 export interface DuplicateGroup {
+  /** images[0] is the reference; every other image is a copy of it (or, in similar shots, another shot). */
   images: DuplicateImage[];
-  /** Highest similarity between two images of the group. */
+  /** The weakest verdict score (0..1) between the reference and a member. */
   score: number;
-  /** Weakest link that joined the group. */
-  min_score?: number;
   [extra: string]: unknown;
 }
 
 export interface EventDuplicates {
   event_code: string;
-  threshold: number;
   groups: DuplicateGroup[];
   images_checked?: number;
+  /** Images without a duplicate fingerprint (embedded before fingerprints existed): never in a group. */
+  images_unverifiable?: number;
   index_version?: number;
   [extra: string]: unknown;
 }
 
+export interface ShotImage extends DuplicateImage {
+  /** Ids of this shot's copies, collapsed into it. */
+  copies: number[];
+}
+
+export interface SimilarShots extends EventDuplicates {
+  groups: Array<DuplicateGroup & { images: ShotImage[] }>;
+}
+
+export type Relation = 'copy' | 'same_scene' | 'related';
+
+export interface VerifiedResult extends SearchResult {
+  /** copy: the same photograph (the only duplicate); same_scene: another shot; related: similar content. */
+  relation: Relation;
+  verdict: { score: number; reason: string };
+}
+
 export interface DuplicateCheck {
+  /** True only when a match is a copy. */
   duplicate: boolean;
-  matches: SearchResult[];
-  threshold?: number;
+  /** Copies first, then same-scene shots, then related. */
+  matches: VerifiedResult[];
   event_code?: string;
+  index_version?: number;
   [extra: string]: unknown;
 }
 
@@ -236,12 +255,14 @@ export declare class ImageSearchClient {
   /** GET /images/{idOrCode}/similar (the image itself excluded). */
   similarTo(idOrCode: number | string, options?: SearchOptions): Promise<SearchResult[]>;
   /** GET /events/{eventCode}/duplicates. */
-  eventDuplicates(eventCode: string, options?: CallOptions & { threshold?: number }): Promise<EventDuplicates>;
+  eventDuplicates(eventCode: string, options?: CallOptions): Promise<EventDuplicates>;
+  /** GET /events/{eventCode}/similar-shots. */
+  similarShots(eventCode: string, options?: CallOptions): Promise<SimilarShots>;
   /** POST /events/{eventCode}/duplicates/check. */
   checkDuplicate(
     eventCode: string,
     file: Upload,
-    options?: UploadOptions & { threshold?: number; topK?: number },
+    options?: UploadOptions & { topK?: number; minScore?: number },
   ): Promise<DuplicateCheck>;
   /** GET /versions. */
   versions(options?: CallOptions): Promise<Versions>;
