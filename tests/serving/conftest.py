@@ -45,7 +45,7 @@ class Base:
     codes: dict[int, str]
     files: dict[int, Path]
     dup_pairs: list[tuple[int, int]]  # (original, copy) both in event A: the only copies planted
-    scene_pair: tuple[int, int]  # two shots of one scene, both in event A: same scene, never a duplicate
+    scene_pair: tuple[int, int]  # two shots of one scene in event A (the first has a copy too): never duplicates
     scene_probe: int  # one shot of another scene in event A; `scene_upload` is its other shot
     scene_upload: Path  # another shot of scene_probe's scene, not in the index
     rotated_upload: Path  # photo of ids[2] turned 90 degrees, not in the index
@@ -130,6 +130,10 @@ def base(pg_database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         dest = image_root / "uploads" / f"scene_{n}{src.suffix}"
         shutil.copyfile(src, dest)
         files.append(dest)
+    with Image.open(files[N_PHOTOS + 2]) as im:  # a copy of a shot: one member of its similar-shots group
+        im.convert("RGB").resize((im.width * 7 // 10, im.height * 7 // 10)).save(
+            image_root / "uploads" / "scene_0_copy.jpg", quality=85)
+    files.append(image_root / "uploads" / "scene_0_copy.jpg")
 
     with psycopg.connect(info, autocommit=True) as conn:
         event_a = str(conn.execute("INSERT INTO events (name) VALUES ('A') RETURNING code").fetchone()[0])
@@ -150,7 +154,8 @@ def base(pg_database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     base = Base(admin=admin, dbname=dbname, root=root, data_dir=data_dir, image_root=image_root,
                 model_version=get_embedder(MODEL, settings).model_version, event_a=event_a, event_b=event_b,
                 ids=ids, codes=codes, files=by_id,
-                dup_pairs=[(ids[0], ids[N_PHOTOS]), (ids[1], ids[N_PHOTOS + 1])],
+                dup_pairs=[(ids[0], ids[N_PHOTOS]), (ids[1], ids[N_PHOTOS + 1]),
+                           (ids[N_PHOTOS + 2], ids[N_PHOTOS + 5])],
                 scene_pair=(ids[N_PHOTOS + 2], ids[N_PHOTOS + 3]), scene_probe=ids[N_PHOTOS + 4],
                 scene_upload=probe_other, rotated_upload=root / "rotated.jpg", unrelated_upload=photos[N_PHOTOS])
     yield base

@@ -29,7 +29,7 @@ def test_deleted_images_are_filtered(scenario, live_server, base) -> None:
     r = srv.client.get(f"/images/{copy}/similar")
     assert r.status_code == 404 and "deleted" in r.json()["message"]
     groups = srv.client.get(f"/events/{base.event_a}/duplicates").json()["groups"]
-    assert [[i["id"] for i in g["images"]] for g in groups] == [list(base.dup_pairs[1])]  # the deleted copy: no group
+    assert sorted([i["id"] for i in g["images"]] for g in groups) == sorted(map(list, base.dup_pairs[1:]))
     # Many deletions at once: still a full page of live results.
     victims = [h["id"] for h in hits[1:8]]
     scn.execute("DELETE FROM images WHERE id = ANY(%s)", (victims,))
