@@ -16,8 +16,9 @@ Stages, cheapest first; each either decides or hands over:
 4. Whole-frame fallback when keypoints are too few (tiny thumbnails, JPEG q5,
    heavy blur): the thumbnails compared directly under the 8 turns/flips when
    the aspect ratios agree.
-Geometric support without pixel agreement means SAME_SCENE; no support and a
-modest cosine means RELATED.
+Geometric support without pixel agreement means SAME_SCENE; without
+geometric support two photos are only RELATED, whatever their cosine: a global
+embedding scores two different goldfinches as high as two shots of one.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ CELL = 4  # pixel agreement cell, thumbnail pixels
 CELL_TOL = 12.0  # a cell whose mean abs difference (of 255) is under this always agrees
 NOISE_FACTOR = 3.0  # ... and so does one under this many times the pair's median cell difference
 TONE_BINS = 16
+COHERENCE_K = 6
+CELL_NCC = 0.9  # structure similarity under which a differing cell disagrees
+FLAT_STD = 2.0  # a window this flat (std, of 255) has no structure to compare
 DRIFT_CLIP = 12.0  # a slow tone drift (of 255) removed before comparing cells
 DRIFT_SIGMA = 8.0
 EDGE_BAND = 0.2  # disagreement within this share of the overlap's edges may be an overlay
@@ -46,7 +50,6 @@ ECC_ITERS = 30
 MAX_NOISE = 6.0  # a copy's typical cell difference stays under this (of 255)
 COPY_INTERIOR_BAD = 0.01  # at most this share of interior cells may disagree for a copy
 MIN_OVERLAP = 0.25  # overlap share of the smaller image needed to judge pixels
-SCENE_COSINE = 0.80  # with no geometric support, a cosine this high is still "same scene"
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,7 @@ class Evidence:
     noise: float = 99.0  # median cell difference
     whole_frame: bool = False  # pixels from the whole-frame fallback, not the keypoint fit
     aniso: float = 1.0  # of the pixel-refined affine
+    coherence: float = 0.0  # parallax: local agreement of the fit's residuals (see _coherence)
 
 
 def _match(q: Keypoints, c: Keypoints) -> tuple[np.ndarray, np.ndarray]:
@@ -162,7 +166,40 @@ class Agreement:
     aniso: float = 1.0  # singular value ratio of the refined affine (a copy's is a similarity: 1)
 
 
+def _cell_ncc(q: np.ndarray, c: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """Normalised cross-correlation of q and c over a (2 CELL)-wide window centred on each cell.
+
+    Flat in both (std under FLAT_STD): 1 (nothing to disagree about); flat in one only: 0.
+    """
+    import cv2
+
+    k = (2 * CELL, 2 * CELL)
+    mq, mc = cv2.blur(q, k), cv2.blur(c, k)
+    vq = np.maximum(cv2.blur(q * q, k) - mq * mq, 0)
+    vc = np.maximum(cv2.blur(c * c, k) - mc * mc, 0)
+    cov = cv2.blur(q * c, k) - mq * mc
+    ncc = cov / np.sqrt(vq * vc + 1e-6)
+    flat_q, flat_c = vq < FLAT_STD**2, vc < FLAT_STD**2
+    ncc = np.where(flat_q & flat_c, 1.0, np.where(flat_q | flat_c, 0.0, ncc))
+    h, w = q.shape
+    centres = ncc[CELL // 2:h - h % CELL:CELL, CELL // 2:w - w % CELL:CELL]
+    return centres[: h // CELL, : w // CELL]
+
+
 def _agreement(q: np.ndarray, c: np.ndarray, mask: np.ndarray) -> Agreement:
+    """The better of mapping c's tones onto q and q's onto c.
+
+    The tone curve is fit from the side without an overlay: a dark text bar on
+    the side being mapped would claim a whole band of tones.
+    """
+    one = _agreement_one_way(q, c, mask)
+    if one.interior_bad == 0.0:
+        return one
+    two = _agreement_one_way(c, q, mask)
+    return min(one, two, key=lambda g: (g.interior_bad, -g.agree, g.noise))
+
+
+def _agreement_one_way(q: np.ndarray, c: np.ndarray, mask: np.ndarray) -> Agreement:
     """Compare aligned, blurred images cell by cell after a robust tone match.
 
     A cell disagrees when its mean difference exceeds both CELL_TOL and
@@ -187,7 +224,10 @@ def _agreement(q: np.ndarray, c: np.ndarray, mask: np.ndarray) -> Agreement:
     if used.sum() < 4:
         return Agreement(0.0, 1.0, 99.0)
     noise = float(np.median(means[used]))
-    bad = used & (means > max(CELL_TOL, NOISE_FACTOR * noise))
+    # A cell disagrees when it differs in level AND in structure: a colour filter shifts the level
+    # of some hues (structure kept); a moved arm, parallax or an overlay changes the structure.
+    ncc = _cell_ncc(q, np.interp(c, xs, ys).astype(np.float32), m)
+    bad = used & (means > max(CELL_TOL, NOISE_FACTOR * noise)) & (ncc < CELL_NCC)
     rows, cols = np.nonzero(used)
     r0, r1, c0, c1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
     band_r = max(1, round((r1 - r0) * EDGE_BAND))
@@ -271,9 +311,31 @@ def _whole_frame(query: Fingerprint, cand: Fingerprint) -> Agreement | None:
     return best
 
 
+def _coherence(qpts: np.ndarray, cpts: np.ndarray, m: np.ndarray, upscale: float) -> float:
+    """How much the fit's residuals agree between neighbouring matches (feature px of the query's native size).
+
+    A copy's residuals are keypoint noise: independent from one match to the
+    next, so their local average is near zero. Another shot taken from a
+    moved camera has parallax: near things shift against far things, and the
+    residuals of neighbouring matches point the same way.
+    """
+    if len(qpts) < COHERENCE_K + 2:
+        return 0.0
+    res = qpts - (cpts @ m[:, :2].T + m[:, 2])
+    near = np.linalg.norm(res, axis=1) < 3 * RANSAC_PX
+    qpts, res = qpts[near], res[near] / upscale
+    if len(qpts) < COHERENCE_K + 2:
+        return 0.0
+    d = np.linalg.norm(qpts[:, None, :] - qpts[None, :, :], axis=2)
+    nbrs = np.argsort(d, axis=1)[:, 1:COHERENCE_K + 1]
+    local = res[nbrs].mean(axis=1)
+    return float(np.median(np.linalg.norm(local, axis=1)))
+
+
 def measure(query: Fingerprint, cand: Fingerprint) -> Evidence:
     """Run the geometric and pixel stages; the evidence decide() turns into a relation."""
-    best: tuple[int, np.ndarray | None, bool, int, float] = (0, None, False, 0, 99.0)
+    best: tuple[int, np.ndarray | None, bool, int, float, float] = (0, None, False, 0, 99.0, 0.0)
+    upscale = max(1.0, max(query.feature_size) / max(query.width, query.height))
     for mirrored, qk in ((False, query.keypoints), (True, query.mirrored)):
         qpts, cpts = _match(qk, cand.keypoints)
         m, inl = _fit(qpts, cpts)
@@ -281,12 +343,12 @@ def measure(query: Fingerprint, cand: Fingerprint) -> Evidence:
         if m is not None and n_in > best[0]:
             proj = cpts[inl] @ m[:, :2].T + m[:, 2]
             resid = float(np.median(np.linalg.norm(proj - qpts[inl], axis=1)))
-            best = (n_in, m, mirrored, len(qpts), resid)
-    n_in, m, mirrored, n_match, resid = best
+            best = (n_in, m, mirrored, len(qpts), resid, _coherence(qpts, cpts, m, upscale))
+    n_in, m, mirrored, n_match, resid, coh = best
     if m is not None and n_in >= MIN_INLIERS:
         agr, overlap = _warp_compare(query, cand, _thumb_affine(m, query, cand), mirrored)
         return Evidence(n_match, n_in, resid, mirrored, overlap, agr.agree, agr.interior_bad, agr.noise,
-                        aniso=agr.aniso)
+                        aniso=agr.aniso, coherence=coh)
     whole = _whole_frame(query, cand)
     if whole is None:
         return Evidence(n_match, n_in, resid, mirrored)
@@ -306,8 +368,6 @@ def decide(ev: Evidence, cosine: float) -> Verdict:
         return Verdict(Relation.COPY, ev.agree, detail)
     if ev.inliers >= MIN_INLIERS:
         return Verdict(Relation.SAME_SCENE, min(1.0, ev.inliers / 100), detail + ": another shot")
-    if cosine >= SCENE_COSINE:
-        return Verdict(Relation.SAME_SCENE, float(cosine), f"cosine {cosine:.2f}, no geometric fit")
     return Verdict(Relation.RELATED, float(min(1.0, max(0.0, cosine))), f"cosine {cosine:.2f}")
 
 
