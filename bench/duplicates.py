@@ -14,9 +14,10 @@ with the camera and people moved); the first line says which.
 - Same-scene pairs: every within-group pair: a duplicate answer is false.
 Thresholds were tuned on 40 photos (every 7th); "held-out" rows exclude them.
 Timing is CPU time of this process (torch and OpenCV on one thread each), so a
-machine shared with other work still measures the work itself: ms per upload check (decode, embed with 4 rotations, fingerprint, top-k
-search over the event, verify the top-k) and ms per image added to the pipeline
-(the fingerprint alone; the embedding is paid today already).
+machine shared with other work still measures the work itself: ms per upload
+check (decode, embed with 4 rotations, fingerprint, top-k search over the event,
+verify the top-k) and ms per image added to the pipeline (the fingerprint alone;
+the embedding is paid today already).
 """
 
 from __future__ import annotations
