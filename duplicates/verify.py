@@ -47,6 +47,8 @@ DRIFT_SIGMA = 8.0
 EDGE_BAND = 0.2  # disagreement within this share of the overlap's edges may be an overlay
 COPY_AGREE = 0.60  # share of overlap cells that must agree for a copy (overlays cover the rest)
 ECC_ITERS = 30
+FEW_KEYPOINTS = 80  # below this many keypoints an image gets the whole-frame fallback
+ECC_RESCUE = 0.15  # refine the alignment only when this share of interior cells or fewer disagree
 MAX_NOISE = 6.0  # a copy's typical cell difference stays under this (of 255)
 COPY_INTERIOR_BAD = 0.01  # at most this share of interior cells may disagree for a copy
 MIN_OVERLAP = 0.25  # overlap share of the smaller image needed to judge pixels
@@ -253,7 +255,8 @@ def _warp_compare(query: Fingerprint, cand: Fingerprint, a: np.ndarray, mirrored
     first, overlap = _compare_at(qp, cp, inv)
     if overlap / max(smaller, 1.0) < MIN_OVERLAP:
         return Agreement(0.0, 1.0, 99.0), overlap / max(smaller, 1.0)
-    if first.interior_bad == 0.0 and first.noise < 1.0:
+    if first.interior_bad == 0.0 or first.interior_bad > ECC_RESCUE:
+        # Clean already, or too different for a sub-pixel shift to matter: skip the costly refinement.
         return first, overlap / max(smaller, 1.0)
     try:  # sub-pixel refinement: keypoint fits are off by a fraction of a thumbnail pixel
         criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, ECC_ITERS, 1e-4)
@@ -349,7 +352,8 @@ def measure(query: Fingerprint, cand: Fingerprint) -> Evidence:
         agr, overlap = _warp_compare(query, cand, _thumb_affine(m, query, cand), mirrored)
         return Evidence(n_match, n_in, resid, mirrored, overlap, agr.agree, agr.interior_bad, agr.noise,
                         aniso=agr.aniso, coherence=coh)
-    whole = _whole_frame(query, cand)
+    starved = min(len(query.keypoints), len(cand.keypoints)) < FEW_KEYPOINTS
+    whole = _whole_frame(query, cand) if starved else None
     if whole is None:
         return Evidence(n_match, n_in, resid, mirrored)
     return Evidence(n_match, n_in, resid, mirrored, 1.0, whole.agree, whole.interior_bad, whole.noise, True)
