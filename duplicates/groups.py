@@ -62,11 +62,13 @@ def verified_pairs(ids: Sequence[int], vectors: np.ndarray,
     return out
 
 
-def _stars(ids: Sequence[int], edges: dict[tuple[int, int], Verdict]) -> list[Group]:
+def _stars(ids: Sequence[int], edges: dict[tuple[int, int], Verdict],
+           vetoes: set[tuple[int, int]] | frozenset[tuple[int, int]] = frozenset()) -> list[Group]:
     """Greedy stars: the image with most links is a reference; its unassigned neighbours join it.
 
     Every member is linked to members[0] directly, so a chain a~b~c never makes
-    a, c one group through b.
+    a, c one group through b; and a member whose pair with one already in the
+    group was verified as something else (a veto) does not join either.
     """
     nbrs: dict[int, dict[int, float]] = {}
     for (i, j), v in edges.items():
@@ -78,12 +80,15 @@ def _stars(ids: Sequence[int], edges: dict[tuple[int, int], Verdict]) -> list[Gr
     for ref in order:
         if ref in taken:
             continue
-        members = [j for j in sorted(nbrs[ref], key=lambda j: int(ids[j])) if j not in taken]
+        members: list[int] = []
+        for j in sorted(nbrs[ref], key=lambda j: (-nbrs[ref][j], int(ids[j]))):
+            if j not in taken and not any((min(j, m), max(j, m)) in vetoes for m in members):
+                members.append(j)
         if not members:
             continue
         taken.add(ref)
         taken.update(members)
-        groups.append(Group([int(ids[ref])] + [int(ids[j]) for j in members],
+        groups.append(Group([int(ids[ref]), *sorted(int(ids[j]) for j in members)],
                             min(nbrs[ref][j] for j in members)))
     groups.sort(key=lambda g: (-len(g.members), g.members[0]))
     return groups
@@ -93,7 +98,8 @@ def copy_groups(ids: Sequence[int], vectors: np.ndarray, fingerprints: Mapping[i
                 verdicts: dict[tuple[int, int], Verdict] | None = None) -> list[Group]:
     """Copies only: every member verified as a COPY of members[0]; never a chain."""
     verdicts = verified_pairs(ids, vectors, fingerprints) if verdicts is None else verdicts
-    return _stars(ids, {p: v for p, v in verdicts.items() if v.relation is Relation.COPY})
+    copies = {p: v for p, v in verdicts.items() if v.relation is Relation.COPY}
+    return _stars(ids, copies, {p for p, v in verdicts.items() if v.relation is not Relation.COPY})
 
 
 def scene_groups(ids: Sequence[int], vectors: np.ndarray, fingerprints: Mapping[int, Fingerprint],
@@ -112,4 +118,5 @@ def scene_groups(ids: Sequence[int], vectors: np.ndarray, fingerprints: Mapping[
             key = (min(a, b), max(a, b))
             if key not in edges or v.score > edges[key].score:
                 edges[key] = v
-    return _stars(ids, edges)
+    vetoes = {p for p, v in verdicts.items() if v.relation is Relation.RELATED}
+    return _stars(ids, edges, vetoes)

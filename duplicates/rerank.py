@@ -29,5 +29,5 @@ def rerank(query: Fingerprint, candidates: Sequence[tuple[int, float, Fingerprin
         else:
             verdict = relate(query, fp, cosine)
         out.append((image_id, float(cosine), verdict))
-    out.sort(key=lambda t: (_RANK[t[2].relation], -(t[2].score if t[2].relation is not Relation.RELATED else t[1])))
+    out.sort(key=lambda t: (_RANK[t[2].relation], -t[2].score, -t[1]))
     return out
