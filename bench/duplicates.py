@@ -5,11 +5,11 @@
 Data: the shared photos and scenes (SAMPLE_DATA_DIR or ../shared/data) when present,
 else photo-free material from duplicates.synthetic (textured scenes, other shots
 with the camera and people moved); the first line says which.
-- Event: the even-numbered photos (originals), a planted copy group for every
-  third of them (2 edits each), the same-scene photos, filler up to --event-size.
+- Event: 3 photos in 4 (originals), a planted copy group for every third of
+  them (2 edits each), the same-scene photos, generated filler up to --event-size.
 - Positives: every photo in the event x every edit (duplicates.edits.EDITS):
   recall = the original is the first match and is a duplicate.
-- Unseen copies: every odd-numbered photo (not in the event) x every edit:
+- Unseen copies: every 4th photo (not in the event) x every edit:
   any duplicate answer is a false duplicate.
 - Same-scene pairs: every within-group pair: a duplicate answer is false.
 Thresholds were tuned on 40 photos (every 7th); "held-out" rows exclude them.
@@ -26,6 +26,7 @@ import argparse
 import csv
 import itertools
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     import cv2
 
     cv2.setNumThreads(1)
-    from duplicates import synthetic
+    from core.sample_data import generate_photos
     from duplicates.edits import EDITS, encode
     from duplicates.fingerprint import fingerprint
     from duplicates.groups import copy_groups, scene_groups, verified_pairs
@@ -101,8 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     # ---- the event ----
     ids, vecs, fps, names, fp_ms = [], [], {}, {}, []
     truth_groups: list[set[int]] = []
-    event_idx = list(range(0, len(photos), 2))
-    unseen_idx = list(range(1, len(photos), 2))
+    event_idx = [i for i in range(len(photos)) if i % 4 != 3]
+    unseen_idx = [i for i in range(len(photos)) if i % 4 == 3]
 
     def add(name: str, raw: bytes) -> int:
         v, fp, dt = prepare(raw)
@@ -127,8 +128,9 @@ def main(argv: list[str] | None = None) -> int:
             truth_groups.append(members)
     scene_ids: list[list[int]] = [[add(n, r) for n, r in g] for g in scenes]
     filler = max(0, args.event_size - len(ids))
-    for i, im in enumerate(synthetic.photos(filler, seed=90_000)) if filler else []:
-        add(f"filler_{i}", encode(im, 85))
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, path in enumerate(generate_photos(Path(tmp), filler, seed=7) if filler else []):
+            add(f"filler_{i}", path.read_bytes())
     V = np.stack(vecs).astype(np.float32)
     print(f"event: {len(ids)} images ({len(event_idx)} originals, {len(truth_groups)} planted copy groups, "
           f"{sum(map(len, scene_ids))} scene photos, {filler} filler)")
@@ -163,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
                     new_hit = any(v.relation is Relation.COPY for _, _, v in ranked)
                     old_hit = old_cos >= OLD_THRESHOLD
                 rows.append((kind, e, pi, new_hit, old_hit, ms))
+            if len(rows) % (50 * len(edits)) == 0:
+                print(f"  ... {len(rows)} checks", file=sys.stderr, flush=True)
 
     # ---- same-scene pairs ----
     scene_new = scene_old = n_pairs = 0

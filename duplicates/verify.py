@@ -40,9 +40,9 @@ CELL_TOL = 12.0  # a cell whose mean abs difference (of 255) is under this alway
 NOISE_FACTOR = 3.0  # ... and so does one under this many times the pair's median cell difference
 TONE_BINS = 16
 COHERENCE_K = 6
-CELL_NCC = 0.9  # structure similarity under which a differing cell disagrees
+CELL_NCC = 0.97  # structure similarity under which a differing cell disagrees
 FLAT_STD = 2.0  # a window this flat (std, of 255) has no structure to compare
-DRIFT_CLIP = 12.0  # a slow tone drift (of 255) removed before comparing cells
+DRIFT_CLIP = 30.0  # a slow tone drift (of 255) is estimated from pixels differing less than this
 DRIFT_SIGMA = 8.0
 EDGE_BAND = 0.2  # disagreement within this share of the overlap's edges may be an overlay
 COPY_AGREE = 0.60  # share of overlap cells that must agree for a copy (overlays cover the rest)
@@ -195,10 +195,11 @@ def _agreement(q: np.ndarray, c: np.ndarray, mask: np.ndarray) -> Agreement:
     the side being mapped would claim a whole band of tones.
     """
     one = _agreement_one_way(q, c, mask)
-    if one.interior_bad == 0.0:
+    if one.interior_bad == 0.0 and one.noise <= MAX_NOISE:
         return one
     two = _agreement_one_way(c, q, mask)
-    return min(one, two, key=lambda g: (g.interior_bad, -g.agree, g.noise))
+    # A curve bent by an overlay leaves most pixels off (typical difference above MAX_NOISE): never pick it.
+    return min(one, two, key=lambda g: (g.noise > MAX_NOISE, g.interior_bad, -g.agree, g.noise))
 
 
 def _agreement_one_way(q: np.ndarray, c: np.ndarray, mask: np.ndarray) -> Agreement:
@@ -219,8 +220,9 @@ def _agreement_one_way(q: np.ndarray, c: np.ndarray, mask: np.ndarray) -> Agreem
     # Colour filters move the luma of some hues more than others: remove the slow part of the
     # difference (clipped, so a moved person or an overlay does not explain itself away).
     m = mask.astype(np.float32)
-    slow = cv2.GaussianBlur(np.clip(signed, -DRIFT_CLIP, DRIFT_CLIP), (0, 0), DRIFT_SIGMA)
-    slow /= np.maximum(cv2.GaussianBlur(m, (0, 0), DRIFT_SIGMA), 1e-3)
+    calm = m * (np.abs(signed) <= DRIFT_CLIP)  # an overlay's or a moved person's pixels do not vote
+    slow = cv2.GaussianBlur(signed * calm, (0, 0), DRIFT_SIGMA)
+    slow /= np.maximum(cv2.GaussianBlur(calm, (0, 0), DRIFT_SIGMA), 1e-3)
     diff = np.abs(signed - slow * m)
     means, used = _cell_means(diff, mask.astype(np.float32))
     if used.sum() < 4:
@@ -238,7 +240,11 @@ def _agreement_one_way(q: np.ndarray, c: np.ndarray, mask: np.ndarray) -> Agreem
     interior[r0 + band_r:r1 - band_r, c0 + band_c:c1 - band_c] = True
     interior &= used
     n_int = max(int(interior.sum()), 1)
-    return Agreement(float(1 - bad.sum() / used.sum()), float((bad & interior).sum() / n_int), noise)
+    # A lone disagreeing cell is noise (a JPEG block, a letter's halo); a moved arm or parallax spans
+    # neighbouring cells. Interior disagreement counts cells with a disagreeing 8-neighbour.
+    clustered = bad & (cv2.filter2D(bad.astype(np.float32), -1, np.ones((3, 3), np.float32),
+                                    borderType=cv2.BORDER_CONSTANT) >= 2)
+    return Agreement(float(1 - bad.sum() / used.sum()), float((clustered & interior).sum() / n_int), noise)
 
 
 def _warp_compare(query: Fingerprint, cand: Fingerprint, a: np.ndarray, mirrored: bool
