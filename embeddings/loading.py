@@ -21,6 +21,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 # Decompression-bomb limit: a 24 MP phone photo passes with room to spare, a
 # crafted 30000x30000 PNG does not. Checked from the header, before decoding.
 MAX_PIXELS = 120_000_000
+# Files are read whole (decoder and duplicate fingerprint share the bytes): refuse anything bigger first.
+MAX_FILE_BYTES = 256 << 20
 # Default draft target: both 224-pixel preprocessings are exact from a decode
 # whose shorter side is at least this.
 DEFAULT_DRAFT_SIDE = 256
@@ -108,6 +110,9 @@ def read_file(path: Path | str) -> bytes:
     try:
         if path.is_dir():
             raise ImageLoadError(NOT_A_FILE, str(path))
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise ImageLoadError(TOO_LARGE, f"{size} bytes (limit {MAX_FILE_BYTES})")
         return path.read_bytes()
     except ImageLoadError:
         raise

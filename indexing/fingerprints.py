@@ -56,12 +56,19 @@ class VersionFingerprints:
     # -- where each image's row is ---------------------------------------------------------------------
     def _locations(self) -> dict[int, str]:
         if self._where is None:
+            import pyarrow as pa
             import pyarrow.parquet as pq
 
             from indexing.store import META_FILE, IndexStore
 
             path = IndexStore(self.settings, self.model_version).version_dir(self.version) / META_FILE
-            meta = pq.read_table(path, columns=["image_id", "parquet_part"])
+            try:
+                meta = pq.read_table(path, columns=["image_id", "parquet_part"])
+            except (OSError, KeyError, pa.ArrowException) as exc:  # a version without provenance: unverifiable
+                log.warning("version %s: no parquet_part in %s (%s): its images are unverifiable", self.version,
+                            path, exc)
+                self._where = {}
+                return self._where
             self._where = {int(i): str(p or "") for i, p in
                            zip(meta["image_id"].to_pylist(), meta["parquet_part"].to_pylist(), strict=True)}
         return self._where
