@@ -88,6 +88,8 @@ def test_every_group_is_compared_with_the_truth() -> None:
     assert not compare_groups([*truth, extra], truth, strict=True)[0]  # sample photos hold no other copies
     ok, verdict = compare_groups([*truth, extra], truth, strict=False)  # a user's folder may
     assert ok and "1 more among your own photos" in verdict
+    probe = frozenset({"x.jpg", "scene_probe.jpg"})  # but never with a planted file outside the truth
+    assert not compare_groups([*truth, probe], truth, strict=False, planted=frozenset({"scene_probe.jpg"}))[0]
 
 
 def test_compact_json_output() -> None:
