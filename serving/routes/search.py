@@ -6,7 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
+from serving import relations
 from serving import search as engine
 from serving.deps import Served, State, parse_event_code
 from serving.routes.common import NO_INDEX, UPLOAD, VALIDATION
@@ -42,10 +44,6 @@ async def search_image(
     event_code: Annotated[str | None, Form(description="only images of this event (UUID)")] = None,
     min_score: Annotated[float | None, Form(ge=-1.0, le=1.0, allow_inf_nan=False)] = None,
 ) -> JSONResponse:
-    from starlette.concurrency import run_in_threadpool
-
-    from serving import relations
-
     event = parse_event_code(event_code) if event_code else None
     query = await relations.read_query(state, file)
     result = await engine.search(served, state.db, query.vectors, top_k=max(top_k, relations.RERANK_DEPTH),
