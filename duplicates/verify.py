@@ -52,6 +52,20 @@ ECC_RESCUE = 0.15  # refine the alignment only when this share of interior cells
 MAX_NOISE = 6.0  # a copy's typical cell difference stays under this (of 255)
 COPY_INTERIOR_BAD = 0.01  # at most this share of interior cells may disagree for a copy
 MIN_OVERLAP = 0.25  # overlap share of the smaller image needed to judge pixels
+# Same scene needs more than a chance fit: on the shared photos, unrelated pairs reach 10-14 inliers
+# (a repeated texture, a stretched flat background); real other shots that fit at all have >= 15.
+SCENE_INLIERS = 15
+SCENE_NOISE = 16.0  # ... and their aligned pixels resemble (median cell difference; unrelated pairs: 25-80)
+# A copy needs textured evidence: cells where both sides have structure and agree. Two flat or
+# gradient-only regions (a stretched background, two generated pictures) agree about nothing.
+TEXTURE_STD = 6.0  # window std (of 255) above which a cell has structure
+COPY_TEXTURED = 0.04  # share of the overlap's cells that must be textured and agree for a copy
+COPY_STRUCTURE = 0.80  # ... and their median window correlation (copies: 0.99; two different pictures whose
+# flat regions happen to agree in tone: ~0.0)
+# Overlays (a caption bar, a logo, a letterbox) are solid or saturated on one side: a disagreeing
+# region touching the overlap's edge whose cells mostly look like that is an overlay, not a moved person.
+OVERLAY_DARK, OVERLAY_LIGHT = 24.0, 231.0  # cell means at or beyond these are saturated
+OVERLAY_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -69,6 +83,8 @@ class Evidence:
     whole_frame: bool = False  # pixels from the whole-frame fallback, not the keypoint fit
     aniso: float = 1.0  # of the pixel-refined affine
     coherence: float = 0.0  # parallax: local agreement of the fit's residuals (see _coherence)
+    textured: float = 0.0  # share of overlap cells textured on both sides that agree
+    structure: float = 0.0  # median window correlation over cells textured on both sides
 
 
 def _match(q: Keypoints, c: Keypoints) -> tuple[np.ndarray, np.ndarray]:
@@ -149,6 +165,24 @@ def _tone_curve(c: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(xs), np.asarray(ys)
 
 
+def _saturated(v: np.ndarray) -> np.ndarray:
+    return (v <= OVERLAY_DARK) | (v >= OVERLAY_LIGHT)
+
+
+def _tone_pairs(c: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The aligned pixel pairs a tone curve may learn from: not those under an overlay.
+
+    A black caption bar over the bottom of a gradient owns every tone of that band: learnt, it
+    would map those tones to black everywhere else in the photo. Pairs where one side only is
+    saturated (black/white) and the two differ a lot are overlay candidates, left out while at
+    least a quarter of the pairs remain.
+    """
+    keep = ~((_saturated(c) ^ _saturated(q)) & (np.abs(c - q) > 40))
+    if keep.sum() >= max(16, len(c) // 4):
+        return c[keep], q[keep]
+    return c, q
+
+
 def _cell_means(values: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-cell mean of `values` over `mask`, and which cells are mostly covered."""
     h, w = values.shape
@@ -166,10 +200,13 @@ class Agreement:
     interior_bad: float  # share of covered cells away from the overlap's edges that disagree
     noise: float  # median cell difference (how different the two renderings are overall)
     aniso: float = 1.0  # singular value ratio of the refined affine (a copy's is a similarity: 1)
+    textured: float = 0.0  # share of covered cells textured on both sides that agree
+    structure: float = 0.0  # median window correlation over the cells textured on both sides
 
 
-def _cell_ncc(q: np.ndarray, c: np.ndarray, m: np.ndarray) -> np.ndarray:
-    """Normalised cross-correlation of q and c over a (2 CELL)-wide window centred on each cell.
+def _cell_ncc(q: np.ndarray, c: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Normalised cross-correlation of q and c over a (2 CELL)-wide window centred on each cell,
+    and the two windows' standard deviations.
 
     Flat in both (std under FLAT_STD): 1 (nothing to disagree about); flat in one only: 0.
     """
@@ -184,8 +221,11 @@ def _cell_ncc(q: np.ndarray, c: np.ndarray, m: np.ndarray) -> np.ndarray:
     flat_q, flat_c = vq < FLAT_STD**2, vc < FLAT_STD**2
     ncc = np.where(flat_q & flat_c, 1.0, np.where(flat_q | flat_c, 0.0, ncc))
     h, w = q.shape
-    centres = ncc[CELL // 2:h - h % CELL:CELL, CELL // 2:w - w % CELL:CELL]
-    return centres[: h // CELL, : w // CELL]
+
+    def at_cells(a: np.ndarray) -> np.ndarray:
+        return a[CELL // 2:h - h % CELL:CELL, CELL // 2:w - w % CELL:CELL][: h // CELL, : w // CELL]
+
+    return at_cells(ncc), at_cells(np.sqrt(vq)), at_cells(np.sqrt(vc))
 
 
 def _agreement(q: np.ndarray, c: np.ndarray, mask: np.ndarray) -> Agreement:
@@ -213,7 +253,7 @@ def _agreement_one_way(q: np.ndarray, c: np.ndarray, mask: np.ndarray) -> Agreem
     """
     if mask.sum() < 4 * CELL * CELL:
         return Agreement(0.0, 1.0, 99.0)
-    xs, ys = _tone_curve(c[mask], q[mask])
+    xs, ys = _tone_curve(*_tone_pairs(c[mask], q[mask]))
     import cv2
 
     signed = (q - np.interp(c, xs, ys)).astype(np.float32) * mask
@@ -230,10 +270,15 @@ def _agreement_one_way(q: np.ndarray, c: np.ndarray, mask: np.ndarray) -> Agreem
     noise = float(np.median(means[used]))
     # A cell disagrees when it differs in level AND in structure: a colour filter shifts the level
     # of some hues (structure kept); a moved arm, parallax or an overlay changes the structure.
-    ncc = _cell_ncc(q, np.interp(c, xs, ys).astype(np.float32), m)
+    ncc, std_q, std_c = _cell_ncc(q, np.interp(c, xs, ys).astype(np.float32), m)
     bad = used & (means > max(CELL_TOL, NOISE_FACTOR * noise)) & (ncc < CELL_NCC)
+    both = used & (std_q >= TEXTURE_STD) & (std_c >= TEXTURE_STD)
+    textured = float((both & ~bad).sum() / used.sum())
+    structure = float(np.median(ncc[both])) if both.any() else 0.0
     rows, cols = np.nonzero(used)
     r0, r1, c0, c1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+    _, raw_q, raw_c = _cell_ncc(q, c, m)  # the overlay test looks at the unmapped sides
+    overlay = _overlay_cells(bad, q, c, mask, raw_q, raw_c, (r0, r1, c0, c1))
     band_r = max(1, round((r1 - r0) * EDGE_BAND))
     band_c = max(1, round((c1 - c0) * EDGE_BAND))
     interior = np.zeros_like(used)
@@ -244,7 +289,38 @@ def _agreement_one_way(q: np.ndarray, c: np.ndarray, mask: np.ndarray) -> Agreem
     # neighbouring cells. Interior disagreement counts cells with a disagreeing 8-neighbour.
     clustered = bad & (cv2.filter2D(bad.astype(np.float32), -1, np.ones((3, 3), np.float32),
                                     borderType=cv2.BORDER_CONSTANT) >= 2)
-    return Agreement(float(1 - bad.sum() / used.sum()), float((clustered & interior).sum() / n_int), noise)
+    return Agreement(float(1 - bad.sum() / used.sum()), float((clustered & interior & ~overlay).sum() / n_int),
+                     noise, textured=textured, structure=structure)
+
+
+def _overlay_cells(bad: np.ndarray, q: np.ndarray, c: np.ndarray, mask: np.ndarray, std_q: np.ndarray,
+                   std_c: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """Disagreeing cells that belong to an overlay: a connected disagreeing region touching the
+    overlap's edge whose cells are mostly saturated (black/white) or flat on one side only.
+
+    A caption bar reaches into the interior past EDGE_BAND (and blurring widens it); a person who
+    moved is textured on both sides and is rarely a solid black or white slab.
+    """
+    import cv2
+
+    out = np.zeros_like(bad)
+    if not bad.any():
+        return out
+    m = mask.astype(np.float32)
+    mq, _ = _cell_means(q, m)
+    mc, _ = _cell_means(c, m)
+    saturated = _saturated(mq) ^ _saturated(mc)
+    flat_one = (std_q < FLAT_STD) ^ (std_c < FLAT_STD)
+    looks = saturated | flat_one
+    n, labels = cv2.connectedComponents(bad.astype(np.uint8), connectivity=8)
+    r0, r1, c0, c1 = box
+    for k in range(1, n):
+        comp = labels == k
+        rows, cols = np.nonzero(comp)
+        touches = rows.min() == r0 or rows.max() == r1 - 1 or cols.min() == c0 or cols.max() == c1 - 1
+        if touches and looks[comp].mean() >= OVERLAY_SHARE:
+            out |= comp
+    return out
 
 
 def _warp_compare(query: Fingerprint, cand: Fingerprint, a: np.ndarray, mirrored: bool
@@ -272,7 +348,8 @@ def _warp_compare(query: Fingerprint, cand: Fingerprint, a: np.ndarray, mirrored
     # ECC pulls towards an overlay's strong edges at times: keep whichever alignment agrees better.
     second, _ = _compare_at(qp, cp, refined)
     sv = np.linalg.svd(refined[:, :2], compute_uv=False)
-    second = Agreement(second.agree, second.interior_bad, second.noise, float(sv[0] / max(sv[1], 1e-9)))
+    second = Agreement(second.agree, second.interior_bad, second.noise, float(sv[0] / max(sv[1], 1e-9)),
+                       second.textured, second.structure)
     best = min(first, second, key=lambda g: (g.interior_bad, -g.agree, g.noise))
     return best, overlap / max(smaller, 1.0)
 
@@ -357,26 +434,35 @@ def measure(query: Fingerprint, cand: Fingerprint) -> Evidence:
     if m is not None and n_in >= MIN_INLIERS:
         agr, overlap = _warp_compare(query, cand, _thumb_affine(m, query, cand), mirrored)
         return Evidence(n_match, n_in, resid, mirrored, overlap, agr.agree, agr.interior_bad, agr.noise,
-                        aniso=agr.aniso, coherence=coh)
+                        aniso=agr.aniso, coherence=coh, textured=agr.textured,
+                        structure=agr.structure)
     starved = min(len(query.keypoints), len(cand.keypoints)) < FEW_KEYPOINTS
     whole = _whole_frame(query, cand) if starved else None
     if whole is None:
         return Evidence(n_match, n_in, resid, mirrored)
-    return Evidence(n_match, n_in, resid, mirrored, 1.0, whole.agree, whole.interior_bad, whole.noise, True)
+    return Evidence(n_match, n_in, resid, mirrored, 1.0, whole.agree, whole.interior_bad, whole.noise, True,
+                    textured=whole.textured, structure=whole.structure)
 
 
 def is_copy(ev: Evidence) -> bool:
     """Aligned pixels agree everywhere but possibly under an overlay near the edges."""
-    return ev.agree >= COPY_AGREE and ev.interior_bad <= COPY_INTERIOR_BAD and ev.noise <= MAX_NOISE
+    return (ev.agree >= COPY_AGREE and ev.interior_bad <= COPY_INTERIOR_BAD and ev.noise <= MAX_NOISE
+            and ev.textured >= COPY_TEXTURED and ev.structure >= COPY_STRUCTURE)
+
+
+def is_same_scene(ev: Evidence) -> bool:
+    """One scene geometry beyond chance (enough inliers) and aligned pixels that resemble."""
+    return ev.inliers >= SCENE_INLIERS and ev.noise <= SCENE_NOISE
 
 
 def decide(ev: Evidence, cosine: float) -> Verdict:
     """The relation the evidence supports (one place for every threshold)."""
     how = "whole frame" if ev.whole_frame else f"inliers {ev.inliers}" + (", mirrored" if ev.mirrored else "")
-    detail = f"{how}, agree {ev.agree:.2f}, interior disagree {ev.interior_bad:.3f}"
+    detail = (f"{how}, agree {ev.agree:.2f}, interior disagree {ev.interior_bad:.3f}, "
+              f"textured {ev.textured:.2f}, structure {ev.structure:.2f}")
     if is_copy(ev):
         return Verdict(Relation.COPY, ev.agree, detail)
-    if ev.inliers >= MIN_INLIERS:
+    if is_same_scene(ev):
         return Verdict(Relation.SAME_SCENE, min(1.0, ev.inliers / 100), detail + ": another shot")
     return Verdict(Relation.RELATED, float(min(1.0, max(0.0, cosine))), f"cosine {cosine:.2f}")
 
