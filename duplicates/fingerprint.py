@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
+from duplicates import opencv
+
 FINGERPRINT_VERSION = "orb1"
 
 # Long side of the image the keypoints are detected on. 480 px keeps a 40% crop
@@ -146,6 +148,7 @@ def fingerprint(image: Image.Image, raw: bytes | None = None) -> Fingerprint:
     """
     if image.width < 1 or image.height < 1:
         raise FingerprintError("empty image")
+    opencv.cv2()  # one OpenCV thread in this process (duplicates/opencv.py says why)
     gray = to_gray(image)
     digest = hashlib.sha256(raw if raw is not None else gray.tobytes() + struct.pack("<II", *image.size)).digest()
     long_side = max(gray.shape)

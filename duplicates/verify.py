@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from duplicates import opencv
 from duplicates.fingerprint import Fingerprint, Keypoints
 from duplicates.relation import Relation, Verdict
 
@@ -471,4 +472,5 @@ def relate(query: Fingerprint, candidate: Fingerprint, cosine: float) -> Verdict
     """Decide the relation of two photos; cosine = global embedding similarity."""
     if query.sha256 == candidate.sha256:
         return Verdict(Relation.COPY, 1.0, "sha256 equal")
+    opencv.cv2()  # one OpenCV thread in this process (duplicates/opencv.py says why)
     return decide(measure(query, candidate), cosine)

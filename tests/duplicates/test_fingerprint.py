@@ -64,3 +64,17 @@ def test_flat_and_tiny_images_still_fingerprint() -> None:
     for img in (Image.new("RGB", (640, 480), (200, 30, 30)), Image.new("RGB", (8, 6), (0, 0, 0))):
         fp = fingerprint(img)
         assert Fingerprint.from_bytes(fp.to_bytes()).thumb.shape == fp.thumb.shape
+
+
+def test_first_fingerprint_sets_one_opencv_thread() -> None:
+    """A fresh process (a server or worker) gets one OpenCV thread from its first fingerprint."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import cv2; from PIL import Image; from duplicates.fingerprint import fingerprint; "
+            "before = cv2.getNumThreads(); fingerprint(Image.new('RGB', (64, 48))); "
+            "print(before, cv2.getNumThreads())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={"OMP_NUM_THREADS": "2", "PATH": ""}, cwd=Path(__file__).parents[2])
+    assert out.stdout.split()[1] == "1", out.stdout
