@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test lint pytest pytest-ems node-test migrate demo weights serve stack stack-stop clean
+.PHONY: setup test test-no-samples lint pytest pytest-ems node-test migrate demo weights serve stack stack-stop clean
 
 setup: $(STAMP)
 
@@ -35,6 +35,14 @@ node-test: setup
 	@if [ -f clients/node/package.json ]; then cd clients/node && npm ci --no-audit --no-fund && npm test; fi
 
 test: lint pytest node-test
+
+# The tests that read sample photos, run as a user's clone runs them: no ../shared (SAMPLE_DATA_DIR names a
+# folder that does not exist, which turns the fallback off), generated photos and scenes only.
+NO_SAMPLES := $(CURDIR)/.no-sample-data-here
+test-no-samples: setup
+	@SAMPLE_DATA_DIR=$(NO_SAMPLES) $(PY) -c 'from core.settings import sample_data_dir as d; assert d() is None, d(); print("sample data: none (as a clone without ../shared)")'
+	SAMPLE_DATA_DIR=$(NO_SAMPLES) $(VENV)/bin/pytest -q tests/serving tests/embeddings tests/demo tests/dags
+	@if [ -f clients/node/package.json ]; then cd clients/node && SAMPLE_DATA_DIR=$(NO_SAMPLES) npm test; fi
 
 migrate: setup
 	$(PY) -m core.migrate

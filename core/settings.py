@@ -82,7 +82,6 @@ class Settings(BaseSettings):
     api_port: int = Field(8000, ge=1, le=65535)
     api_key: str | None = Field(None, description="when set, write routes need the X-API-Key header")
     max_upload_mb: float = Field(20.0, gt=0)
-    duplicate_threshold: float = Field(0.80, ge=-1.0, le=1.0, description="tuned: docs/api.md")
     swap_poll_seconds: float = Field(2.0, gt=0)
     # Search server under load and faults (docs/api.md "Limits").
     upload_concurrency: int = Field(2, ge=1, le=64, description="uploads decoded+embedded at once; more: 503")

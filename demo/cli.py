@@ -140,10 +140,11 @@ def _run(args: argparse.Namespace, progress: Progress, started: Started) -> int:
 
     progress.step("photos")
     source, skipped = find_sources(args.folder, args.limit, work_dir)
-    dups, query, original = prepare_extras(source, work_dir)
-    rows = register(db.conninfo, image_root, source, extra=dups)
+    planted = prepare_extras(source, work_dir)
+    rows = register(db.conninfo, image_root, source, extra=planted.registered)
     new = sum(r.new for r in rows)
-    progress.detail(f"{len(source.files)} photos from {source.label}, plus {len(dups)} near-duplicate copies")
+    progress.detail(f"{len(source.files)} photos from {source.label}, plus {len(planted.copies)} near-duplicate "
+                    f"copies and shots of 2 scenes ({planted.scene_pair[0].parent})")
     if skipped:
         progress.detail(f"skipped {len(skipped)} unreadable file(s): {', '.join(p.name for p in skipped[:5])}")
     progress.done(f"event {source.event_code} ({source.event_name}): {len(rows)} images under "
@@ -196,9 +197,10 @@ def _run(args: argparse.Namespace, progress: Progress, started: Started) -> int:
 
     progress.step("example requests")
     by_name = {r.filename: r for r in rows}
-    dup_of = dups[0].name if dups else None
+    dup_of = planted.copies[0][1].name if planted.copies else None
     first = by_name.get(source.files[0].name)
-    examples = run_examples(server.url, event_code=source.event_code, query=query, original_name=original.name,
+    # Sample or generated photos hold no copies or scenes but the planted ones: every group is checked.
+    examples = run_examples(server.url, event_code=source.event_code, planted=planted, strict=args.folder is None,
                             similar_id=first.image_id if first else None,
                             similar_name=first.filename if first else None, similar_expect=dup_of)
     for example in examples.examples:

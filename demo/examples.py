@@ -10,6 +10,8 @@ from typing import Any
 
 import httpx
 
+from demo.photos import Planted
+
 MAX_GROUPS_SHOWN = 5
 
 
@@ -73,27 +75,54 @@ def format_example(example: Example) -> str:
     return "\n".join(lines)
 
 
-def run_examples(base_url: str, *, event_code: str, query: Path, original_name: str,
+def _names(group: dict[str, Any]) -> frozenset[str]:
+    return frozenset(str(img.get("filename")) for img in group.get("images", []))
+
+
+def compare_groups(found: list[frozenset[str]], truth: list[frozenset[str]], *, strict: bool,
+                   planted: frozenset[str] = frozenset()) -> tuple[bool, str]:
+    """Every group against the truth: (ok, verdict). `strict`: nothing but the truth may appear (photos
+    known to hold no other copies or scenes); otherwise groups of other files are reported, not failed,
+    but a group holding a planted file (`planted`, and every file of the truth) that is not in the truth
+    still fails."""
+    planted = planted.union(*truth)
+    missing = [t for t in truth if t not in found]
+    wrong = [g for g in found if g not in truth and (strict or g & planted)]
+    extra = [g for g in found if g not in truth and g not in wrong]
+    parts = [f"{len(found)} group(s): {len(truth) - len(missing)} of the {len(truth)} planted found exactly"]
+    if missing:
+        parts.append("missing " + "; ".join(" + ".join(sorted(t)) for t in missing))
+    if wrong:
+        parts.append("WRONG " + "; ".join(" + ".join(sorted(g)) for g in wrong))
+    if extra:
+        parts.append(f"{len(extra)} more among your own photos (not planted, not checked)")
+    return not missing and not wrong, ", ".join(parts)
+
+
+def run_examples(base_url: str, *, event_code: str, planted: Planted, strict: bool,
                  similar_id: int | None, similar_name: str | None, similar_expect: str | None,
                  top_k: int = 3) -> ExampleRun:
-    """Ask the server what a newcomer would ask; each answer is checked and gets a one-line verdict."""
+    """Ask the server what a newcomer would ask; each answer is compared with what was planted."""
     run = ExampleRun()
+    query, original_name = planted.query, planted.query_original.name
+    mine = frozenset(p.name for p in planted.registered) | {o.name for o, _ in planted.copies}
     with httpx.Client(base_url=base_url, timeout=120.0) as client:
-        # 1. A transformed copy of a photo finds its original.
+        # 1. A transformed copy of a photo finds its original, verified as a copy.
         form = {"top_k": str(top_k), "event_code": event_code}
         with query.open("rb") as fh:
             resp = client.post("/search/image", files={"file": (query.name, fh, "image/jpeg")}, data=form)
         answer = _json(resp)
         top = answer[0] if resp.status_code == 200 and isinstance(answer, list) and answer else None
-        found = bool(top and top.get("filename") == original_name)
-        verdict = (f"found its original {original_name} first (similarity {top['similarity_score']:.3f})" if found
-                   else f"expected {original_name} first, got {top.get('filename') if top else 'nothing'}")
+        found = bool(top and top.get("filename") == original_name and top.get("relation") == "copy")
+        verdict = (f"found its original {original_name} first, verified as a copy" if found
+                   else f"expected {original_name} first as a copy, got "
+                        f"{(top.get('filename'), top.get('relation')) if top else 'nothing'}")
         run.examples.append(Example(
             f"Search by photo: {query.name} (the photo {original_name} rotated 5 degrees, cropped, recompressed)",
             _curl("POST", f"{base_url}/search/image", files={"file": query}, form=form),
             resp.status_code, answer, verdict, found))
 
-        # 2. Images similar to an indexed one (its near-duplicate comes first).
+        # 2. Images similar to an indexed one (its planted copy comes first).
         if similar_id is not None:
             url = f"/images/{similar_id}/similar?top_k={top_k}"
             resp = client.get(url)
@@ -106,14 +135,45 @@ def run_examples(base_url: str, *, event_code: str, query: Path, original_name: 
                 _curl("GET", base_url + url), resp.status_code, answer,
                 f"most similar: {first}" + ("" if ok else f" (expected {similar_expect})"), ok))
 
-        # 3. The event's duplicate groups.
+        # 3. The event's duplicate groups: exactly the planted copies.
         url = f"/events/{event_code}/duplicates"
         resp = client.get(url)
         answer = _json(resp)
         groups = answer.get("groups", []) if resp.status_code == 200 and isinstance(answer, dict) else []
-        run.examples.append(Example(
-            "Duplicate groups in the demo event", _curl("GET", base_url + url), resp.status_code, answer,
-            f"{len(groups)} group(s) of near-identical photos", resp.status_code == 200 and bool(groups)))
+        truth = [frozenset({o.name, c.name}) for o, c in planted.copies]
+        ok, verdict = compare_groups([_names(g) for g in groups], truth, strict=strict, planted=mine)
+        run.examples.append(Example("Duplicate groups (copies of one photograph) in the demo event",
+                                    _curl("GET", base_url + url), resp.status_code, answer,
+                                    "copies: " + verdict, resp.status_code == 200 and ok))
+
+        # 4. Similar shots: the planted pair of shots of one scene, and nothing wrong.
+        url = f"/events/{event_code}/similar-shots"
+        resp = client.get(url)
+        answer = _json(resp)
+        groups = answer.get("groups", []) if resp.status_code == 200 and isinstance(answer, dict) else []
+        ok, verdict = compare_groups([_names(g) for g in groups], [frozenset(p.name for p in planted.scene_pair)],
+                                     strict=strict, planted=mine)
+        run.examples.append(Example("Similar shots (same scene, another exposure) in the demo event",
+                                    _curl("GET", base_url + url), resp.status_code, answer,
+                                    "same scene: " + verdict, resp.status_code == 200 and ok))
+
+        # 5. Upload checks: another shot of a scene in the event is not a duplicate; a copy is.
+        url = f"/events/{event_code}/duplicates/check"
+        for upload, expect_dup, expect_name, expect_rel, what in (
+                (planted.scene_upload, False, planted.scene_probe.name, "same_scene",
+                 f"another shot of the scene of {planted.scene_probe.name}"),
+                (query, True, original_name, "copy", f"the transformed copy of {original_name}")):
+            with upload.open("rb") as fh:
+                resp = client.post(url, files={"file": (upload.name, fh, "image/jpeg")}, data={"top_k": "3"})
+            answer = _json(resp)
+            body = answer if resp.status_code == 200 and isinstance(answer, dict) else {}
+            relation = {m.get("filename"): m.get("relation") for m in body.get("matches", [])}
+            ok = body.get("duplicate") is expect_dup and relation.get(expect_name) == expect_rel
+            verdict = (f"duplicate {str(body.get('duplicate')).lower()}, {expect_name}: {relation.get(expect_name)}"
+                       + ("" if ok else f" (expected duplicate {str(expect_dup).lower()}, {expect_rel})"))
+            run.examples.append(Example(f"Duplicate check of {upload.name} ({what})",
+                                        _curl("POST", base_url + url, files={"file": upload}, form={"top_k": "3"}),
+                                        resp.status_code, answer, verdict, ok))
     return run
 
 

@@ -2,11 +2,14 @@
 
 Photos are stored under IMAGE_ROOT the way the Event Management app stores
 uploads (`/uploads/demo/<event>/<name>`, hard-linked when possible, else
-copied) and registered as rows of one demo event. A few near-duplicates
-(resized, recompressed) join the event so its duplicate groups are not empty,
-and a transformed copy of one photo (rotated, cropped, recompressed) is kept
-aside, never registered, to search with. Everything is idempotent: a second
-run finds the files and rows already there and reuses them.
+copied) and registered as rows of one demo event. The demo then plants what
+its answers are checked against (`Planted`): copies of the first photos
+(resized, recompressed), two shots of one scene (another exposure: never a
+duplicate), one shot of a second scene whose other shot is only uploaded, and
+a transformed copy of one photo (rotated, cropped, recompressed) kept aside
+to search with. Scene shots are real (the sample data's scenes/) or generated.
+Everything is idempotent: a second run finds the files and rows already there
+and reuses them.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from pathlib import Path
 import psycopg
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from core.sample_data import sample_photos
+from core.sample_data import sample_photos, sample_scene_pairs
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm"}
 # uuid5 namespace of the demo's events: the same folder always maps to the same event.
@@ -164,13 +167,28 @@ def register(conninfo: str, image_root: Path, source: Source, extra: list[Path] 
     return out
 
 
-def prepare_extras(source: Source, work_dir: Path) -> tuple[list[Path], Path, Path]:
-    """Near-duplicates of the first photos (registered too) and the query copy of a middle one (not registered).
+@dataclass(frozen=True)
+class Planted:
+    """What the demo adds to the event, so that every answer can be compared with the truth."""
 
-    Returns (near-duplicate files, query file, the original the query was made from).
-    """
+    copies: list[tuple[Path, Path]]  # (original, its copy); the copy is registered too
+    scene_pair: tuple[Path, Path]  # two shots of one scene, both registered: same scene, not duplicates
+    scene_probe: Path  # one shot of another scene, registered ...
+    scene_upload: Path  # ... and its other shot, only uploaded to the duplicate check
+    query: Path  # a transformed copy of `query_original`, only uploaded
+    query_original: Path
+
+    @property
+    def registered(self) -> list[Path]:
+        """The planted files that become rows of the event (after the source photos)."""
+        return [c for _, c in self.copies] + [*self.scene_pair, self.scene_probe]
+
+
+def prepare_extras(source: Source, work_dir: Path) -> Planted:
+    """Copies of the first photos, the scene shots, and the query copy of a middle photo."""
     derived = work_dir / "derived" / source.event_code[:8]
-    dups = [near_duplicate(p, derived / f"{p.stem}_copy.jpg") for p in source.files[:NEAR_DUPLICATES]]
+    copies = [(p, near_duplicate(p, derived / f"{p.stem}_copy.jpg")) for p in source.files[:NEAR_DUPLICATES]]
+    (shot_a, shot_b), (probe, other) = sample_scene_pairs(2, out_dir=work_dir / "scenes")
     original = source.files[len(source.files) // 2]
     query = query_copy(original, work_dir / "queries" / f"{original.stem}_rotated_cropped.jpg")
-    return dups, query, original
+    return Planted(copies, (shot_a, shot_b), probe, other, query, original)

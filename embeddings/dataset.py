@@ -19,6 +19,10 @@ if TYPE_CHECKING:
     from core.settings import Settings
 
 COLUMNS = ("image_id", "image_code", "event_code", "vector", "model_version", "width", "height", "embedded_at")
+# Extension columns (not in DESIGN.md's list, which stays unchanged): the duplicate fingerprint of each image
+# (`duplicates.fingerprint.Fingerprint.to_bytes()`) and its format version. Parts written before they existed
+# lack them; readers see nulls there (the image is then unverifiable, never a copy).
+FINGERPRINT_FIELDS = (pa.field("fingerprint", pa.binary()), pa.field("fingerprint_version", pa.string()))
 _UNSAFE = re.compile(r"[^A-Za-z0-9._@+-]")
 
 
@@ -69,7 +73,7 @@ def read_latest(settings: Settings, model_version: str, columns: list[str] | Non
     read_cols = list(dict.fromkeys([*wanted, "embedded_at"]))
     tables = []
     for order, path in enumerate(list_parts(settings, model_version)):
-        table = pq.read_table(path, columns=read_cols)
+        table = read_part(path, read_cols)
         tables.append(table.append_column("_part", pa.array(np.full(len(table), order, dtype=np.int64))))
     if not tables:
         return _empty(settings, model_version, wanted)
@@ -87,6 +91,16 @@ def read_latest(settings: Settings, model_version: str, columns: list[str] | Non
     return table.take(pa.array(order[first])).select(wanted)
 
 
+def read_part(path: Path, columns: list[str]) -> pa.Table:
+    """`columns` of one part; extension columns an older part lacks come back as nulls."""
+    present = set(pq.read_schema(path).names)
+    table = pq.read_table(path, columns=[c for c in columns if c in present])
+    for f in FINGERPRINT_FIELDS:
+        if f.name in columns and f.name not in present:
+            table = table.append_column(f, pa.nulls(len(table), f.type))
+    return table.select(columns)
+
+
 def _empty(settings: Settings, model_version: str, wanted: list[str]) -> pa.Table:
     from embeddings.models import MODELS, parse_name
 
@@ -94,7 +108,10 @@ def _empty(settings: Settings, model_version: str, wanted: list[str]) -> pa.Tabl
         dim = MODELS[parse_name(model_version).model].dim
     except Exception:  # an unknown version has no rows anyway; any dim gives the right columns
         dim = 1
-    return schema(dim).empty_table().select(wanted)
+    full = schema(dim)
+    for f in FINGERPRINT_FIELDS:
+        full = full.append(f)
+    return full.empty_table().select(wanted)
 
 
 def read_vectors(table: pa.Table) -> np.ndarray:
@@ -121,7 +138,7 @@ def compact(settings: Settings, model_version: str, conninfo: str | None = None)
     if len(parts) < 2:
         return {"merged": 0, "part": str(parts[0]) if parts else None, "rows": None}
     tables = [pq.read_table(p) for p in parts]
-    merged_input = pa.concat_tables(tables)
+    merged_input = pa.concat_tables(tables, promote_options="default")  # parts older than the fingerprint columns
     ids = merged_input["image_id"].to_numpy()
     when = merged_input["embedded_at"].cast(pa.int64()).to_numpy(zero_copy_only=False)
     order_part = np.concatenate([np.full(len(t), i, dtype=np.int64) for i, t in enumerate(tables)])

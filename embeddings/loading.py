@@ -28,6 +28,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 # Decompression-bomb limit: a 24 MP phone photo passes with room to spare, a
 # crafted 30000x30000 PNG does not. Checked from the header, before decoding.
 MAX_PIXELS = 120_000_000
+# Files are read whole (decoder and duplicate fingerprint share the bytes): refuse anything bigger first.
+MAX_FILE_BYTES = 256 << 20
 # Default draft target: both 224-pixel preprocessings are exact from a decode
 # whose shorter side is at least this.
 DEFAULT_DRAFT_SIDE = 256
@@ -123,6 +125,28 @@ def _open(source: Path | bytes | bytearray | memoryview) -> Image.Image:
         raise ImageLoadError(NOT_AN_IMAGE) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageLoadError(TOO_LARGE) from None
+    except OSError as exc:
+        raise ImageLoadError(UNREADABLE, str(exc)) from None
+
+
+def read_file(path: Path | str) -> bytes:
+    """The file's bytes (read once: the decoder and the duplicate fingerprint's sha256 both use them)."""
+    path = Path(path)
+    try:
+        if path.is_dir():
+            raise ImageLoadError(NOT_A_FILE, str(path))
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise ImageLoadError(TOO_LARGE, f"{size} bytes (limit {MAX_FILE_BYTES})")
+        return path.read_bytes()
+    except ImageLoadError:
+        raise
+    except FileNotFoundError:
+        raise ImageLoadError(MISSING, str(path)) from None
+    except PermissionError:
+        raise ImageLoadError(UNREADABLE, "permission denied") from None
+    except MemoryError:
+        raise ImageLoadError(TOO_LARGE, "out of memory while reading") from None
     except OSError as exc:
         raise ImageLoadError(UNREADABLE, str(exc)) from None
 

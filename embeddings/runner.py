@@ -3,7 +3,11 @@
 Decoding (file read, JPEG draft decode, resize, normalise) runs in a thread
 pool while the model runs in the calling thread: PIL and torch both release
 the GIL, so the two overlap. A file that cannot be decoded is a failure with a
-short reason; the rest of the batch embeds.
+short reason; the rest of the batch embeds. The decode thread also computes the
+image's duplicate fingerprint (`duplicates.fingerprint`) from the same decoded
+pixels and file bytes, so duplicate verification never re-reads the file; a
+fingerprint that fails is left empty (the image is then "unverifiable", never
+a copy) and does not fail the image.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from core.db import connect
 from core.settings import Settings, get_settings
 from embeddings import ledger, planning
 from embeddings.dataset import dataset_dir
-from embeddings.loading import ImageLoadError, load_image_info, resolve_image_path
+from embeddings.loading import ImageLoadError, load_image_info, read_file, resolve_image_path
 from embeddings.models import Embedder, get_embedder, parse_name
 from embeddings.writer import build_table, part_name, write_part
 
@@ -35,13 +39,14 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Decoded:
-    """One item's outcome: a preprocessed array and the file's size, or a short failure reason."""
+    """One item's outcome: a preprocessed array, the file's size and its duplicate fingerprint, or a reason."""
 
     key: Any
     array: np.ndarray | None = None
     width: int = 0
     height: int = 0
     reason: str | None = None
+    fingerprint: bytes | None = None  # duplicates.fingerprint bytes; None when it could not be computed
 
 
 @dataclass
@@ -56,8 +61,10 @@ class Chunk:
 def decode_one(embedder: Embedder, key: Any, source: Callable[[], Path]) -> Decoded:
     """Resolve, load and preprocess one file; never raises (a failure becomes a reason)."""
     try:
-        info = load_image_info(source(), **embedder.load_kwargs())
-        return Decoded(key, embedder.prepare(info.image), info.width, info.height)
+        raw = read_file(source())
+        info = load_image_info(raw, **embedder.load_kwargs())
+        return Decoded(key, embedder.prepare(info.image), info.width, info.height,
+                       fingerprint=fingerprint_bytes(info.image, raw, key))
     except ImageLoadError as exc:
         return Decoded(key, reason=exc.reason)
     except MemoryError:
@@ -65,6 +72,17 @@ def decode_one(embedder: Embedder, key: Any, source: Callable[[], Path]) -> Deco
     except Exception as exc:  # a decoder bug must not stop the batch; the ledger keeps the reason
         log.warning("unexpected error decoding %s: %s: %s", key, type(exc).__name__, exc)
         return Decoded(key, reason=f"unreadable: {type(exc).__name__}")
+
+
+def fingerprint_bytes(image: Any, raw: bytes, key: Any = None) -> bytes | None:
+    """The duplicate fingerprint of the decoded image, or None (logged) if it cannot be computed."""
+    from duplicates.fingerprint import fingerprint
+
+    try:
+        return fingerprint(image, raw).to_bytes()
+    except Exception as exc:  # verification then treats the image as unverifiable; the vector is still good
+        log.warning("no duplicate fingerprint for %s: %s: %s", key, type(exc).__name__, exc)
+        return None
 
 
 def embed_stream(
@@ -152,13 +170,15 @@ def embed_batch(
         return lambda: resolve_image_path(root, file_path)
 
     items = [(i, source(meta[i][2])) for i in ids if i in meta]
-    got_ids, matrix, sizes, failures = _collect(embedder, items, settings)
+    got = _collect(embedder, items, settings)
+    got_ids, failures = got.keys, got.failures
     part: Path | None = None
     if got_ids:
         table = build_table(
             dim=embedder.dim, model_version=mv, image_ids=got_ids,
             image_codes=[meta[i][0] for i in got_ids], event_codes=[meta[i][1] for i in got_ids],
-            vectors=matrix, widths=[w for w, _ in sizes], heights=[h for _, h in sizes],
+            vectors=got.vectors, widths=[w for w, _ in got.sizes], heights=[h for _, h in got.sizes],
+            fingerprints=got.fingerprints,
         )
         part = write_part(table, dataset_dir(settings, mv), run_id, batch_no)
     rel = _relative(part, settings) if part else None
@@ -173,21 +193,33 @@ def embed_batch(
             "model_version": mv, "missing_rows": missing, "failures": failures, "seconds": seconds}
 
 
-def _collect(embedder: Embedder, items: list[tuple[Any, Callable[[], Path]]], settings: Settings,
-             ) -> tuple[list[Any], np.ndarray, list[tuple[int, int]], list[tuple[Any, str]]]:
-    """Run the decode+model stream over `items` and gather keys, vectors, pixel sizes and failures, in order."""
+@dataclass
+class Collected:
+    """Everything one decode+model run produced, in item order (failures aside)."""
+
+    keys: list[Any]
+    vectors: np.ndarray
+    sizes: list[tuple[int, int]]
+    fingerprints: list[bytes | None]
+    failures: list[tuple[Any, str]]
+
+
+def _collect(embedder: Embedder, items: list[tuple[Any, Callable[[], Path]]], settings: Settings) -> Collected:
+    """Run the decode+model stream over `items` and gather keys, vectors, sizes, fingerprints and failures."""
     keys: list[Any] = []
     vectors: list[np.ndarray] = []
     sizes: list[tuple[int, int]] = []
+    fingerprints: list[bytes | None] = []
     failures: list[tuple[Any, str]] = []
     for chunk in embed_stream(embedder, items, batch_size=settings.embed_batch_size,
                               workers=settings.embed_decode_workers):
         keys += [d.key for d in chunk.items]
         sizes += [(d.width, d.height) for d in chunk.items]
+        fingerprints += [d.fingerprint for d in chunk.items]
         vectors.append(chunk.vectors)  # type: ignore[arg-type]
         failures += [(d.key, d.reason or "failed") for d in chunk.failures]
     matrix = np.concatenate(vectors) if vectors else np.zeros((0, embedder.dim), dtype=np.float32)
-    return keys, matrix, sizes, failures
+    return Collected(keys, matrix, sizes, fingerprints, failures)
 
 
 def _relative(part: Path, settings: Settings) -> str:
@@ -285,7 +317,8 @@ def embed_files(
     settings = settings or get_settings()
     embedder = get_embedder(model_name, settings)
     items = [(str(p), (lambda p=p: Path(p))) for p in paths]
-    names, matrix, sizes, failures = _collect(embedder, items, settings)
+    got = _collect(embedder, items, settings)
+    names, matrix, sizes, failures = got.keys, got.vectors, got.sizes, got.failures
     n = len(names)
     table = pa.table({
         "path": pa.array(names, type=pa.string()),

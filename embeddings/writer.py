@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from embeddings.dataset import schema
+from embeddings.dataset import FINGERPRINT_FIELDS, schema
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
@@ -38,15 +38,21 @@ def build_table(
     widths: Sequence[int],
     heights: Sequence[int],
     embedded_at: datetime | None = None,
+    fingerprints: Sequence[bytes | None] | None = None,
 ) -> pa.Table:
-    """A table in the contract schema; vectors must be (n, dim) float32."""
+    """A table in the contract schema; vectors must be (n, dim) float32.
+
+    With `fingerprints` (one per row, None where none could be computed) the
+    table also carries the extension columns `fingerprint` and
+    `fingerprint_version` (duplicate verification reads them, never the file).
+    """
     n = len(image_ids)
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     if vectors.shape != (n, dim):
         raise ValueError(f"vectors have shape {vectors.shape}, expected ({n}, {dim})")
     when = embedded_at or datetime.now(UTC)
     flat = pa.array(vectors.reshape(-1), type=pa.float32())
-    return pa.Table.from_arrays(
+    table = pa.Table.from_arrays(
         [
             pa.array(image_ids, type=pa.int64()),
             pa.array([str(c) for c in image_codes], type=pa.string()),
@@ -59,6 +65,16 @@ def build_table(
         ],
         schema=schema(dim),
     )
+    if fingerprints is None:
+        return table
+    if len(fingerprints) != n:
+        raise ValueError(f"{len(fingerprints)} fingerprints for {n} rows")
+    from duplicates.fingerprint import FINGERPRINT_VERSION
+
+    for f, values in zip(FINGERPRINT_FIELDS, (
+            list(fingerprints), [FINGERPRINT_VERSION if fp is not None else None for fp in fingerprints]), strict=True):
+        table = table.append_column(f, pa.array(values, type=f.type))
+    return table
 
 
 def write_atomic(table: pa.Table, dest: Path) -> Path:

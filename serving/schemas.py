@@ -204,24 +204,57 @@ class DuplicateImage(BaseModel):
 
 
 class DuplicateGroup(BaseModel):
-    images: list[DuplicateImage]
-    score: float = Field(..., description="highest similarity between two images of the group")
-    min_score: float = Field(..., description="weakest link that joined the group")
+    images: list[DuplicateImage] = Field(..., description="images[0] is the reference; every other image was "
+                                         "verified as a copy of it (never a chain of similar pairs)")
+    score: float = Field(..., description="the weakest verdict score between the reference and a member (0..1)")
 
 
 class DuplicatesResponse(BaseModel):
     event_code: str
-    threshold: float
     groups: list[DuplicateGroup]
-    images_checked: int
+    images_checked: int = Field(..., description="images of the event in the served index version")
+    images_unverifiable: int = Field(..., description="of those, images without a duplicate fingerprint "
+                                     "(embedded before fingerprints existed): never in a group")
     index_version: int
 
 
-class DuplicateCheckResponse(BaseModel):
-    duplicate: bool
-    matches: list[SearchHit]
-    threshold: float
+class ShotImage(DuplicateImage):
+    copies: list[int] = Field(default_factory=list, description="ids of this shot's copies, collapsed into it")
+
+
+class ShotGroup(BaseModel):
+    images: list[ShotImage] = Field(..., description="images[0] is the reference; each other image is another "
+                                    "shot of its scene")
+    score: float = Field(..., description="the weakest verdict score between the reference and a member (0..1)")
+
+
+class SimilarShotsResponse(BaseModel):
     event_code: str
+    groups: list[ShotGroup]
+    images_checked: int
+    images_unverifiable: int
+    index_version: int
+
+
+class Verdict(BaseModel):
+    score: float = Field(..., description="0..1: pixel agreement for a copy, geometric support for the same "
+                         "scene, the cosine for related (docs/duplicates.md)")
+    reason: str = Field(..., description="the evidence, e.g. 'sha256 equal' or 'inliers 143, agree 0.97'")
+
+
+class VerifiedHit(SearchHit):
+    """A /search hit plus what verification decided about it."""
+
+    relation: Literal["copy", "same_scene", "related"] = Field(
+        ..., description="copy: the same photograph (the only duplicate); same_scene: another shot; related")
+    verdict: Verdict
+
+
+class DuplicateCheckResponse(BaseModel):
+    duplicate: bool = Field(..., description="true only when a match is a copy")
+    matches: list[VerifiedHit] = Field(..., description="copies first, then same-scene shots, then related")
+    event_code: str
+    index_version: int
 
 
 class SwapState(BaseModel):

@@ -18,7 +18,8 @@ import ctypes
 import ctypes.util
 import logging
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
 from fastapi import HTTPException, UploadFile
@@ -27,6 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from serving.state import ModelNotReady, ServerState
 
 log = logging.getLogger("serving.uploads")
+T = TypeVar("T")
 
 # ImageLoadError.reason -> HTTP status. Anything unknown is the client's file too: 422.
 _STATUS_BY_REASON = {
@@ -143,11 +145,20 @@ def rotations(image: Any) -> list[Any]:
             image.transpose(Image.Transpose.ROTATE_270)]
 
 
-def _embed(state: ServerState, data: bytes, with_rotations: bool) -> np.ndarray:
+def decode_for_model(state: ServerState, data: bytes) -> Any:
+    """The upload decoded exactly as the pipeline decodes files for the served model."""
     embedder = state.embedder()
     budget = int(state.settings.upload_decode_mb * 2**20)
-    image = decode(data, embedder.load_kwargs() if hasattr(embedder, "load_kwargs") else None, budget)
-    del data
+    return decode(data, embedder.load_kwargs() if hasattr(embedder, "load_kwargs") else None, budget)
+
+
+def _embed(state: ServerState, data: bytes, with_rotations: bool) -> np.ndarray:
+    return embed_image(state, decode_for_model(state, data), with_rotations)
+
+
+def embed_image(state: ServerState, image: Any, with_rotations: bool) -> np.ndarray:
+    """(r, dim) query vectors of a decoded image (r = 4 with rotations, else 1)."""
+    embedder = state.embedder()
     if with_rotations and hasattr(embedder, "embed_rotations"):
         with state.infer_lock:
             vecs = embedder.embed_rotations([image])
@@ -155,8 +166,8 @@ def _embed(state: ServerState, data: bytes, with_rotations: bool) -> np.ndarray:
     return state.embed(rotations(image) if with_rotations else [image])
 
 
-async def embed_upload(state: ServerState, file: UploadFile, *, with_rotations: bool) -> np.ndarray:
-    """(r, dim) query vectors for an uploaded file (r = 4 with rotations, else 1), off the event loop.
+async def process_upload(state: ServerState, file: UploadFile, work: Callable[[ServerState, bytes], T]) -> T:
+    """`work(state, body)` for an uploaded file in one of the upload slots, off the event loop.
 
     503 + Retry-After at once when every upload slot is taken (the body is never read into memory then).
     """
@@ -164,8 +175,13 @@ async def embed_upload(state: ServerState, file: UploadFile, *, with_rotations: 
     gate.acquire()
     try:
         data = await read_upload(file)
-        return await run_in_threadpool(_embed, state, data, with_rotations)
+        return await run_in_threadpool(work, state, data)
     except ModelNotReady as exc:
         raise HTTPException(503, f"the embedding model is not available: {exc}") from None
     finally:
         gate.release()
+
+
+async def embed_upload(state: ServerState, file: UploadFile, *, with_rotations: bool) -> np.ndarray:
+    """(r, dim) query vectors for an uploaded file (r = 4 with rotations, else 1)."""
+    return await process_upload(state, file, lambda st, data: _embed(st, data, with_rotations))

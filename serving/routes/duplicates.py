@@ -1,66 +1,87 @@
-"""Duplicates within an event: the groups already indexed, and a check of one upload against the event."""
+"""Duplicates within an event: verified copy groups, same-scene groups, and a check of one upload.
+
+A duplicate is a copy (the same photograph) and nothing else: the decision is
+`duplicates` (verification of fingerprints), the global cosine only proposes
+candidates (DESIGN.md "What duplicate means", docs/duplicates.md).
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-import numpy as np
-from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from duplicates.groups import CANDIDATE_COSINE
+from serving import relations
 from serving import search as engine
 from serving.deps import EventCodePath, Served, State, parse_event_code
-from serving.duplicates import duplicate_groups
 from serving.routes.common import DELETED_FILTER, NO_INDEX, UPLOAD, VALIDATION, deleted_filter_headers
-from serving.schemas import MAX_TOP_K, DuplicateCheckResponse, DuplicatesResponse
-from serving.uploads import embed_upload
+from serving.schemas import MAX_TOP_K, DuplicateCheckResponse, DuplicatesResponse, SimilarShotsResponse
+from serving.served import ServedIndex
 
 router = APIRouter(prefix="/events", tags=["duplicates"])
 
-Threshold = Annotated[float | None, Query(ge=0.0, le=1.0, allow_inf_nan=False,
-                                          description="cosine similarity; default DUPLICATE_THRESHOLD")]
+
+async def _groups(event_code: str, state: Any, served: ServedIndex, kind: str) -> JSONResponse:
+    event = parse_event_code(event_code)
+    pairs = await run_in_threadpool(relations.event_pairs, served, state.settings, event)
+    verdict = await state.deleted.dead_among(served, pairs.ids.tolist())
+    live = {int(i) for i in pairs.ids.tolist()} - verdict.dead if verdict.dead else None
+    found = relations.event_groups(pairs, live, kind)
+    copies: dict[int, list[int]] = {}
+    if kind == "scenes":  # which copies each same-scene member stands for
+        for g in relations.event_groups(pairs, live, "copies").groups:
+            copies[g.members[0]] = g.members[1:]
+    out = []
+    for g in found.groups:
+        images = []
+        for image_id in g.members:
+            row = served.describe(image_id)
+            item: dict[str, Any] = {"id": image_id, "code": row["code"], "filename": row["filename"]}
+            if kind == "scenes":
+                item["copies"] = copies.get(image_id, [])
+            images.append(item)
+        out.append({"images": images, "score": round(float(g.score), 6)})
+    body = {"event_code": event, "groups": out, "images_checked": found.checked,
+            "images_unverifiable": found.unverifiable, "index_version": served.version}
+    return JSONResponse(body, headers=deleted_filter_headers(verdict.checked, verdict.age))
 
 
 @router.get("/{event_code}/duplicates", response_model=DuplicatesResponse,
             responses={200: {"headers": DELETED_FILTER}, **VALIDATION, **NO_INDEX},
-            summary="groups of near-identical images within an event")
-async def event_duplicates(event_code: EventCodePath, state: State, served: Served, threshold: Threshold = None
-                           ) -> JSONResponse:
-    event = parse_event_code(event_code)
-    limit = state.settings.duplicate_threshold if threshold is None else threshold
-    ids, vecs = served.event_vectors(event)
-    verdict = await state.deleted.dead_among(served, ids.tolist())
-    if verdict.dead:
-        keep = np.fromiter((int(i) not in verdict.dead for i in ids), dtype=bool, count=len(ids))
-        ids, vecs = ids[keep], vecs[keep]
-    groups = await run_in_threadpool(duplicate_groups, ids, vecs, limit)
-    out = []
-    for members, best, weakest in groups:
-        images = []
-        for image_id in members:
-            row = served.describe(image_id)
-            images.append({"id": image_id, "code": row["code"], "filename": row["filename"]})
-        out.append({"images": images, "score": round(best, 6), "min_score": round(weakest, 6)})
-    body = {"event_code": event, "threshold": limit, "groups": out, "images_checked": len(ids),
-            "index_version": served.version}
-    return JSONResponse(body, headers=deleted_filter_headers(verdict.checked, verdict.age))
+            summary="groups of copies of one photograph within an event (verified, never chained)")
+async def event_duplicates(event_code: EventCodePath, state: State, served: Served) -> JSONResponse:
+    return await _groups(event_code, state, served, "copies")
+
+
+@router.get("/{event_code}/similar-shots", response_model=SimilarShotsResponse,
+            responses={200: {"headers": DELETED_FILTER}, **VALIDATION, **NO_INDEX},
+            summary="groups of different shots of the same scene within an event (keep the best shot)")
+async def similar_shots(event_code: EventCodePath, state: State, served: Served) -> JSONResponse:
+    return await _groups(event_code, state, served, "scenes")
 
 
 @router.post("/{event_code}/duplicates/check", response_model=DuplicateCheckResponse,
              responses={200: {"headers": DELETED_FILTER}, **VALIDATION, **NO_INDEX, **UPLOAD},
-             summary="is this uploaded photo already in the event? (rotations included)")
+             summary="is this uploaded photo already in the event? each match says copy, same_scene or related")
 async def check_duplicate(
     event_code: EventCodePath,
     state: State,
     served: Served,
     file: Annotated[UploadFile, File()],
-    threshold: Annotated[float | None, Form(ge=0.0, le=1.0, allow_inf_nan=False)] = None,
     top_k: Annotated[int, Form(ge=1, le=MAX_TOP_K)] = 10,
+    min_score: Annotated[float | None, Form(ge=-1.0, le=1.0, allow_inf_nan=False,
+                                            description="cosine below which a candidate is not listed; "
+                                                        f"default {CANDIDATE_COSINE}")] = None,
 ) -> JSONResponse:
     event = parse_event_code(event_code)
-    limit = state.settings.duplicate_threshold if threshold is None else threshold
-    queries = await embed_upload(state, file, with_rotations=True)
-    result = await engine.search(served, state.deleted, queries, top_k=top_k, event_code=event, min_score=limit)
-    body = {"duplicate": bool(result.hits), "matches": result.hits, "threshold": limit, "event_code": event}
+    query = await relations.read_query(state, file)
+    floor = CANDIDATE_COSINE if min_score is None else min_score
+    result = await engine.search(served, state.deleted, query.vectors, top_k=max(top_k, relations.RERANK_DEPTH),
+                                 event_code=event, min_score=floor)
+    matches = (await run_in_threadpool(relations.verify_hits, served, state.settings, query, result.hits))[:top_k]
+    body = {"duplicate": any(m["relation"] == "copy" for m in matches), "matches": matches, "event_code": event,
+            "index_version": served.version}
     return JSONResponse(body, headers=deleted_filter_headers(result.filtered, result.age))

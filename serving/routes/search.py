@@ -7,12 +7,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
+from serving import relations
 from serving import search as engine
 from serving.deps import EventCodeForm, Served, State
 from serving.routes.common import BODY_LIMIT, DELETED_FILTER, NO_INDEX, UPLOAD, VALIDATION, deleted_filter_headers
-from serving.schemas import MAX_TOP_K, SearchHit, SearchRequest
-from serving.uploads import embed_upload
+from serving.schemas import MAX_TOP_K, SearchHit, SearchRequest, VerifiedHit
 
 router = APIRouter(tags=["search"])
 
@@ -33,9 +34,10 @@ async def search_vector(body: SearchRequest, state: State, served: Served) -> JS
     return hits_response(result)
 
 
-@router.post("/search/image", response_model=list[SearchHit],
+@router.post("/search/image", response_model=list[VerifiedHit],
              responses={200: {"headers": DELETED_FILTER}, **VALIDATION, **NO_INDEX, **UPLOAD},
-             summary="images most similar to an uploaded photo (its 90/180/270-degree rotations included)")
+             summary="images most similar to an uploaded photo: verified copies first, then same-scene shots, "
+                     "then by similarity (rotations included)")
 async def search_image(
     state: State,
     served: Served,
@@ -45,6 +47,9 @@ async def search_image(
     min_score: Annotated[float | None, Form(ge=-1.0, le=1.0, allow_inf_nan=False)] = None,
 ) -> JSONResponse:
     event = str(uuid.UUID(event_code)) if event_code else None
-    queries = await embed_upload(state, file, with_rotations=True)
-    result = await engine.search(served, state.deleted, queries, top_k=top_k, event_code=event, min_score=min_score)
+    query = await relations.read_query(state, file)
+    result = await engine.search(served, state.deleted, query.vectors, top_k=max(top_k, relations.RERANK_DEPTH),
+                                 event_code=event, min_score=min_score)
+    # A hard edit (thumbnail, JPEG q5, crop) may rank its original below other photos; verification lifts it.
+    result.hits = (await run_in_threadpool(relations.verify_hits, served, state.settings, query, result.hits))[:top_k]
     return hits_response(result)

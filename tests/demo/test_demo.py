@@ -25,6 +25,7 @@ from core.sample_data import sample_photos
 
 REPO = Path(__file__).resolve().parents[2]
 PHOTOS = 8
+PLANTED = 3 + 2 + 1  # copies of 3 photos, two shots of one scene, one shot of another
 
 
 @pytest.fixture(scope="module")
@@ -68,14 +69,17 @@ def test_first_run_prints_correct_answers(first_run: subprocess.CompletedProcess
         assert f"[{step}/8]" in out
     # No weights in the fresh DATA_DIR: the offline model, and the demo says why.
     assert "efficientnet-lite0 (efficientnet-lite0@" in out and "Places365 weights not found" in out
-    assert f"{PHOTOS} photos from folder" in out and "plus 3 near-duplicate copies" in out
-    assert f"{PHOTOS + 3} new, 0 already registered" in out
-    assert f"{PHOTOS + 3} of {PHOTOS + 3} demo images embedded, 0 failed" in out
+    assert f"{PHOTOS} photos from folder" in out and "plus 3 near-duplicate copies and shots of 2 scenes" in out
+    assert f"{PHOTOS + PLANTED} new, 0 already registered" in out
+    assert f"{PHOTOS + PLANTED} of {PHOTOS + PLANTED} demo images embedded, 0 failed" in out
     assert "embed[0]: success" in out and "index_model.publish[0]: success" in out
     assert "$ curl -s -X POST http://127.0.0.1:" in out and "/search/image -F file=@" in out
-    assert "=> found its original" in out
-    groups = re.search(r"=> (\d+) group\(s\) of near-identical photos", out)
-    assert groups and int(groups.group(1)) >= 3, "each photo and its near-duplicate copy form a group"
+    assert "=> found its original" in out and "verified as a copy" in out
+    # Every group compared with the truth: exactly the planted ones (the folder holds no other copies or scenes).
+    assert "=> copies: 3 group(s): 3 of the 3 planted found exactly\n" in out
+    assert "=> same scene: 1 group(s): 1 of the 1 planted found exactly\n" in out
+    assert re.search(r"=> duplicate false, \S+: same_scene\n", out)
+    assert re.search(r"=> duplicate true, \S+: copy\n", out)
     assert "all answers as expected" in out
     assert "stopping the search server" in out
 
@@ -88,7 +92,7 @@ def test_first_run_left_rows_files_and_an_index(first_run: subprocess.CompletedP
         rows = conn.execute(
             "SELECT i.file_path, e.status, i.faiss_index FROM images i JOIN events ev ON ev.code = i.event_code "
             "LEFT JOIN image_embeddings e ON e.image_id = i.id WHERE ev.name = 'Demo: photos'").fetchall()
-    assert len(rows) == PHOTOS + 3
+    assert len(rows) == PHOTOS + PLANTED
     assert {status for _, status, _ in rows} == {"embedded"}
     assert all(faiss is not None for _, _, faiss in rows), "published ids are written back to images.faiss_index"
     for file_path, _, _ in rows:
@@ -117,12 +121,12 @@ def test_second_run_reuses_everything_serves_and_stops_on_ctrl_c(first_run: subp
                 break
         out = "".join(lines)
         assert "Press Ctrl-C" in out, out[-4000:]
-        assert f"0 new, {PHOTOS + 3} already registered" in out
+        assert f"0 new, {PHOTOS + PLANTED} already registered" in out
         assert "nothing new: reused" in out  # the build decided: no identical index version published again
         assert "all answers as expected" in out
         # The server it leaves answers real requests.
         health = httpx.get(f"http://127.0.0.1:{port}/", timeout=10)
-        assert health.status_code == 200 and health.json()["total_vectors"] >= PHOTOS + 3
+        assert health.status_code == 200 and health.json()["total_vectors"] >= PHOTOS + PLANTED
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=60)
     finally:

@@ -53,8 +53,11 @@ def test_photo_sources(tmp_path: Path) -> None:
     source, skipped = find_sources(folder, None, tmp_path / "work")
     assert [p.name for p in skipped] == ["broken.jpg"] and len(source.files) == 3
     assert find_sources(folder, None, tmp_path / "work")[0].event_code == source.event_code  # stable event
-    dups, query, original = prepare_extras(source, tmp_path / "work")
-    assert len(dups) == 3 and query.is_file() and original == source.files[1]
+    planted = prepare_extras(source, tmp_path / "work")
+    assert len(planted.copies) == 3 and planted.query.is_file() and planted.query_original == source.files[1]
+    assert [o for o, _ in planted.copies] == source.files and all(c.is_file() for _, c in planted.copies)
+    assert len(planted.registered) == 3 + 2 + 1 and all(p.is_file() for p in planted.registered)
+    assert planted.scene_upload.is_file() and planted.scene_upload not in planted.registered
     with pytest.raises(PhotoError, match="no image files"):
         find_sources(_empty(tmp_path), None, tmp_path / "w2")
     only_broken = tmp_path / "broken"
@@ -68,6 +71,25 @@ def _empty(tmp_path: Path) -> Path:
     empty = tmp_path / "empty"
     empty.mkdir()
     return empty
+
+
+def test_every_group_is_compared_with_the_truth() -> None:
+    from demo.examples import compare_groups
+
+    truth = [frozenset({"a.jpg", "a_copy.jpg"}), frozenset({"b.jpg", "b_copy.jpg"})]
+    assert compare_groups(list(truth), truth, strict=True)[0]
+    # One group of many different pictures (the old chain of "similar enough") fails, planted pairs or not.
+    chain = frozenset({"a.jpg", "a_copy.jpg", "b.jpg", "c.jpg"})
+    ok, verdict = compare_groups([chain, truth[1]], truth, strict=True)
+    assert not ok and "missing a.jpg + a_copy.jpg" in verdict and "WRONG" in verdict
+    assert not compare_groups([chain, truth[1]], truth, strict=False)[0]  # it mixes planted files: wrong anyway
+    assert not compare_groups([truth[0]], truth, strict=True)[0]  # a planted pair not found
+    extra = frozenset({"x.jpg", "y.jpg"})
+    assert not compare_groups([*truth, extra], truth, strict=True)[0]  # sample photos hold no other copies
+    ok, verdict = compare_groups([*truth, extra], truth, strict=False)  # a user's folder may
+    assert ok and "1 more among your own photos" in verdict
+    probe = frozenset({"x.jpg", "scene_probe.jpg"})  # but never with a planted file outside the truth
+    assert not compare_groups([*truth, probe], truth, strict=False, planted=frozenset({"scene_probe.jpg"}))[0]
 
 
 def test_compact_json_output() -> None:

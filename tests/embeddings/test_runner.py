@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -43,7 +44,10 @@ def test_pending_batch_writes_a_part_and_the_ledger_idempotently(db, settings, l
     assert [p.name for p in part.parent.iterdir()] == [part.name]  # no temp file left behind
 
     table = pq.read_table(part)
-    assert table.schema.equals(schema(1280)), table.schema
+    # The contract's columns exactly, then the extension columns (the duplicate fingerprint).
+    contract = schema(1280)
+    assert table.schema.names == [*contract.names, "fingerprint", "fingerprint_version"], table.schema
+    assert table.select(contract.names).schema.equals(contract), table.schema
     assert table["image_id"].to_pylist() == ids
     vecs = read_vectors(table)
     assert np.allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
@@ -158,3 +162,28 @@ def test_every_format_file_is_embedded_or_failed_while_the_rest_embeds(db, setti
 def test_read_latest_of_nothing_has_the_schema(settings) -> None:  # type: ignore[no-untyped-def]
     table = read_latest(settings, "efficientnet-lite0@crop224")
     assert len(table) == 0 and table.schema.field("vector").type == pa.list_(pa.float32(), 1280)
+
+
+def test_parts_written_before_fingerprints_read_and_compact(db, settings, lite0, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The extension columns: new parts carry each image's duplicate fingerprint; parts written before
+    them read as nulls (unverifiable images) and compact together with new ones."""
+    from duplicates.fingerprint import FINGERPRINT_VERSION, Fingerprint
+    from embeddings.writer import build_table, write_part
+
+    photos = sample_photos(2, out_dir=tmp_path / "gen")
+    ids = add_files(db, add_event(db), settings.resolved_image_root, photos)
+    embed_batch(settings.conninfo(), ids, model_name=MODEL, run_id="fp", settings=settings)
+    mv = lite0.model_version
+    old = build_table(dim=lite0.dim, model_version=mv, image_ids=[10_000], image_codes=["c"], event_codes=["e"],
+                      vectors=np.ones((1, lite0.dim), np.float32) / np.sqrt(lite0.dim), widths=[1], heights=[1])
+    assert "fingerprint" not in old.column_names  # what a part of an older release holds
+    write_part(old, dataset_dir(settings, mv), "old-release", 0)
+    for table in (read_latest(settings, mv, columns=["image_id", "fingerprint", "fingerprint_version"]),
+                  pq.read_table(compact(settings, mv)["part"])):
+        rows = {r["image_id"]: r for r in table.to_pylist()}
+        assert set(rows) == {*ids, 10_000}
+        assert rows[10_000]["fingerprint"] is None and rows[10_000]["fingerprint_version"] is None
+        for image_id, path in zip(ids, photos, strict=True):
+            assert rows[image_id]["fingerprint_version"] == FINGERPRINT_VERSION
+            fp = Fingerprint.from_bytes(rows[image_id]["fingerprint"])
+            assert fp.sha256 == hashlib.sha256(path.read_bytes()).digest()

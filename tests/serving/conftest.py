@@ -45,13 +45,21 @@ class Base:
     model_version: str
     event_a: str
     event_b: str
-    ids: list[int]  # image ids, in photo order (dup copies last)
+    ids: list[int]  # image ids, in photo order (then the dup copies, then the scene shots)
     codes: dict[int, str]
     files: dict[int, Path]
-    dup_pairs: list[tuple[int, int]]  # (original, copy) both in event A
+    dup_pairs: list[tuple[int, int]]  # (original, copy) both in event A: the only copies planted
+    scene_pair: tuple[int, int]  # two shots of one scene in event A (the first has a copy too): never duplicates
+    scene_probe: int  # one shot of another scene in event A; `scene_upload` is its other shot
+    scene_upload: Path  # another shot of scene_probe's scene, not in the index
     rotated_upload: Path  # photo of ids[2] turned 90 degrees, not in the index
     unrelated_upload: Path  # a photo that is not in the index at all
     created: list[str] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        """Images indexed by the pipeline."""
+        return len(self.ids)
 
 
 def _create_db(admin: str, name: str, template: str | None = None) -> str:
@@ -90,7 +98,7 @@ def base(pg_database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     import torch
     from PIL import Image
 
-    from core.sample_data import sample_photos
+    from core.sample_data import sample_photos, sample_scene_pairs
     from embeddings.models import get_embedder
     from embeddings.runner import embed_batch
     from tests.ems_schema import prepare_test_database
@@ -119,13 +127,24 @@ def base(pg_database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     with Image.open(files[2]) as im:
         im.convert("RGB").transpose(Image.Transpose.ROTATE_90).save(root / "rotated.jpg", quality=92)
     files += [image_root / "uploads" / "copy_small.jpg", image_root / "uploads" / "copy_q30.jpg"]
+    # Same-scene shots (real ones from the sample scenes, else generated): one pair indexed whole, and one
+    # pair whose second shot is kept aside as an upload.
+    (pair_a, pair_b), (probe, probe_other) = sample_scene_pairs(2, out_dir=root / "scenes")
+    for n, src in enumerate((pair_a, pair_b, probe)):
+        dest = image_root / "uploads" / f"scene_{n}{src.suffix}"
+        shutil.copyfile(src, dest)
+        files.append(dest)
+    with Image.open(files[N_PHOTOS + 2]) as im:  # a copy of a shot: one member of its similar-shots group
+        im.convert("RGB").resize((im.width * 7 // 10, im.height * 7 // 10)).save(
+            image_root / "uploads" / "scene_0_copy.jpg", quality=85)
+    files.append(image_root / "uploads" / "scene_0_copy.jpg")
 
     with psycopg.connect(info, autocommit=True) as conn:
         event_a = str(conn.execute("INSERT INTO events (name) VALUES ('A') RETURNING code").fetchone()[0])
         event_b = str(conn.execute("INSERT INTO events (name) VALUES ('B') RETURNING code").fetchone()[0])
         ids, codes, by_id = [], {}, {}
         for n, path in enumerate(files):
-            event = event_b if 14 <= n < N_PHOTOS else event_a
+            event = event_b if 14 <= n < N_PHOTOS else event_a  # copies and scene shots: event A
             image_id, code = conn.execute(
                 "INSERT INTO images (event_code, filename, file_path) VALUES (%s, %s, %s) RETURNING id, code",
                 (event, path.name, f"/uploads/{path.name}")).fetchone()
@@ -138,8 +157,11 @@ def base(pg_database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     assert result["embedded"] == len(ids), result
     base = Base(admin=admin, dbname=dbname, root=root, data_dir=data_dir, image_root=image_root,
                 model_version=get_embedder(MODEL, settings).model_version, event_a=event_a, event_b=event_b,
-                ids=ids, codes=codes, files=by_id, dup_pairs=[(ids[0], ids[-2]), (ids[1], ids[-1])],
-                rotated_upload=root / "rotated.jpg", unrelated_upload=photos[N_PHOTOS])
+                ids=ids, codes=codes, files=by_id,
+                dup_pairs=[(ids[0], ids[N_PHOTOS]), (ids[1], ids[N_PHOTOS + 1]),
+                           (ids[N_PHOTOS + 2], ids[N_PHOTOS + 5])],
+                scene_pair=(ids[N_PHOTOS + 2], ids[N_PHOTOS + 3]), scene_probe=ids[N_PHOTOS + 4],
+                scene_upload=probe_other, rotated_upload=root / "rotated.jpg", unrelated_upload=photos[N_PHOTOS])
     yield base
     for name in base.created:
         _drop_db(admin, name)

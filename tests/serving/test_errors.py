@@ -61,9 +61,7 @@ def test_image_ids(srv, base) -> None:
     assert "not in index" in _error(srv.client.get(f"/images/{uuid.uuid4()}/similar"), 404)
     assert "UUID" in _error(srv.client.get(f"/images/{base.ids[0]}/similar", params={"event_code": "x"}), 422)
     assert "UUID" in _error(srv.client.get("/events/xyz/duplicates"), 422)
-    assert "threshold" in _error(srv.client.get(f"/events/{base.event_a}/duplicates", params={"threshold": 3}), 422)
-    assert "threshold" in _error(srv.client.get(f"/events/{base.event_a}/duplicates",
-                                                params={"threshold": "nan"}), 422)
+    assert "UUID" in _error(srv.client.get("/events/xyz/similar-shots"), 422)
 
 
 def _bomb_png() -> bytes:

@@ -22,11 +22,11 @@ def vectors(main, base):  # type: ignore[no-untyped-def]
     return {i: served.vector(i) for i in base.ids}
 
 
-def test_health_seed_shape(srv) -> None:
+def test_health_seed_shape(srv, base) -> None:
     r = srv.client.get("/")
     assert r.status_code == 200
     body = r.json()
-    assert body["status"] == "ready" and body["total_vectors"] == 26
+    assert body["status"] == "ready" and body["total_vectors"] == base.total
     assert body["index_version"] == 1 and body["model_version"].startswith("efficientnet-lite0")
 
 
@@ -55,7 +55,10 @@ def test_search_event_filter_and_min_score(srv, base, vectors) -> None:
     hits = r.json()
     assert len(hits) == 10 and {h["event_code"] for h in hits} == {base.event_b}
     r = srv.client.post("/search", json={"vector": query, "top_k": 50, "min_score": 0.8})
-    assert {h["id"] for h in r.json()} == {base.ids[0], base.dup_pairs[0][1]}
+    # Exactly the images whose stored vectors score >= 0.8 (whatever the photos are), the copy among them.
+    expected = {i for i, v in vectors.items() if float(v @ vectors[base.ids[0]]) >= 0.8 - 1e-5}
+    assert {h["id"] for h in r.json()} == expected and {base.ids[0], base.dup_pairs[0][1]} <= expected
+    assert all(h["similarity_score"] >= 0.8 for h in r.json())
     # An event nobody indexed: an empty list, not an error.
     r = srv.client.post("/search", json={"vector": query, "filters": {"event_code": str(uuid.uuid4())}})
     assert r.status_code == 200 and r.json() == []
@@ -63,7 +66,7 @@ def test_search_event_filter_and_min_score(srv, base, vectors) -> None:
     assert r.status_code == 200 and len(r.json()) == 10
 
 
-def test_similar_by_id_and_by_code_excludes_itself(srv, base) -> None:
+def test_similar_by_id_and_by_code_excludes_itself(srv, base, vectors) -> None:
     original, copy = base.dup_pairs[0]
     by_id = srv.client.get(f"/images/{original}/similar", params={"top_k": 3}).json()
     by_code = srv.client.get(f"/images/{base.codes[original]}/similar", params={"top_k": 3}).json()
@@ -72,20 +75,22 @@ def test_similar_by_id_and_by_code_excludes_itself(srv, base) -> None:
     assert by_id[0]["id"] == copy and by_id[0]["similarity_score"] > 0.8
     within = srv.client.get(f"/images/{original}/similar", params={"event_code": base.event_b, "top_k": 100}).json()
     assert len(within) == 10 and {h["event_code"] for h in within} == {base.event_b}
-    high = srv.client.get(f"/images/{original}/similar", params={"min_score": 0.8}).json()
-    assert [h["id"] for h in high] == [copy]
+    high = srv.client.get(f"/images/{original}/similar", params={"min_score": 0.8, "top_k": 100}).json()
+    expected = {i for i, v in vectors.items() if i != original and float(v @ vectors[original]) >= 0.8 - 1e-5}
+    assert {h["id"] for h in high} == expected and high[0]["id"] == copy
 
 
 def test_search_by_image_finds_original_even_rotated(srv, base) -> None:
     with open(base.files[base.ids[4]], "rb") as fh:
         r = srv.client.post("/search/image", files={"file": ("x.jpg", fh, "image/jpeg")}, data={"top_k": "3"})
     assert r.status_code == 200 and r.json()[0]["id"] == base.ids[4]
-    assert len(r.json()) == 3
+    assert len(r.json()) == 3 and r.json()[0]["relation"] == "copy" and r.json()[0]["verdict"]["reason"]
     with open(base.rotated_upload, "rb") as fh:
         r = srv.client.post("/search/image", files={"file": fh},
                             data={"event_code": base.event_a, "min_score": "0.5"})
     hits = r.json()
-    assert hits[0]["id"] == base.ids[2] and hits[0]["similarity_score"] > 0.95
+    assert hits[0]["id"] == base.ids[2] and hits[0]["similarity_score"] > 0.95 and hits[0]["relation"] == "copy"
+    assert all(h["relation"] != "copy" for h in hits[1:])
     assert all(h["similarity_score"] >= 0.5 and h["event_code"] == base.event_a for h in hits)
 
 
@@ -102,45 +107,81 @@ def test_extract_features_matches_indexed_vector(srv, base, vectors) -> None:
     assert float(vec @ vectors[target]) > 0.999  # the same file through the same pipeline
 
 
-def test_event_duplicates_groups(srv, base) -> None:
+def _upload(srv, path, url, **data):  # type: ignore[no-untyped-def]
+    with open(path, "rb") as fh:
+        r = srv.client.post(url, files={"file": (path.name, fh, "image/jpeg")}, data=data)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_event_duplicates_are_exactly_the_planted_copies(srv, base) -> None:
     r = srv.client.get(f"/events/{base.event_a}/duplicates")
     assert r.status_code == 200
     body = r.json()
-    assert body["event_code"] == base.event_a and body["threshold"] == pytest.approx(0.8)
-    groups = {tuple(sorted(img["id"] for img in g["images"])) for g in body["groups"]}
-    assert groups == {tuple(sorted(p)) for p in base.dup_pairs}
-    assert all(g["score"] >= 0.8 and set(g["images"][0]) == {"id", "code", "filename"} for g in body["groups"])
-    # A lax threshold merges more; a strict one finds none. Event B has no copies.
-    assert len(srv.client.get(f"/events/{base.event_a}/duplicates", params={"threshold": 0.99}).json()["groups"]) == 0
+    assert body["event_code"] == base.event_a and body["index_version"] == 1
+    assert body["images_unverifiable"] == 0 and body["images_checked"] == base.total - 10  # event B holds 10
+    # Every group is one planted copy pair, its original first; no other group (different photos, the
+    # same-scene shots) ever appears.
+    assert sorted([img["id"] for img in g["images"]] for g in body["groups"]) == sorted(map(list, base.dup_pairs))
+    assert all(0 < g["score"] <= 1 and set(g["images"][0]) == {"id", "code", "filename"} for g in body["groups"])
     assert srv.client.get(f"/events/{base.event_b}/duplicates").json()["groups"] == []
 
 
-def test_duplicate_check_upload(srv, base) -> None:
-    with open(base.rotated_upload, "rb") as fh:  # a phone's sideways copy of an image of event A
-        r = srv.client.post(f"/events/{base.event_a}/duplicates/check", files={"file": fh})
+def test_similar_shots_are_exactly_the_planted_scene(srv, base) -> None:
+    r = srv.client.get(f"/events/{base.event_a}/similar-shots")
+    assert r.status_code == 200
     body = r.json()
-    assert r.status_code == 200 and body["duplicate"] is True
-    assert body["matches"][0]["id"] == base.ids[2]
-    with open(base.rotated_upload, "rb") as fh:  # not in event B
-        body = srv.client.post(f"/events/{base.event_b}/duplicates/check", files={"file": fh}).json()
-    assert body == {"duplicate": False, "matches": [], "threshold": 0.8, "event_code": base.event_b}
-    with open(base.unrelated_upload, "rb") as fh:
-        body = srv.client.post(f"/events/{base.event_a}/duplicates/check", files={"file": fh}).json()
+    assert body["event_code"] == base.event_a and body["images_unverifiable"] == 0
+    # The sample photos are all different scenes and a copy is never a "shot" of its original: the one group
+    # is the planted pair of shots (the probe's scene is another one).
+    groups = [sorted(img["id"] for img in g["images"]) for g in body["groups"]]
+    assert groups == [sorted(base.scene_pair)], body["groups"]
+    shot, shot_copy = base.dup_pairs[2]  # the first shot and its copy: one member, the copy collapsed into it
+    assert {img["id"]: img["copies"] for img in body["groups"][0]["images"]} == {
+        shot: [shot_copy], base.scene_pair[1]: []}
+
+
+def test_duplicate_check_copy(srv, base) -> None:
+    url = f"/events/{base.event_a}/duplicates/check"
+    body = _upload(srv, base.rotated_upload, url)  # a phone's sideways copy of an image of event A
+    assert body["duplicate"] is True and body["index_version"] == 1
+    top = body["matches"][0]
+    assert top["id"] == base.ids[2] and top["relation"] == "copy" and top["verdict"]["reason"]
+    assert all(m["relation"] != "copy" for m in body["matches"][1:])
+    body = _upload(srv, base.files[base.ids[5]], url)  # the same file again
+    assert body["duplicate"] is True and body["matches"][0]["id"] == base.ids[5]
+    assert body["matches"][0]["relation"] == "copy"
+    # Not in event B: nothing there is a copy of it.
+    body = _upload(srv, base.rotated_upload, f"/events/{base.event_b}/duplicates/check")
+    assert body["duplicate"] is False and all(m["relation"] != "copy" for m in body["matches"])
+    assert all(m["event_code"] == base.event_b for m in body["matches"])
+
+
+def test_duplicate_check_same_scene_is_not_a_duplicate(srv, base) -> None:
+    body = _upload(srv, base.scene_upload, f"/events/{base.event_a}/duplicates/check")
     assert body["duplicate"] is False
-    with open(base.unrelated_upload, "rb") as fh:  # a threshold of 0 matches anything
-        body = srv.client.post(f"/events/{base.event_a}/duplicates/check", files={"file": fh},
-                               data={"threshold": "0"}).json()
-    assert body["duplicate"] is True and body["threshold"] == 0
+    relation = {m["id"]: m["relation"] for m in body["matches"]}
+    assert relation.get(base.scene_probe) == "same_scene", body["matches"][:3]
+    assert "copy" not in relation.values()
 
 
-def test_stats_and_versions(srv) -> None:
+def test_duplicate_check_unrelated_photo(srv, base) -> None:
+    body = _upload(srv, base.unrelated_upload, f"/events/{base.event_a}/duplicates/check", top_k="5")
+    assert body["duplicate"] is False and 0 < len(body["matches"]) <= 5
+    assert {m["relation"] for m in body["matches"]} == {"related"}, body["matches"]
+    assert all(m["similarity_score"] >= 0.3 for m in body["matches"])  # the candidate floor
+    body = _upload(srv, base.unrelated_upload, f"/events/{base.event_a}/duplicates/check", min_score="0.999")
+    assert body == {"duplicate": False, "matches": [], "event_code": base.event_a, "index_version": 1}
+
+
+def test_stats_and_versions(srv, base) -> None:
     s = srv.client.get("/stats").json()
-    assert s["total_vectors_faiss"] == 26 and s["total_images_db"] >= 26 and s["index_size_mb"] > 0
-    assert s["index_version"] == 1 and s["index_type"] == "flat" and s["embedded"] == 26 and s["failed"] == 0
+    assert s["total_vectors_faiss"] == base.total and s["total_images_db"] >= base.total and s["index_size_mb"] > 0
+    assert s["index_version"] == 1 and s["index_type"] == "flat" and s["embedded"] == base.total and s["failed"] == 0
     assert s["database"] == "up" and s["swap"]["failures"] == 0
     v = srv.client.get("/versions").json()
     assert v["current"] == 1 and v["served"] == 1
-    assert v["versions"][0]["count"] == 26 and v["versions"][0]["status"] == "published"
+    assert v["versions"][0]["count"] == base.total and v["versions"][0]["status"] == "published"
 
 
 def test_metrics(srv) -> None:
@@ -155,7 +196,8 @@ def test_openapi_docs(srv) -> None:
     paths = srv.client.get("/openapi.json").json()["paths"]
     assert {"/", "/add_image", "/search", "/extract_features", "/stats", "/search/image",
             "/images/{id_or_code}", "/images/{id_or_code}/similar", "/events/{event_code}/duplicates",
-            "/events/{event_code}/duplicates/check", "/versions", "/metrics"} <= set(paths)
+            "/events/{event_code}/duplicates/check", "/events/{event_code}/similar-shots", "/versions",
+            "/metrics"} <= set(paths)
     assert srv.client.get("/docs").status_code == 200
 
 
@@ -175,5 +217,5 @@ def test_add_image_registers_row(main, base) -> None:
     r = srv.client.post("/add_image", json={**body, "vector": [0.1] * 1280}, headers={"X-API-Key": API_KEY})
     assert r.status_code == 200 and r.json()["vector_ignored"] is True
     # The served index is never written.
-    assert srv.client.get("/").json()["total_vectors"] == 26
+    assert srv.client.get("/").json()["total_vectors"] == base.total
     scn.execute("DELETE FROM images WHERE filename = 'cat.jpg'")

@@ -224,23 +224,33 @@ export class ImageSimilarityClient {
   }
 
   /**
-   * GET /events/{eventCode}/duplicates: groups of near-identical photos within an event.
-   * @param {object} [options] `{threshold}` (server default when omitted)
+   * GET /events/{eventCode}/duplicates: groups of copies of one photograph within an event
+   * (every member verified as a copy of `images[0]`; never a chain).
    */
   async eventDuplicates(eventCode, options = {}) {
     const code = pathSegment('eventCode', eventCode);
-    return this.request('GET', `events/${code}/duplicates`, { ...options, query: { threshold: options.threshold } });
+    return this.request('GET', `events/${code}/duplicates`, options);
+  }
+
+  /**
+   * GET /events/{eventCode}/similar-shots: groups of different shots of the same scene (copies collapsed),
+   * for "keep the best shot".
+   */
+  async similarShots(eventCode, options = {}) {
+    const code = pathSegment('eventCode', eventCode);
+    return this.request('GET', `events/${code}/similar-shots`, options);
   }
 
   /**
    * POST /events/{eventCode}/duplicates/check: is this upload already in the event?
-   * @param {object} [options] `{threshold, topK, filename}` (threshold: server default when omitted)
+   * `duplicate` is true only for a copy; each match says `relation`: copy, same_scene or related.
+   * @param {object} [options] `{topK, minScore, filename}`
    * @returns {Promise<{duplicate: boolean, matches: object[]}>}
    */
   async checkDuplicate(eventCode, file, options = {}) {
     const code = pathSegment('eventCode', eventCode);
     return this.#upload(`events/${code}/duplicates/check`, file,
-      { threshold: options.threshold, top_k: options.topK }, options);
+      { top_k: options.topK, min_score: options.minScore }, options);
   }
 
   /** GET /versions: the served index version and the kept ones. */

@@ -158,43 +158,45 @@ describe('against a live search server', { timeout: 240_000 }, () => {
     assert.ok(close.some((h) => h.id === copy));
   });
 
-  test('eventDuplicates finds the re-saved copy; a stricter threshold is echoed and respected', async () => {
+  test('eventDuplicates: the re-saved copy is a group with its original, verified; another event has none', async () => {
     const [original, copy] = live.files.duplicatePair;
     const found = await client.eventDuplicates(live.eventCode);
     assert.equal(found.event_code, live.eventCode);
-    assert.equal(typeof found.threshold, 'number');
     const group = found.groups.find((g) => g.images.some((i) => i.id === original));
     assert.ok(group, `a group with image ${original}: ${JSON.stringify(found.groups)}`);
-    assert.ok(group.images.some((i) => i.id === copy));
-    assert.ok(group.score >= found.threshold);
+    assert.deepEqual(group.images.map((i) => i.id).sort((a, b) => a - b), [original, copy].sort((a, b) => a - b));
+    assert.ok(group.score > 0 && group.score <= 1);
     for (const i of group.images) assert.match(i.code, UUID);
-
-    const strict = await client.eventDuplicates(live.eventCode, { threshold: 0.9999 });
-    assert.equal(strict.threshold, 0.9999);
-    assert.ok(strict.groups.every((g) => g.score >= 0.9999));
 
     const other = await client.eventDuplicates(live.otherEventCode);
     assert.ok(!other.groups.some((g) => g.images.some((i) => i.id === original)));
+    const shots = await client.similarShots(live.eventCode);
+    assert.equal(shots.event_code, live.eventCode);
+    assert.ok(shots.groups.every((g) => !(g.images.some((i) => i.id === original) && g.images.some((i) => i.id === copy))),
+      'a copy is never another shot of its own original');
   });
 
-  test('checkDuplicate: a second upload of a photo is caught; a new photo and another event are not', async () => {
+  test('checkDuplicate: a second upload of a photo is a copy; a new photo and another event are not', async () => {
     const { probe, probeOf, fresh } = live.files;
     const again = await client.checkDuplicate(live.eventCode, probe);
     assert.equal(again.duplicate, true);
     assertHits(again.matches);
     assert.equal(again.matches[0].id, probeOf);
+    assert.equal(again.matches[0].relation, 'copy');
+    assert.equal(typeof again.matches[0].verdict.reason, 'string');
 
     const newPhoto = await client.checkDuplicate(live.eventCode, fresh[0]);
     assert.equal(newPhoto.duplicate, false, JSON.stringify(newPhoto.matches));
-    assert.deepEqual(newPhoto.matches, []);
+    assert.ok(newPhoto.matches.every((m) => m.relation !== 'copy'));
 
     const otherEvent = await client.checkDuplicate(live.otherEventCode, probe);
     assert.equal(otherEvent.duplicate, false);
 
-    const lenient = await client.checkDuplicate(live.eventCode, fresh[0], { threshold: 0, topK: 3 });
-    assert.equal(lenient.duplicate, true);
-    assert.equal(lenient.matches.length, 3);
-    assert.ok(lenient.matches.every((m) => m.event_code === live.eventCode));
+    const few = await client.checkDuplicate(live.eventCode, fresh[0], { topK: 3, minScore: 0 });
+    assert.equal(few.matches.length, 3);
+    assert.ok(few.matches.every((m) => m.event_code === live.eventCode));
+    const none = await client.checkDuplicate(live.eventCode, fresh[0], { minScore: 0.9999 });
+    assert.deepEqual(none.matches, []);
   });
 
   test("the README's first search works as written", async () => {
@@ -234,7 +236,8 @@ describe('against a live search server', { timeout: 240_000 }, () => {
     await clientError(client.similarTo(live.images[0].id, { eventCode: 'nope' }), 422);
 
     await clientError(client.eventDuplicates('nope'), 422);
-    await clientError(client.eventDuplicates(live.eventCode, { threshold: 2 }), 422);
+    await clientError(client.similarShots('nope'), 422);
+    await clientError(client.checkDuplicate(live.eventCode, live.files.probe, { minScore: 2 }), 422);
 
     const notImage = await clientError(client.checkDuplicate(live.eventCode, live.files.notImage));
     assert.match(notImage.message, /image/i);

@@ -299,13 +299,13 @@ describe('requests', () => {
       const client = new ImageSearchClient({ baseUrl: srv.url });
       await client.similarTo('a/b c', { topK: 4, eventCode: 'ev', minScore: 0.5 });
       await client.similarTo(12);
-      await client.eventDuplicates('ev 1', { threshold: 0.93 });
-      await client.eventDuplicates('ev');
+      await client.eventDuplicates('ev 1');
+      await client.similarShots('ev');
       assert.deepEqual(srv.seen.map((r) => r.url), [
         '/images/a%2Fb%20c/similar?top_k=4&event_code=ev&min_score=0.5',
         '/images/12/similar',
-        '/events/ev%201/duplicates?threshold=0.93',
-        '/events/ev/duplicates',
+        '/events/ev%201/duplicates',
+        '/events/ev/similar-shots',
       ]);
       assert.equal(srv.seen[0].headers['x-api-key'], undefined);
     } finally {
@@ -320,7 +320,7 @@ describe('requests', () => {
       const path = join(dir, 'party.jpeg');
       await writeFile(path, JPEG);
       const client = new ImageSearchClient({ baseUrl: srv.url });
-      await client.checkDuplicate('ev', path, { threshold: 0.9 });
+      await client.checkDuplicate('ev', path, { minScore: 0.9 });
       await client.searchByImage(pathToFileURL(path), { topK: 2, eventCode: 'ev', minScore: 0.1 });
       await client.extractFeatures(Buffer.from(JPEG));
       await client.extractFeatures(JPEG, { filename: 'named.jpg' });
@@ -333,7 +333,7 @@ describe('requests', () => {
         ['named.jpg', 'image/jpeg'], ['upload', 'image/jpeg'], ['upload', 'image/jpeg'], ['file.png', 'image/png'],
       ]);
       for (const p of parts) assert.deepEqual(new Uint8Array(p.file.data), JPEG);
-      assert.equal(parts[0].threshold.data.toString(), '0.9');
+      assert.equal(parts[0].min_score.data.toString(), '0.9');
       assert.deepEqual(Object.fromEntries(['top_k', 'event_code', 'min_score'].map((k) => [k, parts[1][k].data.toString()])),
         { top_k: '2', event_code: 'ev', min_score: '0.1' });
       assert.deepEqual(Object.keys(parts[2]), ['file']);

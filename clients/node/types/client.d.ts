@@ -17,6 +17,10 @@ export type AddImageResult = Schemas['AddImageResponse'];
 export type ImageStatus = Schemas['ImageStatusResponse'];
 export type EventDuplicates = Schemas['DuplicatesResponse'];
 export type DuplicateCheck = Schemas['DuplicateCheckResponse'];
+/** GET /events/{event_code}/similar-shots: same-scene groups, copies collapsed into one member. */
+export type SimilarShots = Schemas['SimilarShotsResponse'];
+/** How a match relates to the upload: only `copy` is a duplicate. */
+export type Relation = 'copy' | 'same_scene' | 'related';
 export type Versions = Schemas['VersionsResponse'];
 export type VersionInfo = Schemas['VersionInfo'];
 export type ErrorBody = Schemas['ErrorResponse'];
@@ -183,13 +187,15 @@ export declare class ImageSimilarityClient {
   imageStatus(idOrCode: number | string, options?: CallOptions): Promise<ImageStatus>;
   /** Poll imageStatus until `indexed`; WaitTimeoutError after `timeout`, code EFAILED for a failed image. */
   waitUntilIndexed(idOrCode: number | string, options?: WaitOptions): Promise<ImageStatus>;
-  /** GET /events/{eventCode}/duplicates. */
-  eventDuplicates(eventCode: string, options?: CallOptions & { threshold?: number }): Promise<EventDuplicates>;
-  /** POST /events/{eventCode}/duplicates/check. */
+  /** GET /events/{eventCode}/duplicates: copies only, each verified against the group's first image. */
+  eventDuplicates(eventCode: string, options?: CallOptions): Promise<EventDuplicates>;
+  /** GET /events/{eventCode}/similar-shots: other shots of the same scene (copies collapsed). */
+  similarShots(eventCode: string, options?: CallOptions): Promise<SimilarShots>;
+  /** POST /events/{eventCode}/duplicates/check: `duplicate` only for a copy; each match has `relation`. */
   checkDuplicate(
     eventCode: string,
     file: Upload,
-    options?: UploadOptions & { threshold?: number; topK?: number },
+    options?: UploadOptions & { topK?: number; minScore?: number },
   ): Promise<DuplicateCheck>;
   /** GET /versions. */
   versions(options?: CallOptions): Promise<Versions>;

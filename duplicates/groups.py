@@ -1,0 +1,122 @@
+"""Event groups: copies (stars around a reference, never chains) and same-scene shots.
+
+Candidate pairs come from the global vectors (each image's nearest neighbours
+above a low cosine floor), so an event of n photos costs n * NEIGHBOURS
+verifications, not n². Only verified relations make a group.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from duplicates.fingerprint import Fingerprint
+from duplicates.relation import Relation, Verdict
+from duplicates.verify import relate
+
+NEIGHBOURS = 10  # candidates per image verified
+CANDIDATE_COSINE = 0.30  # below this two photos are not even candidates
+_BLOCK = 1024
+
+
+@dataclass(frozen=True)
+class Group:
+    members: list[int]  # image ids; members[0] is the reference ("first image")
+    score: float  # weakest verdict score between the reference and a member
+
+
+def candidate_pairs(vectors: np.ndarray, k: int = NEIGHBOURS,
+                    floor: float = CANDIDATE_COSINE) -> dict[tuple[int, int], float]:
+    """{(i, j) row pairs with i < j: cosine} for each row's top-k neighbours above `floor`."""
+    vecs = np.ascontiguousarray(vectors, dtype=np.float32)
+    n = len(vecs)
+    pairs: dict[tuple[int, int], float] = {}
+    if n < 2:
+        return pairs
+    k = min(k, n - 1)
+    for start in range(0, n, _BLOCK):
+        sims = vecs[start:start + _BLOCK] @ vecs.T
+        for r in range(len(sims)):
+            sims[r, start + r] = -2.0
+        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        for r, cols in enumerate(top):
+            i = start + r
+            for j in cols.tolist():
+                s = float(sims[r, j])
+                if s >= floor:
+                    pairs[(min(i, j), max(i, j))] = s
+    return pairs
+
+
+def verified_pairs(ids: Sequence[int], vectors: np.ndarray,
+                   fingerprints: Mapping[int, Fingerprint]) -> dict[tuple[int, int], Verdict]:
+    """{(row i, row j): verdict} for candidate pairs whose both fingerprints are known."""
+    out: dict[tuple[int, int], Verdict] = {}
+    for (i, j), cos in candidate_pairs(vectors).items():
+        fi, fj = fingerprints.get(int(ids[i])), fingerprints.get(int(ids[j]))
+        if fi is None or fj is None:
+            continue
+        out[(i, j)] = relate(fi, fj, cos)
+    return out
+
+
+def _stars(ids: Sequence[int], edges: dict[tuple[int, int], Verdict],
+           vetoes: set[tuple[int, int]] | frozenset[tuple[int, int]] = frozenset()) -> list[Group]:
+    """Greedy stars: the image with most links is a reference; its unassigned neighbours join it.
+
+    Every member is linked to members[0] directly, so a chain a~b~c never makes
+    a, c one group through b; and a member whose pair with one already in the
+    group was verified as something else (a veto) does not join either.
+    """
+    nbrs: dict[int, dict[int, float]] = {}
+    for (i, j), v in edges.items():
+        nbrs.setdefault(i, {})[j] = v.score
+        nbrs.setdefault(j, {})[i] = v.score
+    order = sorted(nbrs, key=lambda i: (-len(nbrs[i]), int(ids[i])))
+    taken: set[int] = set()
+    groups = []
+    for ref in order:
+        if ref in taken:
+            continue
+        members: list[int] = []
+        for j in sorted(nbrs[ref], key=lambda j: (-nbrs[ref][j], int(ids[j]))):
+            if j not in taken and not any((min(j, m), max(j, m)) in vetoes for m in members):
+                members.append(j)
+        if not members:
+            continue
+        taken.add(ref)
+        taken.update(members)
+        groups.append(Group([int(ids[ref]), *sorted(int(ids[j]) for j in members)],
+                            min(nbrs[ref][j] for j in members)))
+    groups.sort(key=lambda g: (-len(g.members), g.members[0]))
+    return groups
+
+
+def copy_groups(ids: Sequence[int], vectors: np.ndarray, fingerprints: Mapping[int, Fingerprint],
+                verdicts: dict[tuple[int, int], Verdict] | None = None) -> list[Group]:
+    """Copies only: every member verified as a COPY of members[0]; never a chain."""
+    verdicts = verified_pairs(ids, vectors, fingerprints) if verdicts is None else verdicts
+    copies = {p: v for p, v in verdicts.items() if v.relation is Relation.COPY}
+    return _stars(ids, copies, {p for p, v in verdicts.items() if v.relation is not Relation.COPY})
+
+
+def scene_groups(ids: Sequence[int], vectors: np.ndarray, fingerprints: Mapping[int, Fingerprint],
+                 verdicts: dict[tuple[int, int], Verdict] | None = None) -> list[Group]:
+    """Same-scene shots; copies collapsed into one member (the copy group's reference)."""
+    verdicts = verified_pairs(ids, vectors, fingerprints) if verdicts is None else verdicts
+    copies = copy_groups(ids, vectors, fingerprints, verdicts)
+    row = {int(x): r for r, x in enumerate(ids)}
+    rep = {row[m]: row[g.members[0]] for g in copies for m in g.members}
+    edges: dict[tuple[int, int], Verdict] = {}
+    for (i, j), v in verdicts.items():
+        if v.relation is not Relation.SAME_SCENE:
+            continue
+        a, b = rep.get(i, i), rep.get(j, j)
+        if a != b:
+            key = (min(a, b), max(a, b))
+            if key not in edges or v.score > edges[key].score:
+                edges[key] = v
+    vetoes = {p for p, v in verdicts.items() if v.relation is Relation.RELATED}
+    return _stars(ids, edges, vetoes)

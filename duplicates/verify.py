@@ -1,0 +1,476 @@
+"""Decide the relation of two photos from their fingerprints (and the global cosine).
+
+Stages, cheapest first; each either decides or hands over:
+1. sha256 equal: the same file, a COPY at no cost.
+2. Geometry: ORB matches between the two images (the query also as its mirror
+   image) and a RANSAC similarity fit (rotation incl. 90° turns, uniform scale,
+   translation: what every edit of one photograph does to its pixels: resize,
+   crop, letterbox, an inset in a screenshot, a turn).
+3. Aligned pixels: the candidate's thumbnail is warped onto the query's with
+   that fit, both are blurred a little (JPEG q5 blocks, a 3-px blur) and
+   tone-matched (colour filters, grayscale), and the overlap is compared cell by
+   cell. A copy agrees everywhere except under an overlay (a text bar, a logo);
+   another exposure of the scene disagrees where people moved and where
+   parallax shifted the background, and its keypoints do not fit one
+   similarity as tightly.
+4. Whole-frame fallback when keypoints are too few (tiny thumbnails, JPEG q5,
+   heavy blur): the thumbnails compared directly under the 8 turns/flips when
+   the aspect ratios agree.
+Geometric support without pixel agreement means SAME_SCENE; without
+geometric support two photos are only RELATED, whatever their cosine: a global
+embedding scores two different goldfinches as high as two shots of one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from duplicates import opencv
+from duplicates.fingerprint import Fingerprint, Keypoints
+from duplicates.relation import Relation, Verdict
+
+# --- thresholds (tuned by bench/duplicates.py on a split; docs/duplicates.md) ---
+MIN_MATCHES = 8  # ratio-test survivors needed to try a fit
+MIN_INLIERS = 10  # inliers of the similarity fit that make it "the same scene geometry"
+BLUR = 1.2  # Gaussian sigma (thumbnail px) both sides get before comparing
+RANSAC_PX = 4.0  # inlier distance in feature-image pixels (480 px long side)
+CELL = 4  # pixel agreement cell, thumbnail pixels
+CELL_TOL = 12.0  # a cell whose mean abs difference (of 255) is under this always agrees
+NOISE_FACTOR = 3.0  # ... and so does one under this many times the pair's median cell difference
+TONE_BINS = 16
+COHERENCE_K = 6
+CELL_NCC = 0.97  # structure similarity under which a differing cell disagrees
+FLAT_STD = 2.0  # a window this flat (std, of 255) has no structure to compare
+DRIFT_CLIP = 30.0  # a slow tone drift (of 255) is estimated from pixels differing less than this
+DRIFT_SIGMA = 8.0
+EDGE_BAND = 0.2  # disagreement within this share of the overlap's edges may be an overlay
+COPY_AGREE = 0.60  # share of overlap cells that must agree for a copy (overlays cover the rest)
+ECC_ITERS = 30
+FEW_KEYPOINTS = 80  # below this many keypoints an image gets the whole-frame fallback
+ECC_RESCUE = 0.15  # refine the alignment only when this share of interior cells or fewer disagree
+MAX_NOISE = 6.0  # a copy's typical cell difference stays under this (of 255)
+COPY_INTERIOR_BAD = 0.01  # at most this share of interior cells may disagree for a copy
+MIN_OVERLAP = 0.25  # overlap share of the smaller image needed to judge pixels
+# Same scene needs more than a chance fit: on the shared photos, unrelated pairs reach 10-14 inliers
+# (a repeated texture, a stretched flat background); real other shots that fit at all have >= 15.
+SCENE_INLIERS = 15
+SCENE_NOISE = 16.0  # ... and their aligned pixels resemble (median cell difference; unrelated pairs: 25-80)
+# A copy needs textured evidence: cells where both sides have structure and agree. Two flat or
+# gradient-only regions (a stretched background, two generated pictures) agree about nothing.
+TEXTURE_STD = 6.0  # window std (of 255) above which a cell has structure
+COPY_TEXTURED = 0.04  # share of the overlap's cells that must be textured and agree for a copy
+COPY_STRUCTURE = 0.80  # ... and their median window correlation (copies: 0.99; two different pictures whose
+# flat regions happen to agree in tone: ~0.0)
+# Overlays (a caption bar, a logo, a letterbox) are solid or saturated on one side: a disagreeing
+# region touching the overlap's edge whose cells mostly look like that is an overlay, not a moved person.
+OVERLAY_DARK, OVERLAY_LIGHT = 24.0, 231.0  # cell means at or beyond these are saturated
+OVERLAY_SHARE = 0.5
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What the stages measured for one pair (also what the benchmark tunes on)."""
+
+    matches: int = 0
+    inliers: int = 0
+    residual: float = 99.0  # median inlier residual, feature pixels
+    mirrored: bool = False
+    overlap: float = 0.0  # overlap area / smaller image area
+    agree: float = 0.0  # share of overlap cells whose aligned pixels agree
+    interior_bad: float = 1.0  # share of interior overlap cells that disagree
+    noise: float = 99.0  # median cell difference
+    whole_frame: bool = False  # pixels from the whole-frame fallback, not the keypoint fit
+    aniso: float = 1.0  # of the pixel-refined affine
+    coherence: float = 0.0  # parallax: local agreement of the fit's residuals (see _coherence)
+    textured: float = 0.0  # share of overlap cells textured on both sides that agree
+    structure: float = 0.0  # median window correlation over cells textured on both sides
+
+
+def _match(q: Keypoints, c: Keypoints) -> tuple[np.ndarray, np.ndarray]:
+    """Ratio-test matches (Lowe 0.8) as point arrays (query points, candidate points)."""
+    import cv2
+
+    if len(q) < 2 or len(c) < 2:
+        return np.zeros((0, 2), np.float32), np.zeros((0, 2), np.float32)
+    pairs = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(q.desc, c.desc, k=2)
+    good = [m for m, n in (p for p in pairs if len(p) == 2) if m.distance < 0.8 * n.distance]
+    qi = np.array([m.queryIdx for m in good], int)
+    ci = np.array([m.trainIdx for m in good], int)
+    return q.xy[qi].reshape(-1, 2), c.xy[ci].reshape(-1, 2)
+
+
+def _fit(qpts: np.ndarray, cpts: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+    """Similarity candidate->query by RANSAC; (2x3 matrix or None, inlier mask)."""
+    import cv2
+
+    if len(qpts) < MIN_MATCHES:
+        return None, np.zeros(len(qpts), bool)
+    m, mask = cv2.estimateAffinePartial2D(cpts, qpts, method=cv2.RANSAC, ransacReprojThreshold=RANSAC_PX,
+                                          maxIters=2000, confidence=0.995, refineIters=10)
+    if m is None or mask is None:
+        return None, np.zeros(len(qpts), bool)
+    return m, mask.ravel().astype(bool)
+
+
+def _scale(sx: float, sy: float) -> np.ndarray:
+    return np.array([[sx, 0, 0], [0, sy, 0], [0, 0, 1]], np.float64)
+
+
+def _centred_scale(sx: float, sy: float) -> np.ndarray:
+    """Resize between pixel grids whose pixel centres sit at +0.5 (what cv2.resize does)."""
+    return np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5], [0, 0, 1]], np.float64)
+
+
+def _thumb_affine(m: np.ndarray, query: Fingerprint, cand: Fingerprint) -> np.ndarray:
+    """The feature-space fit expressed between the two thumbnails."""
+    qth, qtw = query.thumb.shape
+    cth, ctw = cand.thumb.shape
+    to_q = _centred_scale(qtw / query.feature_size[0], qth / query.feature_size[1])
+    from_c = _centred_scale(cand.feature_size[0] / ctw, cand.feature_size[1] / cth)
+    full = to_q @ np.vstack([m, [0, 0, 1]]) @ from_c
+    return full[:2]
+
+
+def _prepare(img: np.ndarray, sigma: float = 1.2) -> np.ndarray:
+    import cv2
+
+    return cv2.GaussianBlur(img.astype(np.float32), (0, 0), sigma)
+
+
+def _tone_curve(c: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A robust tone curve c -> q from aligned pixel pairs: the median q in each c quantile bin.
+
+    Pairs (not histograms) so an overlay covering part of one image does not
+    bend the curve; medians so it covers any tone change a filter makes.
+    """
+    edges = np.unique(np.percentile(c, np.linspace(0, 100, TONE_BINS + 1)))
+    if len(edges) < 2:
+        return np.array([float(c.mean())]), np.array([float(np.median(q))])
+    idx = np.clip(np.searchsorted(edges, c, side="right") - 1, 0, len(edges) - 2)
+    xs, ys = [], []
+    for b in range(len(edges) - 1):
+        sel = idx == b
+        if sel.any():
+            xs.append(float(np.median(c[sel])))
+            ys.append(float(np.median(q[sel])))
+    # Beyond the outer bins' medians the curve goes on with its overall slope (clamping would turn
+    # every highlight and shadow into a difference).
+    # Monotone: a filter keeps dark things darker; a bin mostly under an overlay (a dark text bar over
+    # a light sky) must not fold the curve.
+    ys = np.maximum.accumulate(np.asarray(ys)).tolist()
+    k = (ys[-1] - ys[0]) / (xs[-1] - xs[0]) if len(xs) > 1 and xs[-1] > xs[0] else 1.0
+    xs = [xs[0] - 256.0, *xs, xs[-1] + 256.0]
+    ys = [ys[0] - 256.0 * k, *ys, ys[-1] + 256.0 * k]
+    return np.asarray(xs), np.asarray(ys)
+
+
+def _saturated(v: np.ndarray) -> np.ndarray:
+    return (v <= OVERLAY_DARK) | (v >= OVERLAY_LIGHT)
+
+
+def _tone_pairs(c: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The aligned pixel pairs a tone curve may learn from: not those under an overlay.
+
+    A black caption bar over the bottom of a gradient owns every tone of that band: learnt, it
+    would map those tones to black everywhere else in the photo. Pairs where one side only is
+    saturated (black/white) and the two differ a lot are overlay candidates, left out while at
+    least a quarter of the pairs remain.
+    """
+    keep = ~((_saturated(c) ^ _saturated(q)) & (np.abs(c - q) > 40))
+    if keep.sum() >= max(16, len(c) // 4):
+        return c[keep], q[keep]
+    return c, q
+
+
+def _cell_means(values: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-cell mean of `values` over `mask`, and which cells are mostly covered."""
+    h, w = values.shape
+    hh, ww = h - h % CELL, w - w % CELL
+    shape = (hh // CELL, CELL, ww // CELL, CELL)
+    sums = (values * mask)[:hh, :ww].reshape(shape).sum(axis=(1, 3))
+    cover = mask[:hh, :ww].reshape(shape).sum(axis=(1, 3))
+    used = cover >= CELL * CELL * 0.75
+    return np.where(used, sums / np.maximum(cover, 1), 0.0), used
+
+
+@dataclass(frozen=True)
+class Agreement:
+    agree: float  # share of covered cells that agree
+    interior_bad: float  # share of covered cells away from the overlap's edges that disagree
+    noise: float  # median cell difference (how different the two renderings are overall)
+    aniso: float = 1.0  # singular value ratio of the refined affine (a copy's is a similarity: 1)
+    textured: float = 0.0  # share of covered cells textured on both sides that agree
+    structure: float = 0.0  # median window correlation over the cells textured on both sides
+
+
+def _cell_ncc(q: np.ndarray, c: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Normalised cross-correlation of q and c over a (2 CELL)-wide window centred on each cell,
+    and the two windows' standard deviations.
+
+    Flat in both (std under FLAT_STD): 1 (nothing to disagree about); flat in one only: 0.
+    """
+    import cv2
+
+    k = (2 * CELL, 2 * CELL)
+    mq, mc = cv2.blur(q, k), cv2.blur(c, k)
+    vq = np.maximum(cv2.blur(q * q, k) - mq * mq, 0)
+    vc = np.maximum(cv2.blur(c * c, k) - mc * mc, 0)
+    cov = cv2.blur(q * c, k) - mq * mc
+    ncc = cov / np.sqrt(vq * vc + 1e-6)
+    flat_q, flat_c = vq < FLAT_STD**2, vc < FLAT_STD**2
+    ncc = np.where(flat_q & flat_c, 1.0, np.where(flat_q | flat_c, 0.0, ncc))
+    h, w = q.shape
+
+    def at_cells(a: np.ndarray) -> np.ndarray:
+        return a[CELL // 2:h - h % CELL:CELL, CELL // 2:w - w % CELL:CELL][: h // CELL, : w // CELL]
+
+    return at_cells(ncc), at_cells(np.sqrt(vq)), at_cells(np.sqrt(vc))
+
+
+def _agreement(q: np.ndarray, c: np.ndarray, mask: np.ndarray) -> Agreement:
+    """The better of mapping c's tones onto q and q's onto c.
+
+    The tone curve is fit from the side without an overlay: a dark text bar on
+    the side being mapped would claim a whole band of tones.
+    """
+    one = _agreement_one_way(q, c, mask)
+    if one.interior_bad == 0.0 and one.noise <= MAX_NOISE:
+        return one
+    two = _agreement_one_way(c, q, mask)
+    # A curve bent by an overlay leaves most pixels off (typical difference above MAX_NOISE): never pick it.
+    return min(one, two, key=lambda g: (g.noise > MAX_NOISE, g.interior_bad, -g.agree, g.noise))
+
+
+def _agreement_one_way(q: np.ndarray, c: np.ndarray, mask: np.ndarray) -> Agreement:
+    """Compare aligned, blurred images cell by cell after a robust tone match.
+
+    A cell disagrees when its mean difference exceeds both CELL_TOL and
+    NOISE_FACTOR x the pair's typical (median) difference, so a JPEG q5 copy
+    whose every cell is a little off still agrees while a moved arm does not.
+    Disagreeing cells near the edges of the overlap are where overlays live
+    (text bars, captions, logos, watermarks): they count only in `agree`.
+    """
+    if mask.sum() < 4 * CELL * CELL:
+        return Agreement(0.0, 1.0, 99.0)
+    xs, ys = _tone_curve(*_tone_pairs(c[mask], q[mask]))
+    import cv2
+
+    signed = (q - np.interp(c, xs, ys)).astype(np.float32) * mask
+    # Colour filters move the luma of some hues more than others: remove the slow part of the
+    # difference (clipped, so a moved person or an overlay does not explain itself away).
+    m = mask.astype(np.float32)
+    calm = m * (np.abs(signed) <= DRIFT_CLIP)  # an overlay's or a moved person's pixels do not vote
+    slow = cv2.GaussianBlur(signed * calm, (0, 0), DRIFT_SIGMA)
+    slow /= np.maximum(cv2.GaussianBlur(calm, (0, 0), DRIFT_SIGMA), 1e-3)
+    diff = np.abs(signed - slow * m)
+    means, used = _cell_means(diff, mask.astype(np.float32))
+    if used.sum() < 4:
+        return Agreement(0.0, 1.0, 99.0)
+    noise = float(np.median(means[used]))
+    # A cell disagrees when it differs in level AND in structure: a colour filter shifts the level
+    # of some hues (structure kept); a moved arm, parallax or an overlay changes the structure.
+    ncc, std_q, std_c = _cell_ncc(q, np.interp(c, xs, ys).astype(np.float32), m)
+    bad = used & (means > max(CELL_TOL, NOISE_FACTOR * noise)) & (ncc < CELL_NCC)
+    both = used & (std_q >= TEXTURE_STD) & (std_c >= TEXTURE_STD)
+    textured = float((both & ~bad).sum() / used.sum())
+    structure = float(np.median(ncc[both])) if both.any() else 0.0
+    rows, cols = np.nonzero(used)
+    r0, r1, c0, c1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+    _, raw_q, raw_c = _cell_ncc(q, c, m)  # the overlay test looks at the unmapped sides
+    overlay = _overlay_cells(bad, q, c, mask, raw_q, raw_c, (r0, r1, c0, c1))
+    band_r = max(1, round((r1 - r0) * EDGE_BAND))
+    band_c = max(1, round((c1 - c0) * EDGE_BAND))
+    interior = np.zeros_like(used)
+    interior[r0 + band_r:r1 - band_r, c0 + band_c:c1 - band_c] = True
+    interior &= used
+    n_int = max(int(interior.sum()), 1)
+    # A lone disagreeing cell is noise (a JPEG block, a letter's halo); a moved arm or parallax spans
+    # neighbouring cells. Interior disagreement counts cells with a disagreeing 8-neighbour.
+    clustered = bad & (cv2.filter2D(bad.astype(np.float32), -1, np.ones((3, 3), np.float32),
+                                    borderType=cv2.BORDER_CONSTANT) >= 2)
+    return Agreement(float(1 - bad.sum() / used.sum()), float((clustered & interior & ~overlay).sum() / n_int),
+                     noise, textured=textured, structure=structure)
+
+
+def _overlay_cells(bad: np.ndarray, q: np.ndarray, c: np.ndarray, mask: np.ndarray, std_q: np.ndarray,
+                   std_c: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """Disagreeing cells that belong to an overlay: a connected disagreeing region touching the
+    overlap's edge whose cells are mostly saturated (black/white) or flat on one side only.
+
+    A caption bar reaches into the interior past EDGE_BAND (and blurring widens it); a person who
+    moved is textured on both sides and is rarely a solid black or white slab.
+    """
+    import cv2
+
+    out = np.zeros_like(bad)
+    if not bad.any():
+        return out
+    m = mask.astype(np.float32)
+    mq, _ = _cell_means(q, m)
+    mc, _ = _cell_means(c, m)
+    saturated = _saturated(mq) ^ _saturated(mc)
+    flat_one = (std_q < FLAT_STD) ^ (std_c < FLAT_STD)
+    looks = saturated | flat_one
+    n, labels = cv2.connectedComponents(bad.astype(np.uint8), connectivity=8)
+    r0, r1, c0, c1 = box
+    for k in range(1, n):
+        comp = labels == k
+        rows, cols = np.nonzero(comp)
+        touches = rows.min() == r0 or rows.max() == r1 - 1 or cols.min() == c0 or cols.max() == c1 - 1
+        if touches and looks[comp].mean() >= OVERLAY_SHARE:
+            out |= comp
+    return out
+
+
+def _warp_compare(query: Fingerprint, cand: Fingerprint, a: np.ndarray, mirrored: bool
+                  ) -> tuple[Agreement, float]:
+    """Agreement and overlap of the candidate's thumbnail warped onto the query's by thumbnail affine `a`."""
+    import cv2
+
+    q = np.ascontiguousarray(query.thumb[:, ::-1]) if mirrored else query.thumb
+    # Compare at the coarser of the two renderings: blur the sharper side by the warp's scale.
+    s = float(np.sqrt(abs(np.linalg.det(a[:, :2]))))
+    qp, cp = _prepare(q, BLUR * max(s, 1.0)), _prepare(cand.thumb, BLUR / min(s, 1.0))
+    inv = cv2.invertAffineTransform(a.astype(np.float32))  # query pixel -> candidate pixel
+    smaller = min(q.size, cand.thumb.size * abs(np.linalg.det(a[:, :2])))
+    first, overlap = _compare_at(qp, cp, inv)
+    if overlap / max(smaller, 1.0) < MIN_OVERLAP:
+        return Agreement(0.0, 1.0, 99.0), overlap / max(smaller, 1.0)
+    if first.interior_bad == 0.0 or first.interior_bad > ECC_RESCUE:
+        # Clean already, or too different for a sub-pixel shift to matter: skip the costly refinement.
+        return first, overlap / max(smaller, 1.0)
+    try:  # sub-pixel refinement: keypoint fits are off by a fraction of a thumbnail pixel
+        criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, ECC_ITERS, 1e-4)
+        _, refined = cv2.findTransformECC(qp, cp, inv.copy(), cv2.MOTION_AFFINE, criteria, None, 1)
+    except cv2.error:
+        return first, overlap / max(smaller, 1.0)
+    # ECC pulls towards an overlay's strong edges at times: keep whichever alignment agrees better.
+    second, _ = _compare_at(qp, cp, refined)
+    sv = np.linalg.svd(refined[:, :2], compute_uv=False)
+    second = Agreement(second.agree, second.interior_bad, second.noise, float(sv[0] / max(sv[1], 1e-9)),
+                       second.textured, second.structure)
+    best = min(first, second, key=lambda g: (g.interior_bad, -g.agree, g.noise))
+    return best, overlap / max(smaller, 1.0)
+
+
+def _compare_at(qp: np.ndarray, cp: np.ndarray, inv: np.ndarray) -> tuple[Agreement, float]:
+    """Agreement of the candidate warped by `inv` (query pixel -> candidate pixel) and the overlap in pixels."""
+    import cv2
+
+    h, w = qp.shape
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    warped = cv2.warpAffine(cp, inv, (w, h), flags=flags, borderValue=0)
+    ones = np.ones(cp.shape, np.uint8)
+    mask = cv2.warpAffine(ones, inv, (w, h), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP, borderValue=0)
+    mask = cv2.erode(mask, np.ones((3, 3), np.uint8)).astype(bool)
+    return _agreement(qp, warped, mask), float(mask.sum())
+
+
+def _dihedral(k: int, flip: bool, w: int, h: int) -> np.ndarray:
+    """Affine (2x3) taking pixel coords of a (w x h) image to those of np.rot90(img, k) (then mirrored)."""
+    m = np.eye(3)
+    cw, ch = w, h
+    for _ in range(k % 4):  # np.rot90: counter-clockwise; (x, y) -> (y, cw - 1 - x)
+        m = np.array([[0, 1, 0], [-1, 0, cw - 1], [0, 0, 1]], float) @ m
+        cw, ch = ch, cw
+    if flip:
+        m = np.array([[-1, 0, cw - 1], [0, 1, 0], [0, 0, 1]], float) @ m
+    return m[:2]
+
+
+def _whole_frame(query: Fingerprint, cand: Fingerprint) -> Agreement | None:
+    """Best whole-frame agreement under the 8 turns/flips when the aspect ratios agree (too few keypoints)."""
+    h, w = query.thumb.shape
+    ch, cw = cand.thumb.shape
+    best: Agreement | None = None
+    for k in range(4):
+        rw, rh = (cw, ch) if k % 2 == 0 else (ch, cw)
+        if abs(np.log((rw / rh) / (w / h))) > 0.04:
+            continue
+        for flip in (False, True):
+            d = np.vstack([_dihedral(k, flip, cw, ch), [0, 0, 1]])
+            a = (_scale(w / rw, h / rh) @ d)[:2]
+            agr, _ = _warp_compare(query, cand, a, False)
+            if best is None or (agr.agree - agr.interior_bad) > (best.agree - best.interior_bad):
+                best = agr
+    return best
+
+
+def _coherence(qpts: np.ndarray, cpts: np.ndarray, m: np.ndarray, upscale: float) -> float:
+    """How much the fit's residuals agree between neighbouring matches (feature px of the query's native size).
+
+    A copy's residuals are keypoint noise: independent from one match to the
+    next, so their local average is near zero. Another shot taken from a
+    moved camera has parallax: near things shift against far things, and the
+    residuals of neighbouring matches point the same way.
+    """
+    if len(qpts) < COHERENCE_K + 2:
+        return 0.0
+    res = qpts - (cpts @ m[:, :2].T + m[:, 2])
+    near = np.linalg.norm(res, axis=1) < 3 * RANSAC_PX
+    qpts, res = qpts[near], res[near] / upscale
+    if len(qpts) < COHERENCE_K + 2:
+        return 0.0
+    d = np.linalg.norm(qpts[:, None, :] - qpts[None, :, :], axis=2)
+    nbrs = np.argsort(d, axis=1)[:, 1:COHERENCE_K + 1]
+    local = res[nbrs].mean(axis=1)
+    return float(np.median(np.linalg.norm(local, axis=1)))
+
+
+def measure(query: Fingerprint, cand: Fingerprint) -> Evidence:
+    """Run the geometric and pixel stages; the evidence decide() turns into a relation."""
+    best: tuple[int, np.ndarray | None, bool, int, float, float] = (0, None, False, 0, 99.0, 0.0)
+    upscale = max(1.0, max(query.feature_size) / max(query.width, query.height))
+    for mirrored, qk in ((False, query.keypoints), (True, query.mirrored)):
+        qpts, cpts = _match(qk, cand.keypoints)
+        m, inl = _fit(qpts, cpts)
+        n_in = int(inl.sum())
+        if m is not None and n_in > best[0]:
+            proj = cpts[inl] @ m[:, :2].T + m[:, 2]
+            resid = float(np.median(np.linalg.norm(proj - qpts[inl], axis=1)))
+            best = (n_in, m, mirrored, len(qpts), resid, _coherence(qpts, cpts, m, upscale))
+    n_in, m, mirrored, n_match, resid, coh = best
+    if m is not None and n_in >= MIN_INLIERS:
+        agr, overlap = _warp_compare(query, cand, _thumb_affine(m, query, cand), mirrored)
+        return Evidence(n_match, n_in, resid, mirrored, overlap, agr.agree, agr.interior_bad, agr.noise,
+                        aniso=agr.aniso, coherence=coh, textured=agr.textured,
+                        structure=agr.structure)
+    starved = min(len(query.keypoints), len(cand.keypoints)) < FEW_KEYPOINTS
+    whole = _whole_frame(query, cand) if starved else None
+    if whole is None:
+        return Evidence(n_match, n_in, resid, mirrored)
+    return Evidence(n_match, n_in, resid, mirrored, 1.0, whole.agree, whole.interior_bad, whole.noise, True,
+                    textured=whole.textured, structure=whole.structure)
+
+
+def is_copy(ev: Evidence) -> bool:
+    """Aligned pixels agree everywhere but possibly under an overlay near the edges."""
+    return (ev.agree >= COPY_AGREE and ev.interior_bad <= COPY_INTERIOR_BAD and ev.noise <= MAX_NOISE
+            and ev.textured >= COPY_TEXTURED and ev.structure >= COPY_STRUCTURE)
+
+
+def is_same_scene(ev: Evidence) -> bool:
+    """One scene geometry beyond chance (enough inliers) and aligned pixels that resemble."""
+    return ev.inliers >= SCENE_INLIERS and ev.noise <= SCENE_NOISE
+
+
+def decide(ev: Evidence, cosine: float) -> Verdict:
+    """The relation the evidence supports (one place for every threshold)."""
+    how = "whole frame" if ev.whole_frame else f"inliers {ev.inliers}" + (", mirrored" if ev.mirrored else "")
+    detail = (f"{how}, agree {ev.agree:.2f}, interior disagree {ev.interior_bad:.3f}, "
+              f"textured {ev.textured:.2f}, structure {ev.structure:.2f}")
+    if is_copy(ev):
+        return Verdict(Relation.COPY, ev.agree, detail)
+    if is_same_scene(ev):
+        return Verdict(Relation.SAME_SCENE, min(1.0, ev.inliers / 100), detail + ": another shot")
+    return Verdict(Relation.RELATED, float(min(1.0, max(0.0, cosine))), f"cosine {cosine:.2f}")
+
+
+def relate(query: Fingerprint, candidate: Fingerprint, cosine: float) -> Verdict:
+    """Decide the relation of two photos; cosine = global embedding similarity."""
+    if query.sha256 == candidate.sha256:
+        return Verdict(Relation.COPY, 1.0, "sha256 equal")
+    opencv.cv2()  # one OpenCV thread in this process (duplicates/opencv.py says why)
+    return decide(measure(query, candidate), cosine)

@@ -1,0 +1,81 @@
+"""Event groups: exactly the planted copies, stars around a reference (never chains), scenes with copies collapsed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from duplicates.edits import EDITS, encode
+from duplicates.fingerprint import fingerprint
+from duplicates.groups import Group, candidate_pairs, copy_groups, scene_groups, verified_pairs
+from duplicates.relation import Relation, Verdict
+from embeddings.loading import load_image
+
+
+def _verdict(relation: Relation, score: float = 0.9) -> Verdict:
+    return Verdict(relation, score, "test")
+
+
+def test_copy_groups_never_chain() -> None:
+    """a~b and b~c verified, a~c not: no group holds a and c; every member is linked to members[0]."""
+    ids = [10, 11, 12, 13]
+    vectors = np.eye(4, dtype=np.float32)
+    verdicts = {(0, 1): _verdict(Relation.COPY), (1, 2): _verdict(Relation.COPY),
+                (2, 3): _verdict(Relation.COPY), (0, 2): _verdict(Relation.SAME_SCENE)}
+    groups = copy_groups(ids, vectors, {}, verdicts)
+    linked = {(ids[i], ids[j]) for (i, j), v in verdicts.items() if v.relation is Relation.COPY}
+    linked |= {(b, a) for a, b in linked}
+    for g in groups:
+        assert all((g.members[0], m) in linked for m in g.members[1:]), g
+        assert not {10, 12} <= set(g.members) and not {11, 13} <= set(g.members)
+    assert sorted(m for g in groups for m in g.members) == sorted(set(m for g in groups for m in g.members))
+
+
+def test_reference_is_the_most_connected_member() -> None:
+    ids = [1, 2, 3, 4]
+    verdicts = {(0, 3): _verdict(Relation.COPY), (1, 3): _verdict(Relation.COPY), (2, 3): _verdict(Relation.COPY)}
+    assert copy_groups(ids, np.eye(4, dtype=np.float32), {}, verdicts) == [Group([4, 1, 2, 3], 0.9)]
+
+
+def test_candidate_pairs_are_top_k_above_the_floor() -> None:
+    v = np.array([[1, 0], [0.99, 0.141], [0, 1], [-1, 0]], np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    pairs = candidate_pairs(v, k=1, floor=0.5)
+    assert set(pairs) == {(0, 1)} and pairs[(0, 1)] == pytest.approx(0.99, abs=0.01)
+
+
+@pytest.fixture(scope="module")
+def event(synthetic_photos: list[Image.Image], synthetic_scene_pairs):
+    """4 photos, 2 planted copies of photo 0 and 1 of photo 2, 2 same-scene pairs (one with a copy of its shot)."""
+    images = list(synthetic_photos)
+    images += [EDITS["jpeg_q5"](synthetic_photos[0]), EDITS["crop_40_offcentre"](synthetic_photos[0]),
+               EDITS["text_bar"](synthetic_photos[2])]
+    (s0, s1), (t0, t1) = synthetic_scene_pairs[:2]
+    images += [s0, s1, t0, t1, EDITS["resize_50"](s1)]
+    raws = [encode(im) for im in images]
+    fps = {100 + i: fingerprint(load_image(r), r) for i, r in enumerate(raws)}
+    # Vectors: every image a neighbour of every other (the worst case for chaining); verification decides.
+    rng = np.random.default_rng(0)
+    vectors = np.ones((len(raws), 16), np.float32) + rng.normal(0, 0.05, (len(raws), 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ids = list(fps)
+    return ids, vectors, fps
+
+
+def test_event_copy_groups_are_exactly_the_planted_copies(event) -> None:
+    ids, vectors, fps = event
+    verdicts = verified_pairs(ids, vectors, fps)
+    groups = copy_groups(ids, vectors, fps, verdicts)
+    assert sorted(sorted(g.members) for g in groups) == [[100, 104, 105], [102, 106], [108, 111]]
+    for g in groups:
+        assert g.members[0] in (100, 102, 108, 111)
+
+
+def test_scene_groups_hold_the_scene_pairs_with_copies_collapsed(event) -> None:
+    ids, vectors, fps = event
+    groups = [sorted(g.members) for g in scene_groups(ids, vectors, fps)]
+    pair_one = next(g for g in groups if 107 in g)
+    assert len({108, 111} & set(pair_one)) == 1, pair_one  # shot 1 and its copy count once
+    assert [109, 110] in groups
+    assert all(len(g) == 2 for g in groups) and len(groups) == 2

@@ -1,0 +1,69 @@
+"""Duplicate fingerprints from the pipeline to the server: stored beside the vectors, found per index version
+(also after compaction), and images embedded before fingerprints existed are unverifiable, never copies."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pyarrow.parquet as pq
+
+
+def test_pipeline_stores_a_fingerprint_beside_each_vector(base) -> None:
+    from psycopg.conninfo import make_conninfo
+
+    from duplicates.fingerprint import FINGERPRINT_VERSION, Fingerprint
+    from embeddings.dataset import COLUMNS, list_parts
+    from tests.serving.conftest import settings_for
+
+    settings = settings_for(make_conninfo(base.admin, dbname=base.dbname), base.data_dir, base.image_root)
+    parts = list_parts(settings, base.model_version)
+    table = pq.read_table(parts[0])
+    assert table.column_names == [*COLUMNS, "fingerprint", "fingerprint_version"]  # the contract's, then ours
+    assert set(table["fingerprint_version"].to_pylist()) == {FINGERPRINT_VERSION}
+    for image_id, blob in zip(table["image_id"].to_pylist(), table["fingerprint"].to_pylist(), strict=True):
+        fp = Fingerprint.from_bytes(blob)
+        assert fp.sha256 == hashlib.sha256(base.files[image_id].read_bytes()).digest()  # the file's own bytes
+
+
+def test_version_fingerprints_survive_compaction(scenario, base) -> None:
+    from embeddings.dataset import compact, list_parts
+    from indexing.fingerprints import VersionFingerprints
+
+    scn = scenario("fp-compact")
+    (part,) = list_parts(scn.settings, base.model_version)
+    table = pq.read_table(part)  # two parts, as two batches would write: something to compact
+    pq.write_table(table.slice(0, 10), part)
+    pq.write_table(table.slice(10), part.with_name("part-second-00001.parquet"))
+    version = scn.publish()
+    fps = VersionFingerprints(scn.settings, base.model_version, version).get(base.ids)
+    assert set(fps) == set(base.ids) and all(fp is not None for fp in fps.values())
+    before = {i: fp.to_bytes() for i, fp in fps.items()}
+    old_parts = list_parts(scn.settings, base.model_version)
+    compact(scn.settings, base.model_version, scn.conninfo)  # the part the version names is gone now
+    assert not any(p.exists() for p in old_parts)
+    fresh = VersionFingerprints(scn.settings, base.model_version, version)
+    again = fresh.get(base.ids)
+    assert {i: fp.to_bytes() for i, fp in again.items() if fp is not None} == before
+    assert fresh.get([999_999]) == {}  # not in this version
+
+
+def test_images_embedded_before_fingerprints_are_never_copies(scenario, live_server, base) -> None:
+    from embeddings.dataset import list_parts
+
+    scn = scenario("fp-none")
+    for part in list_parts(scn.settings, base.model_version):  # as a dataset written before this feature
+        table = pq.read_table(part)
+        pq.write_table(table.drop_columns(["fingerprint", "fingerprint_version"]), part)
+    scn.publish()
+    srv = live_server(scn.settings)
+    srv.wait_ready()
+    body = srv.client.get(f"/events/{base.event_a}/duplicates").json()
+    assert body["groups"] == [] and body["images_unverifiable"] == body["images_checked"] > 0
+    assert srv.client.get(f"/events/{base.event_a}/similar-shots").json()["groups"] == []
+    original = base.files[base.ids[0]]
+    with open(original, "rb") as fh:  # even the very same file: no evidence, so no "copy"
+        r = srv.client.post(f"/events/{base.event_a}/duplicates/check", files={"file": fh})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["duplicate"] is False and body["matches"][0]["id"] == base.ids[0]
+    assert body["matches"][0]["relation"] == "related" and "fingerprint" in body["matches"][0]["verdict"]["reason"]
