@@ -67,3 +67,24 @@ def test_images_embedded_before_fingerprints_are_never_copies(scenario, live_ser
     body = r.json()
     assert body["duplicate"] is False and body["matches"][0]["id"] == base.ids[0]
     assert body["matches"][0]["relation"] == "related" and "fingerprint" in body["matches"][0]["verdict"]["reason"]
+
+
+def test_version_fingerprints_of_a_merge_include_its_new_rows(scenario, base) -> None:
+    """A merged version keeps new rows in meta-delta.parquet: their fingerprints are found too."""
+    from embeddings.runner import embed_batch
+    from indexing.fingerprints import VersionFingerprints
+    from indexing.store import META_DELTA_FILE
+    from tests.serving.conftest import MODEL
+
+    scn = scenario("fp-merge")
+    late = base.ids[-4:]
+    scn.execute("DELETE FROM image_embeddings WHERE image_id = ANY(%s)", (late,))
+    first = scn.publish()  # without the late images
+    assert not set(late) & set(VersionFingerprints(scn.settings, base.model_version, first).get(late))
+    result = embed_batch(scn.conninfo, late, model_name=MODEL, run_id="late",
+                         settings=scn.settings)
+    assert result["embedded"] == len(late), result
+    merged = scn.publish(mode="merge")
+    assert (scn.store().version_dir(merged) / META_DELTA_FILE).exists()  # the merge path, not a rebuild
+    fps = VersionFingerprints(scn.settings, base.model_version, merged).get(base.ids)
+    assert set(fps) == set(base.ids) and all(fp is not None for fp in fps.values())
