@@ -43,7 +43,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** groups of near-identical images within an event */
+        /** groups of copies of one photograph within an event (verified, never chained) */
         get: operations["event_duplicates_events__event_code__duplicates_get"];
         put?: never;
         post?: never;
@@ -62,8 +62,25 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** is this uploaded photo already in the event? (rotations included) */
+        /** is this uploaded photo already in the event? each match says copy, same_scene or related */
         post: operations["check_duplicate_events__event_code__duplicates_check_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/events/{event_code}/similar-shots": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** groups of different shots of the same scene within an event (keep the best shot) */
+        get: operations["similar_shots_events__event_code__similar_shots_get"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -164,7 +181,7 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** images most similar to an uploaded photo (its 90/180/270-degree rotations included) */
+        /** images most similar to an uploaded photo: verified copies first, then same-scene shots, then by similarity (rotations included) */
         post: operations["search_image_search_image_post"];
         delete?: never;
         options?: never;
@@ -310,8 +327,11 @@ export interface components {
              * @description an image file (JPEG, PNG, WebP, GIF, TIFF, BMP...), not empty
              */
             file: string;
-            /** Threshold */
-            threshold?: number;
+            /**
+             * Min Score
+             * @description cosine below which a candidate is not listed; default 0.3
+             */
+            min_score?: number;
             /**
              * Top K
              * @default 10
@@ -348,29 +368,76 @@ export interface components {
              */
             top_k: number;
         };
+        /**
+         * DeletedFilterState
+         * @description The server's set of deleted images of the served version (serving/deleted.py).
+         */
+        DeletedFilterState: {
+            /**
+             * Age Seconds
+             * @description since the listener last confirmed the set complete
+             */
+            age_seconds: number | null;
+            /**
+             * Catch Ups
+             * @description anti-joins run (per version, (re)connect, TRUNCATE, periodic)
+             */
+            catch_ups: number;
+            /**
+             * Database Fallbacks
+             * @description filter calls that asked the database (set stale or not built)
+             */
+            database_fallbacks: number;
+            /**
+             * Deleted Known
+             * @description ids of that version no longer in `images`
+             */
+            deleted_known: number | null;
+            /**
+             * Fresh
+             * @description searches filter from the set alone (no query per search)
+             */
+            fresh: boolean;
+            /**
+             * Listening
+             * @description the NOTIFY listener is connected
+             */
+            listening: boolean;
+            /** Notifications */
+            notifications: number;
+            /**
+             * Version
+             * @description the version the set was built for
+             */
+            version: number | null;
+        };
         /** DuplicateCheckResponse */
         DuplicateCheckResponse: {
-            /** Duplicate */
+            /**
+             * Duplicate
+             * @description true only when a match is a copy
+             */
             duplicate: boolean;
             /** Event Code */
             event_code: string;
-            /** Matches */
-            matches: components["schemas"]["SearchHit"][];
-            /** Threshold */
-            threshold: number;
+            /** Index Version */
+            index_version: number;
+            /**
+             * Matches
+             * @description copies first, then same-scene shots, then related
+             */
+            matches: components["schemas"]["VerifiedHit"][];
         };
         /** DuplicateGroup */
         DuplicateGroup: {
-            /** Images */
+            /**
+             * Images
+             * @description images[0] is the reference; every other image was verified as a copy of it (never a chain of similar pairs)
+             */
             images: components["schemas"]["DuplicateImage"][];
             /**
-             * Min Score
-             * @description weakest link that joined the group
-             */
-            min_score: number;
-            /**
              * Score
-             * @description highest similarity between two images of the group
+             * @description the weakest verdict score between the reference and a member (0..1)
              */
             score: number;
         };
@@ -389,12 +456,18 @@ export interface components {
             event_code: string;
             /** Groups */
             groups: components["schemas"]["DuplicateGroup"][];
-            /** Images Checked */
+            /**
+             * Images Checked
+             * @description images of the event in the served index version
+             */
             images_checked: number;
+            /**
+             * Images Unverifiable
+             * @description of those, images without a duplicate fingerprint (embedded before fingerprints existed): never in a group
+             */
+            images_unverifiable: number;
             /** Index Version */
             index_version: number;
-            /** Threshold */
-            threshold: number;
         };
         /** ErrorResponse */
         ErrorResponse: {
@@ -554,6 +627,46 @@ export interface components {
              */
             vector: number[];
         };
+        /** ShotGroup */
+        ShotGroup: {
+            /**
+             * Images
+             * @description images[0] is the reference; each other image is another shot of its scene
+             */
+            images: components["schemas"]["ShotImage"][];
+            /**
+             * Score
+             * @description the weakest verdict score between the reference and a member (0..1)
+             */
+            score: number;
+        };
+        /** ShotImage */
+        ShotImage: {
+            /** Code */
+            code: string | null;
+            /**
+             * Copies
+             * @description ids of this shot's copies, collapsed into it
+             */
+            copies?: number[];
+            /** Filename */
+            filename: string | null;
+            /** Id */
+            id: number;
+        };
+        /** SimilarShotsResponse */
+        SimilarShotsResponse: {
+            /** Event Code */
+            event_code: string;
+            /** Groups */
+            groups: components["schemas"]["ShotGroup"][];
+            /** Images Checked */
+            images_checked: number;
+            /** Images Unverifiable */
+            images_unverifiable: number;
+            /** Index Version */
+            index_version: number;
+        };
         /** StatsResponse */
         StatsResponse: {
             /**
@@ -573,6 +686,7 @@ export interface components {
              * @description why the served version is not CURRENT's (fallback in use)
              */
             degraded?: string | null;
+            deleted_filter?: components["schemas"]["DeletedFilterState"] | null;
             /** Embedded */
             embedded: number | null;
             /** Failed */
@@ -615,6 +729,42 @@ export interface components {
             last_swap_at: string | null;
             /** Swaps */
             swaps: number;
+        };
+        /** Verdict */
+        Verdict: {
+            /**
+             * Reason
+             * @description the evidence, e.g. 'sha256 equal' or 'inliers 143, agree 0.97'
+             */
+            reason: string;
+            /**
+             * Score
+             * @description 0..1: pixel agreement for a copy, geometric support for the same scene, the cosine for related (docs/duplicates.md)
+             */
+            score: number;
+        };
+        /**
+         * VerifiedHit
+         * @description A /search hit plus what verification decided about it.
+         */
+        VerifiedHit: {
+            /** Code */
+            code: string | null;
+            /** Event Code */
+            event_code: string | null;
+            /** Filename */
+            filename: string | null;
+            /** Id */
+            id: number;
+            /**
+             * Relation
+             * @description copy: the same photograph (the only duplicate); same_scene: another shot; related
+             * @enum {string}
+             */
+            relation: "copy" | "same_scene" | "related";
+            /** Similarity Score */
+            similarity_score: number;
+            verdict: components["schemas"]["Verdict"];
         };
         /** VersionInfo */
         VersionInfo: {
@@ -788,10 +938,7 @@ export interface operations {
     };
     event_duplicates_events__event_code__duplicates_get: {
         parameters: {
-            query?: {
-                /** @description cosine similarity; default DUPLICATE_THRESHOLD */
-                threshold?: number;
-            };
+            query?: never;
             header?: never;
             path: {
                 /** @description the event's code (UUID) */
@@ -804,8 +951,10 @@ export interface operations {
             /** @description Successful Response */
             200: {
                 headers: {
-                    /** @description `skipped` when the database was unavailable and deleted images were not filtered out */
+                    /** @description `skipped` when neither the server's set of deleted images (kept fresh by NOTIFY) nor the database could say which results were deleted */
                     "X-Deleted-Filter"?: string;
+                    /** @description with `skipped`: deletions older than this many seconds were still filtered out (from the server's last confirmed set) */
+                    "X-Deleted-Filter-Age"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -853,8 +1002,10 @@ export interface operations {
             /** @description Successful Response */
             200: {
                 headers: {
-                    /** @description `skipped` when the database was unavailable and deleted images were not filtered out */
+                    /** @description `skipped` when neither the server's set of deleted images (kept fresh by NOTIFY) nor the database could say which results were deleted */
                     "X-Deleted-Filter"?: string;
+                    /** @description with `skipped`: deletions older than this many seconds were still filtered out (from the server's last confirmed set) */
+                    "X-Deleted-Filter-Age"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -889,6 +1040,53 @@ export interface operations {
                 };
             };
             /** @description no index loaded, the model unavailable, or every upload slot busy (UPLOAD_CONCURRENCY), or the server is short of a resource (an OS error such as too many open files); Retry-After says when to retry */
+            503: {
+                headers: {
+                    /** @description seconds to wait before retrying */
+                    "Retry-After"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    similar_shots_events__event_code__similar_shots_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description the event's code (UUID) */
+                event_code: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    /** @description `skipped` when neither the server's set of deleted images (kept fresh by NOTIFY) nor the database could say which results were deleted */
+                    "X-Deleted-Filter"?: string;
+                    /** @description with `skipped`: deletions older than this many seconds were still filtered out (from the server's last confirmed set) */
+                    "X-Deleted-Filter-Age"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimilarShotsResponse"];
+                };
+            };
+            /** @description invalid input (the message says which field and why) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description no index version loaded yet (the message says why), or the server is short of a resource (an OS error such as too many open files); Retry-After says when to retry */
             503: {
                 headers: {
                     /** @description seconds to wait before retrying */
@@ -1035,8 +1233,10 @@ export interface operations {
             /** @description Successful Response */
             200: {
                 headers: {
-                    /** @description `skipped` when the database was unavailable and deleted images were not filtered out */
+                    /** @description `skipped` when neither the server's set of deleted images (kept fresh by NOTIFY) nor the database could say which results were deleted */
                     "X-Deleted-Filter"?: string;
+                    /** @description with `skipped`: deletions older than this many seconds were still filtered out (from the server's last confirmed set) */
+                    "X-Deleted-Filter-Age"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1121,8 +1321,10 @@ export interface operations {
             /** @description Successful Response */
             200: {
                 headers: {
-                    /** @description `skipped` when the database was unavailable and deleted images were not filtered out */
+                    /** @description `skipped` when neither the server's set of deleted images (kept fresh by NOTIFY) nor the database could say which results were deleted */
                     "X-Deleted-Filter"?: string;
+                    /** @description with `skipped`: deletions older than this many seconds were still filtered out (from the server's last confirmed set) */
+                    "X-Deleted-Filter-Age"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1176,12 +1378,14 @@ export interface operations {
             /** @description Successful Response */
             200: {
                 headers: {
-                    /** @description `skipped` when the database was unavailable and deleted images were not filtered out */
+                    /** @description `skipped` when neither the server's set of deleted images (kept fresh by NOTIFY) nor the database could say which results were deleted */
                     "X-Deleted-Filter"?: string;
+                    /** @description with `skipped`: deletions older than this many seconds were still filtered out (from the server's last confirmed set) */
+                    "X-Deleted-Filter-Age"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["SearchHit"][];
+                    "application/json": components["schemas"]["VerifiedHit"][];
                 };
             };
             /** @description upload over MAX_UPLOAD_MB, or an image too large to decode (pixel or memory budget) */
