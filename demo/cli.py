@@ -94,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: photo folder {args.folder} does not exist or is not a folder", file=sys.stderr)
         return 2
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    # Ctrl-C stops the demo even when it was started with SIGINT ignored (a background job of a
+    # non-interactive shell, e.g. CI): Python only raises KeyboardInterrupt where SIGINT was not ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     progress = Progress(STEPS)
     started = Started()
     try:
