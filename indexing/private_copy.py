@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
-from indexing.store import IndexCorrupt, Manifest
+from indexing.store import IndexCorrupt, Manifest, read_bytes
 
 _CHUNK = 16 << 20
 _PROC_FD = Path("/proc/self/fd")
@@ -29,12 +29,7 @@ def read_verified(path: Path, manifest: Manifest) -> bytes:
     Sidecar files of a version (listed in the manifest by the build) are read this way.
     """
     fname = path.name
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise IndexCorrupt(f"{path}: missing") from None
-    except OSError as exc:
-        raise IndexCorrupt(f"{path}: unreadable ({exc.strerror or exc})") from None
+    data = read_bytes(path)
     size = manifest.sizes.get(fname)
     if size is not None and len(data) != size:
         raise IndexCorrupt(f"{path}: is {len(data)} bytes, the manifest says {size} (truncated or overwritten)")

@@ -206,6 +206,16 @@ class CurrentPointer:
         return self.problem is not None
 
 
+def read_bytes(path: Path) -> bytes:
+    """A store file's bytes, or IndexCorrupt naming the file and why it cannot be read."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise IndexCorrupt(f"{path}: missing") from None
+    except OSError as exc:
+        raise IndexCorrupt(f"{path}: unreadable ({exc.strerror or exc})") from None
+
+
 class IndexStore:
     """The versions of one model's index under `root`: listing, CURRENT, manifests. Never loads vectors."""
 
@@ -268,13 +278,7 @@ class IndexStore:
         path = folder / MANIFEST_FILE
         if not folder.is_dir():
             raise IndexCorrupt(f"{version_name(version)} of {self.model_version} does not exist ({folder})")
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
-            raise IndexCorrupt(f"{path}: missing") from None
-        except OSError as exc:
-            raise IndexCorrupt(f"{path}: unreadable ({exc.strerror or exc})") from None
-        manifest = Manifest.from_json(raw, path)
+        manifest = Manifest.from_json(read_bytes(path), path)
         self._check_identity(version, manifest, path)
         return manifest
 
