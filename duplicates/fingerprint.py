@@ -22,7 +22,9 @@ from PIL import Image
 
 from duplicates import opencv
 
-FINGERPRINT_VERSION = "orb1"
+# orb2: keypoint positions at pixel-centre accuracy (ORB's coarse pyramid levels corrected) and stored
+# as 1/64-px fixed point (orb1's float16 rounded positions past 256 px to 0.25 px).
+FINGERPRINT_VERSION = "orb2"
 
 # Long side of the image the keypoints are detected on. 480 px keeps a 40% crop
 # (about 300 px) rich in corners while a detection stays a few milliseconds.
@@ -31,6 +33,8 @@ FEATURE_SIDE = 480
 # few FAST corners at its own size.
 MIN_FEATURE_SIDE = 320
 MAX_KEYPOINTS = 300
+ORB_SCALE = 1.3  # between ORB pyramid levels
+XY_UNIT = 64  # stored keypoint positions: uint16 in 1/64 px (feature images are at most 480 px)
 # Long side of the stored grayscale thumbnail used for the pixel agreement.
 THUMB_SIDE = 160
 
@@ -72,7 +76,7 @@ class Fingerprint:
                             fw, fh, tw, th, len(self.keypoints), len(self.mirrored), self.sha256)
         parts = [head, np.ascontiguousarray(self.thumb, np.uint8).tobytes()]
         for kp in (self.keypoints, self.mirrored):
-            parts.append(np.ascontiguousarray(kp.xy, np.float16).tobytes())
+            parts.append(np.round(np.clip(kp.xy, 0, 65535 / XY_UNIT) * XY_UNIT).astype("<u2").tobytes())
             parts.append(np.ascontiguousarray(kp.desc, np.uint8).tobytes())
         return b"".join(parts)
 
@@ -94,7 +98,7 @@ class Fingerprint:
         pos += tw * th
         sets = []
         for count in (n, m):
-            xy = np.frombuffer(data, np.float16, count * 2, pos).reshape(count, 2).astype(np.float32)
+            xy = np.frombuffer(data, "<u2", count * 2, pos).reshape(count, 2).astype(np.float32) / XY_UNIT
             pos += count * 4
             desc = np.frombuffer(data, np.uint8, count * 32, pos).reshape(count, 32)
             pos += count * 32
@@ -120,18 +124,27 @@ def _orb():  # type: ignore[no-untyped-def]
     if _ORB is None:
         import cv2
 
-        _ORB = cv2.ORB_create(nfeatures=MAX_KEYPOINTS, scaleFactor=1.3, nlevels=6,
+        _ORB = cv2.ORB_create(nfeatures=MAX_KEYPOINTS, scaleFactor=ORB_SCALE, nlevels=6,
                               edgeThreshold=19, patchSize=19, fastThreshold=8)
     return _ORB
 
 
 def detect(gray: np.ndarray) -> Keypoints:
-    """ORB keypoints of a grayscale image, strongest first, at most MAX_KEYPOINTS."""
+    """ORB keypoints of a grayscale image, strongest first, at most MAX_KEYPOINTS.
+
+    ORB reports a keypoint found at pixel p of pyramid level L (scale s = 1.3^L) at
+    p * s; that pixel's centre lies at (p + 0.5) * s - 0.5. The half-pixel-times-s
+    offset is the same for a copy in the same orientation, but a turned copy's offset
+    points another way, which bent the residuals of 90-degree turns like a slight
+    change of perspective: the verification now tests for exactly that.
+    """
     kps, desc = _orb().detectAndCompute(gray, None)
     if desc is None or not kps:
         return Keypoints(np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8))
     order = np.argsort([-k.response for k in kps])[:MAX_KEYPOINTS]
     xy = np.array([kps[i].pt for i in order], np.float32).reshape(-1, 2)
+    scale = np.array([ORB_SCALE ** kps[i].octave for i in order], np.float32)
+    xy += (0.5 * (scale - 1.0))[:, None]
     return Keypoints(xy, np.ascontiguousarray(desc[order]))
 
 

@@ -34,7 +34,7 @@ from duplicates.relation import Relation, Verdict
 # --- thresholds (tuned by bench/duplicates.py on a split; docs/duplicates.md) ---
 # Relations computed under other rules are stale: bump RULES_VERSION with any change below or in
 # the stages (the pipeline stores it beside the relations it precomputes).
-RULES_VERSION = "v1"
+RULES_VERSION = "v2"
 MIN_MATCHES = 8  # ratio-test survivors needed to try a fit
 MIN_INLIERS = 10  # inliers of the similarity fit that make it "the same scene geometry"
 BLUR = 1.2  # Gaussian sigma (thumbnail px) both sides get before comparing
@@ -56,6 +56,13 @@ ECC_RESCUE = 0.15  # refine the alignment only when this share of interior cells
 MAX_NOISE = 6.0  # a copy's typical cell difference stays under this (of 255)
 COPY_INTERIOR_BAD = 0.01  # at most this share of interior cells may disagree for a copy
 MIN_OVERLAP = 0.25  # overlap share of the smaller image needed to judge pixels
+# A copy is a similarity of the original's pixels; another shot from a panned or moved camera is a
+# perspective change (plus parallax). PROJECTIVE_F is the F statistic of a homography's improvement over
+# the similarity on the inliers: copies score ~1 (noise; 90-degree turns up to ~15), panned frames 20-100.
+PROJECTIVE_F = 18.0
+SHARPNESS_RATIO = 1.3  # gradient energies this far apart: blur the sharper side to match
+BLUR_STEPS = (0.6, 0.9, 1.2, 1.6, 2.0, 2.5, 3.0)  # thumbnail px
+POSITION_NOISE = 0.1  # px: below this inlier position noise a bend is too small to be perspective
 # Same scene needs more than a chance fit: on the shared photos, unrelated pairs reach 10-14 inliers
 # (a repeated texture, a stretched flat background); real other shots that fit at all have >= 15.
 SCENE_INLIERS = 15
@@ -89,6 +96,7 @@ class Evidence:
     coherence: float = 0.0  # parallax: local agreement of the fit's residuals (see _coherence)
     textured: float = 0.0  # share of overlap cells textured on both sides that agree
     structure: float = 0.0  # median window correlation over cells textured on both sides
+    projective: float = 0.0  # F statistic: how much better a homography fits the inliers than a similarity
 
 
 def _match(q: Keypoints, c: Keypoints) -> tuple[np.ndarray, np.ndarray]:
@@ -355,7 +363,48 @@ def _warp_compare(query: Fingerprint, cand: Fingerprint, a: np.ndarray, mirrored
     second = Agreement(second.agree, second.interior_bad, second.noise, float(sv[0] / max(sv[1], 1e-9)),
                        second.textured, second.structure)
     best = min(first, second, key=lambda g: (g.interior_bad, -g.agree, g.noise))
+    if best.interior_bad > 0.0:
+        inv_best = refined if best is second else inv
+        for matched in _sharpness_matched(qp, cp, inv_best):
+            third, _ = _compare_at(*matched, inv_best)
+            best = min(best, third, key=lambda g: (g.interior_bad, -g.agree, g.noise))
     return best, overlap / max(smaller, 1.0)
+
+
+def _sharpness(img: np.ndarray) -> float:
+    import cv2
+
+    gx = cv2.Sobel(img, cv2.CV_32F, 1, 0)
+    gy = cv2.Sobel(img, cv2.CV_32F, 0, 1)
+    return float(np.mean(gx * gx + gy * gy))
+
+
+def _sharpness_matched(qp: np.ndarray, cp: np.ndarray, inv: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The pair with the sharper side blurred to the other's sharpness (a blurred copy, a soft re-encode).
+
+    The warp scale says how coarse each rendering is, not how blurred the file
+    was: a 3-px blur leaves the original's edges sharper than the copy's, and the
+    difference shows on every contrasted edge. Blurring the sharper side until
+    the gradient energies match compares like with like; a moved person or
+    parallax still differs in structure.
+    """
+    import cv2
+
+    h, w = qp.shape
+    warped = cv2.warpAffine(cp, inv, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+    sq, sc = _sharpness(qp), _sharpness(warped)
+    if min(sq, sc) <= 0 or max(sq, sc) / min(sq, sc) < SHARPNESS_RATIO:
+        return []
+    sharper_is_query = sq > sc
+    target = min(sq, sc)
+    src = qp if sharper_is_query else cp
+    for sigma in BLUR_STEPS:
+        blurred = _prepare(src, sigma)
+        test = blurred if sharper_is_query else cv2.warpAffine(blurred, inv, (w, h),
+                                                               flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+        if _sharpness(test) <= target * SHARPNESS_RATIO:
+            return [(blurred, cp) if sharper_is_query else (qp, blurred)]
+    return []
 
 
 def _compare_at(qp: np.ndarray, cp: np.ndarray, inv: np.ndarray) -> tuple[Agreement, float]:
@@ -422,9 +471,40 @@ def _coherence(qpts: np.ndarray, cpts: np.ndarray, m: np.ndarray, upscale: float
     return float(np.median(np.linalg.norm(local, axis=1)))
 
 
+def _projective(qpts: np.ndarray, cpts: np.ndarray) -> float:
+    """F statistic of a homography (8 dof) over a similarity (4 dof), least squares on the inliers.
+
+    Under "the same photograph" the similarity is the true model and the
+    homography only fits noise: F ~ F(4, 2n - 8), about 1. A second exposure
+    from a camera that turned or moved bends straight lines by perspective; the
+    homography then explains much more of the residual than chance.
+    """
+    import cv2
+
+    n = len(qpts)
+    if n < 10:
+        return 0.0
+    src = cpts.astype(np.float64)
+    dst = qpts.astype(np.float64)
+    centre, spread = src.mean(axis=0), float(src.std()) or 1.0
+    norm = (src - centre) / spread
+    a = np.zeros((2 * n, 4))
+    a[0::2] = np.column_stack([norm[:, 0], -norm[:, 1], np.ones(n), np.zeros(n)])
+    a[1::2] = np.column_stack([norm[:, 1], norm[:, 0], np.zeros(n), np.ones(n)])
+    p, *_ = np.linalg.lstsq(a, dst.ravel(), rcond=None)
+    ss_sim = float(((a @ p - dst.ravel()) ** 2).sum())
+    h, _ = cv2.findHomography(norm, dst, 0)
+    if h is None:
+        return 0.0
+    proj = cv2.perspectiveTransform(norm.reshape(-1, 1, 2), h).reshape(-1, 2)
+    ss_hom = float(((proj - dst) ** 2).sum())
+    noise = max(ss_hom / (2 * n - 8), POSITION_NOISE**2)
+    return max(0.0, (ss_sim - ss_hom) / 4) / noise
+
+
 def measure(query: Fingerprint, cand: Fingerprint) -> Evidence:
     """Run the geometric and pixel stages; the evidence decide() turns into a relation."""
-    best: tuple[int, np.ndarray | None, bool, int, float, float] = (0, None, False, 0, 99.0, 0.0)
+    best: tuple[int, np.ndarray | None, bool, int, float, float, float] = (0, None, False, 0, 99.0, 0.0, 0.0)
     upscale = max(1.0, max(query.feature_size) / max(query.width, query.height))
     for mirrored, qk in ((False, query.keypoints), (True, query.mirrored)):
         qpts, cpts = _match(qk, cand.keypoints)
@@ -433,13 +513,14 @@ def measure(query: Fingerprint, cand: Fingerprint) -> Evidence:
         if m is not None and n_in > best[0]:
             proj = cpts[inl] @ m[:, :2].T + m[:, 2]
             resid = float(np.median(np.linalg.norm(proj - qpts[inl], axis=1)))
-            best = (n_in, m, mirrored, len(qpts), resid, _coherence(qpts, cpts, m, upscale))
-    n_in, m, mirrored, n_match, resid, coh = best
+            best = (n_in, m, mirrored, len(qpts), resid, _coherence(qpts, cpts, m, upscale),
+                    _projective(qpts[inl], cpts[inl]))
+    n_in, m, mirrored, n_match, resid, coh, proj = best
     if m is not None and n_in >= MIN_INLIERS:
         agr, overlap = _warp_compare(query, cand, _thumb_affine(m, query, cand), mirrored)
         return Evidence(n_match, n_in, resid, mirrored, overlap, agr.agree, agr.interior_bad, agr.noise,
                         aniso=agr.aniso, coherence=coh, textured=agr.textured,
-                        structure=agr.structure)
+                        structure=agr.structure, projective=proj)
     starved = min(len(query.keypoints), len(cand.keypoints)) < FEW_KEYPOINTS
     whole = _whole_frame(query, cand) if starved else None
     if whole is None:
@@ -449,8 +530,9 @@ def measure(query: Fingerprint, cand: Fingerprint) -> Evidence:
 
 
 def is_copy(ev: Evidence) -> bool:
-    """Aligned pixels agree everywhere but possibly under an overlay near the edges."""
-    return (ev.agree >= COPY_AGREE and ev.interior_bad <= COPY_INTERIOR_BAD and ev.noise <= MAX_NOISE
+    """One similarity maps the pixels, and aligned they agree everywhere but possibly under an overlay."""
+    return (ev.projective <= PROJECTIVE_F and ev.agree >= COPY_AGREE and ev.interior_bad <= COPY_INTERIOR_BAD
+            and ev.noise <= MAX_NOISE
             and ev.textured >= COPY_TEXTURED and ev.structure >= COPY_STRUCTURE)
 
 
@@ -462,8 +544,8 @@ def is_same_scene(ev: Evidence) -> bool:
 def decide(ev: Evidence, cosine: float) -> Verdict:
     """The relation the evidence supports (one place for every threshold)."""
     how = "whole frame" if ev.whole_frame else f"inliers {ev.inliers}" + (", mirrored" if ev.mirrored else "")
-    detail = (f"{how}, agree {ev.agree:.2f}, interior disagree {ev.interior_bad:.3f}, "
-              f"textured {ev.textured:.2f}, structure {ev.structure:.2f}")
+    detail = (f"{how}, perspective F {ev.projective:.1f}, agree {ev.agree:.2f}, "
+              f"interior disagree {ev.interior_bad:.3f}, textured {ev.textured:.2f}, structure {ev.structure:.2f}")
     if is_copy(ev):
         return Verdict(Relation.COPY, ev.agree, detail)
     if is_same_scene(ev):
