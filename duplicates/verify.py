@@ -77,6 +77,7 @@ COPY_STRUCTURE = 0.80  # ... and their median window correlation (copies: 0.99; 
 # region touching the overlap's edge whose cells mostly look like that is an overlay, not a moved person.
 OVERLAY_DARK, OVERLAY_LIGHT = 24.0, 231.0  # cell means at or beyond these are saturated
 OVERLAY_SHARE = 0.5
+CLIP_DARK, CLIP_LIGHT = 6.0, 249.0  # cell means (of 255) of a clipped region
 
 
 @dataclass(frozen=True)
@@ -177,8 +178,11 @@ def _tone_curve(c: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(xs), np.asarray(ys)
 
 
-def _saturated(v: np.ndarray) -> np.ndarray:
-    return (v <= OVERLAY_DARK) | (v >= OVERLAY_LIGHT)
+def _overlay_like(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Saturated on one side only, or black on one side and white on the other (a dark bar over a bright floor)."""
+    dark_a, dark_b = a <= OVERLAY_DARK, b <= OVERLAY_DARK
+    light_a, light_b = a >= OVERLAY_LIGHT, b >= OVERLAY_LIGHT
+    return ((dark_a | light_a) ^ (dark_b | light_b)) | (dark_a & light_b) | (light_a & dark_b)
 
 
 def _tone_pairs(c: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -189,7 +193,7 @@ def _tone_pairs(c: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     saturated (black/white) and the two differ a lot are overlay candidates, left out while at
     least a quarter of the pairs remain.
     """
-    keep = ~((_saturated(c) ^ _saturated(q)) & (np.abs(c - q) > 40))
+    keep = ~(_overlay_like(c, q) & (np.abs(c - q) > 40))
     if keep.sum() >= max(16, len(c) // 4):
         return c[keep], q[keep]
     return c, q
@@ -240,6 +244,16 @@ def _cell_ncc(q: np.ndarray, c: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, 
     return at_cells(ncc), at_cells(np.sqrt(vq)), at_cells(np.sqrt(vc))
 
 
+def _preference(g: Agreement) -> tuple[bool, float, float, float]:
+    """Order of the comparisons tried for one pair (tone directions, alignments, sharpness): best first.
+
+    A comparison whose typical cell difference is beyond MAX_NOISE was made with a
+    broken tone curve or alignment: nothing in it can "disagree", so its perfect
+    agreement means nothing and it never wins.
+    """
+    return (g.noise > MAX_NOISE, g.interior_bad, -g.agree, g.noise)
+
+
 def _agreement(q: np.ndarray, c: np.ndarray, mask: np.ndarray) -> Agreement:
     """The better of mapping c's tones onto q and q's onto c.
 
@@ -251,7 +265,7 @@ def _agreement(q: np.ndarray, c: np.ndarray, mask: np.ndarray) -> Agreement:
         return one
     two = _agreement_one_way(c, q, mask)
     # A curve bent by an overlay leaves most pixels off (typical difference above MAX_NOISE): never pick it.
-    return min(one, two, key=lambda g: (g.noise > MAX_NOISE, g.interior_bad, -g.agree, g.noise))
+    return min(one, two, key=_preference)
 
 
 def _agreement_one_way(q: np.ndarray, c: np.ndarray, mask: np.ndarray) -> Agreement:
@@ -283,7 +297,7 @@ def _agreement_one_way(q: np.ndarray, c: np.ndarray, mask: np.ndarray) -> Agreem
     # A cell disagrees when it differs in level AND in structure: a colour filter shifts the level
     # of some hues (structure kept); a moved arm, parallax or an overlay changes the structure.
     ncc, std_q, std_c = _cell_ncc(q, np.interp(c, xs, ys).astype(np.float32), m)
-    bad = used & (means > max(CELL_TOL, NOISE_FACTOR * noise)) & (ncc < CELL_NCC)
+    bad = used & (means > max(CELL_TOL, NOISE_FACTOR * noise)) & (ncc < CELL_NCC) & ~_clipped(q, c, m)
     both = used & (std_q >= TEXTURE_STD) & (std_c >= TEXTURE_STD)
     textured = float((both & ~bad).sum() / used.sum())
     structure = float(np.median(ncc[both])) if both.any() else 0.0
@@ -305,6 +319,18 @@ def _agreement_one_way(q: np.ndarray, c: np.ndarray, mask: np.ndarray) -> Agreem
                      noise, textured=textured, structure=structure)
 
 
+def _clipped(q: np.ndarray, c: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """Cells burnt out to white or crushed to black on either side: they hold no structure to compare.
+
+    A brightened or saturated copy clips highlights the original still shows
+    (a white fur patch becomes flat 255); its structure there is gone, which is
+    no evidence of another shot. Overlays stay disagreeing at the edges anyway.
+    """
+    mq, _ = _cell_means(q, m)
+    mc, _ = _cell_means(c, m)
+    return (mq >= CLIP_LIGHT) | (mc >= CLIP_LIGHT) | (mq <= CLIP_DARK) | (mc <= CLIP_DARK)
+
+
 def _overlay_cells(bad: np.ndarray, q: np.ndarray, c: np.ndarray, mask: np.ndarray, std_q: np.ndarray,
                    std_c: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
     """Disagreeing cells that belong to an overlay: a connected disagreeing region touching the
@@ -321,7 +347,7 @@ def _overlay_cells(bad: np.ndarray, q: np.ndarray, c: np.ndarray, mask: np.ndarr
     m = mask.astype(np.float32)
     mq, _ = _cell_means(q, m)
     mc, _ = _cell_means(c, m)
-    saturated = _saturated(mq) ^ _saturated(mc)
+    saturated = _overlay_like(mq, mc)
     flat_one = (std_q < FLAT_STD) ^ (std_c < FLAT_STD)
     looks = saturated | flat_one
     n, labels = cv2.connectedComponents(bad.astype(np.uint8), connectivity=8)
@@ -362,12 +388,12 @@ def _warp_compare(query: Fingerprint, cand: Fingerprint, a: np.ndarray, mirrored
     sv = np.linalg.svd(refined[:, :2], compute_uv=False)
     second = Agreement(second.agree, second.interior_bad, second.noise, float(sv[0] / max(sv[1], 1e-9)),
                        second.textured, second.structure)
-    best = min(first, second, key=lambda g: (g.interior_bad, -g.agree, g.noise))
+    best = min(first, second, key=_preference)
     if best.interior_bad > 0.0:
         inv_best = refined if best is second else inv
         for matched in _sharpness_matched(qp, cp, inv_best):
             third, _ = _compare_at(*matched, inv_best)
-            best = min(best, third, key=lambda g: (g.interior_bad, -g.agree, g.noise))
+            best = min(best, third, key=_preference)
     return best, overlap / max(smaller, 1.0)
 
 
