@@ -32,6 +32,9 @@ from duplicates.fingerprint import Fingerprint, Keypoints
 from duplicates.relation import Relation, Verdict
 
 # --- thresholds (tuned by bench/duplicates.py on a split; docs/duplicates.md) ---
+# Relations computed under other rules are stale: bump RULES_VERSION with any change below or in
+# the stages (the pipeline stores it beside the relations it precomputes).
+RULES_VERSION = "v1"
 MIN_MATCHES = 8  # ratio-test survivors needed to try a fit
 MIN_INLIERS = 10  # inliers of the similarity fit that make it "the same scene geometry"
 BLUR = 1.2  # Gaussian sigma (thumbnail px) both sides get before comparing
