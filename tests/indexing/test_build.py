@@ -212,7 +212,7 @@ def test_merge_reads_hashes_and_rewrites_only_the_change(small_corpus, conninfo,
     import pyarrow.parquet as pq
 
     from indexing import build, sources
-    from indexing.store import META_DELTA_FILE
+    from indexing.store import META_DELTA_FILE, RELATIONS_DELTA_FILE, RELATIONS_FILE
 
     corpus = small_corpus
     v1 = pipeline.build(conninfo, settings, MODEL, mode="rebuild")["version"]
@@ -249,10 +249,11 @@ def test_merge_reads_hashes_and_rewrites_only_the_change(small_corpus, conninfo,
     assert ledger_rows == [6]
     # The parent's base and base meta are the very same inodes, never hashed again, checksums carried over.
     m1 = store.read_manifest(v1)
-    for fname in ("index.faiss", "meta.parquet"):
+    for fname in ("index.faiss", "meta.parquet", RELATIONS_FILE):
         assert (store.version_dir(v2) / fname).stat().st_ino == (store.version_dir(v1) / fname).stat().st_ino
         assert m2.sha256[fname] == m1.sha256[fname] and fname not in hashed
-    assert sorted(hashed) == sorted(["delta.faiss", META_DELTA_FILE, "removed.npy"])
+    # What it writes: the delta, its meta, the removed ids and the relations of the events that changed.
+    assert sorted(hashed) == sorted(["delta.faiss", META_DELTA_FILE, "removed.npy", RELATIONS_DELTA_FILE])
     # The new meta holds the change only; the loaded version still has every live row, verified.
     delta_meta = pq.read_table(store.version_dir(v2) / META_DELTA_FILE).column("image_id").to_pylist()
     assert sorted(delta_meta) == sorted(fresh + ids[:2])
