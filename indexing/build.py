@@ -337,6 +337,7 @@ class Builder:
         """
         from indexing import relations
 
+        started = time.perf_counter()
         if pieces.plan is not None:
             plan = pieces.plan
             added = sorted(set(plan.todo["event_code"].astype(str)))
@@ -356,6 +357,7 @@ class Builder:
             assert pieces.vectors is not None
             report = relations.for_rebuild(self.settings, self.model_version, pieces.frame, pieces.vectors, self.tmp,
                                            reuse)
+        report.step_seconds = time.perf_counter() - started
         pieces.vectors = None
         if pieces.stage is not None:
             pieces.stage.unlink()

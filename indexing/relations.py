@@ -104,7 +104,13 @@ class EventEntry:
     unverifiable: tuple[int, ...]  # images without a usable fingerprint: never in a group
     first_row: int
     rows: int
-    seconds: float  # CPU the event cost when it was computed
+    seconds: float  # what verifying the event took when it was computed
+
+    def as_json(self) -> dict[str, Any]:
+        """The footer's form (by hand: `asdict` deep-copies the id tuples, slow for big events)."""
+        return {"images": self.images, "ids_hash": self.ids_hash, "content_hash": self.content_hash,
+                "unverifiable": list(self.unverifiable), "first_row": self.first_row, "rows": self.rows,
+                "seconds": self.seconds}
 
 
 @dataclass(frozen=True)
@@ -227,7 +233,7 @@ class RelationsWriter:
     def close(self) -> None:
         self._flush()
         footer = {"format": RELATIONS_FORMAT, "rules": asdict(self.rules),
-                  "events": {code: asdict(e) for code, e in self.events.items()},
+                  "events": {code: e.as_json() for code, e in self.events.items()},
                   "withdrawn": sorted(self.withdrawn)}
         writer = self._open()
         writer.add_key_value_metadata({FOOTER_KEY: json.dumps(footer, separators=(",", ":"))})
@@ -367,12 +373,15 @@ class RelationsReport:
     skipped: int = 0  # events with an image whose stored row was not found: the server computes them
     images: int = 0  # images of the computed events
     pairs: int = 0  # pairs verified
-    seconds: float = 0.0  # CPU of the computed events
+    seconds: float = 0.0  # time verifying the computed events (wall)
+    cpu_seconds: float = 0.0  # ... CPU time of this process meanwhile (the same on an idle machine)
+    step_seconds: float = 0.0  # the whole step: reads, verification, copies, writing
     slowest: dict[str, Any] | None = None  # {"images", "seconds"} of the costliest event
     base: str = "none"  # relations.parquet: "written", "linked" (the parent's) or "none"
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "seconds": round(self.seconds, 3)}
+        return {**asdict(self), "seconds": round(self.seconds, 3), "cpu_seconds": round(self.cpu_seconds, 3),
+                "step_seconds": round(self.step_seconds, 3)}
 
 
 @dataclass(frozen=True)
@@ -404,7 +413,9 @@ class _Computer:
             return
         known = sum(fp is not None for fp in fps.values())
         vectors = rows.vectors() if known >= 2 else np.empty((len(rows.ids), 0), np.float32)
+        cpu = time.process_time()
         found = event_verdicts(rows.ids, vectors, fps)
+        self.report.cpu_seconds += time.process_time() - cpu
         writer.add(code, rows.ids, rows.embedded_at_us, found)
         r = self.report
         r.computed += 1
@@ -533,10 +544,14 @@ def for_merge(settings: Settings, model_version: str, *, parent_dir: Path, paren
     computer = _Computer(settings, model_version, report)
     if changed:
         base_rows = _base_members(parent_dir, sorted(changed), removed)
+        base_of = {str(k): v for k, v in base_rows.groupby("event_code", sort=False).indices.items()}
+        delta_of = {str(k): v for k, v in delta_frame.groupby("event_code", sort=False).indices.items()}
         index = _BaseVectors(parent_dir, parent_manifest)
+        empty = np.empty(0, np.int64)
         try:
             for code in sorted(changed):
-                rows = _merged_event(code, base_rows, delta_frame, delta_vectors, index)
+                rows = _merged_event(base_rows.iloc[base_of.get(code, empty)], delta_frame,
+                                     np.sort(delta_of.get(code, empty)), delta_vectors, index)
                 if rows is None:
                     writer.withdraw(code)  # no image left in this version
                     continue
@@ -630,11 +645,10 @@ class _BaseVectors:
         self._index = None
 
 
-def _merged_event(code: str, base_rows: pd.DataFrame, delta_frame: pd.DataFrame, delta_vectors: np.ndarray,
+def _merged_event(b: pd.DataFrame, delta_frame: pd.DataFrame, d_pos: np.ndarray, delta_vectors: np.ndarray,
                   base: _BaseVectors) -> EventRows | None:
-    """One changed event of the merged version: its base rows (base order), then its delta rows."""
-    b = base_rows[base_rows["event_code"].astype(str) == code]
-    d_pos = np.flatnonzero((delta_frame["event_code"].astype(str) == code).to_numpy())
+    """One changed event of the merged version: its base rows `b` (base order), then its delta rows
+    (positions `d_pos` in the delta, ascending)."""
     if not len(b) and not len(d_pos):
         return None
     d = delta_frame.iloc[d_pos]
