@@ -40,6 +40,8 @@ from indexing.store import (
     MANIFEST_FORMAT,
     META_DELTA_FILE,
     META_FILE,
+    RELATIONS_DELTA_FILE,
+    RELATIONS_FILE,
     REMOVED_FILE,
     VECTORS_FILE,
     IndexCorrupt,
@@ -338,31 +340,43 @@ class Builder:
         from indexing import relations
 
         started = time.perf_counter()
-        if pieces.plan is not None:
-            plan = pieces.plan
-            added = sorted(set(plan.todo["event_code"].astype(str)))
-            report, inherited = relations.for_merge(
-                self.settings, self.model_version, parent_dir=self.store.version_dir(plan.parent),
-                parent_manifest=plan.parent_manifest, dropped=plan.dropped, removed=plan.removed,
-                added_events=added, delta_frame=pieces.frame, delta_vectors=pieces.vectors, folder=self.tmp)
-            pieces.inherited.update(inherited)
-        else:
-            reuse = None
-            if reuse_from is not None:
-                try:
-                    reuse = relations.read_parent_relations(self.store.version_dir(reuse_from),
-                                                            self.store.read_manifest(reuse_from))
-                except IndexCorrupt as exc:
-                    relations.log.info("relations of %s not reused: %s", version_name(reuse_from), exc)
-            assert pieces.vectors is not None
-            report = relations.for_rebuild(self.settings, self.model_version, pieces.frame, pieces.vectors, self.tmp,
-                                           reuse)
-        report.step_seconds = time.perf_counter() - started
-        pieces.vectors = None
-        if pieces.stage is not None:
-            pieces.stage.unlink()
-            pieces.stage = None
-        return report.as_dict()
+        try:
+            if pieces.plan is not None:
+                plan = pieces.plan
+                added = sorted(set(plan.todo["event_code"].astype(str)))
+                report, inherited = relations.for_merge(
+                    self.settings, self.model_version, parent_dir=self.store.version_dir(plan.parent),
+                    parent_manifest=plan.parent_manifest, dropped=plan.dropped, removed=plan.removed,
+                    added_events=added, delta_frame=pieces.frame, delta_vectors=pieces.vectors, folder=self.tmp)
+                pieces.inherited.update(inherited)
+            else:
+                reuse = None
+                if reuse_from is not None:
+                    try:
+                        reuse = relations.read_parent_relations(self.store.version_dir(reuse_from),
+                                                                self.store.read_manifest(reuse_from))
+                    except IndexCorrupt as exc:
+                        relations.log.info("relations of %s not reused: %s", version_name(reuse_from), exc)
+                assert pieces.vectors is not None
+                report = relations.for_rebuild(self.settings, self.model_version, pieces.frame, pieces.vectors,
+                                               self.tmp, reuse)
+            report.step_seconds = time.perf_counter() - started
+            return report.as_dict()
+        except Exception as exc:  # an optimisation: never the reason a version cannot be built
+            relations.log.exception("duplicate relations not precomputed (the server will compute each event on "
+                                    "its first request)")
+            for fname in (RELATIONS_FILE, RELATIONS_DELTA_FILE):
+                (self.tmp / fname).unlink(missing_ok=True)
+                pieces.inherited.pop(fname, None)
+            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            return {"rules_version": relations.Rules.current().rules_version, "computed": 0, "kept": 0,
+                    "skipped": 0, "error": f"{type(exc).__name__}: {first}",
+                    "step_seconds": round(time.perf_counter() - started, 3)}
+        finally:
+            pieces.vectors = None
+            if pieces.stage is not None:
+                pieces.stage.unlink()
+                pieces.stage = None
 
     # -- finish ---------------------------------------------------------------
     def finalize(self, version: int, pieces: Pieces, dim: int, extra: dict[str, Any]) -> Built:

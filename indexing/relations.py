@@ -38,7 +38,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -348,13 +348,6 @@ class StoredRelations:
                 return None
         return None
 
-    def entries(self) -> Iterator[tuple[str, RelationsFile, EventEntry]]:
-        codes = dict.fromkeys(code for f in self.files for code in f.events)
-        for code in codes:
-            found = self.lookup(code)
-            if found is not None:
-                yield code, found[0], found[1]
-
 
 def _micros(values: Any) -> np.ndarray:
     """Timestamps (any pandas/Arrow resolution, UTC) as int64 microseconds since the epoch."""
@@ -391,7 +384,7 @@ class EventRows:
     ids: np.ndarray
     embedded_at_us: np.ndarray
     parts: list[str]
-    vectors: Any  # callable -> (n, dim) float32: read only when there is something to verify
+    vectors: Callable[[], np.ndarray]  # (n, dim) float32, read only when there is something to verify
 
 
 class _Computer:
