@@ -40,6 +40,8 @@ from indexing.store import (
     MANIFEST_FORMAT,
     META_DELTA_FILE,
     META_FILE,
+    RELATIONS_DELTA_FILE,
+    RELATIONS_FILE,
     REMOVED_FILE,
     VECTORS_FILE,
     IndexCorrupt,
@@ -126,6 +128,9 @@ class Pieces:
     inherited: dict[str, str]  # files hard-linked from the parent -> their sha256 (not re-hashed)
     base_version: int | None
     changes: dict[str, int] | None = None
+    vectors: np.ndarray | None = None  # the vectors of `frame`'s rows (rebuild: the staged base; merge: the delta)
+    plan: MergePlan | None = None  # (merge only) what changed since the parent
+    stage: Path | None = None  # (rebuild only) staged vectors to delete once relations are computed
 
 
 @dataclass(frozen=True)
@@ -139,6 +144,7 @@ class MergePlan:
     delta_keep: pd.DataFrame  # parent delta rows still live, with their meta columns
     removed: np.ndarray  # base ids masked out in the new version
     changes: dict[str, int]
+    dropped: np.ndarray  # parent ids no longer served as they were (deleted or re-embedded)
 
 
 def _in_sorted(values: np.ndarray, sorted_ids: np.ndarray) -> np.ndarray:
@@ -196,7 +202,7 @@ def plan_merge(settings: Settings, ledger: sources.Ledger, dim: int, parent: int
     if index_type is None and expected_kind != kind:
         return f"size now calls for {expected_kind}, parent is {kind}"
     return MergePlan(parent=parent, parent_manifest=parent_manifest, todo=todo, base_live=base_live,
-                     delta_keep=delta_keep, removed=removed,
+                     delta_keep=delta_keep, removed=removed, dropped=dropped,
                      changes={"added": int(fresh.sum()), "reembedded": int(changed.sum()),
                               "deleted": int(deleted_mask.sum())})
 
@@ -264,13 +270,11 @@ class Builder:
         faiss.write_index(index, str(self.tmp / INDEX_FILE))
         del index
         stage.flush()
-        if kind != "ivfpq":
-            stage_path.unlink()
         frame["segment"] = 0
         frame["row"] = np.arange(n)
         return Pieces(frame=frame, meta_file=META_FILE, count=n, index_type=kind, params=params, base_count=n,
-                      delta_count=0,
-                      removed=np.empty(0, np.int64), inherited={}, base_version=None)
+                      delta_count=0, removed=np.empty(0, np.int64), inherited={}, base_version=None,
+                      vectors=stage, stage=stage_path if kind != "ivfpq" else None)
 
     # -- merge ----------------------------------------------------------------
     def apply_merge(self, plan: MergePlan, ledger: sources.Ledger, parts: list[Path], dim: int) -> Pieces:
@@ -323,7 +327,56 @@ class Builder:
         return Pieces(frame=delta_frame, meta_file=META_DELTA_FILE, count=plan.base_live + nd,
                       index_type=pm.index_type, params=pm.params, base_count=pm.base_count or pm.count,
                       delta_count=nd, removed=plan.removed, inherited=inherited,
-                      base_version=pm.base_version or plan.parent, changes=changes)
+                      base_version=pm.base_version or plan.parent, changes=changes, vectors=delta_vecs, plan=plan)
+
+    # -- duplicate relations -------------------------------------------------
+    def relations(self, pieces: Pieces, reuse_from: int | None) -> dict[str, Any]:
+        """Verify the changed events' candidate pairs into the version (indexing/relations.py).
+
+        A rebuild computes every event, or with `reuse_from` (a merge turned rebuild) copies the
+        events of that version whose ids, order and embedded_at are unchanged; a merge computes the
+        changed events and keeps the parent's others. The staged vectors go once this is done.
+        """
+        from indexing import relations
+
+        started = time.perf_counter()
+        try:
+            if pieces.plan is not None:
+                plan = pieces.plan
+                added = sorted(set(plan.todo["event_code"].astype(str)))
+                report, inherited = relations.for_merge(
+                    self.settings, self.model_version, parent_dir=self.store.version_dir(plan.parent),
+                    parent_manifest=plan.parent_manifest, dropped=plan.dropped, removed=plan.removed,
+                    added_events=added, delta_frame=pieces.frame, delta_vectors=pieces.vectors, folder=self.tmp)
+                pieces.inherited.update(inherited)
+            else:
+                reuse = None
+                if reuse_from is not None:
+                    try:
+                        reuse = relations.read_parent_relations(self.store.version_dir(reuse_from),
+                                                                self.store.read_manifest(reuse_from))
+                    except IndexCorrupt as exc:
+                        relations.log.info("relations of %s not reused: %s", version_name(reuse_from), exc)
+                assert pieces.vectors is not None
+                report = relations.for_rebuild(self.settings, self.model_version, pieces.frame, pieces.vectors,
+                                               self.tmp, reuse)
+            report.step_seconds = time.perf_counter() - started
+            return report.as_dict()
+        except Exception as exc:  # an optimisation: never the reason a version cannot be built
+            relations.log.exception("duplicate relations not precomputed (the server will compute each event on "
+                                    "its first request)")
+            for fname in (RELATIONS_FILE, RELATIONS_DELTA_FILE):
+                (self.tmp / fname).unlink(missing_ok=True)
+                pieces.inherited.pop(fname, None)
+            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            return {"rules_version": relations.Rules.current().rules_version, "computed": 0, "kept": 0,
+                    "skipped": 0, "error": f"{type(exc).__name__}: {first}",
+                    "step_seconds": round(time.perf_counter() - started, 3)}
+        finally:
+            pieces.vectors = None
+            if pieces.stage is not None:
+                pieces.stage.unlink()
+                pieces.stage = None
 
     # -- finish ---------------------------------------------------------------
     def finalize(self, version: int, pieces: Pieces, dim: int, extra: dict[str, Any]) -> Built:
@@ -433,9 +486,11 @@ def build_version(
                     raise BuildError("a rebuild needs the full ledger")
                 ledger = full_ledger()
             pieces = builder.rebuild(ledger, parts, dim, index_type)
+        relations = builder.relations(pieces, parent if mode == "merge" and used == "rebuild" else None)
         meta_extra = {"mode": used, "requested_mode": mode, "rebuild_reason": reason,
                       "parent_version": parent, "ledger_snapshot": ledger.snapshot.isoformat(),
-                      "ledger_watermark": ledger.watermark.isoformat() if ledger.watermark else None, **(extra or {})}
+                      "ledger_watermark": ledger.watermark.isoformat() if ledger.watermark else None,
+                      "relations": relations, **(extra or {})}
         meta_extra["build_seconds"] = round(time.perf_counter() - started, 3)
         return builder.finalize(version, pieces, dim, meta_extra)
     except BaseException:

@@ -103,6 +103,12 @@ def _run(args: argparse.Namespace) -> int:
         how = result["mode"] + (f" ({result['rebuild_reason']})" if result.get("rebuild_reason") else "")
         text = (f"built {version_name(result['version'])} of {mv}: {result['count']} vectors, "
                 f"{result['index_type']}, {how}, {result['build_seconds']} s")
+        rel = result.get("relations") or {}
+        if rel.get("error"):
+            text += f"; duplicate relations NOT precomputed ({rel['error']}): the server computes them"
+        elif rel:
+            text += (f"; duplicate relations: {rel['computed']} event(s) verified in {rel['seconds']} s, "
+                     f"{rel['kept']} kept" + (f", {rel['skipped']} left to the server" if rel["skipped"] else ""))
         if args.publish:
             pipeline.publish(conninfo, settings, mv, result["version"])
             result["pruned"] = pipeline.prune(settings, mv, conninfo=conninfo)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -51,7 +51,12 @@ class VersionFingerprints:
         self._cache_entries = cache_entries
         self._lock = threading.Lock()
         self._where: dict[int, str] | None = None  # image id -> the parquet_part its vector came from
-        self.reads = 0  # Parquet part reads (for tests and /metrics-style curiosity)
+        self._reader = FingerprintReader(settings, model_version)
+
+    @property
+    def reads(self) -> int:
+        """Parquet part reads (for tests and /metrics-style curiosity)."""
+        return self._reader.reads
 
     # -- where each image's row is ---------------------------------------------------------------------
     def _locations(self) -> dict[int, str]:
@@ -104,19 +109,40 @@ class VersionFingerprints:
         return out
 
     def _load(self, ids: list[int]) -> dict[int, Fingerprint | None]:
+        where = self._locations()
+        found, _ = self._reader.read({i: where[i] for i in ids if i in where})
+        return found
+
+
+class FingerprintReader:
+    """Reads fingerprints of given images from the embeddings dataset, each from the part its vector came from.
+
+    The one reader behind the server's per-version cache and the pipeline's precomputed relations
+    (indexing/relations.py), so both verify with the very same fingerprints.
+    """
+
+    def __init__(self, settings: Settings, model_version: str) -> None:
+        self.settings = settings
+        self.model_version = model_version
+        self.reads = 0
+
+    def read(self, where: Mapping[int, str]) -> tuple[dict[int, Fingerprint | None], set[int]]:
+        """({id: fingerprint or None (unverifiable)}, ids whose row was found in no part at all).
+
+        `where` maps image ids to the ledger's parquet_part of their vector ("" when unknown).
+        """
         from indexing.sources import list_parts, resolve_part
 
-        where = self._locations()
-        known = [i for i in ids if i in where]
+        where = {int(i): str(p or "") for i, p in where.items()}
         by_part: dict[str, list[int]] = {}
-        for i in known:
-            by_part.setdefault(where[i], []).append(i)
+        for i, part in where.items():
+            by_part.setdefault(part, []).append(i)
         found: dict[int, tuple[int, Fingerprint | None]] = {}
         for part, members in by_part.items():
             path = resolve_part(self.settings, self.model_version, part)
             if path is not None:
                 found.update(self._read(path, members))
-        left = [i for i in known if i not in found]
+        left = [i for i in where if i not in found]
         if left:  # the part was compacted away: the latest row in any part (parts in the readers' order)
             rest: dict[int, tuple[int, Fingerprint | None]] = {}
             for path in list_parts(self.settings, self.model_version):
@@ -124,7 +150,7 @@ class VersionFingerprints:
                     if i not in rest or row[0] >= rest[i][0]:
                         rest[i] = row
             found.update(rest)
-        return {i: found[i][1] if i in found else None for i in known}
+        return {i: found[i][1] if i in found else None for i in where}, {i for i in where if i not in found}
 
     def _read(self, path: Path, ids: list[int]) -> dict[int, tuple[int, Fingerprint | None]]:
         """{id: (embedded_at us, fingerprint or None)} of the latest row per id in one part; absent ids left out."""

@@ -30,6 +30,7 @@ from indexing.store import (
     META_DELTA_FILE,
     META_FILE,
     REMOVED_FILE,
+    SIDECAR_FILES,
     VECTORS_FILE,
     IndexCorrupt,
     IndexStore,
@@ -165,6 +166,8 @@ class LoadedIndex:
             raw = self._copy(VECTORS_FILE, tmp_dir) if manifest.has(VECTORS_FILE) else None
             self._base = _segment(base, self.dim, raw)
             self._delta = _segment(self._copy(DELTA_FILE, tmp_dir), self.dim) if manifest.has(DELTA_FILE) else None
+            # Files the server reads later (precomputed duplicate relations): verified private copies too.
+            self.sidecars = {f: self._copy(f, tmp_dir) for f in SIDECAR_FILES if manifest.has(f)}
             if manifest.has(REMOVED_FILE):
                 removed = np.load(io.BytesIO(read_verified(self.folder / REMOVED_FILE, manifest)))
             else:

@@ -157,7 +157,7 @@ def build(conninfo: str, settings: Settings, model_version: str, *, mode: str = 
             )
     return {"version": version, "path": str(built.path), "count": m.count, "index_type": m.index_type,
             "mode": m.mode, "rebuild_reason": m.rebuild_reason, "parent_version": m.parent_version,
-            "build_seconds": m.build_seconds, "changes": m.changes}
+            "build_seconds": m.build_seconds, "changes": m.changes, "relations": m.relations}
 
 
 def verify(conninfo: str, settings: Settings, model_version: str, version: int) -> None:

@@ -38,6 +38,11 @@ REMOVED_FILE = "removed.npy"
 VECTORS_FILE = "vectors.npy"  # raw base vectors, only for IVF-PQ bases (exact per-event search)
 META_FILE = "meta.parquet"  # the base's rows (all of them; removed.npy masks), shared like index.faiss
 META_DELTA_FILE = "meta-delta.parquet"  # (merge only) the delta's rows, the only meta a merge writes
+# Precomputed duplicate relations (indexing/relations.py): the base's events (written by a rebuild, hard-linked
+# by merges while its rules are current) and a merge's recomputed events, which replace the base's.
+RELATIONS_FILE = "relations.parquet"
+RELATIONS_DELTA_FILE = "relations-delta.parquet"
+SIDECAR_FILES = (RELATIONS_FILE, RELATIONS_DELTA_FILE)  # verified at load like segments, used by the server
 MANIFEST_FILE = "manifest.json"
 CURRENT_FILE = "CURRENT"
 MANIFEST_FORMAT = 2  # 2: meta as base + delta segments, ledger_watermark
@@ -145,6 +150,7 @@ class Manifest:
     build_seconds: float | None = None
     dag_run_id: str | None = None
     changes: dict[str, int] | None = None
+    relations: dict[str, Any] | None = None  # what the build did about duplicate relations (indexing/relations.py)
 
     _REQUIRED = ("version", "model_version", "dim", "index_type", "count", "sha256")
 

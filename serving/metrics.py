@@ -44,6 +44,11 @@ class ServerMetrics:
         self.check_ok = Gauge("imgsim_index_integrity_ok", "1 when the last re-check found the served files sound",
                               registry=r)
         self.db_up = Gauge("imgsim_database_up", "1 when the database answered the last query", registry=r)
+        self.event_relations = Counter("imgsim_event_relations", "events whose verified pairs were loaded for the "
+                                       "duplicate routes, by source: precomputed (the version's relations files) "
+                                       "or computed (by the server)", ["source"], registry=r)
+        self.event_relations_seconds = Counter("imgsim_event_relations_seconds", "time spent loading events' "
+                                               "verified pairs, by source", ["source"], registry=r)
         self.filter_skipped = Gauge("imgsim_deleted_filter_skipped_total",
                                     "searches answered without the deleted-image check (database down)", registry=r)
 

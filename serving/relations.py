@@ -3,14 +3,20 @@
 The decision itself is the `duplicates` package (copy / same scene / related,
 DESIGN.md "What duplicate means"); this module feeds it what the served
 version holds and caches what is expensive, per served version:
-- fingerprints, read from the embeddings dataset (indexing/fingerprints.py), never from image files;
-- each event's verified pairs (the costly part of its groups), computed once per (version, event).
+- each event's verified pairs (the costly part of its groups): read from the version's
+  precomputed relations (indexing/relations.py: the pipeline verified them when it built the
+  version), or, for an event the version holds none of the current rules for (an older
+  version, a RULES_VERSION bump, images whose stored rows were not found), computed here
+  once per (version, event) by the same `indexing.relations.event_verdicts`;
+- fingerprints, read from the embeddings dataset (indexing/fingerprints.py), never from image
+  files: for that computation and for checking uploads.
 The caches hang off the ServedIndex object (a weak key), so a hot-swap starts
 fresh and the old version's cache goes with its last request.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import weakref
@@ -23,10 +29,12 @@ from fastapi import UploadFile
 
 from core.settings import Settings
 from duplicates.fingerprint import Fingerprint
-from duplicates.groups import Group, copy_groups, scene_groups, verified_pairs
+from duplicates.groups import Group, copy_groups, scene_groups
 from duplicates.relation import Relation, Verdict
 from duplicates.rerank import rerank
 from indexing.fingerprints import VersionFingerprints
+from indexing.relations import RelationsUnusable, Rules, StoredRelations, event_verdicts, ids_hash
+from serving.metrics import ServerMetrics
 from serving.served import ServedIndex
 from serving.state import ServerState
 
@@ -34,6 +42,8 @@ from serving.state import ServerState
 # rank 2..20 of the global embedding; verification then puts it first.
 RERANK_DEPTH = 20
 EVENTS_CACHED = 16  # events whose verified pairs a served version keeps
+
+log = logging.getLogger("serving.relations")
 
 
 @dataclass(frozen=True)
@@ -45,6 +55,7 @@ class EventPairs:
     verdicts: dict[tuple[int, int], Verdict]  # (image id a, image id b), a < b
     unverifiable: frozenset[int]  # images without a usable fingerprint: never in a group
     seconds: float
+    source: str = "computed"  # "precomputed" (the version's relations files) or "computed" (here, now)
 
 
 @dataclass
@@ -55,6 +66,9 @@ class VersionRelations:
     events: OrderedDict[str, EventPairs] = field(default_factory=OrderedDict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     building: dict[str, threading.Lock] = field(default_factory=dict)
+    stored: StoredRelations | None = None  # opened on first use
+    stored_lock: threading.Lock = field(default_factory=threading.Lock)
+    counts: dict[str, int] = field(default_factory=lambda: {"precomputed": 0, "computed": 0})
 
 
 _BY_VERSION: weakref.WeakKeyDictionary[ServedIndex, VersionRelations] = weakref.WeakKeyDictionary()
@@ -72,8 +86,10 @@ def relations_of(served: ServedIndex, settings: Settings) -> VersionRelations:
 
 # --- events ------------------------------------------------------------------------------------------
 
-def event_pairs(served: ServedIndex, settings: Settings, event: str) -> EventPairs:
-    """The event's verified candidate pairs, computed once per (version, event); blocking (run in a thread)."""
+def event_pairs(served: ServedIndex, settings: Settings, event: str, metrics: ServerMetrics | None = None
+                ) -> EventPairs:
+    """The event's verified candidate pairs, read or computed once per (version, event); blocking (run in a
+    thread). `metrics` counts where they came from (imgsim_event_relations_total{source})."""
     rel = relations_of(served, settings)
     key = event.lower()
     with rel.lock:
@@ -87,23 +103,51 @@ def event_pairs(served: ServedIndex, settings: Settings, event: str) -> EventPai
                 return rel.events[key]
         started = time.perf_counter()
         ids, vecs = served.event_vectors(event)
-        fps = rel.fingerprints.get(ids.tolist())
-        known = {i: fp for i, fp in fps.items() if fp is not None}
-        by_rows = verified_pairs(ids, vecs, known)
-        verdicts = {_id_pair(ids, i, j): v for (i, j), v in by_rows.items()}
-        pairs = EventPairs(ids, vecs, verdicts, frozenset(int(i) for i in ids if int(i) not in known),
-                           time.perf_counter() - started)
+        pairs = _precomputed(served, rel, key, ids, vecs, started)
+        if pairs is None:  # today's path: verify the event's candidate pairs here, once per version
+            found = event_verdicts(ids, vecs, rel.fingerprints.get(ids.tolist()))
+            pairs = EventPairs(ids, vecs, found.verdicts, found.unverifiable, time.perf_counter() - started)
         with rel.lock:
             rel.events[key] = pairs
             while len(rel.events) > EVENTS_CACHED:
                 rel.events.popitem(last=False)
             rel.building.pop(key, None)
+            rel.counts[pairs.source] += 1
+        if metrics is not None:
+            metrics.event_relations.labels(pairs.source).inc()
+            metrics.event_relations_seconds.labels(pairs.source).inc(pairs.seconds)
         return pairs
 
 
-def _id_pair(ids: np.ndarray, i: int, j: int) -> tuple[int, int]:
-    a, b = int(ids[i]), int(ids[j])
-    return (a, b) if a < b else (b, a)
+def _stored(served: ServedIndex, rel: VersionRelations) -> StoredRelations:
+    """The served version's relations files of the current rules, opened once from their verified private copies."""
+    with rel.stored_lock:
+        if rel.stored is None:
+            copies = getattr(served.loaded, "sidecars", {})
+            rel.stored = StoredRelations.open({name: copy.path for name, copy in copies.items()}, Rules.current())
+            for why in rel.stored.ignored:
+                log.warning("version %s: precomputed relations not used: %s", served.version, why)
+        return rel.stored
+
+
+def _precomputed(served: ServedIndex, rel: VersionRelations, event: str, ids: np.ndarray, vecs: np.ndarray,
+                 started: float) -> EventPairs | None:
+    """The event's pairs from the version's relations, or None: not there, stale, or not over these very ids."""
+    found = _stored(served, rel).lookup(event)
+    if found is None:
+        return None
+    source, entry = found
+    if entry.images != len(ids) or entry.ids_hash != ids_hash(ids):
+        log.warning("version %s, event %s: precomputed relations are over other images (%d, %d served): "
+                    "computing them", served.version, event, entry.images, len(ids))
+        return None
+    try:
+        verdicts = source.verdicts(event, entry)
+    except RelationsUnusable as exc:
+        log.warning("version %s: %s: computing the event", served.version, exc)
+        return None
+    return EventPairs(ids, vecs, verdicts, frozenset(entry.unverifiable), time.perf_counter() - started,
+                      "precomputed")
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ router = APIRouter(prefix="/events", tags=["duplicates"])
 
 async def _groups(event_code: str, state: Any, served: ServedIndex, kind: str) -> JSONResponse:
     event = parse_event_code(event_code)
-    pairs = await run_in_threadpool(relations.event_pairs, served, state.settings, event)
+    pairs = await run_in_threadpool(relations.event_pairs, served, state.settings, event, state.metrics)
     verdict = await state.deleted.dead_among(served, pairs.ids.tolist())
     live = {int(i) for i in pairs.ids.tolist()} - verdict.dead if verdict.dead else None
     found = relations.event_groups(pairs, live, kind)

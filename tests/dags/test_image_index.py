@@ -35,6 +35,9 @@ def test_build_publish_merge_and_noop(dag_bag, image_rows, settings) -> None:  #
     loaded = load_version(settings, mv)  # what the search server does: CURRENT, manifest, checksums
     assert loaded.version == 1 and loaded.count == 9
     assert sorted(loaded.ids.tolist()) == sorted(first)
+    # The build verified the event's duplicate relations into the version (the server reads, never computes).
+    assert loaded.manifest.has("relations.parquet") and loaded.manifest.relations["computed"] == 1
+    assert loaded.manifest.relations["skipped"] == 0
     scores, ids = loaded.search(np.asarray([loaded.vector(first[0])], dtype=np.float32), 1)
     assert int(ids[0][0]) == first[0] and scores[0][0] > 0.99
     assert _index_rows(image_rows.conn, mv)[1][:2] == ("published", 9)
@@ -57,6 +60,10 @@ def test_build_publish_merge_and_noop(dag_bag, image_rows, settings) -> None:  #
     loaded = load_version(settings, mv)
     assert loaded.version == 2 and loaded.count == 12
     assert set(loaded.event_ids(image_rows.events["B"]).tolist()) == set(later)
+    # Only the new event was verified; A's relations are v1's file, shared.
+    rel = loaded.manifest.relations
+    assert (rel["computed"], rel["kept"], rel["base"]) == (1, 1, "linked")
+    assert loaded.manifest.has("relations-delta.parquet")
     assert IndexStore(settings, mv).versions() == [2]
     assert _index_rows(image_rows.conn, mv)[1][0] == "pruned"
     assert asset_events(INDEX_ASSET, merged.run_id)[0]["version"] == 2

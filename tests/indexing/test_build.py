@@ -212,7 +212,7 @@ def test_merge_reads_hashes_and_rewrites_only_the_change(small_corpus, conninfo,
     import pyarrow.parquet as pq
 
     from indexing import build, sources
-    from indexing.store import META_DELTA_FILE
+    from indexing.store import META_DELTA_FILE, RELATIONS_DELTA_FILE, RELATIONS_FILE
 
     corpus = small_corpus
     v1 = pipeline.build(conninfo, settings, MODEL, mode="rebuild")["version"]
@@ -249,10 +249,11 @@ def test_merge_reads_hashes_and_rewrites_only_the_change(small_corpus, conninfo,
     assert ledger_rows == [6]
     # The parent's base and base meta are the very same inodes, never hashed again, checksums carried over.
     m1 = store.read_manifest(v1)
-    for fname in ("index.faiss", "meta.parquet"):
+    for fname in ("index.faiss", "meta.parquet", RELATIONS_FILE):
         assert (store.version_dir(v2) / fname).stat().st_ino == (store.version_dir(v1) / fname).stat().st_ino
         assert m2.sha256[fname] == m1.sha256[fname] and fname not in hashed
-    assert sorted(hashed) == sorted(["delta.faiss", META_DELTA_FILE, "removed.npy"])
+    # What it writes: the delta, its meta, the removed ids and the relations of the events that changed.
+    assert sorted(hashed) == sorted(["delta.faiss", META_DELTA_FILE, "removed.npy", RELATIONS_DELTA_FILE])
     # The new meta holds the change only; the loaded version still has every live row, verified.
     delta_meta = pq.read_table(store.version_dir(v2) / META_DELTA_FILE).column("image_id").to_pylist()
     assert sorted(delta_meta) == sorted(fresh + ids[:2])
@@ -316,3 +317,32 @@ def test_a_ledger_row_committed_after_the_merge_read_is_merged_next_time(small_c
         assert_matches_corpus(loaded, corpus)
     finally:
         loaded.close()
+
+
+def test_a_failing_relations_step_never_stops_a_version(small_corpus, conninfo, settings, monkeypatch):
+    """Precomputed duplicate relations are an optimisation: when computing them fails, the version is built
+    without them (the server computes each event itself), says why, and verifies; a shared base is unlinked."""
+    from indexing import relations
+    from indexing.store import RELATIONS_DELTA_FILE, RELATIONS_FILE
+
+    corpus = small_corpus
+    store = IndexStore(settings, MODEL)
+    v1 = pipeline.build(conninfo, settings, MODEL, mode="rebuild")["version"]
+    assert store.read_manifest(v1).has(RELATIONS_FILE)
+    pipeline.publish(conninfo, settings, MODEL, v1)
+
+    def broken(self, code, rows, writer):  # type: ignore[no-untyped-def]
+        raise RuntimeError("disk full while reading fingerprints")
+
+    monkeypatch.setattr(relations._Computer, "compute", broken)
+    corpus.embed(corpus.images(corpus.event(), 3))
+    merged = pipeline.build(conninfo, settings, MODEL, mode="merge")  # the parent's base was linked first
+    manifest = store.read_manifest(merged["version"])
+    assert manifest.mode == "merge" and "disk full" in manifest.relations["error"]
+    assert not manifest.has(RELATIONS_FILE) and not manifest.has(RELATIONS_DELTA_FILE)
+    assert not (store.version_dir(merged["version"]) / RELATIONS_FILE).exists()
+    pipeline.verify(conninfo, settings, MODEL, merged["version"])
+    rebuilt = pipeline.build(conninfo, settings, MODEL, mode="rebuild")
+    m = store.read_manifest(rebuilt["version"])
+    assert "disk full" in m.relations["error"] and m.index_type == "flat" and not m.has("vectors.npy")  # staged: gone
+    assert_matches_corpus(load_version(settings, MODEL, rebuilt["version"]), corpus)
