@@ -87,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--edits", default=None, help="comma-separated subset of duplicates.edits.EDITS")
     parser.add_argument("--top-k", type=int, default=20, help="index candidates verified per upload")
     parser.add_argument("--event-size", type=int, default=2000)
+    parser.add_argument("--groups-only", action="store_true",
+                        help="skip the upload checks: only the event's copy and scene groups (fast)")
     args = parser.parse_args(argv)
 
     import torch
@@ -168,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         return ranked, float(sims[top[0]]), int(top[0])
 
     rows = []  # (kind, edit, photo index, new_hit, old_hit, ms)
-    for kind, pool in (("event", event_idx), ("unseen", unseen_idx)):
+    for kind, pool in () if args.groups_only else (("event", event_idx), ("unseen", unseen_idx)):
         for pi in pool:
             name, raw = photos[pi]
             full = load_image(raw, draft_side=None)
@@ -215,13 +217,20 @@ def main(argv: list[str] | None = None) -> int:
         pairs = [(a, b) for g in scene_ids for a, b in itertools.combinations(g, 2)]
         return sum(1 for a, b in pairs if a in where and where.get(a) == where.get(b)) / max(len(pairs), 1)
 
+    # ---- what the groups got wrong, by name (the first few) ----
+    wrong = [g for g in new_copy if g not in truth_groups]
+    missed = [g for g in truth_groups if g not in new_copy]
+    for label, groups in (("found, not planted", wrong), ("planted, not found", missed)):
+        for g in groups[:8]:
+            print(f"  {label}: " + ", ".join(sorted(names[i] for i in g)))
+
     # ---- report ----
     def rate(kind: str, col: int, held_out: bool | None = None, edit: str | None = None) -> float:
         sel = [r for r in rows if r[0] == kind and (edit is None or r[1] == edit)
                and (held_out is None or ((r[2] not in TUNED) == held_out))]
         return float(np.mean([r[col] for r in sel])) if sel else float("nan")
 
-    ms = np.array([r[5] for r in rows])
+    ms = np.array([r[5] for r in rows] or [float("nan")])
     p_new = prec_rec(new_copy)
     p_old = prec_rec(old_groups)
     print()

@@ -34,8 +34,9 @@ from duplicates.relation import Relation, Verdict
 # --- thresholds (tuned by bench/duplicates.py on a split; docs/duplicates.md) ---
 # Relations computed under other rules are stale: bump RULES_VERSION with any change below or in
 # the stages (the pipeline stores it beside the relations it precomputes).
-RULES_VERSION = "v2"
+RULES_VERSION = "v3"
 MIN_MATCHES = 8  # ratio-test survivors needed to try a fit
+MATCH_RATIOS = (0.8, 0.9)  # Lowe's ratio test; the second only when the first found no fit
 MIN_INLIERS = 10  # inliers of the similarity fit that make it "the same scene geometry"
 BLUR = 1.2  # Gaussian sigma (thumbnail px) both sides get before comparing
 RANSAC_PX = 4.0  # inlier distance in feature-image pixels (480 px long side)
@@ -71,6 +72,11 @@ SCENE_NOISE = 16.0  # ... and their aligned pixels resemble (median cell differe
 # gradient-only regions (a stretched background, two generated pictures) agree about nothing.
 TEXTURE_STD = 6.0  # window std (of 255) above which a cell has structure
 COPY_TEXTURED = 0.04  # share of the overlap's cells that must be textured and agree for a copy
+# A weak fit (few inliers, or the whole-frame fallback) is where chance lives: two generated pictures
+# with a smooth background fit 10 points by chance. Its copies still show plenty of agreeing
+# detail (real and generated weak-fit copies: >= 0.17); chance fits show little (0.00-0.08).
+WEAK_FIT_INLIERS = 20
+COPY_TEXTURED_WEAK_FIT = 0.12
 COPY_STRUCTURE = 0.80  # ... and their median window correlation (copies: 0.99; two different pictures whose
 # flat regions happen to agree in tone: ~0.0)
 # Overlays (a caption bar, a logo, a letterbox) are solid or saturated on one side: a disagreeing
@@ -100,14 +106,14 @@ class Evidence:
     projective: float = 0.0  # F statistic: how much better a homography fits the inliers than a similarity
 
 
-def _match(q: Keypoints, c: Keypoints) -> tuple[np.ndarray, np.ndarray]:
-    """Ratio-test matches (Lowe 0.8) as point arrays (query points, candidate points)."""
+def _match(q: Keypoints, c: Keypoints, ratio: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
+    """Ratio-test matches (Lowe) as point arrays (query points, candidate points)."""
     import cv2
 
     if len(q) < 2 or len(c) < 2:
         return np.zeros((0, 2), np.float32), np.zeros((0, 2), np.float32)
     pairs = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(q.desc, c.desc, k=2)
-    good = [m for m, n in (p for p in pairs if len(p) == 2) if m.distance < 0.8 * n.distance]
+    good = [m for m, n in (p for p in pairs if len(p) == 2) if m.distance < ratio * n.distance]
     qi = np.array([m.queryIdx for m in good], int)
     ci = np.array([m.trainIdx for m in good], int)
     return q.xy[qi].reshape(-1, 2), c.xy[ci].reshape(-1, 2)
@@ -532,8 +538,14 @@ def measure(query: Fingerprint, cand: Fingerprint) -> Evidence:
     """Run the geometric and pixel stages; the evidence decide() turns into a relation."""
     best: tuple[int, np.ndarray | None, bool, int, float, float, float] = (0, None, False, 0, 99.0, 0.0, 0.0)
     upscale = max(1.0, max(query.feature_size) / max(query.width, query.height))
-    for mirrored, qk in ((False, query.keypoints), (True, query.mirrored)):
-        qpts, cpts = _match(qk, cand.keypoints)
+    # A looser ratio test only when the strict one found no fit: a 40% crop or a heavy blur keeps few
+    # distinctive matches; chance fits it lets in still need the weak-fit evidence of is_copy().
+    attempts = [(ratio, mirrored, qk) for ratio in MATCH_RATIOS
+                for mirrored, qk in ((False, query.keypoints), (True, query.mirrored))]
+    for ratio, mirrored, qk in attempts:
+        if ratio != MATCH_RATIOS[0] and best[0] >= MIN_INLIERS:
+            break
+        qpts, cpts = _match(qk, cand.keypoints, ratio)
         m, inl = _fit(qpts, cpts)
         n_in = int(inl.sum())
         if m is not None and n_in > best[0]:
@@ -559,7 +571,9 @@ def is_copy(ev: Evidence) -> bool:
     """One similarity maps the pixels, and aligned they agree everywhere but possibly under an overlay."""
     return (ev.projective <= PROJECTIVE_F and ev.agree >= COPY_AGREE and ev.interior_bad <= COPY_INTERIOR_BAD
             and ev.noise <= MAX_NOISE
-            and ev.textured >= COPY_TEXTURED and ev.structure >= COPY_STRUCTURE)
+            and ev.textured >= (COPY_TEXTURED_WEAK_FIT if ev.whole_frame or ev.inliers < WEAK_FIT_INLIERS
+                                else COPY_TEXTURED)
+            and ev.structure >= COPY_STRUCTURE)
 
 
 def is_same_scene(ev: Evidence) -> bool:
