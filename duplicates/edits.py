@@ -92,6 +92,19 @@ def _sepia(img: Image.Image) -> Image.Image:
     return ImageOps.colorize(gray, black=(40, 20, 0), white=(255, 235, 190))
 
 
+def _shift_mat(img: Image.Image) -> Image.Image:
+    """4% cut off the left, a white mat of the same width added on the right: same size, same shape.
+
+    The edit that looks most like a camera pan (each frame shows a strip the
+    other lacks); the strip here is added canvas, not picture.
+    """
+    w, h = img.size
+    cut = max(1, round(w * 0.04))
+    out = Image.new("RGB", (w, h), (250, 250, 250))
+    out.paste(img.crop((cut, 0, w, h)), (0, 0))
+    return out
+
+
 def _thumb(img: Image.Image, side: int = 96) -> Image.Image:
     out = img.copy()
     out.thumbnail((side, side), Image.Resampling.BICUBIC)
@@ -118,6 +131,7 @@ EDITS: dict[str, Edit] = {
     "screenshot": _screenshot,
     "combo": _combo,
     "flip_crop_q20": lambda im: _jpeg(ImageOps.mirror(_crop(im, 0.15, 0.0, 1.0, 0.8)), 20),
+    "shift_mat": _shift_mat,
 }
 
 # The edits issue 11 names as hard for a global embedding (found first only ~82-95% of the time).

@@ -34,7 +34,7 @@ from duplicates.relation import Relation, Verdict
 # --- thresholds (tuned by bench/duplicates.py on a split; docs/duplicates.md) ---
 # Relations computed under other rules are stale: bump RULES_VERSION with any change below or in
 # the stages (the pipeline stores it beside the relations it precomputes).
-RULES_VERSION = "v3"
+RULES_VERSION = "v4"
 MIN_MATCHES = 8  # ratio-test survivors needed to try a fit
 MATCH_RATIOS = (0.8, 0.9)  # Lowe's ratio test; the second only when the first found no fit
 MIN_INLIERS = 10  # inliers of the similarity fit that make it "the same scene geometry"
@@ -63,6 +63,12 @@ MIN_OVERLAP = 0.25  # overlap share of the smaller image needed to judge pixels
 PROJECTIVE_F = 18.0
 SHARPNESS_RATIO = 1.3  # gradient energies this far apart: blur the sharper side to match
 BLUR_STEPS = (0.6, 0.9, 1.2, 1.6, 2.0, 2.5, 3.0)  # thumbnail px
+# Two frames of one size each showing a strip the other lacks are a panned camera, not an edit
+# (copies: <= 1.5% on the shared data; the hand-held fox frames: 2.3-17%).
+REFRAME_MAX = 0.02
+REFRAME_AREA = (0.8, 1.25)  # area ratio of the two frames that counts as "one size"
+REFRAME_SHAPE = 0.03  # |log| of the aspect ratios' ratio that counts as "one shape"
+CANVAS_TEXTURED = 0.3  # a strip with fewer textured pixels than this is added canvas, not picture
 POSITION_NOISE = 0.1  # px: below this inlier position noise a bend is too small to be perspective
 # Same scene needs more than a chance fit: on the shared photos, unrelated pairs reach 10-14 inliers
 # (a repeated texture, a stretched flat background); real other shots that fit at all have >= 15.
@@ -104,6 +110,7 @@ class Evidence:
     textured: float = 0.0  # share of overlap cells textured on both sides that agree
     structure: float = 0.0  # median window correlation over cells textured on both sides
     projective: float = 0.0  # F statistic: how much better a homography fits the inliers than a similarity
+    reframed: float = 0.0  # share of picture each frame shows that the other lacks, for frames of one size (else 0)
 
 
 def _match(q: Keypoints, c: Keypoints, ratio: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
@@ -534,6 +541,59 @@ def _projective(qpts: np.ndarray, cpts: np.ndarray) -> float:
     return max(0.0, (ss_sim - ss_hom) / 4) / noise
 
 
+def _reframed(query: Fingerprint, cand: Fingerprint, m: np.ndarray, mirrored: bool) -> float:
+    """min(share of the query outside the candidate's frame, share of the candidate outside the query's),
+    when the two frames have one size and shape (0.0 otherwise).
+
+    Every edit of one photograph keeps one picture inside the other's frame (a
+    crop inside its original; an original inside a letterbox, a screenshot, a
+    frame): one of the two shares is ~0 (copies: at most 1.5%). Two frames of
+    one camera that panned a little each show a strip the other lacks. Only
+    frames of about the same size and shape are judged, so a cropped photo
+    inside an app's frame (both shares large, sizes unequal) stays a copy.
+    """
+    import cv2
+
+    qw, qh = query.feature_size
+    cw, ch = cand.feature_size
+    corners = np.array([[0, 0], [cw, 0], [cw, ch], [0, ch]], np.float32)
+    mapped = (corners @ m[:, :2].T + m[:, 2]).astype(np.float32)
+    area_q, area_c = float(qw * qh), abs(float(cv2.contourArea(mapped)))
+    sides_c = sorted(np.linalg.norm(np.roll(mapped, -1, axis=0) - mapped, axis=1)[:2])
+    same_shape = abs(np.log((min(qw, qh) / max(qw, qh)) / (sides_c[0] / max(sides_c[1], 1e-9)))) <= REFRAME_SHAPE
+    if not same_shape or not REFRAME_AREA[0] <= area_c / max(area_q, 1.0) <= REFRAME_AREA[1]:
+        return 0.0
+    inside, _ = cv2.intersectConvexConvex(np.array([[0, 0], [qw, 0], [qw, qh], [0, qh]], np.float32), mapped)
+    share = min(1 - inside / area_q, 1 - inside / max(area_c, 1.0))
+    if share < REFRAME_MAX:
+        return float(max(0.0, share))
+    # A strip of added canvas (a border, a mat, a frame) is not picture: judged on the thumbnails.
+    a = _thumb_affine(m, query, cand)
+    q = np.ascontiguousarray(query.thumb[:, ::-1]) if mirrored else query.thumb
+    if _is_canvas(q, cand.thumb, a) or _is_canvas(cand.thumb, q, cv2.invertAffineTransform(a.astype(np.float32))):
+        return 0.0
+    return float(share)
+
+
+def _is_canvas(img: np.ndarray, other: np.ndarray, other_to_img: np.ndarray) -> bool:
+    """Whether the part of `img` outside `other`'s warped frame is mostly flat (added canvas, not picture)."""
+    import cv2
+
+    h, w = img.shape
+    covered = cv2.warpAffine(np.ones(other.shape, np.uint8), other_to_img.astype(np.float32), (w, h),
+                             flags=cv2.INTER_NEAREST, borderValue=0)
+    outside = cv2.erode((covered == 0).astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    if outside.sum() < 16:
+        return True
+    # Local std over the outside pixels only (a thin strip's windows must not see the picture beside it).
+    f, mask = img.astype(np.float32), outside.astype(np.float32)
+    k = (2 * CELL, 2 * CELL)
+    weight = np.maximum(cv2.blur(mask, k), 1e-6)
+    mean = cv2.blur(f * mask, k) / weight
+    std = np.sqrt(np.maximum(cv2.blur(f * f * mask, k) / weight - mean * mean, 0))
+    return float((std[outside] >= TEXTURE_STD).mean()) < CANVAS_TEXTURED
+
+
 def measure(query: Fingerprint, cand: Fingerprint) -> Evidence:
     """Run the geometric and pixel stages; the evidence decide() turns into a relation."""
     best: tuple[int, np.ndarray | None, bool, int, float, float, float] = (0, None, False, 0, 99.0, 0.0, 0.0)
@@ -558,7 +618,7 @@ def measure(query: Fingerprint, cand: Fingerprint) -> Evidence:
         agr, overlap = _warp_compare(query, cand, _thumb_affine(m, query, cand), mirrored)
         return Evidence(n_match, n_in, resid, mirrored, overlap, agr.agree, agr.interior_bad, agr.noise,
                         aniso=agr.aniso, coherence=coh, textured=agr.textured,
-                        structure=agr.structure, projective=proj)
+                        structure=agr.structure, projective=proj, reframed=_reframed(query, cand, m, mirrored))
     starved = min(len(query.keypoints), len(cand.keypoints)) < FEW_KEYPOINTS
     whole = _whole_frame(query, cand) if starved else None
     if whole is None:
@@ -569,7 +629,8 @@ def measure(query: Fingerprint, cand: Fingerprint) -> Evidence:
 
 def is_copy(ev: Evidence) -> bool:
     """One similarity maps the pixels, and aligned they agree everywhere but possibly under an overlay."""
-    return (ev.projective <= PROJECTIVE_F and ev.agree >= COPY_AGREE and ev.interior_bad <= COPY_INTERIOR_BAD
+    return (ev.projective <= PROJECTIVE_F and ev.reframed < REFRAME_MAX
+            and ev.agree >= COPY_AGREE and ev.interior_bad <= COPY_INTERIOR_BAD
             and ev.noise <= MAX_NOISE
             and ev.textured >= (COPY_TEXTURED_WEAK_FIT if ev.whole_frame or ev.inliers < WEAK_FIT_INLIERS
                                 else COPY_TEXTURED)
