@@ -8,8 +8,11 @@ therefore exactly what was verified, whatever happens to the store afterwards, a
 that periodically and on demand).
 
 `LoadedIndex` holds the metadata once, with every per-id and per-event lookup
-the server needs, and the search kernels (exact SIMD scans of one event's
-contiguous slice, FAISS for the rest).
+the server needs, and the search kernels. Exact searches (one event's
+contiguous slice, a flat version) scan a float16 copy of the vectors and
+re-score the candidates from float32 rows read from the private copy, exactly
+(indexing/halfscan.py): searching never makes the float32 pages the process's;
+HNSW and IVF-PQ searches go through FAISS.
 """
 
 from __future__ import annotations
@@ -22,6 +25,16 @@ from typing import Any
 import numpy as np
 
 from core.settings import Settings
+from indexing.halfscan import (
+    Block,
+    ExactRows,
+    HalfVectors,
+    NotHalfable,
+    batch_top_k,
+    dot_rows,
+    exact_top_k,
+)
+from indexing.halfscan import top_k as _top_k
 from indexing.private_copy import PrivateCopy, read_verified
 from indexing.store import (
     DELTA_FILE,
@@ -44,11 +57,17 @@ FLAT_SCAN_MAX_QUERIES = 8  # fewer queries: one SIMD scan each (no OpenMP); more
 # -- segments and kernels -----------------------------------------------------------------------
 @dataclass
 class _Segment:
-    """One FAISS file of a version: the id-mapped index and a read-only view of its raw vectors."""
+    """One FAISS file of a version: the id-mapped index, its raw vectors and the float16 copy scanned."""
 
     index: Any
     ids: np.ndarray  # int64, row order
-    vectors: np.ndarray  # (n, dim) float32, row order, read-only view
+    vectors: np.ndarray  # (n, dim) float32, row order, read-only view (mapped): FAISS's own searches read it
+    exact: ExactRows  # the same rows, read by pread (re-scoring, vector(), event_vectors())
+    half: HalfVectors | None = None  # None: HNSW (FAISS reads the float32 storage anyway) or not float16-safe
+
+    def close(self) -> None:
+        if self.half is not None:
+            self.half.close()
 
 
 def flat_view(index: Any) -> np.ndarray | None:
@@ -83,13 +102,16 @@ def _open_faiss(copy: PrivateCopy, dim: int) -> Any:
     return index
 
 
-def _segment(copy: PrivateCopy, dim: int, raw: PrivateCopy | None = None) -> _Segment:
+def _segment(copy: PrivateCopy, dim: int, raw: PrivateCopy | None = None, *, half: bool = True,
+             tmp_dir: Path | None = None) -> _Segment:
+    """Open one segment; with `half`, also its float16 copy for exact scans (see indexing/halfscan.py)."""
     import faiss
 
     index = _open_faiss(copy, dim)
     if not hasattr(index, "id_map"):
         raise IndexCorrupt(f"{copy.source}: not an id-mapped index (IndexIDMap2)")
     ids = faiss.vector_to_array(index.id_map).astype(np.int64, copy=False)
+    source = raw if raw is not None else copy
     if raw is not None:
         vectors = np.load(raw.path, mmap_mode="r" if raw.mappable else None)
     else:
@@ -98,29 +120,14 @@ def _segment(copy: PrivateCopy, dim: int, raw: PrivateCopy | None = None) -> _Se
             raise IndexCorrupt(f"{copy.source}: no raw vectors for exact search and no {VECTORS_FILE}")
     if vectors.shape != (len(ids), dim):
         raise IndexCorrupt(f"{copy.source}: {vectors.shape[0]} vectors for {len(ids)} ids")
-    return _Segment(index, ids, vectors)
-
-
-def dot_rows(vectors: np.ndarray, lo: int, hi: int, query: np.ndarray) -> np.ndarray:
-    """Inner products of rows lo..hi of a C-contiguous float32 (n, d) array with one query.
-
-    FAISS's SIMD kernel reads unaligned memory at full speed; numpy falls back to a slow
-    loop on the (unaligned) memory-mapped flat storage of a FAISS file: 0.14 ms vs 12 ms for
-    2,000 x 1280 on the benchmark machine.
-    """
-    import faiss
-
-    n, d = hi - lo, vectors.shape[1]
-    out = np.empty(n, dtype=np.float32)
-    if n <= 0:
-        return out
-    if not vectors.flags.c_contiguous or vectors.dtype != np.float32:
-        return np.asarray(vectors[lo:hi], dtype=np.float32) @ query
-    q = np.ascontiguousarray(query, dtype=np.float32)
-    addr = vectors.__array_interface__["data"][0] + int(lo) * d * 4
-    faiss.fvec_inner_products_ny(faiss.swig_ptr(out), faiss.swig_ptr(q), faiss.cast_integer_to_float_ptr(addr),
-                                 d, n)
-    return out
+    exact = ExactRows.of(vectors, source.fh if source.mappable else None)
+    segment = _Segment(index, ids, vectors, exact)
+    if half:
+        try:
+            segment.half = HalfVectors(exact, tmp_dir)
+        except NotHalfable:
+            segment.half = None  # scanned in float32 where it is mapped, as FAISS would
+    return segment
 
 
 def _as_queries(queries: np.ndarray, dim: int) -> np.ndarray:
@@ -130,15 +137,6 @@ def _as_queries(queries: np.ndarray, dim: int) -> np.ndarray:
     if q.ndim != 2 or q.shape[1] != dim:
         raise ValueError(f"queries must have shape (n, {dim}), got {np.shape(queries)}")
     return np.ascontiguousarray(q)
-
-
-def _top_k(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Best k of one query's candidate scores, descending."""
-    if len(scores) > k:
-        part = np.argpartition(-scores, k - 1)[:k]
-        scores, ids = scores[part], ids[part]
-    order = np.argsort(-scores, kind="stable")
-    return scores[order].astype(np.float32, copy=False), ids[order].astype(np.int64, copy=False)
 
 
 # -- the loaded version -------------------------------------------------------------------------
@@ -163,8 +161,13 @@ class LoadedIndex:
         try:
             base = self._copy(INDEX_FILE, tmp_dir)
             raw = self._copy(VECTORS_FILE, tmp_dir) if manifest.has(VECTORS_FILE) else None
-            self._base = _segment(base, self.dim, raw)
-            self._delta = _segment(self._copy(DELTA_FILE, tmp_dir), self.dim) if manifest.has(DELTA_FILE) else None
+            self._segments: list[_Segment] = []
+            self._base = _segment(base, self.dim, raw, half=self.index_type != "hnsw", tmp_dir=tmp_dir)
+            self._segments.append(self._base)
+            self._delta = None
+            if manifest.has(DELTA_FILE):
+                self._delta = _segment(self._copy(DELTA_FILE, tmp_dir), self.dim, tmp_dir=tmp_dir)
+                self._segments.append(self._delta)
             if manifest.has(REMOVED_FILE):
                 removed = np.load(io.BytesIO(read_verified(self.folder / REMOVED_FILE, manifest)))
             else:
@@ -215,7 +218,12 @@ class LoadedIndex:
         return copy
 
     def close(self) -> None:
-        """Release the private copies' descriptors (their space is freed once unmapped too)."""
+        """Release the private copies' descriptors and the float16 copies (space freed once unmapped too).
+
+        Only for a version nobody searches any more (a failed load, a CLI check): a served version is
+        simply dropped, and freed with its last request."""
+        for seg in getattr(self, "_segments", []):
+            seg.close()
         for copy in self._copies:
             copy.close()
 
@@ -278,6 +286,7 @@ class LoadedIndex:
         self._base_event[self._row_of[base]] = codes[base]
         dead = np.flatnonzero(self._base_event < 0)
         self._base_dead = dead if len(dead) else None  # removed rows of the base (masked in searches)
+        self._base_live = (self._base_event >= 0) if len(dead) else None
         n_events = len(uniques)
         lo = np.full(n_events, np.iinfo(np.int64).max, dtype=np.int64)
         hi = np.full(n_events, -1, dtype=np.int64)
@@ -329,7 +338,7 @@ class LoadedIndex:
             return None
         seg = self._base if self._segment_of[pos] == 0 else self._delta
         assert seg is not None
-        return np.array(seg.vectors[self._row_of[pos]], dtype=np.float32)
+        return seg.exact.take(np.array([self._row_of[pos]]))[0]
 
     def row(self, image_id: int) -> dict[str, Any] | None:
         """The meta row (image_id, image_code, event_code, filename) of an image, or None."""
@@ -355,16 +364,16 @@ class LoadedIndex:
         if e is None:
             return np.empty(0, dtype=np.int64), np.empty((0, self.dim), dtype=np.float32)
         ids_parts, vec_parts = [], []
-        for seg, lo, hi, keep, rows in self._event_blocks(e):
+        for seg, lo, hi, keep, rows in self._event_blocks(e):  # read from the private copy, never mapped
             if rows is not None:
                 ids_parts.append(seg.ids[rows])
-                vec_parts.append(np.asarray(seg.vectors[rows], dtype=np.float32))
+                vec_parts.append(seg.exact.take(rows))
             elif keep is None:
                 ids_parts.append(seg.ids[lo:hi])
-                vec_parts.append(np.asarray(seg.vectors[lo:hi], dtype=np.float32))
+                vec_parts.append(seg.exact.span(lo, hi))
             else:
                 ids_parts.append(seg.ids[lo:hi][keep])
-                vec_parts.append(np.asarray(seg.vectors[lo:hi][keep], dtype=np.float32))
+                vec_parts.append(seg.exact.span(lo, hi)[keep])
         return np.concatenate(ids_parts), np.ascontiguousarray(np.concatenate(vec_parts))
 
     def _event_blocks(self, e: int) -> list[tuple[_Segment, int, int, np.ndarray | None, np.ndarray | None]]:
@@ -401,16 +410,8 @@ class LoadedIndex:
         if self.count == 0:
             return out_s, out_i
         blocks_s, blocks_i = [], []
-        if len(self._base.ids) and self.index_type == "flat" and n <= FLAT_SCAN_MAX_QUERIES:
-            kb = min(k, len(self._base.ids))
-            s = np.empty((n, kb), dtype=np.float32)
-            i = np.empty((n, kb), dtype=np.int64)
-            for r in range(n):
-                scores = dot_rows(self._base.vectors, 0, len(self._base.ids), q[r])
-                if self._base_dead is not None:
-                    scores[self._base_dead] = -np.inf
-                s[r], i[r] = _top_k(scores, self._base.ids, kb)
-                i[r][np.isneginf(s[r])] = -1  # masked rows never come back, even when k exceeds the live count
+        if len(self._base.ids) and self.index_type == "flat":
+            s, i = self._flat_search(self._base, q, k, self._base_live)
             blocks_s.append(s)
             blocks_i.append(i)
         elif len(self._base.ids):
@@ -425,8 +426,7 @@ class LoadedIndex:
             blocks_s.append(s)
             blocks_i.append(i)
         if self._delta is not None and len(self._delta.ids):
-            kd = min(k, len(self._delta.ids))
-            s, i = self._delta.index.search(q, kd)
+            s, i = self._flat_search(self._delta, q, k, None)
             blocks_s.append(s)
             blocks_i.append(i)
         scores = np.concatenate(blocks_s, axis=1)
@@ -439,13 +439,35 @@ class LoadedIndex:
             out_s[r, :m], out_i[r, :m] = s[valid], i[valid]
         return out_s, out_i
 
+    def _flat_search(self, seg: _Segment, q: np.ndarray, k: int,
+                     live: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k of each query over a whole flat segment (rows where `live`, when given): (n, kb)
+        scores and ids, padded with -inf / -1; masked rows never come back, even when k exceeds the live
+        count. A few queries: the float16 scan + exact re-scoring; more: float32 chunks by pread + BLAS."""
+        n, kb = q.shape[0], min(k, len(seg.ids))
+        if n > FLAT_SCAN_MAX_QUERIES:
+            return batch_top_k(q, seg.exact, seg.ids, kb, None if live is None else ~live)
+        s = np.full((n, kb), -np.inf, dtype=np.float32)
+        i = np.full((n, kb), -1, dtype=np.int64)
+        for r in range(n):
+            if seg.half is not None:
+                got_s, got_i = exact_top_k(q[r], [Block(seg.half, seg.exact, seg.ids, 0, len(seg.ids), live)], kb)
+            else:
+                scores = dot_rows(seg.vectors, 0, len(seg.ids), q[r])
+                if live is not None:
+                    scores[~live] = -np.inf
+                got_s, got_i = _top_k(scores, seg.ids, kb)
+                got_i = np.where(np.isneginf(got_s), -1, got_i)
+            s[r, :len(got_s)], i[r, :len(got_i)] = got_s, got_i
+        return s, i
+
     def _rescore(self, q: np.ndarray, ids: np.ndarray) -> np.ndarray:
         """Exact inner products of IVF-PQ candidates from the raw vectors (a refine step, like IndexRefine)."""
         from indexing import ann
 
         sorted_ids, order = self._base_sorted
         pos = np.clip(np.searchsorted(sorted_ids, ids), 0, max(len(sorted_ids) - 1, 0))
-        return ann.exact_scores(q, np.where(ids >= 0, order[pos], -1), self._base.vectors)
+        return ann.exact_scores(q, np.where(ids >= 0, order[pos], -1), self._base.exact)  # type: ignore[arg-type]
 
     def _search_params(self, sel: Any) -> Any:
         import faiss
@@ -471,8 +493,11 @@ class LoadedIndex:
         if e is None:
             return np.empty(0, dtype=np.float32), np.empty(0, dtype=np.int64)
         vec = q[0]
+        blocks = self._event_blocks(e)
+        if all(seg.half is not None for seg, *_ in blocks):
+            return exact_top_k(vec, [_half_block(*b) for b in blocks], k)
         scores, ids = [], []
-        for seg, lo, hi, keep, rows in self._event_blocks(e):
+        for seg, lo, hi, keep, rows in blocks:
             if rows is not None:
                 scores.append(np.asarray(seg.vectors[rows], dtype=np.float32) @ vec)
                 ids.append(seg.ids[rows])
@@ -490,6 +515,18 @@ class LoadedIndex:
     def __repr__(self) -> str:
         return (f"LoadedIndex({self.model_version!r}, {version_name(self.version)}, {self.index_type}, "
                 f"count={self.count}, dim={self.dim})")
+
+
+def _half_block(seg: _Segment, lo: int, hi: int, keep: np.ndarray | None, rows: np.ndarray | None) -> Block:
+    """One `_event_blocks` entry as a float16 scan block (gathered rows become a mask over their span)."""
+    assert seg.half is not None
+    if rows is not None:
+        lo, hi = int(rows.min()), int(rows.max()) + 1
+        keep = np.zeros(hi - lo, dtype=bool)
+        keep[rows - lo] = True
+        if keep.all():
+            keep = None
+    return Block(seg.half, seg.exact, seg.ids, lo, hi, keep)
 
 
 def _text(value: Any) -> str | None:
