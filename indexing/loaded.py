@@ -270,14 +270,16 @@ class LoadedIndex:
         base_order = np.argsort(self._base.ids, kind="stable")
         self._base_sorted = (self._base.ids[base_order], base_order)  # image id -> base row (IVF-PQ re-rank)
         self._ids_sorted = self.ids[self._id_order]
-        self._codes = self.meta["image_code"].to_numpy(dtype=object)
+        # Image codes are PostgreSQL uuid text (always lower case; lookups lower-case the query): held as
+        # fixed-width bytes (36 per row) with their sort order, not as 100K Python str objects and a hash index.
+        self._code_bytes = np.array([c.encode() if isinstance(c, str) else b""
+                                     for c in self.meta["image_code"].to_numpy(dtype=object)], dtype="S")
+        self._code_order = np.argsort(self._code_bytes, kind="stable")
         self._files = self.meta["filename"].to_numpy(dtype=object)
-        self._event_col = self.meta["event_code"].to_numpy(dtype=object)
-        # Codes are PostgreSQL uuid text (always lower case): indexed as they are, no copy of the strings;
-        # lookups lower-case the query instead.
-        self._code_index = pd.Index(self._codes)
         codes, uniques = pd.factorize(self.meta["event_code"], sort=False)
         codes = codes.astype(np.int32)
+        self._event_of_row = codes  # event number per meta row; its text is one shared str per event
+        self._event_names = np.asarray([str(u) for u in uniques] + [""], dtype=object)  # [-1]: no event
         self._event_pos = {str(code): i for i, code in enumerate(uniques)}
         # Base rows: event number per row (-1 for rows masked out), and each event's [lo, hi) span.
         n_base = len(self._base.ids)
@@ -320,7 +322,12 @@ class LoadedIndex:
 
     def id_for_code(self, code: str) -> int | None:
         """The image id of an image code (UUID text, any case), or None."""
-        pos = self._code_index.get_indexer([str(code).lower()])[0] if self.count else -1
+        key = str(code).lower().encode()
+        pos = -1
+        if key and self.count and len(key) <= self._code_bytes.itemsize:
+            i = int(np.searchsorted(self._code_bytes, key, sorter=self._code_order))
+            if i < self.count and self._code_bytes[self._code_order[i]] == key:
+                pos = int(self._code_order[i])
         return None if pos < 0 else int(self.ids[pos])
 
     def describe(self, image_id: int) -> dict[str, Any]:
@@ -328,8 +335,8 @@ class LoadedIndex:
         pos = self._position(int(image_id))
         if pos is None:
             return {"id": int(image_id), "code": None, "filename": None, "event_code": None}
-        return {"id": int(image_id), "code": _text(self._codes[pos]), "filename": _text(self._files[pos]),
-                "event_code": _text(self._event_col[pos])}
+        return {"id": int(image_id), "code": _text(self._code_bytes[pos].decode()),
+                "filename": _text(self._files[pos]), "event_code": _text(self._event_names[self._event_of_row[pos]])}
 
     def vector(self, image_id: int) -> np.ndarray | None:
         """The stored vector of an image (a copy), or None when it is not in this version."""
