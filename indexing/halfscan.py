@@ -134,6 +134,23 @@ class ExactRows:
         out[order] = buf
         return out
 
+    def take_sorted(self, rows: list[int]) -> np.ndarray:
+        """Rows given in ascending order (a short Python list: the per-search re-scoring) as (m, d) float32."""
+        if self._fh is None:
+            return np.array(self.view[rows], dtype=np.float32)
+        if rows and (rows[0] < 0 or rows[-1] >= self.n):
+            raise IndexError(f"rows out of range 0..{self.n}")
+        buf = np.empty((len(rows), self.d), dtype=np.float32)
+        if not rows:
+            return buf
+        view, rb = memoryview(buf).cast("B"), self.row_bytes
+        start = 0
+        for i in range(1, len(rows) + 1):
+            if i == len(rows) or rows[i] != rows[i - 1] + 1:
+                self._read(view[start * rb:i * rb], rows[start])
+                start = i
+        return buf
+
     def __getitem__(self, key: Any) -> np.ndarray:
         if isinstance(key, slice):
             lo, hi, step = key.indices(self.n)
@@ -273,28 +290,57 @@ class Block:
 
 
 def exact_top_k(query: np.ndarray, blocks: list[Block], k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-k (scores, ids) over the blocks, descending, at most k long; see the module doc."""
+    """Exact top-k (scores, ids) over the blocks, descending, at most k long; see the module doc.
+
+    Each block gives its best k' rows by the float16 scan. Only the candidates that can still matter
+    are re-scored (pread + the float32 kernel): the k best by approximate score, then those whose
+    approximate score plus the bound reaches the k-th exact score found so far (usually a few). The
+    candidate lists are short (k' ~ 2k), so they are handled as Python lists: numpy's per-call cost
+    would be most of the time.
+    """
     q = np.ascontiguousarray(query, dtype=np.float32).reshape(-1)
-    q_norm = float(np.linalg.norm(q.astype(np.float64)))
+    q_norm = float(np.sqrt(np.dot(q.astype(np.float64), q.astype(np.float64))))
     want = 2 * k + 8
     while True:
-        scores, ids, limits = [], [], []
-        for b in blocks:
+        cands: list[tuple[float, float, int, int]] = []  # (approx, approx + bound, block, row)
+        limits = []
+        for n, b in enumerate(blocks):
             members = b.members()
             kb = min(want, members)
             approx, rows = b.half.scan(q, b.lo, b.hi, kb, b.keep)
-            exact = b.exact.take(rows)
-            scores.append(dot_rows(exact, 0, len(rows), q))
-            ids.append(b.ids[rows])
-            if kb < members:
-                limits.append(float(approx[-1]) + q_norm * b.half.bound if len(approx) == kb else np.inf)
-        all_s = np.concatenate(scores) if scores else np.empty(0, dtype=np.float32)
-        all_i = np.concatenate(ids) if ids else np.empty(0, dtype=np.int64)
-        best_s, best_i = top_k(all_s, all_i, k)
-        kth = float(best_s[k - 1]) if len(best_s) >= k else -np.inf
+            slack = q_norm * b.half.bound
+            if kb < members:  # rows left out score at most this (exactly, as computed)
+                limits.append(float(approx[-1]) + slack if len(approx) == kb else np.inf)
+            cands += [(a, a + slack, n, r) for a, r in zip(approx.tolist(), rows.tolist(), strict=True)]
+        cands.sort(key=lambda c: -c[0])
+        exact = _rescore(q, blocks, cands[:k])
+        if len(exact) >= k:
+            kth = sorted(exact.values(), reverse=True)[k - 1]
+            more = [c for c in cands[k:] if c[1] >= kth]
+            if more:
+                exact.update(_rescore(q, blocks, more))
+        best = sorted(exact.items(), key=lambda item: -item[1])[:k]  # stable: exact ties keep scan order
+        kth = best[k - 1][1] if len(best) >= k else -np.inf
         if all(limit < kth for limit in limits):
-            return best_s, best_i
+            return (np.array([s for _, s in best], dtype=np.float32),
+                    np.array([blocks[n].ids[r] for (n, r), _ in best], dtype=np.int64))
         want *= 4
+
+
+def _rescore(q: np.ndarray, blocks: list[Block],
+             cands: list[tuple[float, float, int, int]]) -> dict[tuple[int, int], float]:
+    """Exact float32 scores of candidates, keyed (block, row): their rows read in file order, one pread
+    per run of consecutive rows, then the float32 kernel."""
+    by_block: dict[int, list[int]] = {}
+    for c in cands:
+        by_block.setdefault(c[2], []).append(c[3])
+    out: dict[tuple[int, int], float] = {}
+    for n, rows in by_block.items():
+        rows.sort()
+        vectors = blocks[n].exact.take_sorted(rows)
+        for r, s in zip(rows, dot_rows(vectors, 0, len(rows), q).tolist(), strict=True):
+            out[(n, r)] = s
+    return out
 
 
 # -- per-thread FAISS scanners --------------------------------------------------------------

@@ -332,11 +332,23 @@ class LoadedIndex:
 
     def describe(self, image_id: int) -> dict[str, Any]:
         """id, code, filename and event of one image (None fields when it is not in this version)."""
-        pos = self._position(int(image_id))
+        return self._describe(int(image_id), self._position(int(image_id)))
+
+    def describe_many(self, image_ids: list[int]) -> list[dict[str, Any]]:
+        """`describe` of several images at once (one vectorised id lookup: a search's hits)."""
+        if not self.count:
+            return [self._describe(int(i), None) for i in image_ids]
+        wanted = np.asarray(image_ids, dtype=np.int64)
+        at = np.minimum(np.searchsorted(self._ids_sorted, wanted), self.count - 1)
+        found = (self._ids_sorted[at] == wanted).tolist()
+        return [self._describe(int(i), pos if ok else None)
+                for i, ok, pos in zip(image_ids, found, self._id_order[at].tolist(), strict=True)]
+
+    def _describe(self, image_id: int, pos: int | None) -> dict[str, Any]:
         if pos is None:
-            return {"id": int(image_id), "code": None, "filename": None, "event_code": None}
-        return {"id": int(image_id), "code": _text(self._code_bytes[pos].decode()),
-                "filename": _text(self._files[pos]), "event_code": _text(self._event_names[self._event_of_row[pos]])}
+            return {"id": image_id, "code": None, "filename": None, "event_code": None}
+        return {"id": image_id, "code": _text(self._code_bytes[pos].decode()), "filename": _text(self._files[pos]),
+                "event_code": _text(self._event_names[self._event_of_row[pos]])}
 
     def vector(self, image_id: int) -> np.ndarray | None:
         """The stored vector of an image (a copy), or None when it is not in this version."""
@@ -389,10 +401,15 @@ class LoadedIndex:
         Normally one contiguous base slice (masked where rows were removed) plus a few delta rows.
         """
         out: list[tuple[_Segment, int, int, np.ndarray | None, np.ndarray | None]] = []
-        if self._base_count[e]:
+        count = int(self._base_count[e])
+        if count:
             lo, hi = (int(x) for x in self._base_span[e])
+            if hi - lo == count:  # every row of the span is the event's (the usual case): nothing to mask
+                out.append((self._base, lo, hi, None, None))
+                count = 0
+        if count:
             keep = self._base_event[lo:hi] == e
-            if hi - lo <= 2 * self._base_count[e] + 64:
+            if hi - lo <= 2 * count + 64:
                 out.append((self._base, lo, hi, None if keep.all() else keep, None))
             else:  # scattered (an image moved between events after the base was built): gather
                 out.append((self._base, lo, hi, None, lo + np.flatnonzero(keep)))

@@ -335,3 +335,5 @@ def test_lookups_by_code_and_descriptions_match_the_rows(corpus, conninfo, setti
     for unknown in ("", "00000000-0000-0000-0000-000000000000", "not a code", "x" * 80):
         assert loaded.id_for_code(unknown) is None
     assert loaded.describe(10**9) == {"id": 10**9, "code": None, "filename": None, "event_code": None}
+    asked = [ids[5], 10**9, ids[3], ids[0], ids[5]]
+    assert loaded.describe_many(asked) == [loaded.describe(i) for i in asked]
