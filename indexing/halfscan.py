@@ -4,8 +4,8 @@ Why: searching the float32 vectors where they are memory-mapped (the verified
 private copy, indexing/private_copy.py) makes every page a search reads
 resident, so once every event had been searched the server's RSS held the whole
 float32 array (100K x 2048: +781 MB, bench/serve_memory.py). Here a segment is
-held once more, as float16 (`HalfVectors`: a private nameless temp file mapped
-read-only, clean pages of half the size), and scanned with FAISS's SIMD
+held once more, as float16 in memory (`HalfVectors`, half the size, converted
+from the verified float32 rows at load), and scanned with FAISS's SIMD
 scalar-quantizer kernel. The best candidates are re-scored from float32 rows
 read with pread from the private copy (`ExactRows`: never through a mapping, so
 those pages do not become the process's), and an error bound proves that no
@@ -24,20 +24,16 @@ below the k-th best exact score among the candidates, it cannot be in the top k.
 
 from __future__ import annotations
 
-import contextlib
-import mmap
 import os
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
 
-from indexing.private_copy import temp_file
-
 HALF_MAX = 65504.0  # largest finite float16
-CHUNK_ROWS = 4096  # rows converted (or streamed for batches) at a time: a few tens of MB
+CHUNK_ROWS = 4096  # rows streamed at a time for batch searches: a few tens of MB
+HALF_CHUNK_BYTES = 4 << 20  # float32 read and converted at a time when building a float16 copy (stays in cache)
 _U = 2.0 ** -24
 
 
@@ -102,13 +98,14 @@ class ExactRows:
         """Whether rows come from the file (pread) rather than through memory."""
         return self._fh is not None
 
-    def span(self, lo: int, hi: int) -> np.ndarray:
-        """Rows lo..hi as a new (hi - lo, d) float32 array."""
+    def span(self, lo: int, hi: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Rows lo..hi as a (hi - lo, d) float32 array: new, or the leading rows of `out` (reused buffer)."""
         lo, hi = int(lo), int(hi)
+        m = max(hi - lo, 0)
+        out = np.empty((m, self.d), dtype=np.float32) if out is None else out[:m]
         if self._fh is None:
-            return np.array(self.view[lo:hi], dtype=np.float32)
-        out = np.empty((max(hi - lo, 0), self.d), dtype=np.float32)
-        if hi > lo:
+            out[:] = self.view[lo:hi]
+        elif m:
             self._read(memoryview(out).cast("B"), lo)
         return out
 
@@ -195,35 +192,57 @@ class NotHalfable(ValueError):
     """A segment holds values float16 cannot carry (non-finite, or beyond 65504): scan float32 instead."""
 
 
-class HalfVectors:
-    """A segment's vectors as float16, in a nameless temp file mapped read-only, and their error bound."""
+def _numpy_half(block: np.ndarray, out: np.ndarray) -> None:
+    np.copyto(out, block, casting="same_kind")  # IEEE round to nearest even
 
-    def __init__(self, exact: ExactRows, tmp_dir: Path | None = None) -> None:
+
+def _opencv_half(block: np.ndarray, out: np.ndarray) -> None:
+    import cv2
+
+    cv2.convertFp16(block, out.view(np.int16))
+
+
+def _to_half(block: np.ndarray, out: np.ndarray) -> None:
+    """float32 -> float16, rounded to nearest. OpenCV's F16C conversion is ~40x faster than numpy's
+    (0.1 vs 4-6 ns per value here: ~1 s of a 100K x 2048 load); used once it gave numpy's very bits."""
+    global _HALF
+    if _HALF is None:
+        _HALF = _numpy_half
+        try:
+            probe = np.empty_like(out)
+            _opencv_half(block, probe)
+            _numpy_half(block, out)
+            if np.array_equal(probe.view(np.uint16), out.view(np.uint16)):
+                _HALF = _opencv_half
+            return
+        except (ImportError, AttributeError, TypeError, ValueError):
+            pass
+    try:
+        _HALF(block, out)
+    except Exception:  # cv2 refused this block (e.g. a shape it cannot take): numpy's result is the same
+        _numpy_half(block, out)
+
+
+_HALF: Any = None
+
+
+class HalfVectors:
+    """A segment's vectors as float16 (in memory: half the float32 size) and their error bound."""
+
+    def __init__(self, exact: ExactRows) -> None:
         n, d = exact.n, exact.d
         self.n, self.d = n, d
-        self._fh: BinaryIO | None = None
-        self._map: mmap.mmap | None = None
+        self.codes = np.empty((n, d), dtype=np.float16)
         max_norm = 0.0
-        if n == 0:
-            self.codes = np.empty((0, d), dtype=np.float16)
-        else:
-            self._fh = temp_file(tmp_dir)
-            try:
-                fd = self._fh.fileno()
-                os.ftruncate(fd, n * d * 2)
-                for lo in range(0, n, CHUNK_ROWS):
-                    block = exact.span(lo, min(n, lo + CHUNK_ROWS))
-                    top = float(np.abs(block).max()) if block.size else 0.0
-                    if not top <= HALF_MAX:  # also catches NaN
-                        raise NotHalfable(f"values up to {top} do not fit float16")
-                    max_norm = max(max_norm, float(np.sqrt(np.einsum("ij,ij->i", block, block).max())))
-                    half = block.astype(np.float16)
-                    os.pwrite(fd, memoryview(half).cast("B"), lo * d * 2)
-                self._map = mmap.mmap(fd, n * d * 2, prot=mmap.PROT_READ)
-            except BaseException:
-                self.close()
-                raise
-            self.codes = np.frombuffer(self._map, dtype=np.float16).reshape(n, d)
+        rows = max(1, HALF_CHUNK_BYTES // (d * 4))  # one cache-sized buffer, reused: no page faults
+        buf = np.empty((min(rows, n), d), dtype=np.float32)
+        for lo in range(0, n, rows):
+            block = exact.span(lo, min(n, lo + rows), out=buf)
+            top = max(float(block.max()), -float(block.min()))
+            if not top <= HALF_MAX:  # also catches NaN
+                raise NotHalfable(f"values up to {top} do not fit float16")
+            max_norm = max(max_norm, float(np.sqrt(np.einsum("ij,ij->i", block, block).max())))
+            _to_half(block, self.codes[lo:lo + len(block)])
         g = d * _U / (1 - d * _U)
         # max over rows of the bound above (||h|| <= ||v|| (1 + 2^-11) + 2^-25 sqrt(d)); 1% head-room for
         # the float32 arithmetic of the norms themselves.
@@ -233,17 +252,6 @@ class HalfVectors:
     @property
     def nbytes(self) -> int:
         return int(self.codes.nbytes)
-
-    def close(self) -> None:
-        """Unmap and drop the temp file (searches must be over; used when a load fails)."""
-        self.codes = np.empty((0, self.d), dtype=np.float16)
-        if self._map is not None:
-            with contextlib.suppress(BufferError):  # a view still exported: the mapping goes with its last user
-                self._map.close()
-            self._map = None
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
 
     def scan(self, query: np.ndarray, lo: int, hi: int, k: int,
              keep: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -65,10 +65,6 @@ class _Segment:
     exact: ExactRows  # the same rows, read by pread (re-scoring, vector(), event_vectors())
     half: HalfVectors | None = None  # None: HNSW (FAISS reads the float32 storage anyway) or not float16-safe
 
-    def close(self) -> None:
-        if self.half is not None:
-            self.half.close()
-
 
 def flat_view(index: Any) -> np.ndarray | None:
     """A zero-copy (n, d) float32 view of the raw vectors of a flat or HNSW-flat index (IDMap unwrapped)."""
@@ -102,8 +98,7 @@ def _open_faiss(copy: PrivateCopy, dim: int) -> Any:
     return index
 
 
-def _segment(copy: PrivateCopy, dim: int, raw: PrivateCopy | None = None, *, half: bool = True,
-             tmp_dir: Path | None = None) -> _Segment:
+def _segment(copy: PrivateCopy, dim: int, raw: PrivateCopy | None = None, *, half: bool = True) -> _Segment:
     """Open one segment; with `half`, also its float16 copy for exact scans (see indexing/halfscan.py)."""
     import faiss
 
@@ -124,7 +119,7 @@ def _segment(copy: PrivateCopy, dim: int, raw: PrivateCopy | None = None, *, hal
     segment = _Segment(index, ids, vectors, exact)
     if half:
         try:
-            segment.half = HalfVectors(exact, tmp_dir)
+            segment.half = HalfVectors(exact)
         except NotHalfable:
             segment.half = None  # scanned in float32 where it is mapped, as FAISS would
     return segment
@@ -161,13 +156,8 @@ class LoadedIndex:
         try:
             base = self._copy(INDEX_FILE, tmp_dir)
             raw = self._copy(VECTORS_FILE, tmp_dir) if manifest.has(VECTORS_FILE) else None
-            self._segments: list[_Segment] = []
-            self._base = _segment(base, self.dim, raw, half=self.index_type != "hnsw", tmp_dir=tmp_dir)
-            self._segments.append(self._base)
-            self._delta = None
-            if manifest.has(DELTA_FILE):
-                self._delta = _segment(self._copy(DELTA_FILE, tmp_dir), self.dim, tmp_dir=tmp_dir)
-                self._segments.append(self._delta)
+            self._base = _segment(base, self.dim, raw, half=self.index_type != "hnsw")
+            self._delta = _segment(self._copy(DELTA_FILE, tmp_dir), self.dim) if manifest.has(DELTA_FILE) else None
             if manifest.has(REMOVED_FILE):
                 removed = np.load(io.BytesIO(read_verified(self.folder / REMOVED_FILE, manifest)))
             else:
@@ -218,12 +208,10 @@ class LoadedIndex:
         return copy
 
     def close(self) -> None:
-        """Release the private copies' descriptors and the float16 copies (space freed once unmapped too).
+        """Release the private copies' descriptors (their space is freed once unmapped too).
 
         Only for a version nobody searches any more (a failed load, a CLI check): a served version is
         simply dropped, and freed with its last request."""
-        for seg in getattr(self, "_segments", []):
-            seg.close()
         for copy in self._copies:
             copy.close()
 

@@ -45,7 +45,7 @@ class PrivateCopy:
         self.source = source
         self.sha256 = manifest.sha256[source.name]
         self.size = manifest.sizes.get(source.name)
-        self.fh: BinaryIO = temp_file(tmp_dir)
+        self.fh: BinaryIO = _temp_file(tmp_dir)
         digest = hashlib.sha256()
         written = 0
         try:
@@ -101,8 +101,7 @@ class PrivateCopy:
             self.fh.close()
 
 
-def temp_file(tmp_dir: Path | None) -> BinaryIO:
-    """A nameless temp file in `tmp_dir` (O_TMPFILE: nobody can open or truncate it), else in the system's."""
+def _temp_file(tmp_dir: Path | None) -> BinaryIO:
     if tmp_dir is not None:
         try:
             tmp_dir.mkdir(parents=True, exist_ok=True)

@@ -128,6 +128,15 @@ def test_batches_are_exact_and_skip_dead_rows() -> None:
         assert not set(i[r].tolist()) & set(ids[dead].tolist())
 
 
+def test_float16_copy_is_rounded_to_nearest_like_numpy() -> None:
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(3000, 256)).astype(np.float32)
+    x[0, :8] = [0.0, -0.0, 65504.0, -65504.0, 6e-8, 3e-5, 1 / 3, 2049.0]  # zeros, limits, subnormals, a tie
+    x[1] *= 1e-6  # a row of float16 subnormals
+    half = HalfVectors(ExactRows.of(x, None))
+    np.testing.assert_array_equal(half.codes.view(np.uint16), x.astype(np.float16).view(np.uint16))
+
+
 def test_non_float16_values_are_refused() -> None:
     from indexing.halfscan import NotHalfable
 
