@@ -142,7 +142,8 @@ class LoadedIndex:
     `open_version`, which verifies every file while reading it.
     """
 
-    def __init__(self, store: IndexStore, version: int, manifest: Manifest, tmp_dir: Path | None = None) -> None:
+    def __init__(self, store: IndexStore, version: int, manifest: Manifest, tmp_dir: Path | None = None, *,
+                 float16: bool = True) -> None:
         import pyarrow.parquet as pq
 
         self.store = store
@@ -156,8 +157,9 @@ class LoadedIndex:
         try:
             base = self._copy(INDEX_FILE, tmp_dir)
             raw = self._copy(VECTORS_FILE, tmp_dir) if manifest.has(VECTORS_FILE) else None
-            self._base = _segment(base, self.dim, raw, half=self.index_type != "hnsw")
-            self._delta = _segment(self._copy(DELTA_FILE, tmp_dir), self.dim) if manifest.has(DELTA_FILE) else None
+            self._base = _segment(base, self.dim, raw, half=float16 and self.index_type != "hnsw")
+            self._delta = (_segment(self._copy(DELTA_FILE, tmp_dir), self.dim, half=float16)
+                           if manifest.has(DELTA_FILE) else None)
             if manifest.has(REMOVED_FILE):
                 removed = np.load(io.BytesIO(read_verified(self.folder / REMOVED_FILE, manifest)))
             else:
@@ -548,18 +550,21 @@ def _text(value: Any) -> str | None:
     return str(value)
 
 
-def open_version(store: IndexStore, version: int, *, tmp_dir: Path | None = None) -> LoadedIndex:
+def open_version(store: IndexStore, version: int, *, tmp_dir: Path | None = None,
+                 float16: bool = True) -> LoadedIndex:
     """Read and verify one version of `store` (sizes and checksums of every file, shapes, ids).
 
     Raises IndexCorrupt with a one-line reason naming the file; a damaged version is never returned.
-    `tmp_dir` is where the private copies go (default: beside the store).
+    `tmp_dir` is where the private copies go (default: beside the store). `float16=False` skips the
+    float16 copies exact searches scan (a version opened only to be checked: searches then read float32).
     """
     manifest = store.read_manifest(version)
     for fname in manifest.files:  # cheap first: a missing or truncated file fails before any copying
         check_file(store.version_dir(version) / fname, manifest.sha256[fname], manifest.sizes.get(fname),
                    checksums=False)
     try:
-        return LoadedIndex(store, version, manifest, tmp_dir if tmp_dir is not None else store.root.parent)
+        return LoadedIndex(store, version, manifest, tmp_dir if tmp_dir is not None else store.root.parent,
+                           float16=float16)
     except IndexCorrupt:
         raise
     except (RuntimeError, OSError, ValueError, KeyError, TypeError) as exc:

@@ -220,3 +220,18 @@ def test_served_version_answers_exactly_and_keeps_float32_pages_out_of_memory(wi
         assert resident_bytes(address(seg.vectors)) <= before + 64 * 1024
         assert resident_bytes(address(seg.half.codes)) >= seg.half.codes.nbytes * 0.9
         assert seg.half.codes.nbytes == seg.vectors.nbytes // 2
+
+
+def test_a_version_opened_only_to_be_checked_has_no_float16_copy_and_the_same_answers(wide_corpus, settings):
+    from indexing.loaded import open_version
+    from indexing.store import IndexStore
+
+    store = IndexStore(settings, MODEL)
+    served, checked = (open_version(store, store.current_version(), float16=f) for f in (True, False))
+    assert checked._base.half is None and checked._delta is not None and checked._delta.half is None
+    for event in checked.events():
+        q = checked.vector(int(checked.event_ids(event)[0]))
+        (s1, i1), (s2, i2) = served.search_event(q, event, 12), checked.search_event(q, event, 12)
+        np.testing.assert_allclose(s1, s2, atol=1e-6)
+        assert set(i1.tolist()) == set(i2.tolist())
+    checked.close()
