@@ -55,8 +55,8 @@ served.search(q, 10)
 mark("one global search")
 L = served.loaded
 parts = {"meta DataFrame (deep)": int(L.meta.memory_usage(deep=True).sum())}
-for name in ("ids", "_id_order", "_ids_sorted", "_segment_of", "_row_of", "_base_event", "_codes", "_files",
-             "_event_col"):
+for name in ("ids", "_id_order", "_ids_sorted", "_segment_of", "_row_of", "_base_event", "_code_bytes",
+             "_code_order", "_files", "_event_of_row"):
     a = getattr(L, name)
     parts[name + " (array)"] = int(a.nbytes)
 seen = set()
@@ -66,13 +66,26 @@ def objects(a):
         if id(x) not in seen:
             seen.add(id(x)); total += sys.getsizeof(x)
     return total
-for name in ("_codes", "_files", "_event_col"):
-    parts[name + " (its Python str objects)"] = objects(getattr(L, name))
-parts["_code_index (pandas Index, deep)"] = int(L._code_index.memory_usage(deep=True))
+parts["_files (its Python str objects)"] = objects(L._files)
 parts["_base_sorted"] = int(sum(x.nbytes for x in L._base_sorted))
 parts["_event_meta_pos"] = int(sum(x.nbytes for x in L._event_meta_pos))
-parts["base vectors (" + str(L._base.vectors.dtype if getattr(L._base, "vectors", None) is not None else "?") + ")"] = \
-    int(L._base.vectors.nbytes) if getattr(L._base, "vectors", None) is not None else -1
+def resident(a):
+    addr, inside = int(a.__array_interface__["data"][0]), False
+    with open("/proc/self/smaps") as fh:
+        for line in fh:
+            head = line.split()[0]
+            if "-" in head and ":" not in head:
+                lo, hi = (int(v, 16) for v in head.split("-"))
+                inside = lo <= addr < hi
+            elif inside and head == "Rss:":
+                return int(line.split()[1]) * 1024
+    return -1
+base = L._base
+parts["base vectors, float32 (mapped private copy), size"] = int(base.vectors.nbytes)
+parts["  of which resident after the searches"] = resident(base.vectors)
+if getattr(base, "half", None) is not None:
+    parts["base vectors, float16 copy (scanned), size"] = int(base.half.codes.nbytes)
+    parts["  of which resident after the searches "] = resident(base.half.codes)
 from embeddings.models import get_embedder
 emb = get_embedder(settings.embedding_model, settings)
 gc.collect(); mark("model loaded")
@@ -112,8 +125,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {step:<40} {m['VmRSS']:8.0f} {m['RssAnon']:8.0f} {m['RssFile']:8.0f}{delta}")
             prev = m["VmRSS"]
         print("\nthe loaded version's structures, MB")
-        for name, size in sorted(result["parts"].items(), key=lambda kv: -kv[1]):
-            print(f"  {name:<44} {size / 2**20:8.1f}")
+        for name, size in result["parts"].items():
+            print(f"  {name:<52} {size / 2**20:8.1f}")
         final = list(result["rss"].values())[-1]["VmRSS"]
         print(f"\ngoal: <= 1,000 MB -> {final:.0f} MB ({final / 1000:.2f}x the bound)")
     finally:

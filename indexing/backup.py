@@ -106,7 +106,7 @@ def check_usable(store: IndexStore, version: int) -> None:
     from indexing.loaded import open_version
     from indexing.verify import VerificationFailed, check_loaded
 
-    loaded = open_version(store, version)
+    loaded = open_version(store, version, float16=False)  # checked, not served
     try:
         check_loaded(loaded)
     except VerificationFailed as exc:

@@ -8,8 +8,11 @@ therefore exactly what was verified, whatever happens to the store afterwards, a
 that periodically and on demand).
 
 `LoadedIndex` holds the metadata once, with every per-id and per-event lookup
-the server needs, and the search kernels (exact SIMD scans of one event's
-contiguous slice, FAISS for the rest).
+the server needs, and the search kernels. Exact searches (one event's
+contiguous slice, a flat version) scan a float16 copy of the vectors and
+re-score the candidates from float32 rows read from the private copy, exactly
+(indexing/halfscan.py): searching never makes the float32 pages the process's;
+HNSW and IVF-PQ searches go through FAISS.
 """
 
 from __future__ import annotations
@@ -22,6 +25,16 @@ from typing import Any
 import numpy as np
 
 from core.settings import Settings
+from indexing.halfscan import (
+    Block,
+    ExactRows,
+    HalfVectors,
+    NotHalfable,
+    batch_top_k,
+    dot_rows,
+    exact_top_k,
+)
+from indexing.halfscan import top_k as _top_k
 from indexing.private_copy import PrivateCopy, read_verified
 from indexing.store import (
     DELTA_FILE,
@@ -45,11 +58,13 @@ FLAT_SCAN_MAX_QUERIES = 8  # fewer queries: one SIMD scan each (no OpenMP); more
 # -- segments and kernels -----------------------------------------------------------------------
 @dataclass
 class _Segment:
-    """One FAISS file of a version: the id-mapped index and a read-only view of its raw vectors."""
+    """One FAISS file of a version: the id-mapped index, its raw vectors and the float16 copy scanned."""
 
     index: Any
     ids: np.ndarray  # int64, row order
-    vectors: np.ndarray  # (n, dim) float32, row order, read-only view
+    vectors: np.ndarray  # (n, dim) float32, row order, read-only view (mapped): FAISS's own searches read it
+    exact: ExactRows  # the same rows, read by pread (re-scoring, vector(), event_vectors())
+    half: HalfVectors | None = None  # None: HNSW (FAISS reads the float32 storage anyway) or not float16-safe
 
 
 def flat_view(index: Any) -> np.ndarray | None:
@@ -84,13 +99,15 @@ def _open_faiss(copy: PrivateCopy, dim: int) -> Any:
     return index
 
 
-def _segment(copy: PrivateCopy, dim: int, raw: PrivateCopy | None = None) -> _Segment:
+def _segment(copy: PrivateCopy, dim: int, raw: PrivateCopy | None = None, *, half: bool = True) -> _Segment:
+    """Open one segment; with `half`, also its float16 copy for exact scans (see indexing/halfscan.py)."""
     import faiss
 
     index = _open_faiss(copy, dim)
     if not hasattr(index, "id_map"):
         raise IndexCorrupt(f"{copy.source}: not an id-mapped index (IndexIDMap2)")
     ids = faiss.vector_to_array(index.id_map).astype(np.int64, copy=False)
+    source = raw if raw is not None else copy
     if raw is not None:
         vectors = np.load(raw.path, mmap_mode="r" if raw.mappable else None)
     else:
@@ -99,29 +116,14 @@ def _segment(copy: PrivateCopy, dim: int, raw: PrivateCopy | None = None) -> _Se
             raise IndexCorrupt(f"{copy.source}: no raw vectors for exact search and no {VECTORS_FILE}")
     if vectors.shape != (len(ids), dim):
         raise IndexCorrupt(f"{copy.source}: {vectors.shape[0]} vectors for {len(ids)} ids")
-    return _Segment(index, ids, vectors)
-
-
-def dot_rows(vectors: np.ndarray, lo: int, hi: int, query: np.ndarray) -> np.ndarray:
-    """Inner products of rows lo..hi of a C-contiguous float32 (n, d) array with one query.
-
-    FAISS's SIMD kernel reads unaligned memory at full speed; numpy falls back to a slow
-    loop on the (unaligned) memory-mapped flat storage of a FAISS file: 0.14 ms vs 12 ms for
-    2,000 x 1280 on the benchmark machine.
-    """
-    import faiss
-
-    n, d = hi - lo, vectors.shape[1]
-    out = np.empty(n, dtype=np.float32)
-    if n <= 0:
-        return out
-    if not vectors.flags.c_contiguous or vectors.dtype != np.float32:
-        return np.asarray(vectors[lo:hi], dtype=np.float32) @ query
-    q = np.ascontiguousarray(query, dtype=np.float32)
-    addr = vectors.__array_interface__["data"][0] + int(lo) * d * 4
-    faiss.fvec_inner_products_ny(faiss.swig_ptr(out), faiss.swig_ptr(q), faiss.cast_integer_to_float_ptr(addr),
-                                 d, n)
-    return out
+    exact = ExactRows.of(vectors, source.fh if source.mappable else None)
+    segment = _Segment(index, ids, vectors, exact)
+    if half:
+        try:
+            segment.half = HalfVectors(exact)
+        except NotHalfable:
+            segment.half = None  # scanned in float32 where it is mapped, as FAISS would
+    return segment
 
 
 def _as_queries(queries: np.ndarray, dim: int) -> np.ndarray:
@@ -133,15 +135,6 @@ def _as_queries(queries: np.ndarray, dim: int) -> np.ndarray:
     return np.ascontiguousarray(q)
 
 
-def _top_k(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Best k of one query's candidate scores, descending."""
-    if len(scores) > k:
-        part = np.argpartition(-scores, k - 1)[:k]
-        scores, ids = scores[part], ids[part]
-    order = np.argsort(-scores, kind="stable")
-    return scores[order].astype(np.float32, copy=False), ids[order].astype(np.int64, copy=False)
-
-
 # -- the loaded version -------------------------------------------------------------------------
 class LoadedIndex:
     """One verified version, open read-only; the search primitives and lookups the server calls.
@@ -150,7 +143,8 @@ class LoadedIndex:
     `open_version`, which verifies every file while reading it.
     """
 
-    def __init__(self, store: IndexStore, version: int, manifest: Manifest, tmp_dir: Path | None = None) -> None:
+    def __init__(self, store: IndexStore, version: int, manifest: Manifest, tmp_dir: Path | None = None, *,
+                 float16: bool = True) -> None:
         import pyarrow.parquet as pq
 
         self.store = store
@@ -164,8 +158,9 @@ class LoadedIndex:
         try:
             base = self._copy(INDEX_FILE, tmp_dir)
             raw = self._copy(VECTORS_FILE, tmp_dir) if manifest.has(VECTORS_FILE) else None
-            self._base = _segment(base, self.dim, raw)
-            self._delta = _segment(self._copy(DELTA_FILE, tmp_dir), self.dim) if manifest.has(DELTA_FILE) else None
+            self._base = _segment(base, self.dim, raw, half=float16 and self.index_type != "hnsw")
+            self._delta = (_segment(self._copy(DELTA_FILE, tmp_dir), self.dim, half=float16)
+                           if manifest.has(DELTA_FILE) else None)
             # Files the server reads later (precomputed duplicate relations): verified private copies too.
             self.sidecars = {f: self._copy(f, tmp_dir) for f in SIDECAR_FILES if manifest.has(f)}
             if manifest.has(REMOVED_FILE):
@@ -218,7 +213,10 @@ class LoadedIndex:
         return copy
 
     def close(self) -> None:
-        """Release the private copies' descriptors (their space is freed once unmapped too)."""
+        """Release the private copies' descriptors (their space is freed once unmapped too).
+
+        Only for a version nobody searches any more (a failed load, a CLI check): a served version is
+        simply dropped, and freed with its last request."""
         for copy in self._copies:
             copy.close()
 
@@ -265,14 +263,16 @@ class LoadedIndex:
         base_order = np.argsort(self._base.ids, kind="stable")
         self._base_sorted = (self._base.ids[base_order], base_order)  # image id -> base row (IVF-PQ re-rank)
         self._ids_sorted = self.ids[self._id_order]
-        self._codes = self.meta["image_code"].to_numpy(dtype=object)
+        # Image codes are PostgreSQL uuid text (always lower case; lookups lower-case the query): held as
+        # fixed-width bytes (36 per row) with their sort order, not as 100K Python str objects and a hash index.
+        self._code_bytes = np.array([c.encode() if isinstance(c, str) else b""
+                                     for c in self.meta["image_code"].to_numpy(dtype=object)], dtype="S")
+        self._code_order = np.argsort(self._code_bytes, kind="stable")
         self._files = self.meta["filename"].to_numpy(dtype=object)
-        self._event_col = self.meta["event_code"].to_numpy(dtype=object)
-        # Codes are PostgreSQL uuid text (always lower case): indexed as they are, no copy of the strings;
-        # lookups lower-case the query instead.
-        self._code_index = pd.Index(self._codes)
         codes, uniques = pd.factorize(self.meta["event_code"], sort=False)
         codes = codes.astype(np.int32)
+        self._event_of_row = codes  # event number per meta row; its text is one shared str per event
+        self._event_names = np.asarray([str(u) for u in uniques] + [""], dtype=object)  # [-1]: no event
         self._event_pos = {str(code): i for i, code in enumerate(uniques)}
         # Base rows: event number per row (-1 for rows masked out), and each event's [lo, hi) span.
         n_base = len(self._base.ids)
@@ -281,6 +281,7 @@ class LoadedIndex:
         self._base_event[self._row_of[base]] = codes[base]
         dead = np.flatnonzero(self._base_event < 0)
         self._base_dead = dead if len(dead) else None  # removed rows of the base (masked in searches)
+        self._base_live = (self._base_event >= 0) if len(dead) else None
         n_events = len(uniques)
         lo = np.full(n_events, np.iinfo(np.int64).max, dtype=np.int64)
         hi = np.full(n_events, -1, dtype=np.int64)
@@ -314,16 +315,33 @@ class LoadedIndex:
 
     def id_for_code(self, code: str) -> int | None:
         """The image id of an image code (UUID text, any case), or None."""
-        pos = self._code_index.get_indexer([str(code).lower()])[0] if self.count else -1
+        key = str(code).lower().encode()
+        pos = -1
+        if key and self.count and len(key) <= self._code_bytes.itemsize:
+            i = int(np.searchsorted(self._code_bytes, key, sorter=self._code_order))
+            if i < self.count and self._code_bytes[self._code_order[i]] == key:
+                pos = int(self._code_order[i])
         return None if pos < 0 else int(self.ids[pos])
 
     def describe(self, image_id: int) -> dict[str, Any]:
         """id, code, filename and event of one image (None fields when it is not in this version)."""
-        pos = self._position(int(image_id))
+        return self._describe(int(image_id), self._position(int(image_id)))
+
+    def describe_many(self, image_ids: list[int]) -> list[dict[str, Any]]:
+        """`describe` of several images at once (one vectorised id lookup: a search's hits)."""
+        if not self.count:
+            return [self._describe(int(i), None) for i in image_ids]
+        wanted = np.asarray(image_ids, dtype=np.int64)
+        at = np.minimum(np.searchsorted(self._ids_sorted, wanted), self.count - 1)
+        found = (self._ids_sorted[at] == wanted).tolist()
+        return [self._describe(int(i), pos if ok else None)
+                for i, ok, pos in zip(image_ids, found, self._id_order[at].tolist(), strict=True)]
+
+    def _describe(self, image_id: int, pos: int | None) -> dict[str, Any]:
         if pos is None:
-            return {"id": int(image_id), "code": None, "filename": None, "event_code": None}
-        return {"id": int(image_id), "code": _text(self._codes[pos]), "filename": _text(self._files[pos]),
-                "event_code": _text(self._event_col[pos])}
+            return {"id": image_id, "code": None, "filename": None, "event_code": None}
+        return {"id": image_id, "code": _text(self._code_bytes[pos].decode()), "filename": _text(self._files[pos]),
+                "event_code": _text(self._event_names[self._event_of_row[pos]])}
 
     def vector(self, image_id: int) -> np.ndarray | None:
         """The stored vector of an image (a copy), or None when it is not in this version."""
@@ -332,7 +350,7 @@ class LoadedIndex:
             return None
         seg = self._base if self._segment_of[pos] == 0 else self._delta
         assert seg is not None
-        return np.array(seg.vectors[self._row_of[pos]], dtype=np.float32)
+        return seg.exact.take(np.array([self._row_of[pos]]))[0]
 
     def row(self, image_id: int) -> dict[str, Any] | None:
         """The meta row (image_id, image_code, event_code, filename) of an image, or None."""
@@ -358,16 +376,16 @@ class LoadedIndex:
         if e is None:
             return np.empty(0, dtype=np.int64), np.empty((0, self.dim), dtype=np.float32)
         ids_parts, vec_parts = [], []
-        for seg, lo, hi, keep, rows in self._event_blocks(e):
+        for seg, lo, hi, keep, rows in self._event_blocks(e):  # read from the private copy, never mapped
             if rows is not None:
                 ids_parts.append(seg.ids[rows])
-                vec_parts.append(np.asarray(seg.vectors[rows], dtype=np.float32))
+                vec_parts.append(seg.exact.take(rows))
             elif keep is None:
                 ids_parts.append(seg.ids[lo:hi])
-                vec_parts.append(np.asarray(seg.vectors[lo:hi], dtype=np.float32))
+                vec_parts.append(seg.exact.span(lo, hi))
             else:
                 ids_parts.append(seg.ids[lo:hi][keep])
-                vec_parts.append(np.asarray(seg.vectors[lo:hi][keep], dtype=np.float32))
+                vec_parts.append(seg.exact.span(lo, hi)[keep])
         return np.concatenate(ids_parts), np.ascontiguousarray(np.concatenate(vec_parts))
 
     def _event_blocks(self, e: int) -> list[tuple[_Segment, int, int, np.ndarray | None, np.ndarray | None]]:
@@ -376,10 +394,15 @@ class LoadedIndex:
         Normally one contiguous base slice (masked where rows were removed) plus a few delta rows.
         """
         out: list[tuple[_Segment, int, int, np.ndarray | None, np.ndarray | None]] = []
-        if self._base_count[e]:
+        count = int(self._base_count[e])
+        if count:
             lo, hi = (int(x) for x in self._base_span[e])
+            if hi - lo == count:  # every row of the span is the event's (the usual case): nothing to mask
+                out.append((self._base, lo, hi, None, None))
+                count = 0
+        if count:
             keep = self._base_event[lo:hi] == e
-            if hi - lo <= 2 * self._base_count[e] + 64:
+            if hi - lo <= 2 * count + 64:
                 out.append((self._base, lo, hi, None if keep.all() else keep, None))
             else:  # scattered (an image moved between events after the base was built): gather
                 out.append((self._base, lo, hi, None, lo + np.flatnonzero(keep)))
@@ -404,16 +427,8 @@ class LoadedIndex:
         if self.count == 0:
             return out_s, out_i
         blocks_s, blocks_i = [], []
-        if len(self._base.ids) and self.index_type == "flat" and n <= FLAT_SCAN_MAX_QUERIES:
-            kb = min(k, len(self._base.ids))
-            s = np.empty((n, kb), dtype=np.float32)
-            i = np.empty((n, kb), dtype=np.int64)
-            for r in range(n):
-                scores = dot_rows(self._base.vectors, 0, len(self._base.ids), q[r])
-                if self._base_dead is not None:
-                    scores[self._base_dead] = -np.inf
-                s[r], i[r] = _top_k(scores, self._base.ids, kb)
-                i[r][np.isneginf(s[r])] = -1  # masked rows never come back, even when k exceeds the live count
+        if len(self._base.ids) and self.index_type == "flat":
+            s, i = self._flat_search(self._base, q, k, self._base_live)
             blocks_s.append(s)
             blocks_i.append(i)
         elif len(self._base.ids):
@@ -428,8 +443,7 @@ class LoadedIndex:
             blocks_s.append(s)
             blocks_i.append(i)
         if self._delta is not None and len(self._delta.ids):
-            kd = min(k, len(self._delta.ids))
-            s, i = self._delta.index.search(q, kd)
+            s, i = self._flat_search(self._delta, q, k, None)
             blocks_s.append(s)
             blocks_i.append(i)
         scores = np.concatenate(blocks_s, axis=1)
@@ -442,13 +456,35 @@ class LoadedIndex:
             out_s[r, :m], out_i[r, :m] = s[valid], i[valid]
         return out_s, out_i
 
+    def _flat_search(self, seg: _Segment, q: np.ndarray, k: int,
+                     live: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k of each query over a whole flat segment (rows where `live`, when given): (n, kb)
+        scores and ids, padded with -inf / -1; masked rows never come back, even when k exceeds the live
+        count. A few queries: the float16 scan + exact re-scoring; more: float32 chunks by pread + BLAS."""
+        n, kb = q.shape[0], min(k, len(seg.ids))
+        if n > FLAT_SCAN_MAX_QUERIES:
+            return batch_top_k(q, seg.exact, seg.ids, kb, None if live is None else ~live)
+        s = np.full((n, kb), -np.inf, dtype=np.float32)
+        i = np.full((n, kb), -1, dtype=np.int64)
+        for r in range(n):
+            if seg.half is not None:
+                got_s, got_i = exact_top_k(q[r], [Block(seg.half, seg.exact, seg.ids, 0, len(seg.ids), live)], kb)
+            else:
+                scores = dot_rows(seg.vectors, 0, len(seg.ids), q[r])
+                if live is not None:
+                    scores[~live] = -np.inf
+                got_s, got_i = _top_k(scores, seg.ids, kb)
+                got_i = np.where(np.isneginf(got_s), -1, got_i)
+            s[r, :len(got_s)], i[r, :len(got_i)] = got_s, got_i
+        return s, i
+
     def _rescore(self, q: np.ndarray, ids: np.ndarray) -> np.ndarray:
         """Exact inner products of IVF-PQ candidates from the raw vectors (a refine step, like IndexRefine)."""
         from indexing import ann
 
         sorted_ids, order = self._base_sorted
         pos = np.clip(np.searchsorted(sorted_ids, ids), 0, max(len(sorted_ids) - 1, 0))
-        return ann.exact_scores(q, np.where(ids >= 0, order[pos], -1), self._base.vectors)
+        return ann.exact_scores(q, np.where(ids >= 0, order[pos], -1), self._base.exact)  # type: ignore[arg-type]
 
     def _search_params(self, sel: Any) -> Any:
         import faiss
@@ -474,8 +510,11 @@ class LoadedIndex:
         if e is None:
             return np.empty(0, dtype=np.float32), np.empty(0, dtype=np.int64)
         vec = q[0]
+        blocks = self._event_blocks(e)
+        if all(seg.half is not None for seg, *_ in blocks):
+            return exact_top_k(vec, [_half_block(*b) for b in blocks], k)
         scores, ids = [], []
-        for seg, lo, hi, keep, rows in self._event_blocks(e):
+        for seg, lo, hi, keep, rows in blocks:
             if rows is not None:
                 scores.append(np.asarray(seg.vectors[rows], dtype=np.float32) @ vec)
                 ids.append(seg.ids[rows])
@@ -495,6 +534,18 @@ class LoadedIndex:
                 f"count={self.count}, dim={self.dim})")
 
 
+def _half_block(seg: _Segment, lo: int, hi: int, keep: np.ndarray | None, rows: np.ndarray | None) -> Block:
+    """One `_event_blocks` entry as a float16 scan block (gathered rows become a mask over their span)."""
+    assert seg.half is not None
+    if rows is not None:
+        lo, hi = int(rows.min()), int(rows.max()) + 1
+        keep = np.zeros(hi - lo, dtype=bool)
+        keep[rows - lo] = True
+        if keep.all():
+            keep = None
+    return Block(seg.half, seg.exact, seg.ids, lo, hi, keep)
+
+
 def _text(value: Any) -> str | None:
     """A metadata cell as text; a missing one (None, pandas' NaN, "") is None: EMS rows may have no code."""
     if value is None or (isinstance(value, float) and value != value) or value == "":
@@ -502,18 +553,21 @@ def _text(value: Any) -> str | None:
     return str(value)
 
 
-def open_version(store: IndexStore, version: int, *, tmp_dir: Path | None = None) -> LoadedIndex:
+def open_version(store: IndexStore, version: int, *, tmp_dir: Path | None = None,
+                 float16: bool = True) -> LoadedIndex:
     """Read and verify one version of `store` (sizes and checksums of every file, shapes, ids).
 
     Raises IndexCorrupt with a one-line reason naming the file; a damaged version is never returned.
-    `tmp_dir` is where the private copies go (default: beside the store).
+    `tmp_dir` is where the private copies go (default: beside the store). `float16=False` skips the
+    float16 copies exact searches scan (a version opened only to be checked: searches then read float32).
     """
     manifest = store.read_manifest(version)
     for fname in manifest.files:  # cheap first: a missing or truncated file fails before any copying
         check_file(store.version_dir(version) / fname, manifest.sha256[fname], manifest.sizes.get(fname),
                    checksums=False)
     try:
-        return LoadedIndex(store, version, manifest, tmp_dir if tmp_dir is not None else store.root.parent)
+        return LoadedIndex(store, version, manifest, tmp_dir if tmp_dir is not None else store.root.parent,
+                           float16=float16)
     except IndexCorrupt:
         raise
     except (RuntimeError, OSError, ValueError, KeyError, TypeError) as exc:

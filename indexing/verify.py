@@ -66,7 +66,7 @@ def check_version(conninfo: str, settings: Settings, model_version: str, version
     """Run every check; returns a small report, raises VerificationFailed with the first failure."""
     store = IndexStore(settings, model_version)
     try:
-        loaded = open_version(store, version)
+        loaded = open_version(store, version, float16=False)  # checked, not served
     except IndexCorrupt as exc:
         raise VerificationFailed(str(exc)) from None
     try:

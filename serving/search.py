@@ -104,8 +104,8 @@ async def search(
             break
         k = min(served.count, k * 4)
     hits = []
-    for score, image_id in kept[:top_k]:
-        row = served.describe(image_id)
+    best = kept[:top_k]
+    for (score, image_id), row in zip(best, served.describe_many([i for _, i in best]), strict=True):
         hits.append({"id": image_id, "code": row["code"], "filename": row["filename"],
                      "similarity_score": round(float(score), 6), "event_code": row["event_code"]})
     return SearchResult(hits=hits, filtered=filtered, removed=sorted(dead), age=age)

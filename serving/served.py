@@ -39,6 +39,10 @@ class ServedIndex:
         """id, code, filename and event of one indexed image (None fields when it is not indexed)."""
         return self.loaded.describe(image_id)
 
+    def describe_many(self, image_ids: list[int]) -> list[dict[str, Any]]:
+        """`describe` of several images (a search's hits) in one lookup."""
+        return self.loaded.describe_many(image_ids)
+
     def vector(self, image_id: int) -> np.ndarray | None:
         vec = self.loaded.vector(int(image_id))
         return None if vec is None else vec.reshape(-1)

@@ -346,3 +346,24 @@ def test_a_failing_relations_step_never_stops_a_version(small_corpus, conninfo, 
     m = store.read_manifest(rebuilt["version"])
     assert "disk full" in m.relations["error"] and m.index_type == "flat" and not m.has("vectors.npy")  # staged: gone
     assert_matches_corpus(load_version(settings, MODEL, rebuilt["version"]), corpus)
+
+
+def test_lookups_by_code_and_descriptions_match_the_rows(corpus, conninfo, settings, db):
+    ids = corpus.images(corpus.event(), 12) + corpus.images(corpus.event(), 5)
+    db.execute("UPDATE images SET code = NULL WHERE id = %s", (ids[3],))  # EMS rows may have no code
+    corpus.embed(ids)
+    pipeline.build(conninfo, settings, MODEL, mode="rebuild")
+    loaded = load_version(settings, MODEL, 1)
+    rows = {r[0]: r[1:] for r in db.execute(
+        "SELECT id, code::text, filename, event_code::text FROM images WHERE id = ANY(%s)", (ids,)).fetchall()}
+    for image_id, (code, filename, event) in rows.items():
+        assert loaded.describe(image_id) == {"id": image_id, "code": code, "filename": filename,
+                                             "event_code": event}
+        if code is not None:
+            assert loaded.id_for_code(code) == loaded.id_for_code(code.upper()) == image_id
+    assert loaded.describe(ids[3])["code"] is None
+    for unknown in ("", "00000000-0000-0000-0000-000000000000", "not a code", "x" * 80):
+        assert loaded.id_for_code(unknown) is None
+    assert loaded.describe(10**9) == {"id": 10**9, "code": None, "filename": None, "event_code": None}
+    asked = [ids[5], 10**9, ids[3], ids[0], ids[5]]
+    assert loaded.describe_many(asked) == [loaded.describe(i) for i in asked]
