@@ -28,6 +28,12 @@ neighbours follow rows, so an event is computed over its ids in the order the se
 holds them (base rows, then delta rows), exactly what the server's own computation sees.
 Relations of other rules, and an event whose ids differ from those it was computed over, are
 never used: the server then computes that event itself, as it did before these files existed.
+
+A merge verifies a changed event's new pairs only: a verdict depends on the two fingerprints, the
+order relate() saw them in and (a related one, its score) the cosine, so the parent's verdict of a
+pair of unchanged images (same id and embedded_at) in the same order is lent to `verified_pairs`
+(`EarlierEvent.known`), which verifies every candidate pair it lacks and drops pairs that are no
+longer candidates: the answer is the one verifying the event whole would give, pair for pair.
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ from indexing.store import (
     META_FILE,
     RELATIONS_DELTA_FILE,
     RELATIONS_FILE,
+    REMOVED_FILE,
     VECTORS_FILE,
     IndexCorrupt,
     Manifest,
@@ -120,6 +127,31 @@ class EventVerdicts:
     verdicts: dict[tuple[int, int], Verdict]  # (image id a, image id b), a < b
     unverifiable: frozenset[int]
     seconds: float
+    reused: int = 0  # of `verdicts`, those taken from `known` (not verified again)
+
+
+@dataclass(frozen=True)
+class EarlierEvent:
+    """An event's verdicts as a version stored them, with the ids and embedded_at (row order) they were
+    computed over (the caller checked them against the entry's content hash)."""
+
+    ids: np.ndarray
+    embedded_at_us: np.ndarray
+    verdicts: Mapping[tuple[int, int], Verdict]  # (image id a, image id b), a < b
+
+    def known(self, ids: np.ndarray, embedded_at_us: np.ndarray) -> dict[tuple[int, int], Verdict]:
+        """The verdicts that still hold for the event's images now, keyed as `verified_pairs` takes them.
+
+        A verdict depends on the two fingerprints, the order relate() saw them in, and (a related one)
+        the cosine. An image with the same id and embedded_at has the same vector and fingerprint; the
+        key is the earlier order (query first), so a pair whose rows swapped is simply not found, and
+        `verified_pairs` checks the cosine. Pairs with an image added, re-embedded or gone are left out.
+        """
+        was = dict(zip(self.ids.tolist(), self.embedded_at_us.tolist(), strict=True))
+        unchanged = {i for i, at in zip(ids.tolist(), embedded_at_us.tolist(), strict=True) if was.get(i) == at}
+        row = {i: r for r, i in enumerate(self.ids.tolist())}
+        return {((a, b) if row[a] < row[b] else (b, a)): v for (a, b), v in self.verdicts.items()
+                if a in unchanged and b in unchanged}
 
 
 def ids_hash(ids: np.ndarray) -> str:
@@ -132,25 +164,29 @@ def content_hash(ids: np.ndarray, embedded_at_us: np.ndarray) -> str:
     return digest.hexdigest()[:32]
 
 
-def event_verdicts(ids: np.ndarray, vectors: np.ndarray,
-                   fingerprints: Mapping[int, Fingerprint | None]) -> EventVerdicts:
+def event_verdicts(ids: np.ndarray, vectors: np.ndarray, fingerprints: Mapping[int, Fingerprint | None],
+                   known: Mapping[tuple[int, int], Verdict] | None = None) -> EventVerdicts:
     """The event's verified candidate pairs, from its ids and vectors in the version's row order.
 
     The one place for this rule (the build and the server's own computation both call it).
     Images without a fingerprint are unverifiable: `verified_pairs` skips their pairs, so with
     fewer than two fingerprints there is nothing to verify and the neighbour search is skipped.
+    `known` (a merge: `EarlierEvent.known`) lends verdicts of unchanged pairs; the answer is the same.
     """
     from duplicates.groups import verified_pairs
 
     started = time.perf_counter()
-    known = {int(i): fp for i, fp in fingerprints.items() if fp is not None}
-    by_rows = verified_pairs(ids, vectors, known) if len(known) >= 2 else {}
+    usable = {int(i): fp for i, fp in fingerprints.items() if fp is not None}
+    by_rows = verified_pairs(ids, vectors, usable, known) if len(usable) >= 2 else {}
     verdicts: dict[tuple[int, int], Verdict] = {}
+    reused = 0
     for (i, j), verdict in by_rows.items():
         a, b = int(ids[i]), int(ids[j])
+        if known is not None and known.get((a, b)) is verdict:
+            reused += 1
         verdicts[(a, b) if a < b else (b, a)] = verdict
-    unverifiable = frozenset(int(i) for i in ids if int(i) not in known)
-    return EventVerdicts(verdicts, unverifiable, time.perf_counter() - started)
+    unverifiable = frozenset(int(i) for i in ids if int(i) not in usable)
+    return EventVerdicts(verdicts, unverifiable, time.perf_counter() - started, reused)
 
 
 # -- the file ---------------------------------------------------------------------------------------
@@ -365,7 +401,8 @@ class RelationsReport:
     kept: int = 0  # events taken over unchanged from the parent version
     skipped: int = 0  # events with an image whose stored row was not found: the server computes them
     images: int = 0  # images of the computed events
-    pairs: int = 0  # pairs verified
+    pairs: int = 0  # pairs of the computed events
+    reused: int = 0  # ... of them, verdicts of unchanged pairs taken from the parent (the rest were verified)
     seconds: float = 0.0  # time verifying the computed events (wall)
     cpu_seconds: float = 0.0  # ... CPU time of this process meanwhile (the same on an idle machine)
     step_seconds: float = 0.0  # the whole step: reads, verification, copies, writing
@@ -396,7 +433,9 @@ class _Computer:
         self.reader = FingerprintReader(settings, model_version)
         self.report = report
 
-    def compute(self, code: str, rows: EventRows, writer: RelationsWriter) -> None:
+    def compute(self, code: str, rows: EventRows, writer: RelationsWriter,
+                earlier: EarlierEvent | None = None) -> None:
+        """Verify the event into `writer`; with `earlier` (the parent's verdicts), only its new pairs."""
         fps, not_found = self.reader.read(dict(zip(rows.ids.tolist(), rows.parts, strict=True)))
         if not_found:  # a transient read problem must not become "unverifiable" in a version
             log.warning("event %s: no stored row for %d image(s) (e.g. %s): left to the server", code,
@@ -407,19 +446,22 @@ class _Computer:
         known = sum(fp is not None for fp in fps.values())
         vectors = rows.vectors() if known >= 2 else np.empty((len(rows.ids), 0), np.float32)
         cpu = time.process_time()
-        found = event_verdicts(rows.ids, vectors, fps)
+        known = earlier.known(rows.ids, rows.embedded_at_us) if earlier is not None else None
+        found = event_verdicts(rows.ids, vectors, fps, known)
         self.report.cpu_seconds += time.process_time() - cpu
         writer.add(code, rows.ids, rows.embedded_at_us, found)
         r = self.report
         r.computed += 1
         r.images += len(rows.ids)
         r.pairs += len(found.verdicts)
+        r.reused += found.reused
         r.seconds += found.seconds
         if r.slowest is None or found.seconds > r.slowest["seconds"]:
             r.slowest = {"images": len(rows.ids), "seconds": round(found.seconds, 3)}
         if found.seconds >= 5:
-            log.info("relations of event %s: %d images, %d pairs verified in %.1f s", code, len(rows.ids),
-                     len(found.verdicts), found.seconds)
+            log.info("relations of event %s: %d images, %d pairs (%d verified, %d from the parent) in %.1f s", code,
+                     len(rows.ids), len(found.verdicts), len(found.verdicts) - found.reused, found.reused,
+                     found.seconds)
 
 
 def read_parent_relations(folder: Path, manifest: Manifest) -> StoredRelations | None:
@@ -489,8 +531,9 @@ def for_merge(settings: Settings, model_version: str, *, parent_dir: Path, paren
     held `dropped` ids in (deleted or re-embedded). The parent's `relations.parquet` is
     hard-linked when its rules are current (returned with its inherited checksum), its delta's
     unchanged events are copied into the new `relations-delta.parquet` with the computed ones.
-    Reads of the parent: the footers, its delta relations, and the base meta rows of the changed
-    events (an O(change) read, like the rest of a merge).
+    A changed event verifies only the pairs the parent has no verdict for (`_ParentVerdicts`).
+    Reads of the parent: the footers, its delta relations, the changed events' rows of its base
+    relations and the meta rows of the changed events (an O(change) read, like the rest of a merge).
     """
     from indexing.build import _link_or_copy
 
@@ -536,7 +579,10 @@ def for_merge(settings: Settings, model_version: str, *, parent_dir: Path, paren
             writer.withdraw(code)
     computer = _Computer(settings, model_version, report)
     if changed:
-        base_rows = _base_members(parent_dir, sorted(changed), removed)
+        base_all = _base_members(parent_dir, sorted(changed))
+        base_rows = base_all[~np.isin(base_all["image_id"].to_numpy(np.int64), removed)].reset_index(drop=True)
+        earlier = _ParentVerdicts(parent_dir, parent_manifest, parent_delta, report.base == "linked", base_all,
+                                  sorted(changed))
         base_of = {str(k): v for k, v in base_rows.groupby("event_code", sort=False).indices.items()}
         delta_of = {str(k): v for k, v in delta_frame.groupby("event_code", sort=False).indices.items()}
         index = _BaseVectors(parent_dir, parent_manifest)
@@ -548,7 +594,7 @@ def for_merge(settings: Settings, model_version: str, *, parent_dir: Path, paren
                 if rows is None:
                     writer.withdraw(code)  # no image left in this version
                     continue
-                computer.compute(code, rows, writer)
+                computer.compute(code, rows, writer, earlier.event(code))
         finally:
             index.close()
     if not writer.empty:
@@ -592,16 +638,83 @@ def _parent_events(parent_dir: Path, manifest: Manifest, dropped: np.ndarray) ->
     return found
 
 
-def _base_members(parent_dir: Path, codes: list[str], removed: np.ndarray) -> pd.DataFrame:
-    """Live base rows of these events, in base order: image_id, event_code, embedded_at, parquet_part, row."""
+def _base_members(parent_dir: Path, codes: list[str]) -> pd.DataFrame:
+    """Base rows of these events (removed ones too), in base order: image_id, event_code, embedded_at,
+    parquet_part, row."""
     import pyarrow.parquet as pq
 
     t = pq.read_table(parent_dir / META_FILE, columns=["image_id", "event_code", "embedded_at", "parquet_part", "row"],
                       filters=[("event_code", "in", codes), ("segment", "=", 0)])
-    frame = t.to_pandas()
-    if len(removed):
-        frame = frame[~np.isin(frame["image_id"].to_numpy(np.int64), removed)]
-    return frame.sort_values("row", kind="stable").reset_index(drop=True)
+    return t.to_pandas().sort_values("row", kind="stable").reset_index(drop=True)
+
+
+class _ParentVerdicts:
+    """The parent's verdicts of the changed events with what they were computed over: a merge verifies
+    only the pairs it has no verdict for (`EarlierEvent.known`, `verified_pairs(known=...)`).
+
+    An entry comes from the parent's delta relations (read verified) or, when that says nothing of the
+    event, from its base relations file, read in place like the base meta (O(change)): the merged version
+    hard-links that very file under the parent's checksum, so a damaged one fails the merged version's
+    own verification and is never served. The ids and embedded_at come from the parent's meta (base rows
+    minus its removed ids, then its delta rows); an entry is used only when its content hash is theirs.
+    """
+
+    def __init__(self, parent_dir: Path, manifest: Manifest, delta: RelationsFile | None, base_linked: bool,
+                 base_all: pd.DataFrame, codes: list[str]) -> None:
+        import pyarrow.parquet as pq
+
+        self.parent_dir = parent_dir
+        self.delta = delta
+        self.base_linked = base_linked  # the base is usable only while the parent's delta is (for_merge)
+        self._base: RelationsFile | None = None
+        cols = ["image_id", "event_code", "embedded_at"]
+        gone = np.load(parent_dir / REMOVED_FILE) if manifest.has(REMOVED_FILE) else np.empty(0, np.int64)
+        parts = [base_all.loc[~np.isin(base_all["image_id"].to_numpy(np.int64), gone), cols]]
+        if manifest.has(META_DELTA_FILE) and codes:
+            t = pq.read_table(parent_dir / META_DELTA_FILE, columns=[*cols, "row"],
+                              filters=[("event_code", "in", codes)])
+            parts.append(t.to_pandas().sort_values("row", kind="stable")[cols])
+        frame = pd.concat(parts, ignore_index=True)  # the parent's row order: base rows, then delta rows
+        ids, at = frame["image_id"].to_numpy(np.int64), _micros(frame["embedded_at"])
+        self._rows = {str(code): (ids[pos], at[pos])
+                      for code, pos in frame.groupby("event_code", sort=False).indices.items()}
+
+    def event(self, code: str) -> EarlierEvent | None:
+        found = self._entry(code)
+        if found is None or code not in self._rows:
+            return None
+        source, entry = found
+        ids, at = self._rows[code]
+        if content_hash(ids, at) != entry.content_hash:
+            log.warning("event %s: the parent's relations are over other images than its meta holds: verified "
+                        "whole", code)
+            return None
+        try:
+            return EarlierEvent(ids, at, source.verdicts(code, entry))
+        except RelationsUnusable as exc:
+            log.warning("%s: verified whole", exc)
+            return None
+
+    def _entry(self, code: str) -> tuple[RelationsFile, EventEntry] | None:
+        if self.delta is not None:  # the delta's entry (or withdrawal) wins over the base's
+            if code in self.delta.events:
+                return self.delta, self.delta.events[code]
+            if code in self.delta.withdrawn:
+                return None
+        if not self.base_linked:
+            return None
+        if self._base is None:
+            try:
+                self._base = RelationsFile(self.parent_dir / RELATIONS_FILE, RELATIONS_FILE)
+            except RelationsUnusable as exc:
+                log.warning("%s: changed events verified whole", exc)
+                self.base_linked = False
+                return None
+            if self._base.rules != Rules.current():
+                self.base_linked = False
+                return None
+        entry = self._base.events.get(code)
+        return (self._base, entry) if entry is not None else None
 
 
 class _BaseVectors:
