@@ -483,11 +483,14 @@ def read_parent_relations(folder: Path, manifest: Manifest) -> StoredRelations |
 
 
 def for_rebuild(settings: Settings, model_version: str, frame: pd.DataFrame, vectors: np.ndarray, folder: Path,
-                reuse: StoredRelations | None = None) -> RelationsReport:
+                reuse: StoredRelations | None = None,
+                parent: tuple[Path, Manifest] | None = None) -> RelationsReport:
     """`relations.parquet` for a rebuilt version: every event, in base order (`frame` is sorted by event).
 
     With `reuse` (the parent's relations), an event whose ids, order and embedded_at are exactly
-    those it was computed over is copied, not verified again.
+    those it was computed over is copied, not verified again; with `parent` too (its folder and
+    manifest: its meta says what its verdicts were computed over), another event the parent holds
+    verifies only the pairs the parent has no verdict for.
     """
     rules = Rules.current()
     report = RelationsReport(rules.rules_version, base="written")
@@ -498,13 +501,20 @@ def for_rebuild(settings: Settings, model_version: str, frame: pd.DataFrame, vec
     at = _micros(frame["embedded_at"])
     parts = frame["parquet_part"].astype(str).tolist()
     bounds = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1], True]) if len(codes) else np.array([0])
-    for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
-        code = str(codes[lo])
-        if reuse is not None and _reused(reuse, code, content_hash(ids[lo:hi], at[lo:hi]), writer):
+    events = [(str(codes[lo]), lo, hi) for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)]
+    contents = {code: content_hash(ids[lo:hi], at[lo:hi]) for code, lo, hi in events}
+    earlier = None
+    if reuse is not None and parent is not None:
+        changed = [code for code, _, _ in events
+                   if (found := reuse.lookup(code)) is not None and found[1].content_hash != contents[code]]
+        earlier = _ParentVerdicts.open(parent[0], parent[1], reuse, changed) if changed else None
+    for code, lo, hi in events:
+        if reuse is not None and _reused(reuse, code, contents[code], writer):
             report.kept += 1
             continue
         computer.compute(code, EventRows(ids[lo:hi], at[lo:hi], parts[lo:hi],
-                                         lambda lo=lo, hi=hi: np.asarray(vectors[lo:hi], dtype=np.float32)), writer)
+                                         lambda lo=lo, hi=hi: np.asarray(vectors[lo:hi], dtype=np.float32)), writer,
+                         earlier.event(code) if earlier is not None else None)
     writer.close()
     return report
 
@@ -581,8 +591,15 @@ def for_merge(settings: Settings, model_version: str, *, parent_dir: Path, paren
     if changed:
         base_all = _base_members(parent_dir, sorted(changed))
         base_rows = base_all[~np.isin(base_all["image_id"].to_numpy(np.int64), removed)].reset_index(drop=True)
-        earlier = _ParentVerdicts(parent_dir, parent_manifest, parent_delta, report.base == "linked", base_all,
-                                  sorted(changed))
+        stored = StoredRelations()
+        if report.base == "linked":  # read in place, like the base meta (_ParentVerdicts says why that is safe)
+            try:
+                stored.files.append(RelationsFile(parent_dir / RELATIONS_FILE, RELATIONS_FILE))
+            except RelationsUnusable as exc:
+                log.warning("%s: its events are verified whole", exc)
+        if parent_delta is not None:
+            stored.files.append(parent_delta)
+        earlier = _ParentVerdicts.open(parent_dir, parent_manifest, stored, sorted(changed), base_all)
         base_of = {str(k): v for k, v in base_rows.groupby("event_code", sort=False).indices.items()}
         delta_of = {str(k): v for k, v in delta_frame.groupby("event_code", sort=False).indices.items()}
         index = _BaseVectors(parent_dir, parent_manifest)
@@ -594,7 +611,7 @@ def for_merge(settings: Settings, model_version: str, *, parent_dir: Path, paren
                 if rows is None:
                     writer.withdraw(code)  # no image left in this version
                     continue
-                computer.compute(code, rows, writer, earlier.event(code))
+                computer.compute(code, rows, writer, earlier.event(code) if earlier is not None else None)
         finally:
             index.close()
     if not writer.empty:
@@ -649,24 +666,22 @@ def _base_members(parent_dir: Path, codes: list[str]) -> pd.DataFrame:
 
 
 class _ParentVerdicts:
-    """The parent's verdicts of the changed events with what they were computed over: a merge verifies
+    """The parent's verdicts of changed events with what they were computed over, so that a build verifies
     only the pairs it has no verdict for (`EarlierEvent.known`, `verified_pairs(known=...)`).
 
-    An entry comes from the parent's delta relations (read verified) or, when that says nothing of the
-    event, from its base relations file, read in place like the base meta (O(change)): the merged version
-    hard-links that very file under the parent's checksum, so a damaged one fails the merged version's
-    own verification and is never served. The ids and embedded_at come from the parent's meta (base rows
-    minus its removed ids, then its delta rows); an entry is used only when its content hash is theirs.
+    Entries come from the parent's relations (`stored`: the delta's entry or withdrawal wins). A merge
+    reads the base file in place, like the base meta (O(change)): the merged version hard-links that
+    very file under the parent's checksum, so a damaged one fails the merged version's own verification
+    and is never served. The ids and embedded_at come from the parent's meta (base rows minus its
+    removed ids, then its delta rows); an entry is used only when its content hash is theirs.
     """
 
-    def __init__(self, parent_dir: Path, manifest: Manifest, delta: RelationsFile | None, base_linked: bool,
-                 base_all: pd.DataFrame, codes: list[str]) -> None:
+    def __init__(self, parent_dir: Path, manifest: Manifest, stored: StoredRelations, codes: list[str],
+                 base_all: pd.DataFrame | None = None) -> None:
         import pyarrow.parquet as pq
 
-        self.parent_dir = parent_dir
-        self.delta = delta
-        self.base_linked = base_linked  # the base is usable only while the parent's delta is (for_merge)
-        self._base: RelationsFile | None = None
+        self.stored = stored
+        base_all = _base_members(parent_dir, codes) if base_all is None else base_all
         cols = ["image_id", "event_code", "embedded_at"]
         gone = np.load(parent_dir / REMOVED_FILE) if manifest.has(REMOVED_FILE) else np.empty(0, np.int64)
         parts = [base_all.loc[~np.isin(base_all["image_id"].to_numpy(np.int64), gone), cols]]
@@ -679,8 +694,22 @@ class _ParentVerdicts:
         self._rows = {str(code): (ids[pos], at[pos])
                       for code, pos in frame.groupby("event_code", sort=False).indices.items()}
 
+    @classmethod
+    def open(cls, parent_dir: Path, manifest: Manifest, stored: StoredRelations, codes: list[str],
+             base_all: pd.DataFrame | None = None) -> _ParentVerdicts | None:
+        """None (the events are then verified whole) when the parent's meta cannot be read."""
+        import pyarrow as pa
+
+        if not stored.files:
+            return None
+        try:
+            return cls(parent_dir, manifest, stored, codes, base_all)
+        except (OSError, pa.ArrowException, ValueError, KeyError) as exc:
+            log.warning("parent %s: meta unreadable (%s): changed events verified whole", parent_dir.name, exc)
+            return None
+
     def event(self, code: str) -> EarlierEvent | None:
-        found = self._entry(code)
+        found = self.stored.lookup(code)
         if found is None or code not in self._rows:
             return None
         source, entry = found
@@ -694,27 +723,6 @@ class _ParentVerdicts:
         except RelationsUnusable as exc:
             log.warning("%s: verified whole", exc)
             return None
-
-    def _entry(self, code: str) -> tuple[RelationsFile, EventEntry] | None:
-        if self.delta is not None:  # the delta's entry (or withdrawal) wins over the base's
-            if code in self.delta.events:
-                return self.delta, self.delta.events[code]
-            if code in self.delta.withdrawn:
-                return None
-        if not self.base_linked:
-            return None
-        if self._base is None:
-            try:
-                self._base = RelationsFile(self.parent_dir / RELATIONS_FILE, RELATIONS_FILE)
-            except RelationsUnusable as exc:
-                log.warning("%s: changed events verified whole", exc)
-                self.base_linked = False
-                return None
-            if self._base.rules != Rules.current():
-                self.base_linked = False
-                return None
-        entry = self._base.events.get(code)
-        return (self._base, entry) if entry is not None else None
 
 
 class _BaseVectors:

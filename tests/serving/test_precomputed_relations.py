@@ -234,22 +234,32 @@ def test_relations_of_other_rules_are_ignored(scenario, live_server, base, monke
 
 def test_a_rebuild_in_place_of_a_merge_reuses_unchanged_events(scenario, base, monkeypatch) -> None:
     """A merge that must rebuild (compaction, another index type) copies the events whose ids, order and
-    embedded_at are those they were verified over; an explicit rebuild verifies every event again."""
+    embedded_at are those they were verified over, verifies only the new pairs of the others; an explicit
+    rebuild verifies every event again."""
     from indexing import pipeline, relations
 
     scn = scenario("rel-reuse")
     store = scn.store()
     v1 = scn.publish()
     verified: list[int] = []
+    found: list[tuple] = []  # type: ignore[type-arg]
     real = relations.event_verdicts
-    monkeypatch.setattr(relations, "event_verdicts",
-                        lambda ids, vecs, fps, known=None: verified.append(len(ids)) or real(ids, vecs, fps, known))
+
+    def counting(ids, vecs, fps, known=None):  # type: ignore[no-untyped-def]
+        verified.append(len(ids))
+        found.append((real(ids, vecs, fps, known), real(ids, vecs, fps)))  # lent to, and from scratch
+        return found[-1][0]
+
+    monkeypatch.setattr(relations, "event_verdicts", counting)
     scn.execute("DELETE FROM images WHERE id = %s", (base.ids[20],))  # event B changes, A does not
     built = pipeline.build(scn.conninfo, scn.settings, base.model_version, mode="merge", index_type="hnsw")
     m2 = store.read_manifest(built["version"])
     assert m2.mode == "rebuild" and "hnsw" in m2.rebuild_reason
     assert (m2.relations["computed"], m2.relations["kept"], m2.relations["base"]) == (1, 1, "written")
-    assert verified == [9]  # event B's nine images
+    assert verified == [9]  # event B's nine images, their pairs the parent holds not verified again
+    (lent, scratch), = found
+    # Ten images had every other as a candidate (10 neighbours each): nine have no pair the parent lacks.
+    assert lent.verdicts == scratch.verdicts and lent.reused == m2.relations["reused"] == len(scratch.verdicts) > 0
     before = _relations_file(store.version_dir(v1) / RELATIONS_FILE)
     after = _relations_file(store.version_dir(built["version"]) / RELATIONS_FILE)
     a1, a2 = before.events[base.event_a], after.events[base.event_a]
@@ -258,7 +268,8 @@ def test_a_rebuild_in_place_of_a_merge_reuses_unchanged_events(scenario, base, m
 
     verified.clear()
     again = pipeline.build(scn.conninfo, scn.settings, base.model_version, mode="rebuild")
-    assert store.read_manifest(again["version"]).relations["computed"] == 2 and sorted(verified) == [9, 20]
+    rebuilt = store.read_manifest(again["version"]).relations
+    assert (rebuilt["computed"], rebuilt["reused"]) == (2, 0) and sorted(verified) == [9, 20]
 
 
 def test_a_merge_verifies_only_the_pairs_it_has_no_verdict_for(scenario, base, monkeypatch) -> None:
@@ -293,17 +304,18 @@ def test_a_merge_verifies_only_the_pairs_it_has_no_verdict_for(scenario, base, m
         calls.append((id_of[id(query)], id_of[id(candidate)]))
         return real_relate(query, candidate, cosine)
 
-    def merged(mode: str = "merge") -> tuple[int, tuple]:  # type: ignore[type-arg]
-        """Build (a merge: and publish) with relate() counted; the one event verified, if one was."""
+    def merged(mode: str = "merge", **how: str) -> tuple[int, tuple]:  # type: ignore[type-arg]
+        """Build (a plain merge: and publish) with relate() counted; the one event verified, if one was."""
         calls.clear()
         seen.clear()
         with monkeypatch.context() as patch:
             patch.setattr(relations, "event_verdicts", capturing)
             patch.setattr(groups, "relate", counting)
-            if mode == "merge":
+            if mode == "merge" and not how:
                 version = scn.publish(mode="merge")
             else:
-                version = int(pipeline.build(scn.conninfo, scn.settings, base.model_version, mode=mode)["version"])
+                version = int(pipeline.build(scn.conninfo, scn.settings, base.model_version, mode=mode,
+                                             **how)["version"])
         return version, seen[0] if len(seen) == 1 else ()
 
     def oriented(ids, verdicts) -> set[tuple[int, int]]:  # type: ignore[no-untyped-def]
@@ -346,3 +358,16 @@ def test_a_merge_verifies_only_the_pairs_it_has_no_verdict_for(scenario, base, m
     mine = {p for p in oriented(ids, scratch.verdicts) if again in p}
     assert mine and mine <= set(calls)
     assert sorted(calls) == sorted(oriented(ids, scratch.verdicts) - set(known)) and found.reused > len(calls)
+
+    # A merge that must rebuild (HNSW asked for) after one added photo went: the event's rows are in id order
+    # again, so the re-embedded photo (the delta's first row, now the event's first) meets the others in the
+    # other order: relate() is not symmetric, so those pairs are verified again; the rest are lent.
+    scn.execute("DELETE FROM images WHERE id = %s", (added[2],))
+    v5, (ids, vectors, fps, known, found) = merged("merge", index_type="hnsw")
+    m5 = store.read_manifest(v5)
+    assert m5.mode == "rebuild" and m5.parent_version == v4 and int(ids[0]) == again
+    scratch = real_verdicts(ids, vectors, fps)
+    assert found.verdicts == scratch.verdicts and found.reused == m5.relations["reused"] > len(calls)
+    assert sorted(calls) == sorted(oriented(ids, scratch.verdicts) - set(known))
+    flipped = {(again, b) for a, b in oriented(ids, scratch.verdicts) if a == again and b not in added}
+    assert flipped and flipped <= set(calls)
