@@ -443,10 +443,10 @@ class _Computer:
             self.report.skipped += 1
             writer.withdraw(code)
             return
-        known = sum(fp is not None for fp in fps.values())
-        vectors = rows.vectors() if known >= 2 else np.empty((len(rows.ids), 0), np.float32)
-        cpu = time.process_time()
+        usable = sum(fp is not None for fp in fps.values())
+        vectors = rows.vectors() if usable >= 2 else np.empty((len(rows.ids), 0), np.float32)
         known = earlier.known(rows.ids, rows.embedded_at_us) if earlier is not None else None
+        cpu = time.process_time()
         found = event_verdicts(rows.ids, vectors, fps, known)
         self.report.cpu_seconds += time.process_time() - cpu
         writer.add(code, rows.ids, rows.embedded_at_us, found)
