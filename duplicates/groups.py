@@ -50,16 +50,32 @@ def candidate_pairs(vectors: np.ndarray, k: int = NEIGHBOURS,
     return pairs
 
 
-def verified_pairs(ids: Sequence[int], vectors: np.ndarray,
-                   fingerprints: Mapping[int, Fingerprint]) -> dict[tuple[int, int], Verdict]:
-    """{(row i, row j): verdict} for candidate pairs whose both fingerprints are known."""
+def verified_pairs(ids: Sequence[int], vectors: np.ndarray, fingerprints: Mapping[int, Fingerprint],
+                   known: Mapping[tuple[int, int], Verdict] | None = None) -> dict[tuple[int, int], Verdict]:
+    """{(row i, row j): verdict} for candidate pairs whose both fingerprints are known.
+
+    `known`: verdicts decided before, keyed (id of the earlier row, id of the later row), the order
+    `relate(query, candidate)` took them in (it is not symmetric). A candidate pair found there is not
+    verified again; pairs that are not candidates now are ignored. The caller vouches that each holds
+    the same two fingerprints (indexing/relations.py: unchanged ids and embedded_at). A verdict's one
+    input besides them is the cosine, which only a related verdict carries (its score): one whose
+    score is not this pair's cosine is verified again, so the answer is exactly the one without `known`.
+    """
     out: dict[tuple[int, int], Verdict] = {}
     for (i, j), cos in candidate_pairs(vectors).items():
-        fi, fj = fingerprints.get(int(ids[i])), fingerprints.get(int(ids[j]))
+        a, b = int(ids[i]), int(ids[j])
+        fi, fj = fingerprints.get(a), fingerprints.get(b)
         if fi is None or fj is None:
             continue
-        out[(i, j)] = relate(fi, fj, cos)
+        before = known.get((a, b)) if known else None
+        out[(i, j)] = before if before is not None and _holds(before, cos) else relate(fi, fj, cos)
     return out
+
+
+def _holds(verdict: Verdict, cosine: float) -> bool:
+    """Whether a verdict decided before stands at this cosine: copy and same-scene verdicts do not depend
+    on it (verify.decide), a related one's score is the cosine clipped to 0..1 (relation.py)."""
+    return verdict.relation is not Relation.RELATED or verdict.score == float(min(1.0, max(0.0, cosine)))
 
 
 def _stars(ids: Sequence[int], edges: dict[tuple[int, int], Verdict],

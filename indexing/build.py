@@ -335,7 +335,8 @@ class Builder:
 
         A rebuild computes every event, or with `reuse_from` (a merge turned rebuild) copies the
         events of that version whose ids, order and embedded_at are unchanged; a merge computes the
-        changed events and keeps the parent's others. The staged vectors go once this is done.
+        changed events and keeps the parent's others. A changed event the parent holds verifies only
+        the pairs the parent has no verdict for. The staged vectors go once this is done.
         """
         from indexing import relations
 
@@ -350,16 +351,16 @@ class Builder:
                     added_events=added, delta_frame=pieces.frame, delta_vectors=pieces.vectors, folder=self.tmp)
                 pieces.inherited.update(inherited)
             else:
-                reuse = None
+                reuse, parent = None, None
                 if reuse_from is not None:
                     try:
-                        reuse = relations.read_parent_relations(self.store.version_dir(reuse_from),
-                                                                self.store.read_manifest(reuse_from))
+                        parent = (self.store.version_dir(reuse_from), self.store.read_manifest(reuse_from))
+                        reuse = relations.read_parent_relations(*parent)
                     except IndexCorrupt as exc:
                         relations.log.info("relations of %s not reused: %s", version_name(reuse_from), exc)
                 assert pieces.vectors is not None
                 report = relations.for_rebuild(self.settings, self.model_version, pieces.frame, pieces.vectors,
-                                               self.tmp, reuse)
+                                               self.tmp, reuse, parent)
             report.step_seconds = time.perf_counter() - started
             return report.as_dict()
         except Exception as exc:  # an optimisation: never the reason a version cannot be built

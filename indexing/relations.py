@@ -28,6 +28,12 @@ neighbours follow rows, so an event is computed over its ids in the order the se
 holds them (base rows, then delta rows), exactly what the server's own computation sees.
 Relations of other rules, and an event whose ids differ from those it was computed over, are
 never used: the server then computes that event itself, as it did before these files existed.
+
+A merge verifies a changed event's new pairs only: a verdict depends on the two fingerprints, the
+order relate() saw them in and (a related one, its score) the cosine, so the parent's verdict of a
+pair of unchanged images (same id and embedded_at) in the same order is lent to `verified_pairs`
+(`EarlierEvent.known`), which verifies every candidate pair it lacks and drops pairs that are no
+longer candidates: the answer is the one verifying the event whole would give, pair for pair.
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ from indexing.store import (
     META_FILE,
     RELATIONS_DELTA_FILE,
     RELATIONS_FILE,
+    REMOVED_FILE,
     VECTORS_FILE,
     IndexCorrupt,
     Manifest,
@@ -120,6 +127,31 @@ class EventVerdicts:
     verdicts: dict[tuple[int, int], Verdict]  # (image id a, image id b), a < b
     unverifiable: frozenset[int]
     seconds: float
+    reused: int = 0  # of `verdicts`, those taken from `known` (not verified again)
+
+
+@dataclass(frozen=True)
+class EarlierEvent:
+    """An event's verdicts as a version stored them, with the ids and embedded_at (row order) they were
+    computed over (the caller checked them against the entry's content hash)."""
+
+    ids: np.ndarray
+    embedded_at_us: np.ndarray
+    verdicts: Mapping[tuple[int, int], Verdict]  # (image id a, image id b), a < b
+
+    def known(self, ids: np.ndarray, embedded_at_us: np.ndarray) -> dict[tuple[int, int], Verdict]:
+        """The verdicts that still hold for the event's images now, keyed as `verified_pairs` takes them.
+
+        A verdict depends on the two fingerprints, the order relate() saw them in, and (a related one)
+        the cosine. An image with the same id and embedded_at has the same vector and fingerprint; the
+        key is the earlier order (query first), so a pair whose rows swapped is simply not found, and
+        `verified_pairs` checks the cosine. Pairs with an image added, re-embedded or gone are left out.
+        """
+        was = dict(zip(self.ids.tolist(), self.embedded_at_us.tolist(), strict=True))
+        unchanged = {i for i, at in zip(ids.tolist(), embedded_at_us.tolist(), strict=True) if was.get(i) == at}
+        row = {i: r for r, i in enumerate(self.ids.tolist())}
+        return {((a, b) if row[a] < row[b] else (b, a)): v for (a, b), v in self.verdicts.items()
+                if a in unchanged and b in unchanged}
 
 
 def ids_hash(ids: np.ndarray) -> str:
@@ -132,25 +164,29 @@ def content_hash(ids: np.ndarray, embedded_at_us: np.ndarray) -> str:
     return digest.hexdigest()[:32]
 
 
-def event_verdicts(ids: np.ndarray, vectors: np.ndarray,
-                   fingerprints: Mapping[int, Fingerprint | None]) -> EventVerdicts:
+def event_verdicts(ids: np.ndarray, vectors: np.ndarray, fingerprints: Mapping[int, Fingerprint | None],
+                   known: Mapping[tuple[int, int], Verdict] | None = None) -> EventVerdicts:
     """The event's verified candidate pairs, from its ids and vectors in the version's row order.
 
     The one place for this rule (the build and the server's own computation both call it).
     Images without a fingerprint are unverifiable: `verified_pairs` skips their pairs, so with
     fewer than two fingerprints there is nothing to verify and the neighbour search is skipped.
+    `known` (a merge: `EarlierEvent.known`) lends verdicts of unchanged pairs; the answer is the same.
     """
     from duplicates.groups import verified_pairs
 
     started = time.perf_counter()
-    known = {int(i): fp for i, fp in fingerprints.items() if fp is not None}
-    by_rows = verified_pairs(ids, vectors, known) if len(known) >= 2 else {}
+    usable = {int(i): fp for i, fp in fingerprints.items() if fp is not None}
+    by_rows = verified_pairs(ids, vectors, usable, known) if len(usable) >= 2 else {}
     verdicts: dict[tuple[int, int], Verdict] = {}
+    reused = 0
     for (i, j), verdict in by_rows.items():
         a, b = int(ids[i]), int(ids[j])
+        if known is not None and known.get((a, b)) is verdict:
+            reused += 1
         verdicts[(a, b) if a < b else (b, a)] = verdict
-    unverifiable = frozenset(int(i) for i in ids if int(i) not in known)
-    return EventVerdicts(verdicts, unverifiable, time.perf_counter() - started)
+    unverifiable = frozenset(int(i) for i in ids if int(i) not in usable)
+    return EventVerdicts(verdicts, unverifiable, time.perf_counter() - started, reused)
 
 
 # -- the file ---------------------------------------------------------------------------------------
@@ -365,7 +401,8 @@ class RelationsReport:
     kept: int = 0  # events taken over unchanged from the parent version
     skipped: int = 0  # events with an image whose stored row was not found: the server computes them
     images: int = 0  # images of the computed events
-    pairs: int = 0  # pairs verified
+    pairs: int = 0  # pairs of the computed events
+    reused: int = 0  # ... of them, verdicts of unchanged pairs taken from the parent (the rest were verified)
     seconds: float = 0.0  # time verifying the computed events (wall)
     cpu_seconds: float = 0.0  # ... CPU time of this process meanwhile (the same on an idle machine)
     step_seconds: float = 0.0  # the whole step: reads, verification, copies, writing
@@ -396,7 +433,9 @@ class _Computer:
         self.reader = FingerprintReader(settings, model_version)
         self.report = report
 
-    def compute(self, code: str, rows: EventRows, writer: RelationsWriter) -> None:
+    def compute(self, code: str, rows: EventRows, writer: RelationsWriter,
+                earlier: EarlierEvent | None = None) -> None:
+        """Verify the event into `writer`; with `earlier` (the parent's verdicts), only its new pairs."""
         fps, not_found = self.reader.read(dict(zip(rows.ids.tolist(), rows.parts, strict=True)))
         if not_found:  # a transient read problem must not become "unverifiable" in a version
             log.warning("event %s: no stored row for %d image(s) (e.g. %s): left to the server", code,
@@ -404,22 +443,25 @@ class _Computer:
             self.report.skipped += 1
             writer.withdraw(code)
             return
-        known = sum(fp is not None for fp in fps.values())
-        vectors = rows.vectors() if known >= 2 else np.empty((len(rows.ids), 0), np.float32)
+        usable = sum(fp is not None for fp in fps.values())
+        vectors = rows.vectors() if usable >= 2 else np.empty((len(rows.ids), 0), np.float32)
+        known = earlier.known(rows.ids, rows.embedded_at_us) if earlier is not None else None
         cpu = time.process_time()
-        found = event_verdicts(rows.ids, vectors, fps)
+        found = event_verdicts(rows.ids, vectors, fps, known)
         self.report.cpu_seconds += time.process_time() - cpu
         writer.add(code, rows.ids, rows.embedded_at_us, found)
         r = self.report
         r.computed += 1
         r.images += len(rows.ids)
         r.pairs += len(found.verdicts)
+        r.reused += found.reused
         r.seconds += found.seconds
         if r.slowest is None or found.seconds > r.slowest["seconds"]:
             r.slowest = {"images": len(rows.ids), "seconds": round(found.seconds, 3)}
         if found.seconds >= 5:
-            log.info("relations of event %s: %d images, %d pairs verified in %.1f s", code, len(rows.ids),
-                     len(found.verdicts), found.seconds)
+            log.info("relations of event %s: %d images, %d pairs (%d verified, %d from the parent) in %.1f s", code,
+                     len(rows.ids), len(found.verdicts), len(found.verdicts) - found.reused, found.reused,
+                     found.seconds)
 
 
 def read_parent_relations(folder: Path, manifest: Manifest) -> StoredRelations | None:
@@ -441,11 +483,14 @@ def read_parent_relations(folder: Path, manifest: Manifest) -> StoredRelations |
 
 
 def for_rebuild(settings: Settings, model_version: str, frame: pd.DataFrame, vectors: np.ndarray, folder: Path,
-                reuse: StoredRelations | None = None) -> RelationsReport:
+                reuse: StoredRelations | None = None,
+                parent: tuple[Path, Manifest] | None = None) -> RelationsReport:
     """`relations.parquet` for a rebuilt version: every event, in base order (`frame` is sorted by event).
 
     With `reuse` (the parent's relations), an event whose ids, order and embedded_at are exactly
-    those it was computed over is copied, not verified again.
+    those it was computed over is copied, not verified again; with `parent` too (its folder and
+    manifest: its meta says what its verdicts were computed over), another event the parent holds
+    verifies only the pairs the parent has no verdict for.
     """
     rules = Rules.current()
     report = RelationsReport(rules.rules_version, base="written")
@@ -456,13 +501,20 @@ def for_rebuild(settings: Settings, model_version: str, frame: pd.DataFrame, vec
     at = _micros(frame["embedded_at"])
     parts = frame["parquet_part"].astype(str).tolist()
     bounds = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1], True]) if len(codes) else np.array([0])
-    for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
-        code = str(codes[lo])
-        if reuse is not None and _reused(reuse, code, content_hash(ids[lo:hi], at[lo:hi]), writer):
+    events = [(str(codes[lo]), lo, hi) for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)]
+    contents = {code: content_hash(ids[lo:hi], at[lo:hi]) for code, lo, hi in events}
+    earlier = None
+    if reuse is not None and parent is not None:
+        changed = [code for code, _, _ in events
+                   if (found := reuse.lookup(code)) is not None and found[1].content_hash != contents[code]]
+        earlier = _ParentVerdicts.open(parent[0], parent[1], reuse, changed) if changed else None
+    for code, lo, hi in events:
+        if reuse is not None and _reused(reuse, code, contents[code], writer):
             report.kept += 1
             continue
         computer.compute(code, EventRows(ids[lo:hi], at[lo:hi], parts[lo:hi],
-                                         lambda lo=lo, hi=hi: np.asarray(vectors[lo:hi], dtype=np.float32)), writer)
+                                         lambda lo=lo, hi=hi: np.asarray(vectors[lo:hi], dtype=np.float32)), writer,
+                         earlier.event(code) if earlier is not None else None)
     writer.close()
     return report
 
@@ -489,8 +541,9 @@ def for_merge(settings: Settings, model_version: str, *, parent_dir: Path, paren
     held `dropped` ids in (deleted or re-embedded). The parent's `relations.parquet` is
     hard-linked when its rules are current (returned with its inherited checksum), its delta's
     unchanged events are copied into the new `relations-delta.parquet` with the computed ones.
-    Reads of the parent: the footers, its delta relations, and the base meta rows of the changed
-    events (an O(change) read, like the rest of a merge).
+    A changed event verifies only the pairs the parent has no verdict for (`_ParentVerdicts`).
+    Reads of the parent: the footers, its delta relations, the changed events' rows of its base
+    relations and the meta rows of the changed events (an O(change) read, like the rest of a merge).
     """
     from indexing.build import _link_or_copy
 
@@ -536,7 +589,17 @@ def for_merge(settings: Settings, model_version: str, *, parent_dir: Path, paren
             writer.withdraw(code)
     computer = _Computer(settings, model_version, report)
     if changed:
-        base_rows = _base_members(parent_dir, sorted(changed), removed)
+        base_all = _base_members(parent_dir, sorted(changed))
+        base_rows = base_all[~np.isin(base_all["image_id"].to_numpy(np.int64), removed)].reset_index(drop=True)
+        stored = StoredRelations()
+        if report.base == "linked":  # read in place, like the base meta (_ParentVerdicts says why that is safe)
+            try:
+                stored.files.append(RelationsFile(parent_dir / RELATIONS_FILE, RELATIONS_FILE))
+            except RelationsUnusable as exc:
+                log.warning("%s: its events are verified whole", exc)
+        if parent_delta is not None:
+            stored.files.append(parent_delta)
+        earlier = _ParentVerdicts.open(parent_dir, parent_manifest, stored, sorted(changed), base_all)
         base_of = {str(k): v for k, v in base_rows.groupby("event_code", sort=False).indices.items()}
         delta_of = {str(k): v for k, v in delta_frame.groupby("event_code", sort=False).indices.items()}
         index = _BaseVectors(parent_dir, parent_manifest)
@@ -548,7 +611,7 @@ def for_merge(settings: Settings, model_version: str, *, parent_dir: Path, paren
                 if rows is None:
                     writer.withdraw(code)  # no image left in this version
                     continue
-                computer.compute(code, rows, writer)
+                computer.compute(code, rows, writer, earlier.event(code) if earlier is not None else None)
         finally:
             index.close()
     if not writer.empty:
@@ -592,16 +655,74 @@ def _parent_events(parent_dir: Path, manifest: Manifest, dropped: np.ndarray) ->
     return found
 
 
-def _base_members(parent_dir: Path, codes: list[str], removed: np.ndarray) -> pd.DataFrame:
-    """Live base rows of these events, in base order: image_id, event_code, embedded_at, parquet_part, row."""
+def _base_members(parent_dir: Path, codes: list[str]) -> pd.DataFrame:
+    """Base rows of these events (removed ones too), in base order: image_id, event_code, embedded_at,
+    parquet_part, row."""
     import pyarrow.parquet as pq
 
     t = pq.read_table(parent_dir / META_FILE, columns=["image_id", "event_code", "embedded_at", "parquet_part", "row"],
                       filters=[("event_code", "in", codes), ("segment", "=", 0)])
-    frame = t.to_pandas()
-    if len(removed):
-        frame = frame[~np.isin(frame["image_id"].to_numpy(np.int64), removed)]
-    return frame.sort_values("row", kind="stable").reset_index(drop=True)
+    return t.to_pandas().sort_values("row", kind="stable").reset_index(drop=True)
+
+
+class _ParentVerdicts:
+    """The parent's verdicts of changed events with what they were computed over, so that a build verifies
+    only the pairs it has no verdict for (`EarlierEvent.known`, `verified_pairs(known=...)`).
+
+    Entries come from the parent's relations (`stored`: the delta's entry or withdrawal wins). A merge
+    reads the base file in place, like the base meta (O(change)): the merged version hard-links that
+    very file under the parent's checksum, so a damaged one fails the merged version's own verification
+    and is never served. The ids and embedded_at come from the parent's meta (base rows minus its
+    removed ids, then its delta rows); an entry is used only when its content hash is theirs.
+    """
+
+    def __init__(self, parent_dir: Path, manifest: Manifest, stored: StoredRelations, codes: list[str],
+                 base_all: pd.DataFrame | None = None) -> None:
+        import pyarrow.parquet as pq
+
+        self.stored = stored
+        base_all = _base_members(parent_dir, codes) if base_all is None else base_all
+        cols = ["image_id", "event_code", "embedded_at"]
+        gone = np.load(parent_dir / REMOVED_FILE) if manifest.has(REMOVED_FILE) else np.empty(0, np.int64)
+        parts = [base_all.loc[~np.isin(base_all["image_id"].to_numpy(np.int64), gone), cols]]
+        if manifest.has(META_DELTA_FILE) and codes:
+            t = pq.read_table(parent_dir / META_DELTA_FILE, columns=[*cols, "row"],
+                              filters=[("event_code", "in", codes)])
+            parts.append(t.to_pandas().sort_values("row", kind="stable")[cols])
+        frame = pd.concat(parts, ignore_index=True)  # the parent's row order: base rows, then delta rows
+        ids, at = frame["image_id"].to_numpy(np.int64), _micros(frame["embedded_at"])
+        self._rows = {str(code): (ids[pos], at[pos])
+                      for code, pos in frame.groupby("event_code", sort=False).indices.items()}
+
+    @classmethod
+    def open(cls, parent_dir: Path, manifest: Manifest, stored: StoredRelations, codes: list[str],
+             base_all: pd.DataFrame | None = None) -> _ParentVerdicts | None:
+        """None (the events are then verified whole) when the parent's meta cannot be read."""
+        import pyarrow as pa
+
+        if not stored.files:
+            return None
+        try:
+            return cls(parent_dir, manifest, stored, codes, base_all)
+        except (OSError, pa.ArrowException, ValueError, KeyError) as exc:
+            log.warning("parent %s: meta unreadable (%s): changed events verified whole", parent_dir.name, exc)
+            return None
+
+    def event(self, code: str) -> EarlierEvent | None:
+        found = self.stored.lookup(code)
+        if found is None or code not in self._rows:
+            return None
+        source, entry = found
+        ids, at = self._rows[code]
+        if content_hash(ids, at) != entry.content_hash:
+            log.warning("event %s: the parent's relations are over other images than its meta holds: verified "
+                        "whole", code)
+            return None
+        try:
+            return EarlierEvent(ids, at, source.verdicts(code, entry))
+        except RelationsUnusable as exc:
+            log.warning("%s: verified whole", exc)
+            return None
 
 
 class _BaseVectors:

@@ -79,3 +79,59 @@ def test_scene_groups_hold_the_scene_pairs_with_copies_collapsed(event) -> None:
     assert len({108, 111} & set(pair_one)) == 1, pair_one  # shot 1 and its copy count once
     assert [109, 110] in groups
     assert all(len(g) == 2 for g in groups) and len(groups) == 2
+
+
+def _counting_relate(monkeypatch, fps) -> list[tuple[int, int]]:  # type: ignore[no-untyped-def]
+    """Patch the relate() verified_pairs calls; returns the list of (query id, candidate id) it verified."""
+    from duplicates import groups
+
+    real, calls, id_of = groups.relate, [], {id(fp): i for i, fp in fps.items()}
+
+    def counting(query, candidate, cosine):  # type: ignore[no-untyped-def]
+        calls.append((id_of[id(query)], id_of[id(candidate)]))
+        return real(query, candidate, cosine)
+
+    monkeypatch.setattr(groups, "relate", counting)
+    return calls
+
+
+def test_known_verdicts_are_reused_and_only_new_pairs_verified(event, monkeypatch) -> None:
+    """An event that grew (a merge): verdicts of its earlier candidate pairs are lent, only the pairs that
+    were not candidates before are verified, pairs no longer candidates are dropped: the answer is exactly
+    the one computed from scratch, pair for pair (relation, score, reason)."""
+    from duplicates.fingerprint import Fingerprint
+
+    ids0, vectors0, fps0 = event
+    before = verified_pairs(ids0, vectors0, fps0)
+    known = {(ids0[i], ids0[j]): v for (i, j), v in before.items()}
+    # Eight more: re-encodings of the first photos (their own fingerprint objects), vectors beside theirs.
+    rng = np.random.default_rng(1)
+    extra = np.asarray(vectors0[:8]) + rng.normal(0, 0.01, (8, vectors0.shape[1])).astype(np.float32)
+    vectors = np.vstack([vectors0, extra / np.linalg.norm(extra, axis=1, keepdims=True)])
+    fps = {**fps0, **{200 + t: Fingerprint.from_bytes(fps0[ids0[t]].to_bytes()) for t in range(8)}}
+    ids = list(fps)
+    scratch = verified_pairs(ids, vectors, fps)
+    calls = _counting_relate(monkeypatch, fps)
+    reused = verified_pairs(ids, vectors, fps, known)
+    assert reused == scratch  # Verdict equality: relation, score and reason
+    new_pairs = {(ids[i], ids[j]) for i, j in scratch} - set(known)
+    assert sorted(calls) == sorted(new_pairs) and 0 < len(calls) < len(scratch)
+    assert set(known) - {(ids[i], ids[j]) for i, j in scratch}, "some earlier candidates are no longer candidates"
+    assert all(reused[(ids.index(a), ids.index(b))] is known[(a, b)]
+               for a, b in set(known) & {(ids[i], ids[j]) for i, j in scratch})
+
+
+def test_known_verdicts_never_stand_for_another_order_or_cosine(event, monkeypatch) -> None:
+    """relate() is asked query first: a verdict keyed the other way round is not used; a related verdict
+    carries its cosine as score: one of another cosine is verified again; non-candidates are ignored."""
+    ids, vectors, fps = event
+    scratch = verified_pairs(ids, vectors, fps)
+    (i, j), related = next((p, v) for p, v in scratch.items() if v.relation is Relation.RELATED)
+    (k, m), other = next((p, v) for p, v in scratch.items() if v.relation is not Relation.RELATED)
+    bogus = Verdict(Relation.COPY, 0.5, "not this pair's")
+    known = {(ids[j], ids[i]): bogus,  # the reversed order
+             (ids[i], ids[j]): Verdict(Relation.RELATED, related.score / 2, related.reason),
+             (ids[k], ids[m]): other, (1, 2): bogus}  # (1, 2): no such ids, never a candidate
+    calls = _counting_relate(monkeypatch, fps)
+    assert verified_pairs(ids, vectors, fps, known) == scratch
+    assert (ids[i], ids[j]) in calls and (ids[k], ids[m]) not in calls and len(calls) == len(scratch) - 1

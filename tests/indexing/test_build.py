@@ -331,7 +331,7 @@ def test_a_failing_relations_step_never_stops_a_version(small_corpus, conninfo, 
     assert store.read_manifest(v1).has(RELATIONS_FILE)
     pipeline.publish(conninfo, settings, MODEL, v1)
 
-    def broken(self, code, rows, writer):  # type: ignore[no-untyped-def]
+    def broken(self, code, rows, writer, earlier=None):  # type: ignore[no-untyped-def]
         raise RuntimeError("disk full while reading fingerprints")
 
     monkeypatch.setattr(relations._Computer, "compute", broken)

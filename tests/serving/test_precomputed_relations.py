@@ -92,9 +92,9 @@ def test_a_merge_verifies_only_the_changed_events(scenario, live_server, base, m
     verified: list[list[int]] = []
     real = relations.event_verdicts
 
-    def counting(ids, vectors, fingerprints):  # type: ignore[no-untyped-def]
+    def counting(ids, vectors, fingerprints, known=None):  # type: ignore[no-untyped-def]
         verified.append(sorted(int(i) for i in ids))
-        return real(ids, vectors, fingerprints)
+        return real(ids, vectors, fingerprints, known)
 
     monkeypatch.setattr(relations, "event_verdicts", counting)
     event_b = [i for n, i in enumerate(base.ids) if 14 <= n < 24]
@@ -234,22 +234,32 @@ def test_relations_of_other_rules_are_ignored(scenario, live_server, base, monke
 
 def test_a_rebuild_in_place_of_a_merge_reuses_unchanged_events(scenario, base, monkeypatch) -> None:
     """A merge that must rebuild (compaction, another index type) copies the events whose ids, order and
-    embedded_at are those they were verified over; an explicit rebuild verifies every event again."""
+    embedded_at are those they were verified over, verifies only the new pairs of the others; an explicit
+    rebuild verifies every event again."""
     from indexing import pipeline, relations
 
     scn = scenario("rel-reuse")
     store = scn.store()
     v1 = scn.publish()
     verified: list[int] = []
+    found: list[tuple] = []  # type: ignore[type-arg]
     real = relations.event_verdicts
-    monkeypatch.setattr(relations, "event_verdicts",
-                        lambda ids, vecs, fps: verified.append(len(ids)) or real(ids, vecs, fps))
+
+    def counting(ids, vecs, fps, known=None):  # type: ignore[no-untyped-def]
+        verified.append(len(ids))
+        found.append((real(ids, vecs, fps, known), real(ids, vecs, fps)))  # lent to, and from scratch
+        return found[-1][0]
+
+    monkeypatch.setattr(relations, "event_verdicts", counting)
     scn.execute("DELETE FROM images WHERE id = %s", (base.ids[20],))  # event B changes, A does not
     built = pipeline.build(scn.conninfo, scn.settings, base.model_version, mode="merge", index_type="hnsw")
     m2 = store.read_manifest(built["version"])
     assert m2.mode == "rebuild" and "hnsw" in m2.rebuild_reason
     assert (m2.relations["computed"], m2.relations["kept"], m2.relations["base"]) == (1, 1, "written")
-    assert verified == [9]  # event B's nine images
+    assert verified == [9]  # event B's nine images, their pairs the parent holds not verified again
+    (lent, scratch), = found
+    # Ten images had every other as a candidate (10 neighbours each): nine have no pair the parent lacks.
+    assert lent.verdicts == scratch.verdicts and lent.reused == m2.relations["reused"] == len(scratch.verdicts) > 0
     before = _relations_file(store.version_dir(v1) / RELATIONS_FILE)
     after = _relations_file(store.version_dir(built["version"]) / RELATIONS_FILE)
     a1, a2 = before.events[base.event_a], after.events[base.event_a]
@@ -258,4 +268,106 @@ def test_a_rebuild_in_place_of_a_merge_reuses_unchanged_events(scenario, base, m
 
     verified.clear()
     again = pipeline.build(scn.conninfo, scn.settings, base.model_version, mode="rebuild")
-    assert store.read_manifest(again["version"]).relations["computed"] == 2 and sorted(verified) == [9, 20]
+    rebuilt = store.read_manifest(again["version"]).relations
+    assert (rebuilt["computed"], rebuilt["reused"]) == (2, 0) and sorted(verified) == [9, 20]
+
+
+def test_a_merge_verifies_only_the_pairs_it_has_no_verdict_for(scenario, base, monkeypatch) -> None:
+    """Photos merged into an event: only the candidate pairs the parent holds no verdict for are verified
+    (relate() counted), the others are the parent's verdicts; the event's relations are exactly what a
+    rebuild computes, pair for pair (relation, score, reason). A re-embedded image's pairs are all verified."""
+    import shutil
+    import uuid
+
+    import numpy as np
+
+    from duplicates import groups
+    from embeddings.runner import embed_batch
+    from indexing import pipeline, relations
+    from tests.serving.conftest import MODEL
+
+    scn = scenario("rel-pairs")
+    store = scn.store()
+    scn.publish()
+    calls: list[tuple[int, int]] = []  # (query id, candidate id) of every relate() the build made
+    seen: list[tuple] = []  # (ids, vectors, fingerprints, known, found) of every event the build verified
+    id_of: dict[int, int] = {}
+    real_verdicts, real_relate = relations.event_verdicts, groups.relate
+
+    def capturing(ids, vectors, fps, known=None):  # type: ignore[no-untyped-def]
+        id_of.update({id(fp): i for i, fp in fps.items() if fp is not None})
+        found = real_verdicts(ids, vectors, fps, known)
+        seen.append((np.array(ids), np.array(vectors), dict(fps), known, found))
+        return found
+
+    def counting(query, candidate, cosine):  # type: ignore[no-untyped-def]
+        calls.append((id_of[id(query)], id_of[id(candidate)]))
+        return real_relate(query, candidate, cosine)
+
+    def merged(mode: str = "merge", **how: str) -> tuple[int, tuple]:  # type: ignore[type-arg]
+        """Build (a plain merge: and publish) with relate() counted; the one event verified, if one was."""
+        calls.clear()
+        seen.clear()
+        with monkeypatch.context() as patch:
+            patch.setattr(relations, "event_verdicts", capturing)
+            patch.setattr(groups, "relate", counting)
+            if mode == "merge" and not how:
+                version = scn.publish(mode="merge")
+            else:
+                version = int(pipeline.build(scn.conninfo, scn.settings, base.model_version, mode=mode,
+                                             **how)["version"])
+        return version, seen[0] if len(seen) == 1 else ()
+
+    def oriented(ids, verdicts) -> set[tuple[int, int]]:  # type: ignore[no-untyped-def]
+        row = {int(i): r for r, i in enumerate(ids)}
+        return {(a, b) if row[a] < row[b] else (b, a) for a, b in verdicts}
+
+    # Three photos added to event A: a turned copy of one of its photos, another shot of a scene, an unrelated one.
+    added = []
+    for src in (base.rotated_upload, base.scene_upload, base.unrelated_upload):
+        name = f"added_{uuid.uuid4().hex[:8]}{src.suffix}"
+        shutil.copyfile(src, base.image_root / "uploads" / name)
+        added += [int(r[0]) for r in scn.execute(
+            "INSERT INTO images (event_code, filename, file_path) VALUES (%s, %s, %s) RETURNING id",
+            (base.event_a, name, f"/uploads/{name}"))]
+    assert embed_batch(scn.conninfo, added, model_name=MODEL, run_id="added", settings=scn.settings)["embedded"] == 3
+    v2, (ids, vectors, fps, known, found) = merged()
+    m2 = store.read_manifest(v2)
+    assert m2.mode == "merge" and m2.relations["computed"] == 1 and set(added) <= set(ids.tolist())
+    scratch = real_verdicts(ids, vectors, fps)  # the same event verified from scratch
+    assert found.verdicts == scratch.verdicts  # pair for pair: relation, score, reason
+    new_pairs = oriented(ids, scratch.verdicts) - set(known)
+    assert sorted(calls) == sorted(new_pairs) and len(calls) == len(scratch.verdicts) - found.reused
+    assert {p for p in oriented(ids, scratch.verdicts) if set(p) & set(added)} <= set(calls)
+    assert 0 < len(calls) < found.reused and m2.relations["reused"] == found.reused
+    # ... and what a rebuild computes for the event (it holds the same ids in the same order).
+    v3, _ = merged("rebuild")
+    rebuilt = _relations_file(store.version_dir(v3) / RELATIONS_FILE)
+    delta = _relations_file(store.version_dir(v2) / RELATIONS_DELTA_FILE)
+    a_rebuilt, a_merged = rebuilt.events[base.event_a], delta.events[base.event_a]
+    assert a_rebuilt.ids_hash == a_merged.ids_hash
+    assert delta.verdicts(base.event_a, a_merged) == rebuilt.verdicts(base.event_a, a_rebuilt) == scratch.verdicts
+
+    # One photo of the event re-embedded (a new embedded_at): every pair of it is verified again.
+    again = base.dup_pairs[0][0]
+    assert embed_batch(scn.conninfo, [again], model_name=MODEL, run_id="again", settings=scn.settings)["embedded"] == 1
+    v4, (ids, vectors, fps, known, found) = merged()
+    assert store.read_manifest(v4).parent_version == v2
+    scratch = real_verdicts(ids, vectors, fps)
+    assert found.verdicts == scratch.verdicts and not any(again in p for p in known)
+    mine = {p for p in oriented(ids, scratch.verdicts) if again in p}
+    assert mine and mine <= set(calls)
+    assert sorted(calls) == sorted(oriented(ids, scratch.verdicts) - set(known)) and found.reused > len(calls)
+
+    # A merge that must rebuild (HNSW asked for) after one added photo went: the event's rows are in id order
+    # again, so the re-embedded photo (the delta's first row, now the event's first) meets the others in the
+    # other order: relate() is not symmetric, so those pairs are verified again; the rest are lent.
+    scn.execute("DELETE FROM images WHERE id = %s", (added[2],))
+    v5, (ids, vectors, fps, known, found) = merged("merge", index_type="hnsw")
+    m5 = store.read_manifest(v5)
+    assert m5.mode == "rebuild" and m5.parent_version == v4 and int(ids[0]) == again
+    scratch = real_verdicts(ids, vectors, fps)
+    assert found.verdicts == scratch.verdicts and found.reused == m5.relations["reused"] > len(calls)
+    assert sorted(calls) == sorted(oriented(ids, scratch.verdicts) - set(known))
+    flipped = {(again, b) for a, b in oriented(ids, scratch.verdicts) if a == again and b not in added}
+    assert flipped and flipped <= set(calls)
