@@ -104,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     from duplicates.groups import copy_groups, scene_groups, verified_pairs
     from duplicates.relation import Relation
     from duplicates.rerank import rerank
+    from duplicates.shortlist import WIDE
     from duplicates.verify import relate
     from embeddings.loading import load_image
     from embeddings.models import get_embedder
@@ -165,8 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         rot = emb.embed_rotations([img])[0]  # (4, d), as the server searches
         fp = fingerprint(load_image(raw), raw)
         sims = (rot @ V.T).max(axis=0)
-        top = np.argsort(-sims)[: args.top_k]
-        ranked = rerank(fp, [(int(i), float(sims[i]), fps[int(i)]) for i in top])
+        top = np.argsort(-sims)[: max(args.top_k, WIDE)]  # as the server: the top-k and keypoint votes below
+        ranked = rerank(fp, [(int(i), float(sims[i]), fps[int(i)]) for i in top], depth=args.top_k)
         return ranked, float(sims[top[0]]), int(top[0])
 
     rows = []  # (kind, edit, photo index, new_hit, old_hit, ms)

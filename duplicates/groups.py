@@ -1,8 +1,10 @@
 """Event groups: copies (stars around a reference, never chains) and same-scene shots.
 
 Candidate pairs come from the global vectors (each image's nearest neighbours
-above a low cosine floor), so an event of n photos costs n * NEIGHBOURS
-verifications, not n². Only verified relations make a group.
+above a low cosine floor) and, further down its GROUP_WIDE nearest, from keypoint
+votes (duplicates.shortlist: a hard edit's original can rank past the nearest ten),
+so an event of n photos costs about n * (NEIGHBOURS + VOTED) verifications, not n².
+Only verified relations make a group.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import numpy as np
 
 from duplicates.fingerprint import Fingerprint
 from duplicates.relation import Relation, Verdict
+from duplicates.shortlist import GROUP_WIDE, to_verify
 from duplicates.verify import relate
 
 NEIGHBOURS = 10  # candidates per image verified
@@ -27,9 +30,10 @@ class Group:
     score: float  # weakest verdict score between the reference and a member
 
 
-def candidate_pairs(vectors: np.ndarray, k: int = NEIGHBOURS,
-                    floor: float = CANDIDATE_COSINE) -> dict[tuple[int, int], float]:
-    """{(i, j) row pairs with i < j: cosine} for each row's top-k neighbours above `floor`."""
+def candidate_pairs(vectors: np.ndarray, k: int = NEIGHBOURS, floor: float = CANDIDATE_COSINE,
+                    fingerprints: Sequence[Fingerprint | None] | None = None) -> dict[tuple[int, int], float]:
+    """{(i, j) row pairs with i < j: cosine} for each row's top-k neighbours above `floor`, and, given the
+    rows' fingerprints, the keypoint-voted ones among its GROUP_WIDE nearest (duplicates.shortlist)."""
     vecs = np.ascontiguousarray(vectors, dtype=np.float32)
     n = len(vecs)
     pairs: dict[tuple[int, int], float] = {}
@@ -40,13 +44,17 @@ def candidate_pairs(vectors: np.ndarray, k: int = NEIGHBOURS,
         sims = vecs[start:start + _BLOCK] @ vecs.T
         for r in range(len(sims)):
             sims[r, start + r] = -2.0
-        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        wide = min(max(k, GROUP_WIDE if fingerprints is not None else k), n - 1)
+        top = np.argpartition(-sims, wide - 1, axis=1)[:, :wide]
         for r, cols in enumerate(top):
             i = start + r
-            for j in cols.tolist():
-                s = float(sims[r, j])
-                if s >= floor:
-                    pairs[(min(i, j), max(i, j))] = s
+            cols = cols[np.argsort(-sims[r, cols], kind="stable")]
+            cols = cols[sims[r, cols] >= floor]
+            chosen = cols[:k]
+            if fingerprints is not None and fingerprints[i] is not None and len(cols) > k:
+                chosen = cols[to_verify(fingerprints[i], [fingerprints[j] for j in cols], k, wide)]
+            for j in chosen.tolist():
+                pairs[(min(i, j), max(i, j))] = float(sims[r, j])
     return pairs
 
 
@@ -62,7 +70,8 @@ def verified_pairs(ids: Sequence[int], vectors: np.ndarray, fingerprints: Mappin
     score is not this pair's cosine is verified again, so the answer is exactly the one without `known`.
     """
     out: dict[tuple[int, int], Verdict] = {}
-    for (i, j), cos in candidate_pairs(vectors).items():
+    by_row = [fingerprints.get(int(x)) for x in ids]
+    for (i, j), cos in candidate_pairs(vectors, fingerprints=by_row).items():
         a, b = int(ids[i]), int(ids[j])
         fi, fj = fingerprints.get(a), fingerprints.get(b)
         if fi is None or fj is None:

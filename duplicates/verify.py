@@ -34,7 +34,7 @@ from duplicates.relation import Relation, Verdict
 # --- thresholds (tuned by bench/duplicates.py on a split; docs/duplicates.md) ---
 # Relations computed under other rules are stale: bump RULES_VERSION with any change below or in
 # the stages (the pipeline stores it beside the relations it precomputes).
-RULES_VERSION = "v4"
+RULES_VERSION = "v5"  # v5: candidates also by keypoint votes (duplicates.shortlist); loose weak fits need more detail
 MIN_MATCHES = 8  # ratio-test survivors needed to try a fit
 MATCH_RATIOS = (0.8, 0.9)  # Lowe's ratio test; the second only when the first found no fit
 MIN_INLIERS = 10  # inliers of the similarity fit that make it "the same scene geometry"
@@ -83,6 +83,11 @@ COPY_TEXTURED = 0.04  # share of the overlap's cells that must be textured and a
 # detail (real and generated weak-fit copies: >= 0.17); chance fits show little (0.00-0.08).
 WEAK_FIT_INLIERS = 20
 COPY_TEXTURED_WEAK_FIT = 0.12
+# ... but generated pictures with a film grain fit 10-11 of 37-92 matches by chance and agree on 0.12-0.16
+# of their cells (the grain is texture): a weak fit needs this much agreeing detail unless at least half
+# of its matches are inliers (weak-fit copies: 0.18-0.78, and those under 0.20 fit 13 of 14 matches).
+COPY_TEXTURED_LOOSE_FIT = 0.20
+CONSISTENT_FIT = 0.5
 COPY_STRUCTURE = 0.80  # ... and their median window correlation (copies: 0.99; two different pictures whose
 # flat regions happen to agree in tone: ~0.0)
 # Overlays (a caption bar, a logo, a letterbox) are solid or saturated on one side: a disagreeing
@@ -632,9 +637,17 @@ def is_copy(ev: Evidence) -> bool:
     return (ev.projective <= PROJECTIVE_F and ev.reframed < REFRAME_MAX
             and ev.agree >= COPY_AGREE and ev.interior_bad <= COPY_INTERIOR_BAD
             and ev.noise <= MAX_NOISE
-            and ev.textured >= (COPY_TEXTURED_WEAK_FIT if ev.whole_frame or ev.inliers < WEAK_FIT_INLIERS
-                                else COPY_TEXTURED)
+            and ev.textured >= _textured_needed(ev)
             and ev.structure >= COPY_STRUCTURE)
+
+
+def _textured_needed(ev: Evidence) -> float:
+    """Agreeing detail a copy must show: more where the fit is weak, most where it is also loose."""
+    if not ev.whole_frame and ev.inliers >= WEAK_FIT_INLIERS:
+        return COPY_TEXTURED
+    if ev.whole_frame or ev.inliers >= CONSISTENT_FIT * ev.matches:
+        return COPY_TEXTURED_WEAK_FIT
+    return COPY_TEXTURED_LOOSE_FIT
 
 
 def is_same_scene(ev: Evidence) -> bool:

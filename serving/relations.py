@@ -32,6 +32,7 @@ from duplicates.fingerprint import Fingerprint
 from duplicates.groups import Group, copy_groups, scene_groups
 from duplicates.relation import Relation, Verdict
 from duplicates.rerank import rerank
+from duplicates.shortlist import WIDE
 from indexing.fingerprints import VersionFingerprints
 from indexing.relations import RelationsUnusable, Rules, StoredRelations, event_verdicts, ids_hash
 from serving.metrics import ServerMetrics
@@ -39,8 +40,14 @@ from serving.served import ServedIndex
 from serving.state import ServerState
 
 # Candidates verified per query image: hard edits (a thumbnail, JPEG q5, a 40% crop) put their original at
-# rank 2..20 of the global embedding; verification then puts it first.
+# rank 2..20 of the global embedding; verification then puts it first. Further down, to duplicates.shortlist.WIDE,
+# only the candidates the query's keypoints vote for are verified.
 RERANK_DEPTH = 20
+
+
+def search_depth(top_k: int) -> int:
+    """How many index hits an upload is searched for: what verify_hits verifies or votes on."""
+    return max(top_k, RERANK_DEPTH, WIDE)
 EVENTS_CACHED = 16  # events whose verified pairs a served version keeps
 
 log = logging.getLogger("serving.relations")
@@ -199,18 +206,22 @@ async def read_query(state: ServerState, file: UploadFile) -> Query:
     return await process_upload(state, file, _query)
 
 
-def verify_hits(served: ServedIndex, settings: Settings, query: Query, hits: list[dict[str, Any]]
-                ) -> list[dict[str, Any]]:
-    """The hits re-ranked by verification (copies first, then same scene, then related by cosine),
-    each with `relation` and `verdict` {score, reason}; blocking."""
+def verify_hits(served: ServedIndex, settings: Settings, query: Query, hits: list[dict[str, Any]],
+                top_k: int) -> list[dict[str, Any]]:
+    """The hits (best cosine first, `search_depth(top_k)` of them) re-ranked by verification: copies first,
+    then same scene, then related by cosine, each with `relation` and `verdict` {score, reason}; at most
+    top_k. The first max(top_k, RERANK_DEPTH) are verified, and those of the rest the keypoints vote for;
+    blocking."""
     if not hits:
         return []
+    depth = max(top_k, RERANK_DEPTH)
     by_id = {h["id"]: h for h in hits}
     if query.fingerprint is None:
         ranked = [(h["id"], h["similarity_score"], Verdict(Relation.RELATED, max(0.0, h["similarity_score"]),
-                                                           "upload has no fingerprint")) for h in hits]
+                                                           "upload has no fingerprint")) for h in hits[:depth]]
     else:
         fps = relations_of(served, settings).fingerprints.get(by_id)
-        ranked = rerank(query.fingerprint, [(h["id"], h["similarity_score"], fps.get(h["id"])) for h in hits])
+        ranked = rerank(query.fingerprint, [(h["id"], h["similarity_score"], fps.get(h["id"])) for h in hits],
+                        depth)
     return [{**by_id[i], "relation": str(v.relation),
-             "verdict": {"score": round(float(v.score), 4), "reason": v.reason}} for i, _, v in ranked]
+             "verdict": {"score": round(float(v.score), 4), "reason": v.reason}} for i, _, v in ranked[:top_k]]

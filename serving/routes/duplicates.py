@@ -79,9 +79,9 @@ async def check_duplicate(
     event = parse_event_code(event_code)
     query = await relations.read_query(state, file)
     floor = CANDIDATE_COSINE if min_score is None else min_score
-    result = await engine.search(served, state.deleted, query.vectors, top_k=max(top_k, relations.RERANK_DEPTH),
+    result = await engine.search(served, state.deleted, query.vectors, top_k=relations.search_depth(top_k),
                                  event_code=event, min_score=floor)
-    matches = (await run_in_threadpool(relations.verify_hits, served, state.settings, query, result.hits))[:top_k]
+    matches = (await run_in_threadpool(relations.verify_hits, served, state.settings, query, result.hits, top_k))
     body = {"duplicate": any(m["relation"] == "copy" for m in matches), "matches": matches, "event_code": event,
             "index_version": served.version}
     return JSONResponse(body, headers=deleted_filter_headers(result.filtered, result.age))

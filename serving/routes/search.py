@@ -48,8 +48,8 @@ async def search_image(
 ) -> JSONResponse:
     event = str(uuid.UUID(event_code)) if event_code else None
     query = await relations.read_query(state, file)
-    result = await engine.search(served, state.deleted, query.vectors, top_k=max(top_k, relations.RERANK_DEPTH),
+    result = await engine.search(served, state.deleted, query.vectors, top_k=relations.search_depth(top_k),
                                  event_code=event, min_score=min_score)
     # A hard edit (thumbnail, JPEG q5, crop) may rank its original below other photos; verification lifts it.
-    result.hits = (await run_in_threadpool(relations.verify_hits, served, state.settings, query, result.hits))[:top_k]
+    result.hits = (await run_in_threadpool(relations.verify_hits, served, state.settings, query, result.hits, top_k))
     return hits_response(result)

@@ -1,0 +1,52 @@
+"""shortlist: a hard edit's keypoints vote for its original wherever the cosine ranked it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from duplicates import synthetic
+from duplicates.edits import EDITS, encode
+from duplicates.fingerprint import Fingerprint, fingerprint
+from duplicates.groups import candidate_pairs
+from duplicates.shortlist import MIN_VOTES, keypoint_votes, to_verify
+from embeddings.loading import load_image
+
+
+@pytest.fixture(scope="module")
+def library() -> list[Fingerprint]:
+    """30 different generated photos: the candidates an index would return."""
+    return [fingerprint(load_image(encode(im))) for im in synthetic.photos(30)]
+
+
+@pytest.mark.parametrize("edit", ["jpeg_q5", "crop_40_offcentre", "screenshot", "flip"])
+def test_votes_find_the_original_below_the_cosine_depth(edit: str, library: list[Fingerprint]) -> None:
+    original = 17
+    query = fingerprint(load_image(encode(EDITS[edit](synthetic.photos(30)[original]))))
+    votes = keypoint_votes(query, library)
+    assert int(np.argmax(votes)) == original and votes[original] >= MIN_VOTES
+    assert votes[original] > 3 * np.sort(votes)[-2]  # the strangers' votes are chance
+    # The cosine ranked it last: the first 5 are verified, and the original, voted for.
+    order = [i for i in range(30) if i != original] + [original]
+    chosen = to_verify(query, [library[i] for i in order], depth=5)
+    assert chosen[:5] == [0, 1, 2, 3, 4] and 29 in chosen and len(chosen) <= 5 + 5
+
+
+def test_no_votes_without_fingerprints(library: list[Fingerprint]) -> None:
+    assert keypoint_votes(library[0], [None, None]).tolist() == [0, 0]
+    assert to_verify(library[0], [None] * 8, depth=3) == [0, 1, 2]  # nothing voted: the cosine head only
+
+
+def test_candidate_pairs_add_the_voted_copy(library: list[Fingerprint]) -> None:
+    """Row 30 is a 40% crop of row 3 whose vector is far from row 3's: the cosine top-1 misses it, the votes not."""
+    photos: list[Image.Image] = synthetic.photos(30)
+    fps = [*library, fingerprint(load_image(encode(EDITS["crop_40_offcentre"](photos[3]))))]
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(0, 1, (31, 8)).astype(np.float32) + 3.0  # all alike (cosine ~0.9)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    vectors[30] = vectors[np.argsort(vectors @ vectors[3])[1]]  # the copy's vector: one of row 3's least alike
+    plain = candidate_pairs(vectors, k=1, floor=0.0)
+    voted = candidate_pairs(vectors, k=1, floor=0.0, fingerprints=fps)
+    assert (3, 30) not in plain and (3, 30) in voted
+    assert set(plain) <= set(voted) and len(voted) <= len(plain) + 31 * 5
