@@ -34,7 +34,8 @@ from duplicates.relation import Relation, Verdict
 # --- thresholds (tuned by bench/duplicates.py on a split; docs/duplicates.md) ---
 # Relations computed under other rules are stale: bump RULES_VERSION with any change below or in
 # the stages (the pipeline stores it beside the relations it precomputes).
-RULES_VERSION = "v5"  # v5: candidates also by keypoint votes (duplicates.shortlist); loose weak fits need more detail
+RULES_VERSION = "v5"  # v5: candidates also by keypoint votes (duplicates.shortlist); loose weak fits need more
+# detail; cells untextured on both sides never disagree
 MIN_MATCHES = 8  # ratio-test survivors needed to try a fit
 MATCH_RATIOS = (0.8, 0.9)  # Lowe's ratio test; the second only when the first found no fit
 MIN_INLIERS = 10  # inliers of the similarity fit that make it "the same scene geometry"
@@ -88,6 +89,9 @@ COPY_TEXTURED_WEAK_FIT = 0.12
 # of its matches are inliers (weak-fit copies: 0.18-0.78, and those under 0.20 fit 13 of 14 matches).
 COPY_TEXTURED_LOOSE_FIT = 0.20
 CONSISTENT_FIT = 0.5
+# ... and their agreeing detail correlates well (weak-fit copies: median window correlation >= 0.94; chance
+# fits between generated pictures that pass the rest: 0.82-0.90).
+WEAK_FIT_STRUCTURE = 0.92
 COPY_STRUCTURE = 0.80  # ... and their median window correlation (copies: 0.99; two different pictures whose
 # flat regions happen to agree in tone: ~0.0)
 # Overlays (a caption bar, a logo, a letterbox) are solid or saturated on one side: a disagreeing
@@ -314,14 +318,17 @@ def _agreement_one_way(q: np.ndarray, c: np.ndarray, mask: np.ndarray) -> Agreem
     noise = float(np.median(means[used]))
     # A cell disagrees when it differs in level AND in structure: a colour filter shifts the level
     # of some hues (structure kept); a moved arm, parallax or an overlay changes the structure.
-    ncc, std_q, std_c = _cell_ncc(q, np.interp(c, xs, ys).astype(np.float32), m)
-    bad = used & (means > max(CELL_TOL, NOISE_FACTOR * noise)) & (ncc < CELL_NCC) & ~_clipped(q, c, m)
-    both = used & (std_q >= TEXTURE_STD) & (std_c >= TEXTURE_STD)
+    ncc, _, _ = _cell_ncc(q, np.interp(c, xs, ys).astype(np.float32), m)
+    _, raw_q, raw_c = _cell_ncc(q, c, m)  # the unmapped sides (the overlay test looks at them too)
+    # Cells without structure on either side (clipped, or untextured both: a flat colour whose level a
+    # filter moved apart from the rest, film grain against film grain) hold nothing to disagree about.
+    blank = _clipped(q, c, m) | ((raw_q < TEXTURE_STD) & (raw_c < TEXTURE_STD))
+    bad = used & (means > max(CELL_TOL, NOISE_FACTOR * noise)) & (ncc < CELL_NCC) & ~blank
+    both = used & (raw_q >= TEXTURE_STD) & (raw_c >= TEXTURE_STD)  # unmapped: a steep tone curve amplifies grain
     textured = float((both & ~bad).sum() / used.sum())
     structure = float(np.median(ncc[both])) if both.any() else 0.0
     rows, cols = np.nonzero(used)
     r0, r1, c0, c1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
-    _, raw_q, raw_c = _cell_ncc(q, c, m)  # the overlay test looks at the unmapped sides
     overlay = _overlay_cells(bad, q, c, mask, raw_q, raw_c, (r0, r1, c0, c1))
     band_r = max(1, round((r1 - r0) * EDGE_BAND))
     band_c = max(1, round((c1 - c0) * EDGE_BAND))
@@ -638,12 +645,17 @@ def is_copy(ev: Evidence) -> bool:
             and ev.agree >= COPY_AGREE and ev.interior_bad <= COPY_INTERIOR_BAD
             and ev.noise <= MAX_NOISE
             and ev.textured >= _textured_needed(ev)
-            and ev.structure >= COPY_STRUCTURE)
+            and ev.structure >= (WEAK_FIT_STRUCTURE if _weak(ev) else COPY_STRUCTURE))
+
+
+def _weak(ev: Evidence) -> bool:
+    """A fit where chance lives: few inliers, or the whole-frame fallback."""
+    return ev.whole_frame or ev.inliers < WEAK_FIT_INLIERS
 
 
 def _textured_needed(ev: Evidence) -> float:
     """Agreeing detail a copy must show: more where the fit is weak, most where it is also loose."""
-    if not ev.whole_frame and ev.inliers >= WEAK_FIT_INLIERS:
+    if not _weak(ev):
         return COPY_TEXTURED
     if ev.whole_frame or ev.inliers >= CONSISTENT_FIT * ev.matches:
         return COPY_TEXTURED_WEAK_FIT
