@@ -93,7 +93,7 @@ def _stars(ids: Sequence[int], edges: dict[tuple[int, int], Verdict],
 
     Every member is linked to members[0] directly, so a chain a~b~c never makes
     a, c one group through b; and a member whose pair with one already in the
-    group was verified as something else (a veto) does not join either.
+    group is a veto (copy groups: verified as another shot) does not join either.
     """
     nbrs: dict[int, dict[int, float]] = {}
     for (i, j), v in edges.items():
@@ -124,7 +124,10 @@ def copy_groups(ids: Sequence[int], vectors: np.ndarray, fingerprints: Mapping[i
     """Copies only: every member verified as a COPY of members[0]; never a chain."""
     verdicts = verified_pairs(ids, vectors, fingerprints) if verdicts is None else verdicts
     copies = {p: v for p, v in verdicts.items() if v.relation is Relation.COPY}
-    return _stars(ids, copies, {p for p, v in verdicts.items() if v.relation is not Relation.COPY})
+    # Only "another shot" keeps a verified copy of the reference out. Two hard edits of one photo (a 96-px
+    # thumbnail and a cropped, captioned re-encode) often fail to verify against each other: RELATED is
+    # missing evidence, not evidence against, and each member is verified against members[0] anyway.
+    return _stars(ids, copies, {p for p, v in verdicts.items() if v.relation is Relation.SAME_SCENE})
 
 
 def scene_groups(ids: Sequence[int], vectors: np.ndarray, fingerprints: Mapping[int, Fingerprint],

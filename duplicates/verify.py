@@ -35,7 +35,7 @@ from duplicates.relation import Relation, Verdict
 # Relations computed under other rules are stale: bump RULES_VERSION with any change below or in
 # the stages (the pipeline stores it beside the relations it precomputes).
 RULES_VERSION = "v5"  # v5: candidates also by keypoint votes (duplicates.shortlist); loose weak fits need more
-# detail; cells untextured on both sides never disagree
+# detail; cells untextured on both sides never disagree; a squashing refinement never wins
 MIN_MATCHES = 8  # ratio-test survivors needed to try a fit
 MATCH_RATIOS = (0.8, 0.9)  # Lowe's ratio test; the second only when the first found no fit
 MIN_INLIERS = 10  # inliers of the similarity fit that make it "the same scene geometry"
@@ -55,6 +55,7 @@ COPY_AGREE = 0.60  # share of overlap cells that must agree for a copy (overlays
 ECC_ITERS = 30
 FEW_KEYPOINTS = 80  # below this many keypoints an image gets the whole-frame fallback
 ECC_RESCUE = 0.15  # refine the alignment only when this share of interior cells or fewer disagree
+MAX_ANISO = 1.2  # singular value ratio of a refined alignment (copies: <= 1.004 real, <= 1.053 generated)
 MAX_NOISE = 6.0  # a copy's typical cell difference stays under this (of 255)
 COPY_INTERIOR_BAD = 0.01  # at most this share of interior cells may disagree for a copy
 MIN_OVERLAP = 0.25  # overlap share of the smaller image needed to judge pixels
@@ -413,7 +414,9 @@ def _warp_compare(query: Fingerprint, cand: Fingerprint, a: np.ndarray, mirrored
     sv = np.linalg.svd(refined[:, :2], compute_uv=False)
     second = Agreement(second.agree, second.interior_bad, second.noise, float(sv[0] / max(sv[1], 1e-9)),
                        second.textured, second.structure)
-    best = min(first, second, key=_preference)
+    # A copy is a similarity: a refinement that squashed the candidate (ECC diverged on a chance fit,
+    # singular values 300:1) compares smeared stripes that "agree" with anything, and never wins.
+    best = first if second.aniso > MAX_ANISO else min(first, second, key=_preference)
     if best.interior_bad > 0.0:
         inv_best = refined if best is second else inv
         for matched in _sharpness_matched(qp, cp, inv_best):

@@ -135,3 +135,13 @@ def test_known_verdicts_never_stand_for_another_order_or_cosine(event, monkeypat
     calls = _counting_relate(monkeypatch, fps)
     assert verified_pairs(ids, vectors, fps, known) == scratch
     assert (ids[i], ids[j]) in calls and (ids[k], ids[m]) not in calls and len(calls) == len(scratch) - 1
+
+
+def test_two_hard_edits_that_fail_each_other_still_join_their_original() -> None:
+    """r~a and r~b copies; a~b unverifiable (related): one group. a~b another shot: b stays out."""
+    ids = [1, 2, 3]
+    base = {(0, 1): _verdict(Relation.COPY), (0, 2): _verdict(Relation.COPY)}
+    related = copy_groups(ids, np.eye(3, dtype=np.float32), {}, {**base, (1, 2): _verdict(Relation.RELATED)})
+    assert [g.members for g in related] == [[1, 2, 3]]
+    scene = copy_groups(ids, np.eye(3, dtype=np.float32), {}, {**base, (1, 2): _verdict(Relation.SAME_SCENE)})
+    assert [g.members for g in scene] == [[1, 2]]
