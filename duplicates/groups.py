@@ -52,7 +52,7 @@ def candidate_pairs(vectors: np.ndarray, k: int = NEIGHBOURS, floor: float = CAN
             cols = cols[sims[r, cols] >= floor]
             chosen = cols[:k]
             if fingerprints is not None and fingerprints[i] is not None and len(cols) > k:
-                chosen = cols[to_verify(fingerprints[i], [fingerprints[j] for j in cols], k, wide)]
+                chosen = cols[to_verify(fingerprints[i], [fingerprints[j] for j in cols], k, len(cols))]
             for j in chosen.tolist():
                 pairs[(min(i, j), max(i, j))] = float(sims[r, j])
     return pairs

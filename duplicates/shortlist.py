@@ -33,12 +33,12 @@ def keypoint_votes(query: Fingerprint, candidates: Sequence[Fingerprint | None])
     import faiss
 
     votes = np.zeros(len(candidates), np.int64)
-    descs = [c.keypoints.desc for c in candidates if c is not None and len(c.keypoints)]
+    usable = [(k, c.keypoints.desc) for k, c in enumerate(candidates) if c is not None and len(c.keypoints)]
     q = np.concatenate([query.keypoints.desc, query.mirrored.desc])
-    if not descs or not len(q):
+    if not usable or not len(q):
         return votes
-    owner = np.concatenate([np.full(len(c.keypoints), k) for k, c in enumerate(candidates)
-                            if c is not None and len(c.keypoints)])
+    owner = np.concatenate([np.full(len(d), k) for k, d in usable])
+    descs = [d for _, d in usable]
     index = faiss.IndexBinaryFlat(256)
     index.add(np.ascontiguousarray(np.concatenate(descs), np.uint8))
     dist, row = index.search(np.ascontiguousarray(q, np.uint8), 1)
