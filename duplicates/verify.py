@@ -34,8 +34,9 @@ from duplicates.relation import Relation, Verdict
 # --- thresholds (tuned by bench/duplicates.py on a split; docs/duplicates.md) ---
 # Relations computed under other rules are stale: bump RULES_VERSION with any change below or in
 # the stages (the pipeline stores it beside the relations it precomputes).
-RULES_VERSION = "v5"  # v5: candidates also by keypoint votes (duplicates.shortlist); loose weak fits need more
-# detail; cells untextured on both sides never disagree; a squashing refinement never wins
+RULES_VERSION = "v6"  # v6: an another-shot verdict is also judged from the candidate's side (relate)
+# v5: candidates also by keypoint votes (duplicates.shortlist); loose weak fits need more detail; cells
+# untextured on both sides never disagree; a squashing refinement never wins
 MIN_MATCHES = 8  # ratio-test survivors needed to try a fit
 MATCH_RATIOS = (0.8, 0.9)  # Lowe's ratio test; the second only when the first found no fit
 MIN_INLIERS = 10  # inliers of the similarity fit that make it "the same scene geometry"
@@ -687,4 +688,13 @@ def relate(query: Fingerprint, candidate: Fingerprint, cosine: float) -> Verdict
     if query.sha256 == candidate.sha256:
         return Verdict(Relation.COPY, 1.0, "sha256 equal")
     opencv.cv2()  # one OpenCV thread in this process (duplicates/opencv.py says why)
-    return decide(measure(query, candidate), cosine)
+    verdict = decide(measure(query, candidate), cosine)
+    if verdict.relation is Relation.SAME_SCENE:
+        # The pixels are judged in the query's frame: its cells, its overlap's edge band, its thumbnail's
+        # resolution. A 96-px thumbnail as the query smears detail the other side keeps, and an overlay at
+        # the other's edge can land in this one's interior. One geometry, pixels that agree seen from
+        # either side: the same photograph (shared photos: 58 of 6,700 edit pairs differ by direction).
+        back = decide(measure(candidate, query), cosine)
+        if back.relation is Relation.COPY:
+            return Verdict(Relation.COPY, back.score, back.reason + " (judged from the candidate's side)")
+    return verdict
