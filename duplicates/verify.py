@@ -124,17 +124,22 @@ class Evidence:
     reframed: float = 0.0  # share of picture each frame shows that the other lacks, for frames of one size (else 0)
 
 
-def _match(q: Keypoints, c: Keypoints, ratio: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
-    """Ratio-test matches (Lowe) as point arrays (query points, candidate points)."""
+def _nearest(q: Keypoints, c: Keypoints) -> np.ndarray:
+    """Each query descriptor's two nearest candidate descriptors: rows (query index, nearest index,
+    nearest distance, second distance). One search serves every ratio test of the pair."""
     import cv2
 
     if len(q) < 2 or len(c) < 2:
-        return np.zeros((0, 2), np.float32), np.zeros((0, 2), np.float32)
+        return np.zeros((0, 4))
     pairs = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(q.desc, c.desc, k=2)
-    good = [m for m, n in (p for p in pairs if len(p) == 2) if m.distance < ratio * n.distance]
-    qi = np.array([m.queryIdx for m in good], int)
-    ci = np.array([m.trainIdx for m in good], int)
-    return q.xy[qi].reshape(-1, 2), c.xy[ci].reshape(-1, 2)
+    rows = [(m.queryIdx, m.trainIdx, m.distance, n.distance) for m, n in (p for p in pairs if len(p) == 2)]
+    return np.array(rows, np.float64).reshape(-1, 4)
+
+
+def _match(q: Keypoints, c: Keypoints, nearest: np.ndarray, ratio: float) -> tuple[np.ndarray, np.ndarray]:
+    """Ratio-test matches (Lowe) among `_nearest(q, c)`, as point arrays (query points, candidate points)."""
+    good = nearest[nearest[:, 2] < ratio * nearest[:, 3]]
+    return q.xy[good[:, 0].astype(int)].reshape(-1, 2), c.xy[good[:, 1].astype(int)].reshape(-1, 2)
 
 
 def _fit(qpts: np.ndarray, cpts: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
@@ -618,10 +623,13 @@ def measure(query: Fingerprint, cand: Fingerprint) -> Evidence:
     # distinctive matches; chance fits it lets in still need the weak-fit evidence of is_copy().
     attempts = [(ratio, mirrored, qk) for ratio in MATCH_RATIOS
                 for mirrored, qk in ((False, query.keypoints), (True, query.mirrored))]
+    nearest: dict[bool, np.ndarray] = {}
     for ratio, mirrored, qk in attempts:
         if ratio != MATCH_RATIOS[0] and best[0] >= MIN_INLIERS:
             break
-        qpts, cpts = _match(qk, cand.keypoints, ratio)
+        if mirrored not in nearest:
+            nearest[mirrored] = _nearest(qk, cand.keypoints)
+        qpts, cpts = _match(qk, cand.keypoints, nearest[mirrored], ratio)
         m, inl = _fit(qpts, cpts)
         n_in = int(inl.sum())
         if m is not None and n_in > best[0]:
