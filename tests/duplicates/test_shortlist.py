@@ -38,6 +38,19 @@ def test_no_votes_without_fingerprints(library: list[Fingerprint]) -> None:
     assert to_verify(library[0], [None] * 8, depth=3) == [0, 1, 2]  # nothing voted: the cosine head only
 
 
+def test_an_upload_without_keypoints_verifies_the_cosine_head(library: list[Fingerprint]) -> None:
+    """A flat upload (no corner for ORB) has nothing to vote with: the cosine head only, and no copy in it."""
+    from duplicates.rerank import rerank
+
+    flat = fingerprint(Image.new("RGB", (640, 480), (90, 120, 150)))
+    assert len(flat.keypoints) == 0 and len(flat.mirrored) == 0
+    assert keypoint_votes(flat, library).tolist() == [0] * len(library)
+    assert to_verify(flat, library, depth=4) == [0, 1, 2, 3]
+    ranked = rerank(flat, [(i, 0.9 - i / 100, fp) for i, fp in enumerate(library)], depth=4)
+    assert [i for i, _, _ in ranked] == [0, 1, 2, 3]
+    assert not any(v.duplicate for _, _, v in ranked)
+
+
 def test_candidate_pairs_add_the_voted_copy(library: list[Fingerprint]) -> None:
     """Row 30 is a 40% crop of row 3 whose vector is far from row 3's: the cosine top-1 misses it, the votes not."""
     photos: list[Image.Image] = synthetic.photos(30)
