@@ -701,7 +701,7 @@ def relate(query: Fingerprint, candidate: Fingerprint, cosine: float) -> Verdict
         # The pixels are judged in the query's frame: its cells, its overlap's edge band, its thumbnail's
         # resolution. A 96-px thumbnail as the query smears detail the other side keeps, and an overlay at
         # the other's edge can land in this one's interior. One geometry, pixels that agree seen from
-        # either side: the same photograph (shared photos: 58 of 6,700 edit pairs differ by direction).
+        # either side: the same photograph (shared photos: 58 of 6,758 edit pairs differ so by direction).
         back = decide(measure(candidate, query), cosine)
         if back.relation is Relation.COPY:
             return Verdict(Relation.COPY, back.score, back.reason + " (judged from the candidate's side)")

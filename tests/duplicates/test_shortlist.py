@@ -10,6 +10,7 @@ from duplicates import synthetic
 from duplicates.edits import EDITS, encode
 from duplicates.fingerprint import Fingerprint, fingerprint
 from duplicates.groups import candidate_pairs
+from duplicates.rerank import rerank
 from duplicates.shortlist import MIN_VOTES, keypoint_votes, to_verify
 from embeddings.loading import load_image
 
@@ -40,8 +41,6 @@ def test_no_votes_without_fingerprints(library: list[Fingerprint]) -> None:
 
 def test_an_upload_without_keypoints_verifies_the_cosine_head(library: list[Fingerprint]) -> None:
     """A flat upload (no corner for ORB) has nothing to vote with: the cosine head only, and no copy in it."""
-    from duplicates.rerank import rerank
-
     flat = fingerprint(Image.new("RGB", (640, 480), (90, 120, 150)))
     assert len(flat.keypoints) == 0 and len(flat.mirrored) == 0
     assert keypoint_votes(flat, library).tolist() == [0] * len(library)

@@ -95,7 +95,7 @@ def test_real_same_scene_pairs_are_never_copies(real_scene_pairs) -> None:
     assert false_copies == []
 
 
-def test_an_another_shot_verdict_is_judged_from_the_other_side_too(monkeypatch, synthetic_fps) -> None:
+def test_another_shot_is_judged_from_the_other_side_too(monkeypatch, synthetic_fps) -> None:
     """The pixels are judged in the query's frame; one geometry and agreeing pixels seen from either side are
     the same photograph (a 96-px thumbnail as the query, a captioned re-encode as the candidate)."""
     from duplicates import verify
