@@ -34,7 +34,8 @@ from duplicates.relation import Relation, Verdict
 # --- thresholds (tuned by bench/duplicates.py on a split; docs/duplicates.md) ---
 # Relations computed under other rules are stale: bump RULES_VERSION with any change below or in
 # the stages (the pipeline stores it beside the relations it precomputes).
-RULES_VERSION = "v6"  # v6: an another-shot verdict is also judged from the candidate's side (relate)
+RULES_VERSION = "v7"  # v7: an overlay stays within OVERLAY_DEPTH of the edge it touches
+# v6: an another-shot verdict is also judged from the candidate's side (relate)
 # v5: candidates also by keypoint votes (duplicates.shortlist); loose weak fits need more detail; cells
 # untextured on both sides never disagree; a squashing refinement never wins
 MIN_MATCHES = 8  # ratio-test survivors needed to try a fit
@@ -100,6 +101,11 @@ COPY_STRUCTURE = 0.80  # ... and their median window correlation (copies: 0.99; 
 # region touching the overlap's edge whose cells mostly look like that is an overlay, not a moved person.
 OVERLAY_DARK, OVERLAY_LIGHT = 24.0, 231.0  # cell means at or beyond these are saturated
 OVERLAY_SHARE = 0.5
+# ... and it stays near the edge it touches: a caption bar, a logo or a watermark sits within this share
+# of the overlap from one edge (text bar: 16%, blurred ~20%; logo: ~20%). A disagreeing region that
+# reaches further in is content: two different pictures that share a caption bar fit on the caption,
+# and their pictures' differences form regions from the top edge down to the bar.
+OVERLAY_DEPTH = 1 / 3
 CLIP_DARK, CLIP_LIGHT = 6.0, 249.0  # cell means (of 255) of a clipped region
 
 
@@ -366,7 +372,8 @@ def _clipped(q: np.ndarray, c: np.ndarray, m: np.ndarray) -> np.ndarray:
 def _overlay_cells(bad: np.ndarray, q: np.ndarray, c: np.ndarray, mask: np.ndarray, std_q: np.ndarray,
                    std_c: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
     """Disagreeing cells that belong to an overlay: a connected disagreeing region touching the
-    overlap's edge whose cells are mostly saturated (black/white) or flat on one side only.
+    overlap's edge, staying within OVERLAY_DEPTH of it, whose cells are mostly saturated
+    (black/white) or flat on one side only.
 
     A caption bar reaches into the interior past EDGE_BAND (and blurring widens it); a person who
     moved is textured on both sides and is rarely a solid black or white slab.
@@ -387,8 +394,13 @@ def _overlay_cells(bad: np.ndarray, q: np.ndarray, c: np.ndarray, mask: np.ndarr
     for k in range(1, n):
         comp = labels == k
         rows, cols = np.nonzero(comp)
-        touches = rows.min() == r0 or rows.max() == r1 - 1 or cols.min() == c0 or cols.max() == c1 - 1
-        if touches and looks[comp].mean() >= OVERLAY_SHARE:
+        depth_r, depth_c = (r1 - r0) * OVERLAY_DEPTH, (c1 - c0) * OVERLAY_DEPTH
+        # Touching an edge and staying within OVERLAY_DEPTH of it.
+        near_edge = ((rows.min() == r0 and rows.max() < r0 + depth_r)
+                     or (rows.max() == r1 - 1 and rows.min() >= r1 - depth_r)
+                     or (cols.min() == c0 and cols.max() < c0 + depth_c)
+                     or (cols.max() == c1 - 1 and cols.min() >= c1 - depth_c))
+        if near_edge and looks[comp].mean() >= OVERLAY_SHARE:
             out |= comp
     return out
 

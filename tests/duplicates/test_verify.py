@@ -80,6 +80,19 @@ def test_different_photos_are_related_however_high_the_cosine(synthetic_fps) -> 
     assert verdict.relation is Relation.RELATED and not verdict.duplicate
 
 
+def test_two_pictures_with_one_caption_bar_are_not_copies() -> None:
+    """The same caption on two different photos fits one geometry (the caption's letters) and the
+    pictures' differences, reaching from the top edge down to the bar, are content, not an overlay.
+    Generated photos that were false copies under rules v6 (issue 11: unseen combination copies)."""
+    from duplicates.synthetic import shot
+
+    captioned = _fp(encode(EDITS["text_bar"](shot(5008, 0))))
+    for seed in (5011, 5015, 5067, 5087, 5095):
+        other = _fp(encode(EDITS["combo"](shot(seed, 0))))
+        for verdict in (relate(other, captioned, 0.9), relate(captioned, other, 0.9)):
+            assert verdict.relation is not Relation.COPY, (seed, verdict)
+
+
 def test_real_same_scene_pairs_are_never_copies(real_scene_pairs) -> None:
     """Shots of one scene seconds apart (../shared/data/scenes) are not copies.
 
