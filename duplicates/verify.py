@@ -23,7 +23,7 @@ embedding scores two different goldfinches as high as two shots of one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -34,7 +34,9 @@ from duplicates.relation import Relation, Verdict
 # --- thresholds (tuned by bench/duplicates.py on a split; docs/duplicates.md) ---
 # Relations computed under other rules are stale: bump RULES_VERSION with any change below or in
 # the stages (the pipeline stores it beside the relations it precomputes).
-RULES_VERSION = "v7"  # v7: an overlay stays within OVERLAY_DEPTH of the edge it touches
+RULES_VERSION = "v8"  # v8: disagreement near the edges that a local shift explains (something moved) counts;
+# a band along an edge is an overlay when half as overlay-like
+# v7: an overlay stays within OVERLAY_DEPTH of the edge it touches
 # v6: an another-shot verdict is also judged from the candidate's side (relate)
 # v5: candidates also by keypoint votes (duplicates.shortlist); loose weak fits need more detail; cells
 # untextured on both sides never disagree; a squashing refinement never wins
@@ -106,6 +108,16 @@ OVERLAY_SHARE = 0.5
 # reaches further in is content: two different pictures that share a caption bar fit on the caption,
 # and their pictures' differences form regions from the top edge down to the bar.
 OVERLAY_DEPTH = 1 / 3
+OVERLAY_BAND = 0.6  # ... and a region near one edge spanning this share of it is a band (a bar over dark picture
+# parts agrees there, so a caption bar's disagreement need not span the whole width)
+MOVED_PX = 2.0  # thumbnail px: a local shift this large is motion, not what is left of the fit's error
+# Something moved (another moment) when at least MOVED_MIN of the overlap's cells moved and the moves explain
+# most (MOVED_SHARE) of the disagreement near the edges. Generated other shots whose only differences are one
+# person's outline near the edge: 0.006-0.024 moved, 0.83-1.0 of it; copies: an overlay or a misfit's
+# leftovers that a shift happens to explain: at most 0.5 of it where 0.004 or more moved, and at most 0.002
+# where more than half of it moved (shared and generated, all edits).
+MOVED_MIN = 0.004
+MOVED_SHARE = 0.65
 CLIP_DARK, CLIP_LIGHT = 6.0, 249.0  # cell means (of 255) of a clipped region
 
 
@@ -128,6 +140,8 @@ class Evidence:
     structure: float = 0.0  # median window correlation over cells textured on both sides
     projective: float = 0.0  # F statistic: how much better a homography fits the inliers than a similarity
     reframed: float = 0.0  # share of picture each frame shows that the other lacks, for frames of one size (else 0)
+    moved: float = 0.0  # share of overlap cells whose disagreement a local shift explains: something moved
+    edge_bad: float = 0.0  # share of overlap cells near the edges that disagree, overlays aside
 
 
 def _nearest(q: Keypoints, c: Keypoints) -> np.ndarray:
@@ -253,6 +267,8 @@ class Agreement:
     aniso: float = 1.0  # singular value ratio of the refined affine (a copy's is a similarity: 1)
     textured: float = 0.0  # share of covered cells textured on both sides that agree
     structure: float = 0.0  # median window correlation over the cells textured on both sides
+    moved: float = 0.0  # share of covered cells whose disagreement a local shift explains (_shift_explained)
+    edge_bad: float = 0.0  # share of covered cells near the edges that disagree, overlays aside
 
 
 def _cell_ncc(q: np.ndarray, c: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -331,7 +347,8 @@ def _agreement_one_way(q: np.ndarray, c: np.ndarray, mask: np.ndarray) -> Agreem
     noise = float(np.median(means[used]))
     # A cell disagrees when it differs in level AND in structure: a colour filter shifts the level
     # of some hues (structure kept); a moved arm, parallax or an overlay changes the structure.
-    ncc, _, _ = _cell_ncc(q, np.interp(c, xs, ys).astype(np.float32), m)
+    cm = np.interp(c, xs, ys).astype(np.float32)
+    ncc, _, _ = _cell_ncc(q, cm, m)
     _, raw_q, raw_c = _cell_ncc(q, c, m)  # the unmapped sides (the overlay test looks at them too)
     # Cells without structure on either side (clipped, or untextured both: a flat colour whose level a
     # filter moved apart from the rest, film grain against film grain) hold nothing to disagree about.
@@ -353,8 +370,43 @@ def _agreement_one_way(q: np.ndarray, c: np.ndarray, mask: np.ndarray) -> Agreem
     # neighbouring cells. Interior disagreement counts cells with a disagreeing 8-neighbour.
     clustered = bad & (cv2.filter2D(bad.astype(np.float32), -1, np.ones((3, 3), np.float32),
                                     borderType=cv2.BORDER_CONSTANT) >= 2)
+    # Near the edges disagreement may be an overlay the overlay test missed (a logo over texture): there it
+    # counts only when a local shift explains it (content that moved, not content that was added).
+    edge = clustered & ~interior & ~overlay
+    moved = _shift_explained(q, cm, mask, edge, max(CELL_TOL, NOISE_FACTOR * noise)) if edge.any() else 0.0
     return Agreement(float(1 - bad.sum() / used.sum()), float((clustered & interior & ~overlay).sum() / n_int),
-                     noise, textured=textured, structure=structure)
+                     noise, textured=textured, structure=structure, moved=moved,
+                     edge_bad=float(edge.sum() / used.sum()))
+
+
+def _shift_explained(q: np.ndarray, c: np.ndarray, mask: np.ndarray, cells: np.ndarray, tol: float) -> float:
+    """Share of covered cells among `cells` (disagreeing) that a local shift of MOVED_PX or more explains.
+
+    A person who moved between two exposures is still in the other frame, a few pixels away: a dense
+    optical flow between the aligned images finds it, and warped by the flow the cell agrees. An overlay
+    (a logo, a caption) is new content no shift explains. The flow's global affine part (what is left of
+    the fit's misalignment) is removed first, so only motion of a part against the rest counts.
+    """
+    import cv2
+
+    q8 = np.clip(q, 0, 255).astype(np.uint8)
+    c8 = np.clip(c, 0, 255).astype(np.uint8)
+    flow = cv2.calcOpticalFlowFarneback(q8, c8, None, 0.5, 2, 9, 3, 5, 1.1, 0)
+    h, w = q.shape
+    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    grid = np.stack([gx, gy], -1)
+    ys, xs = np.nonzero(mask[::CELL, ::CELL])
+    pts = grid[ys * CELL, xs * CELL]
+    a, _ = cv2.estimateAffine2D(pts, pts + flow[ys * CELL, xs * CELL], method=cv2.RANSAC,
+                                ransacReprojThreshold=0.75)
+    local = flow if a is None else flow - (grid @ a[:, :2].T.astype(np.float32) + a[:, 2].astype(np.float32) - grid)
+    shifted = cv2.remap(c, gx + flow[..., 0], gy + flow[..., 1], cv2.INTER_LINEAR)
+    m = mask.astype(np.float32)
+    after, used = _cell_means(np.abs(q - shifted) * m, m)
+    before, _ = _cell_means(np.abs(q - c) * m, m)
+    size, _ = _cell_means(np.linalg.norm(local, axis=2) * m, m)
+    moved = cells & (after < tol) & (after < 0.5 * before) & (size >= MOVED_PX)
+    return float(moved.sum() / max(int(used.sum()), 1))
 
 
 def _clipped(q: np.ndarray, c: np.ndarray, m: np.ndarray) -> np.ndarray:
@@ -372,8 +424,8 @@ def _clipped(q: np.ndarray, c: np.ndarray, m: np.ndarray) -> np.ndarray:
 def _overlay_cells(bad: np.ndarray, q: np.ndarray, c: np.ndarray, mask: np.ndarray, std_q: np.ndarray,
                    std_c: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
     """Disagreeing cells that belong to an overlay: a connected disagreeing region touching the
-    overlap's edge, staying within OVERLAY_DEPTH of it, whose cells are mostly saturated
-    (black/white) or flat on one side only.
+    overlap's edge, staying within OVERLAY_DEPTH of it, that is a band across the overlap or whose
+    cells are mostly saturated (black/white) or flat on one side only.
 
     A caption bar reaches into the interior past EDGE_BAND (and blurring widens it); a person who
     moved is textured on both sides and is rarely a solid black or white slab.
@@ -395,12 +447,19 @@ def _overlay_cells(bad: np.ndarray, q: np.ndarray, c: np.ndarray, mask: np.ndarr
         comp = labels == k
         rows, cols = np.nonzero(comp)
         depth_r, depth_c = (r1 - r0) * OVERLAY_DEPTH, (c1 - c0) * OVERLAY_DEPTH
-        # Touching an edge and staying within OVERLAY_DEPTH of it.
-        near_edge = ((rows.min() == r0 and rows.max() < r0 + depth_r)
-                     or (rows.max() == r1 - 1 and rows.min() >= r1 - depth_r)
-                     or (cols.min() == c0 and cols.max() < c0 + depth_c)
-                     or (cols.max() == c1 - 1 and cols.min() >= c1 - depth_c))
-        if near_edge and looks[comp].mean() >= OVERLAY_SHARE:
+        # Within OVERLAY_DEPTH of an edge (above the bottom third, say), and touching that edge.
+        top, bottom = rows.max() < r0 + depth_r, rows.min() >= r1 - depth_r
+        left, right = cols.max() < c0 + depth_c, cols.min() >= c1 - depth_c
+        touching = ((top and rows.min() == r0) or (bottom and rows.max() == r1 - 1)
+                    or (left and cols.min() == c0) or (right and cols.max() == c1 - 1))
+        # A band along an edge is a caption bar or a banner, touching the edge or not (its last rows may
+        # agree with a dark picture), and half as overlay-like suffices: its letters are textured, and
+        # blurred neither black nor white. A person standing near the side is a band too, but a textured one
+        # (generated other shots: no cell overlay-like; caption bars: 0.39-0.52).
+        band = (((top or bottom) and np.ptp(cols) >= OVERLAY_BAND * (c1 - c0))
+                or ((left or right) and np.ptp(rows) >= OVERLAY_BAND * (r1 - r0)))
+        share = looks[comp].mean()
+        if (band and share >= OVERLAY_SHARE / 2) or (touching and share >= OVERLAY_SHARE):
             out |= comp
     return out
 
@@ -430,8 +489,7 @@ def _warp_compare(query: Fingerprint, cand: Fingerprint, a: np.ndarray, mirrored
     # ECC pulls towards an overlay's strong edges at times: keep whichever alignment agrees better.
     second, _ = _compare_at(qp, cp, refined)
     sv = np.linalg.svd(refined[:, :2], compute_uv=False)
-    second = Agreement(second.agree, second.interior_bad, second.noise, float(sv[0] / max(sv[1], 1e-9)),
-                       second.textured, second.structure)
+    second = replace(second, aniso=float(sv[0] / max(sv[1], 1e-9)))
     # A copy is a similarity: a refinement that squashed the candidate (ECC diverged on a chance fit,
     # singular values 300:1) compares smeared stripes that "agree" with anything, and never wins.
     best = first if second.aniso > MAX_ANISO else min(first, second, key=_preference)
@@ -654,7 +712,8 @@ def measure(query: Fingerprint, cand: Fingerprint) -> Evidence:
         agr, overlap = _warp_compare(query, cand, _thumb_affine(m, query, cand), mirrored)
         return Evidence(n_match, n_in, resid, mirrored, overlap, agr.agree, agr.interior_bad, agr.noise,
                         aniso=agr.aniso, coherence=coh, textured=agr.textured,
-                        structure=agr.structure, projective=proj, reframed=_reframed(query, cand, m, mirrored))
+                        structure=agr.structure, projective=proj, reframed=_reframed(query, cand, m, mirrored),
+                        moved=agr.moved, edge_bad=agr.edge_bad)
     starved = min(len(query.keypoints), len(cand.keypoints)) < FEW_KEYPOINTS
     whole = _whole_frame(query, cand) if starved else None
     if whole is None:
@@ -668,8 +727,14 @@ def is_copy(ev: Evidence) -> bool:
     return (ev.projective <= PROJECTIVE_F and ev.reframed < REFRAME_MAX
             and ev.agree >= COPY_AGREE and ev.interior_bad <= COPY_INTERIOR_BAD
             and ev.noise <= MAX_NOISE
+            and not _moved(ev)
             and ev.textured >= _textured_needed(ev)
             and ev.structure >= (WEAK_FIT_STRUCTURE if _weak(ev) else COPY_STRUCTURE))
+
+
+def _moved(ev: Evidence) -> bool:
+    """Part of the picture moved against the rest: another moment, however alike the rest is."""
+    return ev.moved >= MOVED_MIN and ev.moved >= MOVED_SHARE * ev.edge_bad
 
 
 def _weak(ev: Evidence) -> bool:
@@ -695,7 +760,8 @@ def decide(ev: Evidence, cosine: float) -> Verdict:
     """The relation the evidence supports (one place for every threshold)."""
     how = "whole frame" if ev.whole_frame else f"inliers {ev.inliers}" + (", mirrored" if ev.mirrored else "")
     detail = (f"{how}, perspective F {ev.projective:.1f}, agree {ev.agree:.2f}, "
-              f"interior disagree {ev.interior_bad:.3f}, textured {ev.textured:.2f}, structure {ev.structure:.2f}")
+              f"interior disagree {ev.interior_bad:.3f}, moved {ev.moved:.3f}, textured {ev.textured:.2f}, "
+              f"structure {ev.structure:.2f}")
     if is_copy(ev):
         return Verdict(Relation.COPY, ev.agree, detail)
     if is_same_scene(ev):

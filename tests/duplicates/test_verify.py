@@ -93,6 +93,42 @@ def test_two_pictures_with_one_caption_bar_are_not_copies() -> None:
             assert verdict.relation is not Relation.COPY, (seed, verdict)
 
 
+def test_another_shot_where_one_person_moved_near_the_edge_is_not_a_copy() -> None:
+    """Two generated other shots whose only difference is one person's outline, near the frame's edge,
+    moved a few pixels: everything else agrees. A local shift explains that disagreement (content that moved),
+    where an overlay's is unexplained (content that was added). Both were false copies under rules v7."""
+    from duplicates.synthetic import shot
+
+    for seed in (1013, 1038):
+        a, b = _fp(encode(shot(seed, 0))), _fp(encode(shot(seed, 1)))
+        for verdict in (relate(a, b, 0.95), relate(b, a, 0.95)):
+            assert verdict.relation is Relation.SAME_SCENE, (seed, verdict)
+
+
+def test_moved_content_is_told_from_added_content() -> None:
+    """The pixel stage's own measure: a textured patch near the edge shifted by 5 px moved; the same place
+    painted over by a flat logo did not (an overlay: a shift explains at most its rim)."""
+    import numpy as np
+
+    from duplicates import verify
+    from duplicates.synthetic import shot
+
+    q = verify._prepare(np.asarray(shot(5001, 0).convert("L").resize((160, 120)), np.float32))
+    mask = np.ones(q.shape, bool)
+    moved = q.copy()
+    moved[10:50, 120:150] = q[10:50, 125:155]  # a figure near the right edge, 5 px to the left
+    logo = q.copy()
+    logo[10:40, 120:150] = 90.0
+
+    def judged_moved(c: np.ndarray) -> bool:
+        a = verify._agreement(q, c, mask)
+        return verify._moved(verify.Evidence(moved=a.moved, edge_bad=a.edge_bad))
+
+    assert verify._agreement(q, q.copy(), mask).moved == 0.0
+    assert judged_moved(moved)
+    assert not judged_moved(logo)
+
+
 def test_real_same_scene_pairs_are_never_copies(real_scene_pairs) -> None:
     """Shots of one scene seconds apart (../shared/data/scenes) are not copies.
 
