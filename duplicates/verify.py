@@ -267,7 +267,8 @@ class Agreement:
     aniso: float = 1.0  # singular value ratio of the refined affine (a copy's is a similarity: 1)
     textured: float = 0.0  # share of covered cells textured on both sides that agree
     structure: float = 0.0  # median window correlation over the cells textured on both sides
-    moved: float = 0.0  # share of covered cells whose disagreement a local shift explains (_shift_explained)
+    moved: float = 0.0  # share of covered cells whose disagreement a local shift explains (_shift_explained;
+    # measured only when asked: _warp_compare asks for a would-be copy's)
     edge_bad: float = 0.0  # share of covered cells near the edges that disagree, overlays aside
 
 
@@ -305,21 +306,21 @@ def _preference(g: Agreement) -> tuple[bool, float, float, float]:
     return (g.noise > MAX_NOISE, g.interior_bad, -g.agree, g.noise)
 
 
-def _agreement(q: np.ndarray, c: np.ndarray, mask: np.ndarray) -> Agreement:
+def _agreement(q: np.ndarray, c: np.ndarray, mask: np.ndarray, motion: bool = False) -> Agreement:
     """The better of mapping c's tones onto q and q's onto c.
 
     The tone curve is fit from the side without an overlay: a dark text bar on
     the side being mapped would claim a whole band of tones.
     """
-    one = _agreement_one_way(q, c, mask)
+    one = _agreement_one_way(q, c, mask, motion)
     if one.interior_bad == 0.0 and one.noise <= MAX_NOISE:
         return one
-    two = _agreement_one_way(c, q, mask)
+    two = _agreement_one_way(c, q, mask, motion)
     # A curve bent by an overlay leaves most pixels off (typical difference above MAX_NOISE): never pick it.
     return min(one, two, key=_preference)
 
 
-def _agreement_one_way(q: np.ndarray, c: np.ndarray, mask: np.ndarray) -> Agreement:
+def _agreement_one_way(q: np.ndarray, c: np.ndarray, mask: np.ndarray, motion: bool = False) -> Agreement:
     """Compare aligned, blurred images cell by cell after a robust tone match.
 
     A cell disagrees when its mean difference exceeds both CELL_TOL and
@@ -373,7 +374,7 @@ def _agreement_one_way(q: np.ndarray, c: np.ndarray, mask: np.ndarray) -> Agreem
     # Near the edges disagreement may be an overlay the overlay test missed (a logo over texture): there it
     # counts only when a local shift explains it (content that moved, not content that was added).
     edge = clustered & ~interior & ~overlay
-    moved = _shift_explained(q, cm, mask, edge, max(CELL_TOL, NOISE_FACTOR * noise)) if edge.any() else 0.0
+    moved = _shift_explained(q, cm, mask, edge, max(CELL_TOL, NOISE_FACTOR * noise)) if motion and edge.any() else 0.0
     return Agreement(float(1 - bad.sum() / used.sum()), float((clustered & interior & ~overlay).sum() / n_int),
                      noise, textured=textured, structure=structure, moved=moved,
                      edge_bad=float(edge.sum() / used.sum()))
@@ -476,29 +477,44 @@ def _warp_compare(query: Fingerprint, cand: Fingerprint, a: np.ndarray, mirrored
     inv = cv2.invertAffineTransform(a.astype(np.float32))  # query pixel -> candidate pixel
     smaller = min(q.size, cand.thumb.size * abs(np.linalg.det(a[:, :2])))
     first, overlap = _compare_at(qp, cp, inv)
-    if overlap / max(smaller, 1.0) < MIN_OVERLAP:
-        return Agreement(0.0, 1.0, 99.0), overlap / max(smaller, 1.0)
+    share = overlap / max(smaller, 1.0)
+    if share < MIN_OVERLAP:
+        return Agreement(0.0, 1.0, 99.0), share
+    best, inputs = _best_alignment(qp, cp, inv, first)
+    if best.edge_bad > 0.0 and best.interior_bad <= COPY_INTERIOR_BAD:
+        # Only a would-be copy needs to know whether something moved (the flow costs more than the rest).
+        best = replace(best, moved=_compare_at(*inputs, motion=True)[0].moved)
+    return best, share
+
+
+def _best_alignment(qp: np.ndarray, cp: np.ndarray, inv: np.ndarray, first: Agreement
+                    ) -> tuple[Agreement, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The comparison that agrees best (the fit as given, ECC-refined, sharpness-matched) and its inputs."""
+    import cv2
+
     if first.interior_bad == 0.0 or first.interior_bad > ECC_RESCUE:
         # Clean already, or too different for a sub-pixel shift to matter: skip the costly refinement.
-        return first, overlap / max(smaller, 1.0)
+        return first, (qp, cp, inv)
     try:  # sub-pixel refinement: keypoint fits are off by a fraction of a thumbnail pixel
         criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, ECC_ITERS, 1e-4)
         _, refined = cv2.findTransformECC(qp, cp, inv.copy(), cv2.MOTION_AFFINE, criteria, None, 1)
     except cv2.error:
-        return first, overlap / max(smaller, 1.0)
+        return first, (qp, cp, inv)
     # ECC pulls towards an overlay's strong edges at times: keep whichever alignment agrees better.
     second, _ = _compare_at(qp, cp, refined)
     sv = np.linalg.svd(refined[:, :2], compute_uv=False)
     second = replace(second, aniso=float(sv[0] / max(sv[1], 1e-9)))
     # A copy is a similarity: a refinement that squashed the candidate (ECC diverged on a chance fit,
     # singular values 300:1) compares smeared stripes that "agree" with anything, and never wins.
-    best = first if second.aniso > MAX_ANISO else min(first, second, key=_preference)
+    best, inputs = first, (qp, cp, inv)
+    if second.aniso <= MAX_ANISO and _preference(second) < _preference(first):
+        best, inputs = second, (qp, cp, refined)
     if best.interior_bad > 0.0:
-        inv_best = refined if best is second else inv
-        for matched in _sharpness_matched(qp, cp, inv_best):
-            third, _ = _compare_at(*matched, inv_best)
-            best = min(best, third, key=_preference)
-    return best, overlap / max(smaller, 1.0)
+        for matched in _sharpness_matched(qp, cp, inputs[2]):
+            third, _ = _compare_at(*matched, inputs[2])
+            if _preference(third) < _preference(best):
+                best, inputs = third, (*matched, inputs[2])
+    return best, inputs
 
 
 def _sharpness(img: np.ndarray) -> float:
@@ -537,7 +553,7 @@ def _sharpness_matched(qp: np.ndarray, cp: np.ndarray, inv: np.ndarray) -> list[
     return []
 
 
-def _compare_at(qp: np.ndarray, cp: np.ndarray, inv: np.ndarray) -> tuple[Agreement, float]:
+def _compare_at(qp: np.ndarray, cp: np.ndarray, inv: np.ndarray, motion: bool = False) -> tuple[Agreement, float]:
     """Agreement of the candidate warped by `inv` (query pixel -> candidate pixel) and the overlap in pixels."""
     import cv2
 
@@ -547,7 +563,7 @@ def _compare_at(qp: np.ndarray, cp: np.ndarray, inv: np.ndarray) -> tuple[Agreem
     ones = np.ones(cp.shape, np.uint8)
     mask = cv2.warpAffine(ones, inv, (w, h), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP, borderValue=0)
     mask = cv2.erode(mask, np.ones((3, 3), np.uint8)).astype(bool)
-    return _agreement(qp, warped, mask), float(mask.sum())
+    return _agreement(qp, warped, mask, motion), float(mask.sum())
 
 
 def _dihedral(k: int, flip: bool, w: int, h: int) -> np.ndarray:

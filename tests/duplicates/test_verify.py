@@ -121,10 +121,10 @@ def test_moved_content_is_told_from_added_content() -> None:
     logo[10:40, 120:150] = 90.0
 
     def judged_moved(c: np.ndarray) -> bool:
-        a = verify._agreement(q, c, mask)
+        a = verify._agreement(q, c, mask, motion=True)
         return verify._moved(verify.Evidence(moved=a.moved, edge_bad=a.edge_bad))
 
-    assert verify._agreement(q, q.copy(), mask).moved == 0.0
+    assert verify._agreement(q, q.copy(), mask, motion=True).moved == 0.0
     assert judged_moved(moved)
     assert not judged_moved(logo)
 
