@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     shared = data is not None and (data / "photos").is_dir()
     if shared:
         raws = [p.read_bytes() for p in sorted((data / "photos").glob("*.jpg"))[::args.photo_step]]
-        source = f"shared photos ({data}), every {args.photo_step}th"
+        source = f"shared photos ({data}), one in {args.photo_step}"
     else:
         raws = [encode(im) for im in synthetic.photos(60, seed=9000)]
         source = "generated photos (seed 9000)"
