@@ -444,10 +444,10 @@ def _overlay_cells(bad: np.ndarray, q: np.ndarray, c: np.ndarray, mask: np.ndarr
     looks = saturated | flat_one
     n, labels = cv2.connectedComponents(bad.astype(np.uint8), connectivity=8)
     r0, r1, c0, c1 = box
+    depth_r, depth_c = (r1 - r0) * OVERLAY_DEPTH, (c1 - c0) * OVERLAY_DEPTH
     for k in range(1, n):
         comp = labels == k
         rows, cols = np.nonzero(comp)
-        depth_r, depth_c = (r1 - r0) * OVERLAY_DEPTH, (c1 - c0) * OVERLAY_DEPTH
         # Within OVERLAY_DEPTH of an edge (above the bottom third, say), and touching that edge.
         top, bottom = rows.max() < r0 + depth_r, rows.min() >= r1 - depth_r
         left, right = cols.max() < c0 + depth_c, cols.min() >= c1 - depth_c
