@@ -83,7 +83,9 @@ def _draw_blobs(img: np.ndarray, blobs: list[_Blob], dx: float, dy: float) -> No
         cx, cy = int(b.x + dx), int(b.y + dy)
         cv2.ellipse(mask, (cx, cy), (int(b.rx), int(b.ry)), 0, 0, 360, 1, -1)
         cv2.circle(mask, (cx, int(cy - b.ry - b.rx * 0.6)), int(b.rx * 0.6), 1, -1)
-        tex = _texture(rng, h, w)
+        # The figure's own texture goes where the figure goes (its centre on the texture's centre):
+        # a person who moved takes their clothes along.
+        tex = np.roll(_texture(rng, h, w), (cy - h // 2, cx - w // 2), axis=(0, 1))
         sel = mask.astype(bool)
         img[sel] = b.colour + 35 * tex[sel, None]
 

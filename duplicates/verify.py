@@ -34,7 +34,10 @@ from duplicates.relation import Relation, Verdict
 # --- thresholds (tuned by bench/duplicates.py on a split; docs/duplicates.md) ---
 # Relations computed under other rules are stale: bump RULES_VERSION with any change below or in
 # the stages (the pipeline stores it beside the relations it precomputes).
-RULES_VERSION = "v8"  # v8: disagreement near the edges that a local shift explains (something moved) counts;
+RULES_VERSION = "v9"  # v9: faint differences a local shift explains count too (a figure close to its
+# background's tone moved); the motion test runs for every would-be copy, and a pair it vetoes is judged
+# from the candidate's side too
+# v8: disagreement near the edges that a local shift explains (something moved) counts;
 # a band along an edge is an overlay when half as overlay-like
 # v7: an overlay stays within OVERLAY_DEPTH of the edge it touches
 # v6: an another-shot verdict is also judged from the candidate's side (relate)
@@ -118,6 +121,16 @@ MOVED_PX = 2.0  # thumbnail px: a local shift this large is motion, not what is 
 # where more than half of it moved (shared and generated, all edits).
 MOVED_MIN = 0.004
 MOVED_SHARE = 0.65
+# Faint motion: cells that agree (a difference under CELL_TOL) yet differ beyond FAINT_TOL and FAINT_NOISE x the
+# pair's typical difference where a local shift of FAINT_PX or more explains it, FAINT_MARGIN cells or more from the
+# overlap's border and from overlays; counted in clusters (a neighbour too). Generated other shots whose moved
+# figure is close to its background's tone: 0.019-0.053 of the overlap (three whose figure moved under 2 thumbnail
+# px: 0.002-0.011); copies, shared and generated, every edit: at most 0.013 (JPEG q5, a colour filter).
+FAINT_TOL = 4.0
+FAINT_NOISE = 2.0
+FAINT_PX = 1.5
+FAINT_MARGIN = 2
+FAINT_MOVED = 0.015
 CLIP_DARK, CLIP_LIGHT = 6.0, 249.0  # cell means (of 255) of a clipped region
 
 
@@ -142,6 +155,8 @@ class Evidence:
     reframed: float = 0.0  # share of picture each frame shows that the other lacks, for frames of one size (else 0)
     moved: float = 0.0  # share of overlap cells whose disagreement a local shift explains: something moved
     edge_bad: float = 0.0  # share of overlap cells near the edges that disagree, overlays aside
+    faint: float = 0.0  # share of overlap cells whose faint difference a local shift explains (a figure close
+    # to its background's tone moved)
 
 
 def _nearest(q: Keypoints, c: Keypoints) -> np.ndarray:
@@ -267,9 +282,11 @@ class Agreement:
     aniso: float = 1.0  # singular value ratio of the refined affine (a copy's is a similarity: 1)
     textured: float = 0.0  # share of covered cells textured on both sides that agree
     structure: float = 0.0  # median window correlation over the cells textured on both sides
-    moved: float = 0.0  # share of covered cells whose disagreement a local shift explains (_shift_explained;
-    # measured only when asked: _warp_compare asks for a would-be copy's)
+    moved: float = 0.0  # share of covered cells whose disagreement a local shift explains (_motion;
+    # measured only when asked: measure() asks for a would-be copy's)
     edge_bad: float = 0.0  # share of covered cells near the edges that disagree, overlays aside
+    faint: float = 0.0  # share of covered cells, away from overlays and the border, that agree but differ
+    # faintly where a local shift explains it (measured with `moved`)
 
 
 def _cell_ncc(q: np.ndarray, c: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -306,7 +323,7 @@ def _preference(g: Agreement) -> tuple[bool, float, float, float]:
     return (g.noise > MAX_NOISE, g.interior_bad, -g.agree, g.noise)
 
 
-def _agreement(q: np.ndarray, c: np.ndarray, mask: np.ndarray, motion: bool = False) -> Agreement:
+def _agreement(q: np.ndarray, c: np.ndarray, mask: np.ndarray, motion: float = 0.0) -> Agreement:
     """The better of mapping c's tones onto q and q's onto c.
 
     The tone curve is fit from the side without an overlay: a dark text bar on
@@ -320,7 +337,7 @@ def _agreement(q: np.ndarray, c: np.ndarray, mask: np.ndarray, motion: bool = Fa
     return min(one, two, key=_preference)
 
 
-def _agreement_one_way(q: np.ndarray, c: np.ndarray, mask: np.ndarray, motion: bool = False) -> Agreement:
+def _agreement_one_way(q: np.ndarray, c: np.ndarray, mask: np.ndarray, motion: float = 0.0) -> Agreement:
     """Compare aligned, blurred images cell by cell after a robust tone match.
 
     A cell disagrees when its mean difference exceeds both CELL_TOL and
@@ -374,19 +391,31 @@ def _agreement_one_way(q: np.ndarray, c: np.ndarray, mask: np.ndarray, motion: b
     # Near the edges disagreement may be an overlay the overlay test missed (a logo over texture): there it
     # counts only when a local shift explains it (content that moved, not content that was added).
     edge = clustered & ~interior & ~overlay
-    moved = _shift_explained(q, cm, mask, edge, max(CELL_TOL, NOISE_FACTOR * noise)) if motion and edge.any() else 0.0
+    moved, faint = 0.0, 0.0
+    if motion:
+        # Faint differences (under the disagreement tolerance: a figure close to its background's tone)
+        # are judged away from the overlap's border and from overlays, whose rims differ faintly too.
+        k3 = np.ones((3, 3), np.uint8)
+        near_overlay = cv2.dilate(overlay.astype(np.uint8), k3, iterations=FAINT_MARGIN).astype(bool)
+        inner = cv2.erode(used.astype(np.uint8), k3, iterations=FAINT_MARGIN).astype(bool)
+        moved, faint = _motion(q, cm, mask, edge, max(CELL_TOL, NOISE_FACTOR * noise),
+                               inner & ~near_overlay & ~bad, max(FAINT_TOL, FAINT_NOISE * noise), motion)
     return Agreement(float(1 - bad.sum() / used.sum()), float((clustered & interior & ~overlay).sum() / n_int),
                      noise, textured=textured, structure=structure, moved=moved,
-                     edge_bad=float(edge.sum() / used.sum()))
+                     edge_bad=float(edge.sum() / used.sum()), faint=faint)
 
 
-def _shift_explained(q: np.ndarray, c: np.ndarray, mask: np.ndarray, cells: np.ndarray, tol: float) -> float:
-    """Share of covered cells among `cells` (disagreeing) that a local shift of MOVED_PX or more explains.
+def _motion(q: np.ndarray, c: np.ndarray, mask: np.ndarray, cells: np.ndarray, tol: float,
+            calm: np.ndarray, faint_tol: float, coarse: float = 1.0) -> tuple[float, float]:
+    """Shares of covered cells whose difference a local shift of MOVED_PX or more explains: among `cells`
+    (disagreeing), and among `calm` cells (agreeing) whose faint difference exceeds `faint_tol`.
 
     A person who moved between two exposures is still in the other frame, a few pixels away: a dense
     optical flow between the aligned images finds it, and warped by the flow the cell agrees. An overlay
     (a logo, a caption) is new content no shift explains. The flow's global affine part (what is left of
-    the fit's misalignment) is removed first, so only motion of a part against the rest counts.
+    the fit's misalignment) is removed first, so only motion of a part against the rest counts. A figure
+    whose tone is close to its background's differs only faintly where it moved (under CELL_TOL), but the
+    flow follows its outline all the same; a lone faint cell is noise, so those count in clusters.
     """
     import cv2
 
@@ -406,8 +435,15 @@ def _shift_explained(q: np.ndarray, c: np.ndarray, mask: np.ndarray, cells: np.n
     after, used = _cell_means(np.abs(q - shifted) * m, m)
     before, _ = _cell_means(np.abs(q - c) * m, m)
     size, _ = _cell_means(np.linalg.norm(local, axis=2) * m, m)
-    moved = cells & (after < tol) & (after < 0.5 * before) & (size >= MOVED_PX)
-    return float(moved.sum() / max(int(used.sum()), 1))
+    shift = (after < 0.5 * before) & (size >= MOVED_PX)
+    moved = cells & (after < tol) & shift
+    # A faint difference is a figure's outline: a smaller shift counts (1.5 thumbnail px, 1% of the width, times
+    # the candidate's magnification: an upscaled candidate's detail is that much coarser).
+    faint = calm & (before >= faint_tol) & (after < 0.5 * before) & (size >= FAINT_PX * coarse)
+    faint &= cv2.filter2D(faint.astype(np.float32), -1, np.ones((3, 3), np.float32),
+                          borderType=cv2.BORDER_CONSTANT) >= 2
+    n = max(int(used.sum()), 1)
+    return float(moved.sum() / n), float(faint.sum() / n)
 
 
 def _clipped(q: np.ndarray, c: np.ndarray, m: np.ndarray) -> np.ndarray:
@@ -466,8 +502,9 @@ def _overlay_cells(bad: np.ndarray, q: np.ndarray, c: np.ndarray, mask: np.ndarr
 
 
 def _warp_compare(query: Fingerprint, cand: Fingerprint, a: np.ndarray, mirrored: bool
-                  ) -> tuple[Agreement, float]:
-    """Agreement and overlap of the candidate's thumbnail warped onto the query's by thumbnail affine `a`."""
+                  ) -> tuple[Agreement, float, tuple[np.ndarray, np.ndarray, np.ndarray] | None]:
+    """Agreement and overlap of the candidate's thumbnail warped onto the query's by thumbnail affine `a`,
+    and the inputs of the comparison chosen (None where the overlap is too small to judge)."""
     import cv2
 
     q = np.ascontiguousarray(query.thumb[:, ::-1]) if mirrored else query.thumb
@@ -479,12 +516,9 @@ def _warp_compare(query: Fingerprint, cand: Fingerprint, a: np.ndarray, mirrored
     first, overlap = _compare_at(qp, cp, inv)
     share = overlap / max(smaller, 1.0)
     if share < MIN_OVERLAP:
-        return Agreement(0.0, 1.0, 99.0), share
+        return Agreement(0.0, 1.0, 99.0), share, None
     best, inputs = _best_alignment(qp, cp, inv, first)
-    if best.edge_bad > 0.0 and best.interior_bad <= COPY_INTERIOR_BAD:
-        # Only a would-be copy needs to know whether something moved (the flow costs more than the rest).
-        best = replace(best, moved=_compare_at(*inputs, motion=True)[0].moved)
-    return best, share
+    return best, share, inputs
 
 
 def _best_alignment(qp: np.ndarray, cp: np.ndarray, inv: np.ndarray, first: Agreement
@@ -563,7 +597,10 @@ def _compare_at(qp: np.ndarray, cp: np.ndarray, inv: np.ndarray, motion: bool = 
     ones = np.ones(cp.shape, np.uint8)
     mask = cv2.warpAffine(ones, inv, (w, h), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP, borderValue=0)
     mask = cv2.erode(mask, np.ones((3, 3), np.uint8)).astype(bool)
-    return _agreement(qp, warped, mask, motion), float(mask.sum())
+    # The candidate's magnification onto the query (a 40% crop's original: 1.6x): its detail, and the flow's,
+    # is that much coarser in query pixels.
+    coarse = max(1.0, 1.0 / float(np.sqrt(abs(np.linalg.det(inv[:, :2])) + 1e-12)))
+    return _agreement(qp, warped, mask, coarse if motion else 0.0), float(mask.sum())
 
 
 def _dihedral(k: int, flip: bool, w: int, h: int) -> np.ndarray:
@@ -590,7 +627,7 @@ def _whole_frame(query: Fingerprint, cand: Fingerprint) -> Agreement | None:
         for flip in (False, True):
             d = np.vstack([_dihedral(k, flip, cw, ch), [0, 0, 1]])
             a = (_scale(w / rw, h / rh) @ d)[:2]
-            agr, _ = _warp_compare(query, cand, a, False)
+            agr, _, _ = _warp_compare(query, cand, a, False)
             if best is None or (agr.agree - agr.interior_bad) > (best.agree - best.interior_bad):
                 best = agr
     return best
@@ -725,11 +762,16 @@ def measure(query: Fingerprint, cand: Fingerprint) -> Evidence:
                     _projective(qpts[inl], cpts[inl]))
     n_in, m, mirrored, n_match, resid, coh, proj = best
     if m is not None and n_in >= MIN_INLIERS:
-        agr, overlap = _warp_compare(query, cand, _thumb_affine(m, query, cand), mirrored)
-        return Evidence(n_match, n_in, resid, mirrored, overlap, agr.agree, agr.interior_bad, agr.noise,
-                        aniso=agr.aniso, coherence=coh, textured=agr.textured,
-                        structure=agr.structure, projective=proj, reframed=_reframed(query, cand, m, mirrored),
-                        moved=agr.moved, edge_bad=agr.edge_bad)
+        agr, overlap, inputs = _warp_compare(query, cand, _thumb_affine(m, query, cand), mirrored)
+        ev = Evidence(n_match, n_in, resid, mirrored, overlap, agr.agree, agr.interior_bad, agr.noise,
+                      aniso=agr.aniso, coherence=coh, textured=agr.textured,
+                      structure=agr.structure, projective=proj, reframed=_reframed(query, cand, m, mirrored),
+                      edge_bad=agr.edge_bad)
+        if inputs is not None and is_copy(ev):
+            # Only a would-be copy needs to know whether something moved (the flow costs more than the rest).
+            motion = _compare_at(*inputs, motion=True)[0]
+            ev = replace(ev, moved=motion.moved, faint=motion.faint)
+        return ev
     starved = min(len(query.keypoints), len(cand.keypoints)) < FEW_KEYPOINTS
     whole = _whole_frame(query, cand) if starved else None
     if whole is None:
@@ -750,7 +792,7 @@ def is_copy(ev: Evidence) -> bool:
 
 def _moved(ev: Evidence) -> bool:
     """Part of the picture moved against the rest: another moment, however alike the rest is."""
-    return ev.moved >= MOVED_MIN and ev.moved >= MOVED_SHARE * ev.edge_bad
+    return (ev.moved >= MOVED_MIN and ev.moved >= MOVED_SHARE * ev.edge_bad) or ev.faint >= FAINT_MOVED
 
 
 def _weak(ev: Evidence) -> bool:
@@ -776,7 +818,8 @@ def decide(ev: Evidence, cosine: float) -> Verdict:
     """The relation the evidence supports (one place for every threshold)."""
     how = "whole frame" if ev.whole_frame else f"inliers {ev.inliers}" + (", mirrored" if ev.mirrored else "")
     detail = (f"{how}, perspective F {ev.projective:.1f}, agree {ev.agree:.2f}, "
-              f"interior disagree {ev.interior_bad:.3f}, moved {ev.moved:.3f}, textured {ev.textured:.2f}, "
+              f"interior disagree {ev.interior_bad:.3f}, moved {ev.moved:.3f}, faint {ev.faint:.3f}, "
+              f"textured {ev.textured:.2f}, "
               f"structure {ev.structure:.2f}")
     if is_copy(ev):
         return Verdict(Relation.COPY, ev.agree, detail)
@@ -790,12 +833,15 @@ def relate(query: Fingerprint, candidate: Fingerprint, cosine: float) -> Verdict
     if query.sha256 == candidate.sha256:
         return Verdict(Relation.COPY, 1.0, "sha256 equal")
     opencv.cv2()  # one OpenCV thread in this process (duplicates/opencv.py says why)
-    verdict = decide(measure(query, candidate), cosine)
-    if verdict.relation is Relation.SAME_SCENE:
+    ev = measure(query, candidate)
+    verdict = decide(ev, cosine)
+    if verdict.relation is Relation.SAME_SCENE or _moved(ev):
         # The pixels are judged in the query's frame: its cells, its overlap's edge band, its thumbnail's
         # resolution. A 96-px thumbnail as the query smears detail the other side keeps, and an overlay at
         # the other's edge can land in this one's interior. One geometry, pixels that agree seen from
         # either side: the same photograph (shared photos: 58 of 6,758 edit pairs differ so by direction).
+        # Motion is judged so too: a would-be copy vetoed by it on a weak fit (too few inliers for "same
+        # scene") still gets the second look.
         back = decide(measure(candidate, query), cosine)
         if back.relation is Relation.COPY:
             return Verdict(Relation.COPY, back.score, back.reason + " (judged from the candidate's side)")

@@ -104,11 +104,11 @@ def test_known_verdicts_are_reused_and_only_new_pairs_verified(event, monkeypatc
     ids0, vectors0, fps0 = event
     before = verified_pairs(ids0, vectors0, fps0)
     known = {(ids0[i], ids0[j]): v for (i, j), v in before.items()}
-    # Eight more: re-encodings of the first photos (their own fingerprint objects), vectors beside theirs.
+    # Twelve more: re-encodings of every photo (their own fingerprint objects), vectors beside theirs.
     rng = np.random.default_rng(1)
-    extra = np.asarray(vectors0[:8]) + rng.normal(0, 0.01, (8, vectors0.shape[1])).astype(np.float32)
+    extra = np.asarray(vectors0[:12]) + rng.normal(0, 0.01, (12, vectors0.shape[1])).astype(np.float32)
     vectors = np.vstack([vectors0, extra / np.linalg.norm(extra, axis=1, keepdims=True)])
-    fps = {**fps0, **{200 + t: Fingerprint.from_bytes(fps0[ids0[t]].to_bytes()) for t in range(8)}}
+    fps = {**fps0, **{200 + t: Fingerprint.from_bytes(fps0[ids0[t]].to_bytes()) for t in range(12)}}
     ids = list(fps)
     scratch = verified_pairs(ids, vectors, fps)
     calls = _counting_relate(monkeypatch, fps)

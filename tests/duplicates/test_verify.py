@@ -129,6 +129,23 @@ def test_moved_content_is_told_from_added_content() -> None:
     assert not judged_moved(logo)
 
 
+def test_a_faint_figure_that_moved_is_told_from_a_faint_reencoding() -> None:
+    """Generated scene 1013: the person who moved is close to the background's tone, so every cell agrees
+    within the tolerance and the near-edge test sees too little (v8 called it a copy). A local shift explains
+    the faint difference along the outline (`faint`); JPEG q5, a colour filter and a 3-px blur of the same
+    shot differ faintly too, but no shift explains it."""
+    from duplicates import verify
+    from duplicates.synthetic import shot
+
+    a, b = _fp(encode(shot(1013, 0))), _fp(encode(shot(1013, 1)))
+    ev = verify.measure(a, b)
+    assert ev.interior_bad <= verify.COPY_INTERIOR_BAD and ev.moved < verify.MOVED_MIN  # what v8 saw
+    assert ev.faint >= verify.FAINT_MOVED and not verify.is_copy(ev)
+    for edit in ("jpeg_q5", "colour", "blur_3"):
+        copy = verify.measure(_fp(encode(EDITS[edit](shot(1013, 0)))), a)
+        assert copy.faint < verify.FAINT_MOVED / 4 and verify.is_copy(copy), (edit, copy)
+
+
 def test_real_same_scene_pairs_are_never_copies(real_scene_pairs) -> None:
     """Shots of one scene seconds apart (../shared/data/scenes) are not copies.
 
