@@ -146,6 +146,28 @@ def test_a_faint_figure_that_moved_is_told_from_a_faint_reencoding() -> None:
         assert copy.faint < verify.FAINT_MOVED / 4 and verify.is_copy(copy), (edit, copy)
 
 
+def test_a_photo_with_few_keypoints_is_judged_whole_frame_and_only_against_like_pictures(monkeypatch) -> None:
+    """A very soft photo has too few corners for a keypoint fit (under FEW_KEYPOINTS): its re-encoding is
+    found by comparing the whole frames, while an unrelated soft photo is not compared in full under any
+    turn or flip (its coarse picture does not correlate; each full comparison costs ~30 ms)."""
+    from PIL import ImageFilter
+
+    from duplicates import verify
+    from duplicates.synthetic import shot
+
+    soft = shot(5003, 0).filter(ImageFilter.GaussianBlur(8))
+    original = _fp(encode(soft))
+    assert len(original.keypoints) < verify.FEW_KEYPOINTS
+    copy = verify.measure(_fp(encode(EDITS["jpeg_q30"](soft))), original)
+    assert copy.whole_frame and verify.is_copy(copy)
+
+    calls = []
+    real = verify._warp_compare
+    monkeypatch.setattr(verify, "_warp_compare", lambda *a: calls.append(a) or real(*a))
+    other = verify.measure(_fp(encode(shot(5004, 0).filter(ImageFilter.GaussianBlur(8)))), original)
+    assert not verify.is_copy(other) and calls == []
+
+
 def test_real_same_scene_pairs_are_never_copies(real_scene_pairs) -> None:
     """Shots of one scene seconds apart (../shared/data/scenes) are not copies.
 
