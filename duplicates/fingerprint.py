@@ -34,6 +34,7 @@ FEATURE_SIDE = 480
 MIN_FEATURE_SIDE = 320
 MAX_KEYPOINTS = 300
 ORB_SCALE = 1.3  # between ORB pyramid levels
+ORB_EDGE = 19  # px: ORB's border (edgeThreshold) and patch size
 XY_UNIT = 64  # stored keypoint positions: uint16 in 1/64 px (feature images are at most 480 px)
 # Long side of the stored grayscale thumbnail used for the pixel agreement.
 THUMB_SIDE = 160
@@ -125,7 +126,7 @@ def _orb():  # type: ignore[no-untyped-def]
         import cv2
 
         _ORB = cv2.ORB_create(nfeatures=MAX_KEYPOINTS, scaleFactor=ORB_SCALE, nlevels=6,
-                              edgeThreshold=19, patchSize=19, fastThreshold=8)
+                              edgeThreshold=ORB_EDGE, patchSize=ORB_EDGE, fastThreshold=8)
     return _ORB
 
 
@@ -138,7 +139,8 @@ def detect(gray: np.ndarray) -> Keypoints:
     points another way, which bent the residuals of 90-degree turns like a slight
     change of perspective: the verification now tests for exactly that.
     """
-    kps, desc = _orb().detectAndCompute(gray, None)
+    # ORB finds nothing within ORB_EDGE px of the border, and its pyramid fails on a 1-px-wide strip.
+    kps, desc = _orb().detectAndCompute(gray, None) if min(gray.shape) > 2 * ORB_EDGE else ((), None)
     if desc is None or not kps:
         return Keypoints(np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8))
     order = np.argsort([-k.response for k in kps])[:MAX_KEYPOINTS]

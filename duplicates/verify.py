@@ -628,7 +628,7 @@ def _whole_frame(query: Fingerprint, cand: Fingerprint) -> Agreement | None:
 
     h, w = query.thumb.shape
     ch, cw = cand.thumb.shape
-    tiny = (COARSE_SIDE, max(1, round(COARSE_SIDE * h / w)))
+    tiny = (max(1, round(COARSE_SIDE * w / max(w, h))), max(1, round(COARSE_SIDE * h / max(w, h))))
     q_coarse = cv2.resize(query.thumb.astype(np.float32), tiny, interpolation=cv2.INTER_AREA).ravel()
     best: Agreement | None = None
     for k in range(4):

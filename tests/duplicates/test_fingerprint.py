@@ -60,8 +60,9 @@ def test_truncated_extended_and_other_version_raise(synthetic_photos: list[Image
 
 
 def test_flat_and_tiny_images_still_fingerprint() -> None:
-    """No corners at all (a blank slide) or 8 px: no keypoints, but a usable fingerprint."""
-    for img in (Image.new("RGB", (640, 480), (200, 30, 30)), Image.new("RGB", (8, 6), (0, 0, 0))):
+    """No corners at all (a blank slide), 8 px, or a strip 1 px wide: no keypoints, but a usable fingerprint."""
+    for img in (Image.new("RGB", (640, 480), (200, 30, 30)), Image.new("RGB", (8, 6), (0, 0, 0)),
+                Image.new("RGB", (1, 400), (9, 9, 9)), Image.new("RGB", (400, 1), (9, 9, 9))):
         fp = fingerprint(img)
         assert Fingerprint.from_bytes(fp.to_bytes()).thumb.shape == fp.thumb.shape
 
