@@ -125,9 +125,10 @@ MOVED_MIN = 0.004
 MOVED_SHARE = 0.65
 # Faint motion: cells that agree (a difference under CELL_TOL) yet differ beyond FAINT_TOL and FAINT_NOISE x the
 # pair's typical difference where a local shift of FAINT_PX or more explains it, FAINT_MARGIN cells or more from the
-# overlap's border and from overlays; counted in clusters (a neighbour too). Generated other shots whose moved
-# figure is close to its background's tone: 0.019-0.053 of the overlap (three whose figure moved under 2 thumbnail
-# px: 0.002-0.011); copies, shared and generated, every edit: at most 0.013 (JPEG q5, a colour filter).
+# overlap's border and from overlays; counted in clusters (a neighbour too). Pair by pair (relate() looks from
+# both sides): generated other shots whose moved figure is close to its background's tone 0.018-0.068 of the
+# overlap, but 0.002-0.010 where the figures moved about 2 thumbnail px or less; copies, shared and generated,
+# every edit: at most 0.013 (JPEG q5, a colour filter); from one side alone up to 0.039 (a weak-fit 40% crop).
 FAINT_TOL = 4.0
 FAINT_NOISE = 2.0
 FAINT_PX = 1.5
@@ -347,6 +348,7 @@ def _agreement_one_way(q: np.ndarray, c: np.ndarray, mask: np.ndarray, motion: f
     whose every cell is a little off still agrees while a moved arm does not.
     Disagreeing cells near the edges of the overlap are where overlays live
     (text bars, captions, logos, watermarks): they count only in `agree`.
+    `motion` > 0 also measures what moved (_motion), the candidate being magnified that much.
     """
     if mask.sum() < 4 * CELL * CELL:
         return Agreement(0.0, 1.0, 99.0)
@@ -835,8 +837,7 @@ def decide(ev: Evidence, cosine: float) -> Verdict:
     how = "whole frame" if ev.whole_frame else f"inliers {ev.inliers}" + (", mirrored" if ev.mirrored else "")
     detail = (f"{how}, perspective F {ev.projective:.1f}, agree {ev.agree:.2f}, "
               f"interior disagree {ev.interior_bad:.3f}, moved {ev.moved:.3f}, faint {ev.faint:.3f}, "
-              f"textured {ev.textured:.2f}, "
-              f"structure {ev.structure:.2f}")
+              f"textured {ev.textured:.2f}, structure {ev.structure:.2f}")
     if is_copy(ev):
         return Verdict(Relation.COPY, ev.agree, detail)
     if is_same_scene(ev):
