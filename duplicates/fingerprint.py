@@ -107,7 +107,8 @@ class Fingerprint:
         return cls(sha, w, h, (fw, fh), thumb, sets[0], sets[1])
 
 
-def _resize_long(gray: np.ndarray, side: int) -> np.ndarray:
+def resize_long(gray: np.ndarray, side: int) -> np.ndarray:
+    """`gray` resized to `side` px on its long side (area-averaged when shrinking)."""
     import cv2
 
     h, w = gray.shape
@@ -168,8 +169,8 @@ def fingerprint(image: Image.Image, raw: bytes | None = None) -> Fingerprint:
     digest = hashlib.sha256(raw if raw is not None else gray.tobytes() + struct.pack("<II", *image.size)).digest()
     long_side = max(gray.shape)
     side = min(FEATURE_SIDE, max(long_side, MIN_FEATURE_SIDE))
-    feat = _resize_long(gray, side) if side != long_side else gray
+    feat = resize_long(gray, side) if side != long_side else gray
     mirror = np.ascontiguousarray(feat[:, ::-1])
-    thumb = _resize_long(gray, THUMB_SIDE)
+    thumb = resize_long(gray, THUMB_SIDE)
     return Fingerprint(digest, image.width, image.height, (feat.shape[1], feat.shape[0]), thumb,
                        detect(feat), detect(mirror))

@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from duplicates import opencv
-from duplicates.fingerprint import Fingerprint, Keypoints
+from duplicates.fingerprint import Fingerprint, Keypoints, resize_long
 from duplicates.relation import Relation, Verdict
 
 # --- thresholds (tuned by bench/duplicates.py on a split; docs/duplicates.md) ---
@@ -439,11 +439,11 @@ def _motion(q: np.ndarray, c: np.ndarray, mask: np.ndarray, cells: np.ndarray, t
     after, used = _cell_means(np.abs(q - shifted) * m, m)
     before, _ = _cell_means(np.abs(q - c) * m, m)
     size, _ = _cell_means(np.linalg.norm(local, axis=2) * m, m)
-    shift = (after < 0.5 * before) & (size >= MOVED_PX)
-    moved = cells & (after < tol) & shift
+    explained = after < 0.5 * before
+    moved = cells & (after < tol) & explained & (size >= MOVED_PX)
     # A faint difference is a figure's outline: a smaller shift counts (1.5 thumbnail px, 1% of the width, times
     # the candidate's magnification: an upscaled candidate's detail is that much coarser).
-    faint = calm & (before >= faint_tol) & (after < 0.5 * before) & (size >= FAINT_PX * coarse)
+    faint = calm & (before >= faint_tol) & explained & (size >= FAINT_PX * coarse)
     faint &= cv2.filter2D(faint.astype(np.float32), -1, np.ones((3, 3), np.float32),
                           borderType=cv2.BORDER_CONSTANT) >= 2
     n = max(int(used.sum()), 1)
@@ -630,8 +630,7 @@ def _whole_frame(query: Fingerprint, cand: Fingerprint) -> Agreement | None:
 
     h, w = query.thumb.shape
     ch, cw = cand.thumb.shape
-    tiny = (max(1, round(COARSE_SIDE * w / max(w, h))), max(1, round(COARSE_SIDE * h / max(w, h))))
-    q_coarse = cv2.resize(query.thumb.astype(np.float32), tiny, interpolation=cv2.INTER_AREA).ravel()
+    q_coarse = resize_long(query.thumb.astype(np.float32), COARSE_SIDE).ravel()
     best: Agreement | None = None
     for k in range(4):
         rw, rh = (cw, ch) if k % 2 == 0 else (ch, cw)
@@ -641,7 +640,7 @@ def _whole_frame(query: Fingerprint, cand: Fingerprint) -> Agreement | None:
             d = np.vstack([_dihedral(k, flip, cw, ch), [0, 0, 1]])
             a = (_scale(w / rw, h / rh) @ d)[:2]
             turned = cv2.warpAffine(cand.thumb.astype(np.float32), a.astype(np.float32), (w, h))
-            c_coarse = cv2.resize(turned, tiny, interpolation=cv2.INTER_AREA).ravel()
+            c_coarse = resize_long(turned, COARSE_SIDE).ravel()
             if np.std(q_coarse) > 0 and np.std(c_coarse) > 0 and \
                     np.corrcoef(q_coarse, c_coarse)[0, 1] < WHOLE_FRAME_COARSE_NCC:
                 continue
