@@ -3,12 +3,15 @@
 A fingerprint holds:
 - the sha256 of the file bytes (a re-upload of the same file is decided without pixels);
 - a small grayscale thumbnail (`THUMB_SIDE` px on the long side), onto which a
-  candidate is warped to compare the aligned pixels;
+  candidate is warped to compare the aligned pixels, and its colour (Cb, Cr at half
+  that size): a figure as bright as its background but of another colour moves
+  unseen in grey (rules v10);
 - ORB keypoints and binary descriptors of the image (capped at `MAX_KEYPOINTS`,
   strongest first) and of its mirror image, so a flipped copy matches too
   (ORB is rotation-invariant, not mirror-invariant).
-Everything is in a compact binary form (`to_bytes`, about 20 KB per image) so it
-can be stored beside the vectors and read back without the image file.
+Everything is in a compact binary form (`to_bytes`, about 50 KB per image) so it
+can be stored beside the vectors and read back without the image file. The previous
+format (`orb2`, no colour) still reads: its images are judged in grey alone.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ from duplicates import opencv
 
 # orb2: keypoint positions at pixel-centre accuracy (ORB's coarse pyramid levels corrected) and stored
 # as 1/64-px fixed point (orb1's float16 rounded positions past 256 px to 0.25 px).
-FINGERPRINT_VERSION = "orb2"
+# orb3: orb2 plus the thumbnail's colour (Cb, Cr planes at half its size).
+FINGERPRINT_VERSION = "orb3"
+READABLE_VERSIONS = ("orb2", FINGERPRINT_VERSION)  # orb2: no colour (chroma None)
 
 # Long side of the image the keypoints are detected on. 480 px keeps a 40% crop
 # (about 300 px) rich in corners while a detection stays a few milliseconds.
@@ -38,6 +43,7 @@ ORB_EDGE = 19  # px: ORB's border (edgeThreshold) and patch size
 XY_UNIT = 64  # stored keypoint positions: uint16 in 1/64 px (feature images are at most 480 px)
 # Long side of the stored grayscale thumbnail used for the pixel agreement.
 THUMB_SIDE = 160
+CHROMA_STEP = 2  # the colour planes are stored at 1/CHROMA_STEP of the thumbnail's size (as JPEG's 4:2:0)
 
 _MAGIC = b"DFP1"
 _HEADER = struct.Struct("<4s8sIIHHHHHH32s")  # magic, version, w, h, feat w/h, thumb w/h, n, n_mirror, sha256
@@ -69,13 +75,18 @@ class Fingerprint:
     thumb: np.ndarray = field(repr=False)  # uint8 (th, tw) grayscale
     keypoints: Keypoints = field(repr=False)
     mirrored: Keypoints = field(repr=False)  # of the left-right mirror image, mirror coordinates
+    # uint8 (2, ch, cw) Cb and Cr of the thumbnail at half its size (_chroma_size); None: grey only (orb2)
+    chroma: np.ndarray | None = field(default=None, repr=False)
 
     def to_bytes(self) -> bytes:
         th, tw = self.thumb.shape
         fw, fh = self.feature_size
-        head = _HEADER.pack(_MAGIC, FINGERPRINT_VERSION.encode().ljust(8, b"\0"), self.width, self.height,
+        version = FINGERPRINT_VERSION if self.chroma is not None else "orb2"
+        head = _HEADER.pack(_MAGIC, version.encode().ljust(8, b"\0"), self.width, self.height,
                             fw, fh, tw, th, len(self.keypoints), len(self.mirrored), self.sha256)
         parts = [head, np.ascontiguousarray(self.thumb, np.uint8).tobytes()]
+        if self.chroma is not None:
+            parts.append(np.ascontiguousarray(self.chroma, np.uint8).tobytes())
         for kp in (self.keypoints, self.mirrored):
             parts.append(np.round(np.clip(kp.xy, 0, 65535 / XY_UNIT) * XY_UNIT).astype("<u2").tobytes())
             parts.append(np.ascontiguousarray(kp.desc, np.uint8).tobytes())
@@ -89,14 +100,19 @@ class Fingerprint:
         magic, version, w, h, fw, fh, tw, th, n, m, sha = _HEADER.unpack_from(data)
         if magic != _MAGIC:
             raise FingerprintError("not a fingerprint (bad magic)")
-        if version.rstrip(b"\0").decode(errors="replace") != FINGERPRINT_VERSION:
-            raise FingerprintError(f"fingerprint version {version.rstrip(bytes(1))!r}, expected {FINGERPRINT_VERSION}")
-        expected = _HEADER.size + tw * th + (n + m) * (4 + 32)
+        name = version.rstrip(b"\0").decode(errors="replace")
+        if name not in READABLE_VERSIONS:
+            raise FingerprintError(f"fingerprint version {name!r}, expected {FINGERPRINT_VERSION}")
+        cw, ch = _chroma_size(tw, th)
+        colour = 2 * cw * ch if name == FINGERPRINT_VERSION else 0
+        expected = _HEADER.size + tw * th + colour + (n + m) * (4 + 32)
         if len(data) != expected or tw == 0 or th == 0:
             raise FingerprintError(f"fingerprint of {len(data)} bytes, header says {expected}")
         pos = _HEADER.size
         thumb = np.frombuffer(data, np.uint8, tw * th, pos).reshape(th, tw)
         pos += tw * th
+        chroma = np.frombuffer(data, np.uint8, colour, pos).reshape(2, ch, cw) if colour else None
+        pos += colour
         sets = []
         for count in (n, m):
             xy = np.frombuffer(data, "<u2", count * 2, pos).reshape(count, 2).astype(np.float32) / XY_UNIT
@@ -104,7 +120,22 @@ class Fingerprint:
             desc = np.frombuffer(data, np.uint8, count * 32, pos).reshape(count, 32)
             pos += count * 32
             sets.append(Keypoints(xy, desc))
-        return cls(sha, w, h, (fw, fh), thumb, sets[0], sets[1])
+        return cls(sha, w, h, (fw, fh), thumb, sets[0], sets[1], chroma)
+
+
+def _chroma_size(tw: int, th: int) -> tuple[int, int]:
+    """(w, h) of the colour planes of a (tw x th) thumbnail."""
+    return max(1, round(tw / CHROMA_STEP)), max(1, round(th / CHROMA_STEP))
+
+
+def chroma_planes(fp: Fingerprint) -> np.ndarray | None:
+    """float32 (2, th, tw) Cb and Cr on the thumbnail's grid (upsampled from storage), or None (grey only)."""
+    import cv2
+
+    if fp.chroma is None:
+        return None
+    th, tw = fp.thumb.shape
+    return np.stack([cv2.resize(p.astype(np.float32), (tw, th), interpolation=cv2.INTER_LINEAR) for p in fp.chroma])
 
 
 def resize_long(gray: np.ndarray, side: int) -> np.ndarray:
@@ -173,4 +204,13 @@ def fingerprint(image: Image.Image, raw: bytes | None = None) -> Fingerprint:
     mirror = np.ascontiguousarray(feat[:, ::-1])
     thumb = resize_long(gray, THUMB_SIDE)
     return Fingerprint(digest, image.width, image.height, (feat.shape[1], feat.shape[0]), thumb,
-                       detect(feat), detect(mirror))
+                       detect(feat), detect(mirror), _chroma(image, thumb.shape))
+
+
+def _chroma(image: Image.Image, thumb_shape: tuple[int, int]) -> np.ndarray:
+    """Cb and Cr of `image` at half the thumbnail's size (area-averaged), uint8 (2, ch, cw)."""
+    import cv2
+
+    cw, ch = _chroma_size(thumb_shape[1], thumb_shape[0])
+    ycc = np.asarray(image.convert("YCbCr"), np.uint8)
+    return np.stack([cv2.resize(ycc[..., k], (cw, ch), interpolation=cv2.INTER_AREA) for k in (1, 2)])

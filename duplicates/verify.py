@@ -28,13 +28,15 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from duplicates import opencv
-from duplicates.fingerprint import Fingerprint, Keypoints, resize_long
+from duplicates.fingerprint import Fingerprint, Keypoints, chroma_planes, resize_long
 from duplicates.relation import Relation, Verdict
 
 # --- thresholds (tuned by bench/duplicates.py on a split; docs/duplicates.md) ---
 # Relations computed under other rules are stale: bump RULES_VERSION with any change below or in
 # the stages (the pipeline stores it beside the relations it precomputes).
-RULES_VERSION = "v9"  # v9: faint differences a local shift explains count too (a figure close to its
+RULES_VERSION = "v10"  # v10: colour that moved counts too (a figure as bright as its background moves
+# unseen in grey; the fingerprint carries the thumbnail's Cb and Cr since orb3).
+# v9: faint differences a local shift explains count too (a figure close to its
 # background's tone moved); the motion test runs for every would-be copy, and a pair it vetoes is judged
 # from the candidate's side too
 # v8: disagreement near the edges that a local shift explains (something moved) counts;
@@ -134,6 +136,16 @@ FAINT_NOISE = 2.0
 FAINT_PX = 1.5
 FAINT_MARGIN = 2
 FAINT_MOVED = 0.015
+# Colour motion (rules v10): a figure of another colour but the same brightness as its background moves without a
+# grey difference at all. In each colour plane (Cb, Cr) mapped by its own tone curve, cells of the faint test's
+# region that differ (over CELL_TOL and NOISE_FACTOR x the plane's median) where a local shift of MOVED_PX explains
+# it: COLOUR_MOVED of the overlap (the faint test's share) is another moment. Pair by pair (either side may clear
+# it), 640 generated scene pairs and 294 shared / 60 generated photos x 20 edits: such scenes 0.018-0.028, copies
+# at most 0.009 (shared JPEG q5; generated 0.003). Seen from one side only a copy reaches 0.046 (a combination's
+# caption rim), so a veto gets the second look as every motion veto does. A plane whose typical cell difference is
+# over COLOUR_NOISE was changed beyond a tone curve (a colour filter clipping in RGB, sepia): no evidence either way.
+COLOUR_MOVED = 0.015
+COLOUR_NOISE = 1.5
 CLIP_DARK, CLIP_LIGHT = 6.0, 249.0  # cell means (of 255) of a clipped region
 
 
@@ -160,6 +172,7 @@ class Evidence:
     edge_bad: float = 0.0  # share of overlap cells near the edges that disagree, overlays aside
     faint: float = 0.0  # share of overlap cells whose faint difference a local shift explains (a figure close
     # to its background's tone moved)
+    colour_moved: float = 0.0  # share of overlap cells whose colour difference a local shift explains
 
 
 def _nearest(q: Keypoints, c: Keypoints) -> np.ndarray:
@@ -290,6 +303,11 @@ class Agreement:
     edge_bad: float = 0.0  # share of covered cells near the edges that disagree, overlays aside
     faint: float = 0.0  # share of covered cells, away from overlays and the border, that agree but differ
     # faintly where a local shift explains it (measured with `moved`)
+    colour_moved: float = 0.0  # the same region's cells whose colour differs where a local shift explains it
+    # (_colour_motion; measured with `moved` when both sides have colour)
+
+
+Colour = tuple[np.ndarray, np.ndarray]  # (2, h, w) Cb, Cr planes of the query and of the warped candidate
 
 
 def _cell_ncc(q: np.ndarray, c: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -326,21 +344,23 @@ def _preference(g: Agreement) -> tuple[bool, float, float, float]:
     return (g.noise > MAX_NOISE, g.interior_bad, -g.agree, g.noise)
 
 
-def _agreement(q: np.ndarray, c: np.ndarray, mask: np.ndarray, motion: float = 0.0) -> Agreement:
+def _agreement(q: np.ndarray, c: np.ndarray, mask: np.ndarray, motion: float = 0.0,
+               colour: Colour | None = None) -> Agreement:
     """The better of mapping c's tones onto q and q's onto c.
 
     The tone curve is fit from the side without an overlay: a dark text bar on
     the side being mapped would claim a whole band of tones.
     """
-    one = _agreement_one_way(q, c, mask, motion)
+    one = _agreement_one_way(q, c, mask, motion, colour)
     if one.interior_bad == 0.0 and one.noise <= MAX_NOISE:
         return one
-    two = _agreement_one_way(c, q, mask, motion)
+    two = _agreement_one_way(c, q, mask, motion, None if colour is None else (colour[1], colour[0]))
     # A curve bent by an overlay leaves most pixels off (typical difference above MAX_NOISE): never pick it.
     return min(one, two, key=_preference)
 
 
-def _agreement_one_way(q: np.ndarray, c: np.ndarray, mask: np.ndarray, motion: float = 0.0) -> Agreement:
+def _agreement_one_way(q: np.ndarray, c: np.ndarray, mask: np.ndarray, motion: float = 0.0,
+                       colour: Colour | None = None) -> Agreement:
     """Compare aligned, blurred images cell by cell after a robust tone match.
 
     A cell disagrees when its mean difference exceeds both CELL_TOL and
@@ -348,7 +368,8 @@ def _agreement_one_way(q: np.ndarray, c: np.ndarray, mask: np.ndarray, motion: f
     whose every cell is a little off still agrees while a moved arm does not.
     Disagreeing cells near the edges of the overlap are where overlays live
     (text bars, captions, logos, watermarks): they count only in `agree`.
-    `motion` > 0 also measures what moved (_motion), the candidate being magnified that much.
+    `motion` > 0 also measures what moved (_motion), the candidate being magnified that much, and in `colour`
+    (the Cb, Cr planes, q's and c's, aligned alike) what moved in colour alone (_colour_motion).
     """
     if mask.sum() < 4 * CELL * CELL:
         return Agreement(0.0, 1.0, 99.0)
@@ -395,7 +416,7 @@ def _agreement_one_way(q: np.ndarray, c: np.ndarray, mask: np.ndarray, motion: f
     # Near the edges disagreement may be an overlay the overlay test missed (a logo over texture): there it
     # counts only when a local shift explains it (content that moved, not content that was added).
     edge = clustered & ~interior & ~overlay
-    moved, faint = 0.0, 0.0
+    moved, faint, colour_moved = 0.0, 0.0, 0.0
     if motion:
         # Faint differences (under the disagreement tolerance: a figure close to its background's tone)
         # are judged away from the overlap's border and from overlays, whose rims differ faintly too.
@@ -404,9 +425,11 @@ def _agreement_one_way(q: np.ndarray, c: np.ndarray, mask: np.ndarray, motion: f
         inner = cv2.erode(used.astype(np.uint8), k3, iterations=FAINT_MARGIN).astype(bool)
         moved, faint = _motion(q, cm, mask, edge, max(CELL_TOL, NOISE_FACTOR * noise),
                                inner & ~near_overlay & ~bad, max(FAINT_TOL, FAINT_NOISE * noise), motion)
+        if colour is not None:
+            colour_moved = _colour_motion(*colour, mask, inner & ~near_overlay & ~bad)
     return Agreement(float(1 - bad.sum() / used.sum()), float((clustered & interior & ~overlay).sum() / n_int),
                      noise, textured=textured, structure=structure, moved=moved,
-                     edge_bad=float(edge.sum() / used.sum()), faint=faint)
+                     edge_bad=float(edge.sum() / used.sum()), faint=faint, colour_moved=colour_moved)
 
 
 def _motion(q: np.ndarray, c: np.ndarray, mask: np.ndarray, cells: np.ndarray, tol: float,
@@ -448,6 +471,27 @@ def _motion(q: np.ndarray, c: np.ndarray, mask: np.ndarray, cells: np.ndarray, t
                           borderType=cv2.BORDER_CONSTANT) >= 2
     n = max(int(used.sum()), 1)
     return float(moved.sum() / n), float(faint.sum() / n)
+
+
+def _colour_motion(q: np.ndarray, c: np.ndarray, mask: np.ndarray, region: np.ndarray) -> float:
+    """Share of covered cells in `region` whose colour (Cb or Cr plane of q (2, h, w) and of the aligned c) differs
+    where a local shift explains it: a figure as bright as its background, of another colour, that moved.
+
+    Each plane gets its own tone curve (a colour filter scales the colour); a plane the curve does not explain
+    (typical cell difference over COLOUR_NOISE: sepia, a filter clipping in RGB) is no evidence either way.
+    """
+    share = 0.0
+    for qc, cc in zip(q, c, strict=True):
+        xs, ys = _tone_curve(cc[mask], qc[mask])
+        mapped = np.interp(cc, xs, ys).astype(np.float32)
+        means, used = _cell_means(np.abs(qc - mapped), mask.astype(np.float32))
+        noise = float(np.median(means[used])) if used.any() else 99.0
+        if noise > COLOUR_NOISE:
+            continue
+        tol = max(CELL_TOL, NOISE_FACTOR * noise)
+        moved, _ = _motion(qc, mapped, mask, region & used & (means > tol), tol, np.zeros_like(used), 255.0)
+        share = max(share, moved)
+    return share
 
 
 def _clipped(q: np.ndarray, c: np.ndarray, m: np.ndarray) -> np.ndarray:
@@ -591,8 +635,10 @@ def _sharpness_matched(qp: np.ndarray, cp: np.ndarray, inv: np.ndarray) -> list[
     return []
 
 
-def _compare_at(qp: np.ndarray, cp: np.ndarray, inv: np.ndarray, motion: bool = False) -> tuple[Agreement, float]:
-    """Agreement of the candidate warped by `inv` (query pixel -> candidate pixel) and the overlap in pixels."""
+def _compare_at(qp: np.ndarray, cp: np.ndarray, inv: np.ndarray, motion: bool = False,
+                colour: Colour | None = None) -> tuple[Agreement, float]:
+    """Agreement of the candidate warped by `inv` (query pixel -> candidate pixel) and the overlap in pixels;
+    `colour`: the two sides' colour planes (unwarped), compared with the motion test."""
     import cv2
 
     h, w = qp.shape
@@ -604,7 +650,9 @@ def _compare_at(qp: np.ndarray, cp: np.ndarray, inv: np.ndarray, motion: bool = 
     # The candidate's magnification onto the query (a 40% crop's original: 1.6x): its detail, and the flow's,
     # is that much coarser in query pixels.
     coarse = max(1.0, 1.0 / float(np.sqrt(abs(np.linalg.det(inv[:, :2])) + 1e-12)))
-    return _agreement(qp, warped, mask, coarse if motion else 0.0), float(mask.sum())
+    if motion and colour is not None:
+        colour = (colour[0], np.stack([cv2.warpAffine(p, inv, (w, h), flags=flags, borderValue=0) for p in colour[1]]))
+    return _agreement(qp, warped, mask, coarse if motion else 0.0, colour if motion else None), float(mask.sum())
 
 
 def _dihedral(k: int, flip: bool, w: int, h: int) -> np.ndarray:
@@ -779,15 +827,16 @@ def measure(query: Fingerprint, cand: Fingerprint) -> Evidence:
                     _projective(qpts[inl], cpts[inl]))
     n_in, m, mirrored, n_match, resid, coh, proj = best
     if m is not None and n_in >= MIN_INLIERS:
-        agr, overlap, inputs = _warp_compare(query, cand, _thumb_affine(m, query, cand), mirrored)
+        a = _thumb_affine(m, query, cand)
+        agr, overlap, inputs = _warp_compare(query, cand, a, mirrored)
         ev = Evidence(n_match, n_in, resid, mirrored, overlap, agr.agree, agr.interior_bad, agr.noise,
                       aniso=agr.aniso, coherence=coh, textured=agr.textured,
                       structure=agr.structure, projective=proj, reframed=_reframed(query, cand, m, mirrored),
                       edge_bad=agr.edge_bad)
         if inputs is not None and is_copy(ev):
             # Only a would-be copy needs to know whether something moved (the flow costs more than the rest).
-            motion = _compare_at(*inputs, motion=True)[0]
-            ev = replace(ev, moved=motion.moved, faint=motion.faint)
+            motion = _compare_at(*inputs, motion=True, colour=_colour_planes(query, cand, a, mirrored))[0]
+            ev = replace(ev, moved=motion.moved, faint=motion.faint, colour_moved=motion.colour_moved)
         return ev
     starved = min(len(query.keypoints), len(cand.keypoints)) < FEW_KEYPOINTS
     whole = _whole_frame(query, cand) if starved else None
@@ -795,6 +844,19 @@ def measure(query: Fingerprint, cand: Fingerprint) -> Evidence:
         return Evidence(n_match, n_in, resid, mirrored)
     return Evidence(n_match, n_in, resid, mirrored, 1.0, whole.agree, whole.interior_bad, whole.noise, True,
                     textured=whole.textured, structure=whole.structure)
+
+
+def _colour_planes(query: Fingerprint, cand: Fingerprint, a: np.ndarray, mirrored: bool) -> Colour | None:
+    """Both sides' colour planes on their thumbnails' grids, blurred as _warp_compare blurs the grey (None: either
+    side has no colour stored, an orb2 fingerprint)."""
+    qc, cc = chroma_planes(query), chroma_planes(cand)
+    if qc is None or cc is None:
+        return None
+    if mirrored:
+        qc = np.ascontiguousarray(qc[:, :, ::-1])
+    s = float(np.sqrt(abs(np.linalg.det(a[:, :2]))))
+    return (np.stack([_prepare(p, BLUR * max(s, 1.0)) for p in qc]),
+            np.stack([_prepare(p, BLUR / min(s, 1.0)) for p in cc]))
 
 
 def is_copy(ev: Evidence) -> bool:
@@ -809,7 +871,8 @@ def is_copy(ev: Evidence) -> bool:
 
 def _moved(ev: Evidence) -> bool:
     """Part of the picture moved against the rest: another moment, however alike the rest is."""
-    return (ev.moved >= MOVED_MIN and ev.moved >= MOVED_SHARE * ev.edge_bad) or ev.faint >= FAINT_MOVED
+    return ((ev.moved >= MOVED_MIN and ev.moved >= MOVED_SHARE * ev.edge_bad) or ev.faint >= FAINT_MOVED
+            or ev.colour_moved >= COLOUR_MOVED)
 
 
 def _weak(ev: Evidence) -> bool:
@@ -836,6 +899,7 @@ def decide(ev: Evidence, cosine: float) -> Verdict:
     how = "whole frame" if ev.whole_frame else f"inliers {ev.inliers}" + (", mirrored" if ev.mirrored else "")
     detail = (f"{how}, perspective F {ev.projective:.1f}, agree {ev.agree:.2f}, "
               f"interior disagree {ev.interior_bad:.3f}, moved {ev.moved:.3f}, faint {ev.faint:.3f}, "
+              f"colour moved {ev.colour_moved:.3f}, "
               f"textured {ev.textured:.2f}, structure {ev.structure:.2f}")
     if is_copy(ev):
         return Verdict(Relation.COPY, ev.agree, detail)

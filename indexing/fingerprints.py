@@ -11,8 +11,9 @@ is gone (compaction merged it), the latest row in any part is used.
 
 An image has no usable fingerprint when it was embedded before fingerprints
 existed, when its fingerprint could not be computed, or when its stored
-format is another `FINGERPRINT_VERSION`: it is then *unverifiable* (None
-here), and the duplicate decision never calls it a copy. Re-embedding the
+format is not one `duplicates.fingerprint` reads (READABLE_VERSIONS: the
+current one, or `orb2`, which lacks colour and is judged in grey): it is then
+*unverifiable* (None here), and the duplicate decision never calls it a copy. Re-embedding the
 event (`python -m embeddings event <code>`) fills them in.
 """
 
@@ -157,7 +158,7 @@ class FingerprintReader:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        from duplicates.fingerprint import FINGERPRINT_VERSION, Fingerprint, FingerprintError
+        from duplicates.fingerprint import READABLE_VERSIONS, Fingerprint, FingerprintError
 
         if not ids:
             return {}
@@ -182,7 +183,7 @@ class FingerprintReader:
                 continue
             blob, version = blobs[r], versions[r]
             fp = None
-            if blob is not None and version == FINGERPRINT_VERSION:
+            if blob is not None and version in READABLE_VERSIONS:
                 try:
                     fp = Fingerprint.from_bytes(blob)
                 except FingerprintError as exc:

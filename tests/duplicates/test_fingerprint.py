@@ -14,6 +14,9 @@ from embeddings.loading import load_image
 def _equal(a: Fingerprint, b: Fingerprint) -> None:
     assert (a.sha256, a.width, a.height, a.feature_size) == (b.sha256, b.width, b.height, b.feature_size)
     np.testing.assert_array_equal(a.thumb, b.thumb)
+    assert (a.chroma is None) == (b.chroma is None)
+    if a.chroma is not None:
+        np.testing.assert_array_equal(a.chroma, b.chroma)
     for ka, kb in ((a.keypoints, b.keypoints), (a.mirrored, b.mirrored)):
         np.testing.assert_array_equal(ka.desc, kb.desc)
         np.testing.assert_allclose(ka.xy, kb.xy, atol=0.25)  # float16 positions: < 1/4 px at 480 px
@@ -24,7 +27,7 @@ def test_round_trip_is_exact_and_compact(synthetic_photos: list[Image.Image]) ->
     fp = fingerprint(load_image(raw), raw)
     data = fp.to_bytes()
     assert len(fp.keypoints) > 50 and len(fp.mirrored) > 50
-    assert len(data) < 45_000
+    assert len(data) < 56_000
     _equal(fp, Fingerprint.from_bytes(data))
     _equal(fp, Fingerprint.from_bytes(memoryview(data)))
 
@@ -57,6 +60,27 @@ def test_truncated_extended_and_other_version_raise(synthetic_photos: list[Image
     with pytest.raises(FingerprintError, match="version"):
         Fingerprint.from_bytes(other)
     assert FINGERPRINT_VERSION.encode() in data[:12]
+
+
+def test_colour_is_kept_at_half_the_thumbnail_size() -> None:
+    """Cb and Cr planes (a red picture: Cr high, Cb low; grey: both 128) at half the thumbnail's size."""
+    red = fingerprint(Image.new("RGB", (640, 480), (200, 30, 30)))
+    assert red.chroma is not None and red.chroma.shape == (2, 60, 80) and red.thumb.shape == (120, 160)
+    assert red.chroma[1].min() > 200 and red.chroma[0].max() < 110
+    grey = fingerprint(Image.new("RGB", (300, 500), (90, 90, 90)))
+    assert grey.chroma is not None and np.abs(grey.chroma.astype(int) - 128).max() <= 1
+
+
+def test_the_previous_grey_only_format_still_reads(synthetic_photos: list[Image.Image]) -> None:
+    """orb2 fingerprints (stored before colour was kept) stay verifiable: read back without colour."""
+    from dataclasses import replace
+
+    fp = fingerprint(synthetic_photos[3])
+    old = replace(fp, chroma=None).to_bytes()
+    assert b"orb2" in old[:12] and len(old) == len(fp.to_bytes()) - fp.chroma.size
+    back = Fingerprint.from_bytes(old)
+    assert back.chroma is None
+    _equal(replace(fp, chroma=None), back)
 
 
 def test_flat_and_tiny_images_still_fingerprint() -> None:

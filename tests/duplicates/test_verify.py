@@ -146,6 +146,33 @@ def test_a_faint_figure_that_moved_is_told_from_a_faint_reencoding() -> None:
         assert copy.faint < verify.FAINT_MOVED / 4 and verify.is_copy(copy), (edit, copy)
 
 
+def test_a_figure_of_another_colour_that_moved_is_not_a_copy() -> None:
+    """Generated scene 8023: the person who moved (blue on green) is as bright as the grass around them, so in
+    grey every cell agrees and nothing moved (rules v9 called it a copy). Their colour moved: Cb and Cr, each
+    mapped by its own tone curve, differ where a local shift explains it. Copies of the same shot through
+    colour-changing edits (a colour filter, sepia, grey, a combination) stay copies: a plane no tone curve
+    explains is no evidence, and grey has no colour to move."""
+    from dataclasses import replace
+
+    from duplicates import verify
+    from duplicates.synthetic import shot
+
+    a, b = _fp(encode(shot(8023, 0))), _fp(encode(shot(8023, 1)))
+    for q, c in ((a, b), (b, a)):
+        ev = verify.measure(q, c)
+        assert ev.interior_bad <= verify.COPY_INTERIOR_BAD and ev.faint < verify.FAINT_MOVED  # what v9 saw
+        assert ev.colour_moved >= verify.COLOUR_MOVED and not verify.is_copy(ev), ev
+        assert relate(q, c, 0.95).relation is Relation.SAME_SCENE
+    grey_a, grey_b = replace(a, chroma=None), replace(b, chroma=None)  # an orb2 fingerprint: grey alone
+    assert verify.measure(grey_a, grey_b).colour_moved == 0.0
+    for edit in ("jpeg_q5", "colour", "sepia", "grayscale", "combo", "text_bar"):
+        copy = _fp(encode(EDITS[edit](shot(8023, 0))))
+        ev = verify.measure(copy, a)
+        assert ev.colour_moved < verify.COLOUR_MOVED / 2, (edit, ev)
+        if edit not in CLIPPING_EDITS:  # (those may fail in grey on synthetic colours: see CLIPPING_EDITS)
+            assert relate(copy, a, 0.95).relation is Relation.COPY, edit
+
+
 def test_a_photo_with_few_keypoints_is_judged_whole_frame_and_only_against_like_pictures(monkeypatch) -> None:
     """A very soft photo has too few corners for a keypoint fit (under FEW_KEYPOINTS): its re-encoding is
     found by comparing the whole frames, while an unrelated soft photo is not compared in full under any
