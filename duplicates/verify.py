@@ -23,7 +23,7 @@ embedding scores two different goldfinches as high as two shots of one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -240,13 +240,15 @@ def _tone_curve(c: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     edges = np.unique(np.percentile(c, np.linspace(0, 100, TONE_BINS + 1)))
     if len(edges) < 2:
         return np.array([float(c.mean())]), np.array([float(np.median(q))])
-    idx = np.clip(np.searchsorted(edges, c, side="right") - 1, 0, len(edges) - 2)
+    # Bin b holds edges[b] <= c < edges[b + 1] (the last one its upper edge too): slices of the pairs sorted by c.
+    order = np.argsort(c, kind="stable")
+    cs, qs = c[order], q[order]
+    cuts = np.searchsorted(cs, edges[1:-1], side="left").tolist()
     xs, ys = [], []
-    for b in range(len(edges) - 1):
-        sel = idx == b
-        if sel.any():
-            xs.append(float(np.median(c[sel])))
-            ys.append(float(np.median(q[sel])))
+    for lo, hi in zip([0, *cuts], [*cuts, len(cs)], strict=True):
+        if hi > lo:
+            xs.append(float(cs[(lo + hi - 1) // 2] + cs[(lo + hi) // 2]) / 2)  # the median of a sorted slice
+            ys.append(float(np.median(qs[lo:hi])))
     # Beyond the outer bins' medians the curve goes on with its overall slope (clamping would turn
     # every highlight and shadow into a difference).
     # Monotone: a filter keeps dark things darker; a bin mostly under an overlay (a dark text bar over
@@ -305,9 +307,10 @@ class Agreement:
     # faintly where a local shift explains it (measured with `moved`)
     colour_moved: float = 0.0  # the same region's cells whose colour differs where a local shift explains it
     # (_colour_motion; measured with `moved` when both sides have colour)
+    calm: np.ndarray | None = field(default=None, repr=False, compare=False)  # that region (cells), with `moved`
 
 
-Colour = tuple[np.ndarray, np.ndarray]  # (2, h, w) Cb, Cr planes of the query and of the warped candidate
+Colour = tuple[np.ndarray, np.ndarray]  # (2, h, w) Cb, Cr planes of the query and of the candidate, each its own grid
 
 
 def _cell_ncc(q: np.ndarray, c: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -344,23 +347,21 @@ def _preference(g: Agreement) -> tuple[bool, float, float, float]:
     return (g.noise > MAX_NOISE, g.interior_bad, -g.agree, g.noise)
 
 
-def _agreement(q: np.ndarray, c: np.ndarray, mask: np.ndarray, motion: float = 0.0,
-               colour: Colour | None = None) -> Agreement:
+def _agreement(q: np.ndarray, c: np.ndarray, mask: np.ndarray, motion: float = 0.0) -> Agreement:
     """The better of mapping c's tones onto q and q's onto c.
 
     The tone curve is fit from the side without an overlay: a dark text bar on
     the side being mapped would claim a whole band of tones.
     """
-    one = _agreement_one_way(q, c, mask, motion, colour)
+    one = _agreement_one_way(q, c, mask, motion)
     if one.interior_bad == 0.0 and one.noise <= MAX_NOISE:
         return one
-    two = _agreement_one_way(c, q, mask, motion, None if colour is None else (colour[1], colour[0]))
+    two = _agreement_one_way(c, q, mask, motion)
     # A curve bent by an overlay leaves most pixels off (typical difference above MAX_NOISE): never pick it.
     return min(one, two, key=_preference)
 
 
-def _agreement_one_way(q: np.ndarray, c: np.ndarray, mask: np.ndarray, motion: float = 0.0,
-                       colour: Colour | None = None) -> Agreement:
+def _agreement_one_way(q: np.ndarray, c: np.ndarray, mask: np.ndarray, motion: float = 0.0) -> Agreement:
     """Compare aligned, blurred images cell by cell after a robust tone match.
 
     A cell disagrees when its mean difference exceeds both CELL_TOL and
@@ -368,8 +369,8 @@ def _agreement_one_way(q: np.ndarray, c: np.ndarray, mask: np.ndarray, motion: f
     whose every cell is a little off still agrees while a moved arm does not.
     Disagreeing cells near the edges of the overlap are where overlays live
     (text bars, captions, logos, watermarks): they count only in `agree`.
-    `motion` > 0 also measures what moved (_motion), the candidate being magnified that much, and in `colour`
-    (the Cb, Cr planes, q's and c's, aligned alike) what moved in colour alone (_colour_motion).
+    `motion` > 0 also measures what moved (_motion), the candidate being magnified that much, and keeps the
+    region the faint and colour tests look at (`calm`).
     """
     if mask.sum() < 4 * CELL * CELL:
         return Agreement(0.0, 1.0, 99.0)
@@ -416,20 +417,19 @@ def _agreement_one_way(q: np.ndarray, c: np.ndarray, mask: np.ndarray, motion: f
     # Near the edges disagreement may be an overlay the overlay test missed (a logo over texture): there it
     # counts only when a local shift explains it (content that moved, not content that was added).
     edge = clustered & ~interior & ~overlay
-    moved, faint, colour_moved = 0.0, 0.0, 0.0
+    moved, faint, calm_cells = 0.0, 0.0, None
     if motion:
         # Faint differences (under the disagreement tolerance: a figure close to its background's tone)
         # are judged away from the overlap's border and from overlays, whose rims differ faintly too.
         k3 = np.ones((3, 3), np.uint8)
         near_overlay = cv2.dilate(overlay.astype(np.uint8), k3, iterations=FAINT_MARGIN).astype(bool)
         inner = cv2.erode(used.astype(np.uint8), k3, iterations=FAINT_MARGIN).astype(bool)
+        calm_cells = inner & ~near_overlay & ~bad
         moved, faint = _motion(q, cm, mask, edge, max(CELL_TOL, NOISE_FACTOR * noise),
-                               inner & ~near_overlay & ~bad, max(FAINT_TOL, FAINT_NOISE * noise), motion)
-        if colour is not None:
-            colour_moved = _colour_motion(*colour, mask, inner & ~near_overlay & ~bad)
+                               calm_cells, max(FAINT_TOL, FAINT_NOISE * noise), motion)
     return Agreement(float(1 - bad.sum() / used.sum()), float((clustered & interior & ~overlay).sum() / n_int),
                      noise, textured=textured, structure=structure, moved=moved,
-                     edge_bad=float(edge.sum() / used.sum()), faint=faint, colour_moved=colour_moved)
+                     edge_bad=float(edge.sum() / used.sum()), faint=faint, calm=calm_cells)
 
 
 def _motion(q: np.ndarray, c: np.ndarray, mask: np.ndarray, cells: np.ndarray, tol: float,
@@ -489,7 +489,10 @@ def _colour_motion(q: np.ndarray, c: np.ndarray, mask: np.ndarray, region: np.nd
         if noise > COLOUR_NOISE:
             continue
         tol = max(CELL_TOL, NOISE_FACTOR * noise)
-        moved, _ = _motion(qc, mapped, mask, region & used & (means > tol), tol, np.zeros_like(used), 255.0)
+        differ = region & used & (means > tol)
+        if differ.sum() < max(share, COLOUR_MOVED) * used.sum():
+            continue  # too few differ for a shift to explain enough (a copy's usual case: no flow needed)
+        moved, _ = _motion(qc, mapped, mask, differ, tol, np.zeros_like(used), 255.0)
         share = max(share, moved)
     return share
 
@@ -650,9 +653,12 @@ def _compare_at(qp: np.ndarray, cp: np.ndarray, inv: np.ndarray, motion: bool = 
     # The candidate's magnification onto the query (a 40% crop's original: 1.6x): its detail, and the flow's,
     # is that much coarser in query pixels.
     coarse = max(1.0, 1.0 / float(np.sqrt(abs(np.linalg.det(inv[:, :2])) + 1e-12)))
-    if motion and colour is not None:
-        colour = (colour[0], np.stack([cv2.warpAffine(p, inv, (w, h), flags=flags, borderValue=0) for p in colour[1]]))
-    return _agreement(qp, warped, mask, coarse if motion else 0.0, colour if motion else None), float(mask.sum())
+    agr = _agreement(qp, warped, mask, coarse if motion else 0.0)
+    if motion and colour is not None and agr.calm is not None:
+        # Colour is judged once, on the region of the grey comparison chosen (tone curves map c's colour onto q's).
+        cc = np.stack([cv2.warpAffine(p, inv, (w, h), flags=flags, borderValue=0) for p in colour[1]])
+        agr = replace(agr, colour_moved=_colour_motion(colour[0], cc, mask, agr.calm))
+    return agr, float(mask.sum())
 
 
 def _dihedral(k: int, flip: bool, w: int, h: int) -> np.ndarray:
