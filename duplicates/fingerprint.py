@@ -29,7 +29,8 @@ from duplicates import opencv
 # as 1/64-px fixed point (orb1's float16 rounded positions past 256 px to 0.25 px).
 # orb3: orb2 plus the thumbnail's colour (Cb, Cr planes at half its size).
 FINGERPRINT_VERSION = "orb3"
-READABLE_VERSIONS = ("orb2", FINGERPRINT_VERSION)  # orb2: no colour (chroma None)
+GREY_VERSION = "orb2"  # the format before colour: still read (chroma None) and written for a grey-only fingerprint
+READABLE_VERSIONS = (GREY_VERSION, FINGERPRINT_VERSION)
 
 # Long side of the image the keypoints are detected on. 480 px keeps a 40% crop
 # (about 300 px) rich in corners while a detection stays a few milliseconds.
@@ -81,7 +82,7 @@ class Fingerprint:
     def to_bytes(self) -> bytes:
         th, tw = self.thumb.shape
         fw, fh = self.feature_size
-        version = FINGERPRINT_VERSION if self.chroma is not None else "orb2"
+        version = FINGERPRINT_VERSION if self.chroma is not None else GREY_VERSION
         head = _HEADER.pack(_MAGIC, version.encode().ljust(8, b"\0"), self.width, self.height,
                             fw, fh, tw, th, len(self.keypoints), len(self.mirrored), self.sha256)
         parts = [head, np.ascontiguousarray(self.thumb, np.uint8).tobytes()]

@@ -225,6 +225,13 @@ def _thumb_affine(m: np.ndarray, query: Fingerprint, cand: Fingerprint) -> np.nd
     return full[:2]
 
 
+def _blurs(a: np.ndarray) -> tuple[float, float]:
+    """Gaussian sigmas (query, candidate) for thumbnail affine `a` (candidate -> query): compare at the coarser of
+    the two renderings, the sharper side blurred by the warp's scale."""
+    s = float(np.sqrt(abs(np.linalg.det(a[:, :2]))))
+    return BLUR * max(s, 1.0), BLUR / min(s, 1.0)
+
+
 def _prepare(img: np.ndarray, sigma: float = 1.2) -> np.ndarray:
     import cv2
 
@@ -560,8 +567,8 @@ def _warp_compare(query: Fingerprint, cand: Fingerprint, a: np.ndarray, mirrored
 
     q = np.ascontiguousarray(query.thumb[:, ::-1]) if mirrored else query.thumb
     # Compare at the coarser of the two renderings: blur the sharper side by the warp's scale.
-    s = float(np.sqrt(abs(np.linalg.det(a[:, :2]))))
-    qp, cp = _prepare(q, BLUR * max(s, 1.0)), _prepare(cand.thumb, BLUR / min(s, 1.0))
+    q_sigma, c_sigma = _blurs(a)
+    qp, cp = _prepare(q, q_sigma), _prepare(cand.thumb, c_sigma)
     inv = cv2.invertAffineTransform(a.astype(np.float32))  # query pixel -> candidate pixel
     smaller = min(q.size, cand.thumb.size * abs(np.linalg.det(a[:, :2])))
     first, overlap = _compare_at(qp, cp, inv)
@@ -860,9 +867,8 @@ def _colour_planes(query: Fingerprint, cand: Fingerprint, a: np.ndarray, mirrore
         return None
     if mirrored:
         qc = np.ascontiguousarray(qc[:, :, ::-1])
-    s = float(np.sqrt(abs(np.linalg.det(a[:, :2]))))
-    return (np.stack([_prepare(p, BLUR * max(s, 1.0)) for p in qc]),
-            np.stack([_prepare(p, BLUR / min(s, 1.0)) for p in cc]))
+    q_sigma, c_sigma = _blurs(a)
+    return np.stack([_prepare(p, q_sigma) for p in qc]), np.stack([_prepare(p, c_sigma) for p in cc])
 
 
 def is_copy(ev: Evidence) -> bool:
