@@ -10,8 +10,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from storage.location import Location, LocationError, parse_location
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,10 +35,12 @@ class Settings(BaseSettings):
     db_pass: str = ""
     db_connect_timeout: int = Field(5, ge=1, description="seconds before an unreachable database is reported")
 
-    # Files.
-    data_dir: Path = Path("data")
-    image_root: Path | None = Field(
-        None, description="images.file_path is read relative to it; default DATA_DIR/images"
+    # Files: a local folder or an object-store URL (s3://bucket/prefix; storage/, docs/operations.md).
+    data_dir: str = Field("data", description="embeddings, index versions (and weights when local); a folder or "
+                          "s3://bucket/prefix")
+    image_root: str | None = Field(
+        None, description="images.file_path is read relative to it (a folder or s3://bucket/prefix); "
+        "default DATA_DIR/images"
     )
     sample_data_dir: Path | None = Field(
         None, description="real photos for tests, demo and benchmarks; default ../shared/data when present"
@@ -69,13 +73,27 @@ class Settings(BaseSettings):
     index_hnsw_ef_search: int | None = Field(
         None, ge=8, description="HNSW efSearch; default the measured choice in indexing/choice.py (512)"
     )
-    backup_dir: Path | None = Field(
+    backup_dir: str | None = Field(
         None, description="full, verified copies of published index versions, sharing no file with the store "
-        "(put it on another disk); default DATA_DIR/index-backups"
+        "(another disk, bucket or prefix); default DATA_DIR/index-backups"
     )
     index_recheck_seconds: float = Field(
         600.0, gt=0, description="the server re-hashes the files of the version it serves this often"
     )
+
+    # Object storage (only read when a folder setting is a URL). The standard AWS variables, as boto3 reads them.
+    aws_endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, Ceph, ...); "
+                                         "default AWS's")
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: SecretStr | None = None
+    aws_default_region: str | None = None
+    storage_conn_id: str | None = Field(None, description="inside Airflow: an Airflow connection (AWS type) "
+                                        "whose login, password and extra endpoint_url/region_name are used")
+    storage_cache_dir: Path | None = Field(
+        None, description="this process's local copies of a remote DATA_DIR (parts being written, versions "
+        "being built or served); default ~/.cache/image-similarity. One per process on a shared host")
+    storage_timeout_seconds: float = Field(10.0, gt=0, le=600, description="connect timeout of object-store "
+                                           "calls; a store that does not answer costs this per attempt")
 
     # Search server.
     api_host: str = "127.0.0.1"
@@ -98,13 +116,60 @@ class Settings(BaseSettings):
         None, description="public URL of the search server for links (Airflow plugin); default http://API_HOST:API_PORT/"
     )
 
+    @field_validator("data_dir", "image_root", "backup_dir", mode="before")
+    @classmethod
+    def _folder_or_url(cls, value: object) -> object:
+        """A Path or a string; parsed here so a bad scheme stops every command at start (LocationError)."""
+        if value is None:
+            return None
+        text = str(value)
+        parse_location(text, "folder")  # raises ValueError subclasses: reported with the variable's name
+        return text
+
+    @property
+    def data_location(self) -> Location:
+        """Where embeddings and index versions live: a local folder or an object-store prefix."""
+        return parse_location(self.data_dir, "DATA_DIR")
+
+    @property
+    def image_location(self) -> Location:
+        """Where images.file_path is read: IMAGE_ROOT, default DATA_DIR/images (a folder or a prefix)."""
+        if self.image_root is None:
+            return self.data_location.child("images")
+        return parse_location(self.image_root, "IMAGE_ROOT")
+
+    @property
+    def backup_location(self) -> Location:
+        if self.backup_dir is None:
+            return self.data_location.child("index-backups")
+        return parse_location(self.backup_dir, "BACKUP_DIR")
+
+    @property
+    def remote_data(self) -> bool:
+        """DATA_DIR is an object store: local work happens in this process's cache (storage/mirror.py)."""
+        return not self.data_location.is_local
+
+    @property
+    def resolved_storage_cache_dir(self) -> Path:
+        path = self.storage_cache_dir or Path.home() / ".cache" / "image-similarity"
+        return path if path.is_absolute() else Path.cwd() / path
+
     @property
     def resolved_data_dir(self) -> Path:
-        return self.data_dir if self.data_dir.is_absolute() else (Path.cwd() / self.data_dir)
+        """The local folder the pipeline works in: DATA_DIR itself, or for an object-store DATA_DIR this
+        process's mirror of it in the cache (what was downloaded, what is being written before upload)."""
+        location = self.data_location
+        if location.is_local:
+            return location.path
+        return self.resolved_storage_cache_dir / "data" / _slug(location.url)
 
     @property
     def resolved_image_root(self) -> Path:
-        return (self.image_root or self.resolved_data_dir / "images").resolve()
+        """IMAGE_ROOT as a local folder; only for a local one (an object-store root is read by storage.images)."""
+        location = self.image_location
+        if not location.is_local:
+            raise LocationError(f"IMAGE_ROOT {location.url} is an object store, not a folder")
+        return location.path.resolve()
 
     @property
     def resolved_model_weights(self) -> Path:
@@ -125,9 +190,11 @@ class Settings(BaseSettings):
 
     @property
     def resolved_backup_dir(self) -> Path:
-        if self.backup_dir is None:
-            return self.resolved_data_dir / "index-backups"
-        return self.backup_dir if self.backup_dir.is_absolute() else Path.cwd() / self.backup_dir
+        """BACKUP_DIR as a local folder (for an object-store BACKUP_DIR: its mirror in the cache)."""
+        location = self.backup_location
+        if location.is_local:
+            return location.path
+        return self.resolved_storage_cache_dir / "backups" / _slug(location.url)
 
     def conninfo(self, dbname: str | None = None) -> str:
         """libpq connection string for psycopg (values quoted, so any password works)."""
@@ -144,6 +211,15 @@ class Settings(BaseSettings):
         )
 
 
+def _slug(url: str) -> str:
+    """A URL as one folder name of the cache (readable, and distinct for distinct URLs)."""
+    import hashlib
+    import re
+
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", url)[-60:].strip("_")
+    return f"{readable}-{hashlib.sha256(url.encode()).hexdigest()[:8]}"
+
+
 def load_settings(**overrides: object) -> Settings:
     """Build settings, turning validation errors into one line naming the variable."""
     try:
@@ -152,6 +228,10 @@ def load_settings(**overrides: object) -> Settings:
         lines = []
         for err in exc.errors():
             name = "_".join(str(p) for p in err["loc"]).upper()
+            cause = err.get("ctx", {}).get("error")
+            if isinstance(cause, LocationError):  # its own line names the problem; the input may hold a path
+                lines.append(f"{name}: {str(cause).split(': ', 1)[-1]}")
+                continue
             lines.append(f"{name}: {err['msg']} (got {err.get('input')!r})")
         raise SettingsError("invalid setting " + "; ".join(lines)) from None
 

