@@ -112,3 +112,38 @@ def settings(pg_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     get_settings.cache_clear()
     yield get_settings()
     get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[object]:
+    """A real S3-protocol server for the run (tests/s3server.py); its credentials are in its `env()`."""
+    from tests.s3server import S3Server
+
+    server = S3Server(_RUN_DIR / "s3").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3(s3_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """The S3 server's endpoint and keys in the environment, a fresh bucket for this test, a private cache.
+
+    Returns (server, bucket name, bucket folder); settings built after this reach the server.
+    """
+    from core.settings import get_settings
+    from storage.filesystems import clear_cache
+
+    if s3_server.proc is None:  # a test that stopped it for an outage
+        s3_server.start()
+    for name, value in s3_server.env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("STORAGE_CACHE_DIR", str(tmp_path / "cache"))
+    bucket = f"b{uuid.uuid4().hex[:10]}"
+    folder = s3_server.bucket(bucket)
+    clear_cache()
+    get_settings.cache_clear()
+    yield s3_server, bucket, folder
+    clear_cache()
+    get_settings.cache_clear()
