@@ -2,7 +2,7 @@
 
   .venv/bin/python bench/duplicates.py [--limit N] [--edits a,b] [--top-k 20] [--event-size 2000]
 
-Data: the shared photos and scenes (SAMPLE_DATA_DIR or ../shared/data) when present,
+Data: the sample photos and scenes (the sample-data folder, SAMPLE_DATA_DIR) when present,
 else photo-free material from duplicates.synthetic (textured scenes, other shots
 with the camera and people moved); the first line says which.
 - Event: 3 photos in 4 (originals), a planted copy group for every third of

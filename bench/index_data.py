@@ -87,7 +87,7 @@ def synthetic_ledger(n: int, per_event: int, start_id: int = 1) -> pd.DataFrame:
 
 def write_parts(dataset: Path, rows: pd.DataFrame, vectors: Callable[[int, int], np.ndarray], model_version: str,
                 chunk: int = 50_000, tag: str = "bench") -> list[Path]:
-    """Parquet parts in the DESIGN.md schema; vectors(a, b) gives the rows a..b. Returns the part paths."""
+    """Parquet parts in the docs/design.md schema; vectors(a, b) gives the rows a..b. Returns the part paths."""
     dataset.mkdir(parents=True, exist_ok=True)
     paths = []
     for a in range(0, len(rows), chunk):

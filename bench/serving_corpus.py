@@ -3,7 +3,7 @@
 Vectors look like embeddings, not uniform noise: each event has its own
 centre and its photos scatter around it (a few near-copies included), all
 L2-normalised. They go through the real path: `images` rows, Parquet parts in
-the DESIGN.md schema, ledger rows, then `indexing.pipeline.build` + `publish`.
+the docs/design.md schema, ledger rows, then `indexing.pipeline.build` + `publish`.
 The served model must match the index's model version, so for 2048-d the
 Places365 ResNet50 is loaded from a checkpoint in the CSAIL format with random
 weights (its memory and speed are the real model's; its outputs are not).

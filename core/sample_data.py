@@ -1,7 +1,7 @@
 """Sample images for tests, the demo and benchmarks.
 
-Real photos come from the sample data dir (SAMPLE_DATA_DIR, else ../shared/data
-beside the repo). A user's clone has neither, so the same callers can generate
+Real photos come from the sample-data folder (SAMPLE_DATA_DIR, see
+`core.settings.sample_data_dir`). A user's clone has none, so the same callers can generate
 distinct synthetic scenes instead: nothing is ever copied into the repo.
 """
 
@@ -72,7 +72,7 @@ def generate_photos(out_dir: Path, count: int, *, seed: int = 0, size: tuple[int
 
 
 def sample_scene_pairs(limit: int, *, out_dir: Path | None = None, seed: int = 0) -> list[tuple[Path, Path]]:
-    """`limit` pairs of different shots of one scene (DESIGN.md: "same scene", never a duplicate).
+    """`limit` pairs of different shots of one scene (docs/design.md: "same scene", never a duplicate).
 
     Real ones when the sample data has `scenes/` (the first two photos of each
     group in groups.csv; burst-like "video-frames-0.5s" groups first: the plainest

@@ -1,4 +1,4 @@
-"""The edits that leave a photo "the same photograph" (DESIGN.md): each must be decided COPY.
+"""The edits that leave a photo "the same photograph" (docs/design.md): each must be decided COPY.
 
 One catalogue for the benchmark, the tests and the demo, so they all plant the
 same kinds of copies. Every edit takes and returns an RGB PIL image; `encode`

@@ -1,4 +1,4 @@
-"""The three relations of DESIGN.md ("What duplicate means") and one verdict object."""
+"""The three relations of docs/design.md (What "duplicate" means) and one verdict object."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The Parquet dataset of one model version: its place on disk, its schema, reading the latest rows.
 
-`$DATA_DIR/embeddings/model_version=<mv>/part-<run>-<batch>.parquet` (DESIGN.md).
+`$DATA_DIR/embeddings/model_version=<mv>/part-<run>-<batch>.parquet` (docs/design.md).
 Re-embedding writes new parts, so an image may appear in several; readers keep
 the newest row per image_id (by embedded_at, then by part file mtime).
 """
@@ -19,15 +19,15 @@ if TYPE_CHECKING:
     from core.settings import Settings
 
 COLUMNS = ("image_id", "image_code", "event_code", "vector", "model_version", "width", "height", "embedded_at")
-# Extension columns (not in DESIGN.md's list, which stays unchanged): the duplicate fingerprint of each image
-# (`duplicates.fingerprint.Fingerprint.to_bytes()`) and its format version. Parts written before they existed
+# Extension columns (after docs/design.md's contract columns, which stay unchanged): the duplicate fingerprint of
+# each image (`duplicates.fingerprint.Fingerprint.to_bytes()`) and its format version. Parts written before they existed
 # lack them; readers see nulls there (the image is then unverifiable, never a copy).
 FINGERPRINT_FIELDS = (pa.field("fingerprint", pa.binary()), pa.field("fingerprint_version", pa.string()))
 _UNSAFE = re.compile(r"[^A-Za-z0-9._@+-]")
 
 
 def schema(dim: int) -> pa.Schema:
-    """The contract schema (DESIGN.md) for vectors of `dim` floats."""
+    """The contract schema (docs/design.md) for vectors of `dim` floats."""
     return pa.schema([
         ("image_id", pa.int64()),
         ("image_code", pa.string()),

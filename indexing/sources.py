@@ -1,6 +1,6 @@
 """What a build reads: the ledger of live embedded images (PostgreSQL) and the Parquet vectors.
 
-The Parquet dataset follows DESIGN.md: `DATA_DIR/embeddings/model_version=<mv>/part-*.parquet`
+The Parquet dataset follows docs/design.md: `DATA_DIR/embeddings/model_version=<mv>/part-*.parquet`
 with `image_id`, `vector fixed_size_list<float32>[dim]`, `embedded_at`, ... Parts are
 streamed one at a time (light columns first, vectors only of the winning rows), so a
 build never holds the whole dataset in memory next to the index.

@@ -1,6 +1,6 @@
 """The versioned index store on disk: layout, the typed `Manifest`, `IndexStore`, file helpers.
 
-Layout (DESIGN.md): `DATA_DIR/indexes/<model_version>/v000042/` holds
+Layout (docs/design.md): `DATA_DIR/indexes/<model_version>/v000042/` holds
 `index.faiss`, `meta.parquet`, `manifest.json`; `CURRENT` beside the version
 folders names the served version. A version folder only ever appears by an
 atomic rename of a fully written temp folder, and `CURRENT` is replaced by an

@@ -1,7 +1,7 @@
 """Duplicate relations as the server answers them: verified candidates, copy groups, same-scene groups.
 
 The decision itself is the `duplicates` package (copy / same scene / related,
-DESIGN.md "What duplicate means"); this module feeds it what the served
+docs/design.md, What "duplicate" means); this module feeds it what the served
 version holds and caches what is expensive, per served version:
 - each event's verified pairs (the costly part of its groups): read from the version's
   precomputed relations (indexing/relations.py: the pipeline verified them when it built the

@@ -1,5 +1,5 @@
 -- The Event Management System's `images` table, exactly as the original service's
--- README gives it (DESIGN.md quotes it verbatim). On an existing EMS database
+-- README gives it (docs/design.md quotes it verbatim). On an existing EMS database
 -- every statement below is a no-op for its columns: we never change them.
 CREATE TABLE IF NOT EXISTS images (
   id SERIAL PRIMARY KEY,

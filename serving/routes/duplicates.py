@@ -2,7 +2,7 @@
 
 A duplicate is a copy (the same photograph) and nothing else: the decision is
 `duplicates` (verification of fingerprints), the global cosine only proposes
-candidates (DESIGN.md "What duplicate means", docs/duplicates.md).
+candidates (docs/design.md, What "duplicate" means; docs/duplicates.md).
 """
 
 from __future__ import annotations

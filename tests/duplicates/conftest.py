@@ -1,4 +1,5 @@
-"""Fixtures for the duplicate decision: photo-free synthetic photos always, real ones when ../shared is there."""
+"""Fixtures for the duplicate decision: photo-free synthetic photos always, real ones when the sample-data folder
+(SAMPLE_DATA_DIR) is there."""
 
 from __future__ import annotations
 

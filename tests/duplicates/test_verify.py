@@ -196,7 +196,7 @@ def test_a_photo_with_few_keypoints_is_judged_whole_frame_and_only_against_like_
 
 
 def test_real_same_scene_pairs_are_never_copies(real_scene_pairs) -> None:
-    """Shots of one scene seconds apart (../shared/data/scenes) are not copies.
+    """Shots of one scene seconds apart (the sample data's scenes/, SAMPLE_DATA_DIR) are not copies.
 
     Both ways round: relate() calls a pair a copy when either side sees one (rules v6), so a one-sided
     false copy would show here in one of the two directions.

@@ -1,4 +1,4 @@
-"""Fixtures for the index store: real database rows and real Parquet parts (DESIGN.md schema)."""
+"""Fixtures for the index store: real database rows and real Parquet parts (docs/design.md schema)."""
 
 from __future__ import annotations
 
