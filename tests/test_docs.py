@@ -16,7 +16,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
-# Built from pieces so this file does not match itself. "/work/": absolute paths of a development machine.
+# Built from pieces so this file does not match itself. The last: absolute paths of a development machine.
 _UP_SHARED = "../" + "shared"
 _DESIGN = "DESIGN" + ".md"
 OUTSIDE = (_UP_SHARED, "shared/" + "DESIGN", _DESIGN, "/work" + "/")
