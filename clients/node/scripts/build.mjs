@@ -25,14 +25,29 @@ const common = {
   logLevel: 'warning',
 };
 await build({ ...common, format: 'esm', outfile: join(DIST, 'index.mjs') });
-await build({ ...common, format: 'cjs', outfile: join(DIST, 'index.cjs') });
+// CommonJS from its own entry: `module.exports` is the class, the named exports its properties.
+await build({ ...common, entryPoints: [join(PACKAGE, 'src', 'index.cjs')], format: 'cjs', outfile: join(DIST, 'index.cjs') });
 
 const openapi = readFileSync(join(PACKAGE, 'types', 'openapi.d.ts'), 'utf8');
 const client = readFileSync(join(PACKAGE, 'types', 'client.d.ts'), 'utf8')
   .replace(/^import type \{ components \} from '\.\/openapi\.js';\n/m, '');
-const declarations = `// image-similarity-client ${version}: types. The request/response shapes are generated from the\n`
+const head = `// image-similarity-client ${version}: types. The request/response shapes are generated from the\n`
   + `// server's OpenAPI document (types/openapi.d.ts in the source); the client surface follows them.\n`
-  + `/// <reference types="node" />\n\n${openapi}\n${client}`;
-writeFileSync(join(DIST, 'index.d.ts'), declarations);
-writeFileSync(join(DIST, 'index.d.cts'), declarations);
+  + `/// <reference types="node" />\n\n`;
+writeFileSync(join(DIST, 'index.d.ts'), `${head}${openapi}\n${client}`);
+// CommonJS: `export =` the class (what `require()` returns, src/index.cjs), merged with a namespace
+// that re-exports every named export and type, so `import X = require()`, `X.ValidationError`,
+// `X.SearchResult`, named imports and (esModuleInterop) default imports all type-check. The
+// declarations sit in a module-local namespace; the class is exported as itself, not a copy.
+const NAMESPACE = 'imageSimilarityClient';
+const body = `${openapi}\n${client}`.replace(/^export default .*\n/m, '').replace(/^export declare /gm, 'export ');
+const names = [...new Set([...body.matchAll(/^export (?:class|const|function|interface|type) ([\w$]+)/gm)].map((m) => m[1]))];
+if (!names.includes('ImageSimilarityClient')) throw new Error('types/client.d.ts declares no ImageSimilarityClient');
+const indent = (text) => text.split('\n').map((line) => (line ? `  ${line}` : line)).join('\n');
+writeFileSync(join(DIST, 'index.d.cts'), `${head}declare namespace ${NAMESPACE} {\n${indent(body)}\n`
+  + '  /** `require(\'image-similarity-client\')` is the class; these are its properties (and types). */\n'
+  + '  export namespace ImageSimilarityClient {\n'
+  + names.map((name) => `    export import ${name} = ${NAMESPACE}.${name};\n`).join('')
+  + '  }\n}\n\n'
+  + `export = ${NAMESPACE}.ImageSimilarityClient;\n`);
 console.log(`built ${DIST}: index.mjs, index.cjs, index.d.ts, index.d.cts`);

@@ -1,8 +1,9 @@
 /**
  * image-similarity-client: find duplicate and related event photos through the search server.
  *
- *   import { ImageSimilarityClient } from 'image-similarity-client';        // ESM
- *   const { ImageSimilarityClient } = require('image-similarity-client');   // CommonJS
+ *   import { ImageSimilarityClient } from 'image-similarity-client';        // ESM (or the default import)
+ *   const ImageSimilarityClient = require('image-similarity-client');       // CommonJS: the class itself,
+ *   const { ImageSimilarityClient } = require('image-similarity-client');   // its named exports as properties
  *   const client = new ImageSimilarityClient('http://localhost:8000');
  *   const results = await client.searchSimilar(vectorArray, 5);
  */

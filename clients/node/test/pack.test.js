@@ -54,20 +54,56 @@ assert.throws(() => new ImageSimilarityClient({ baseurl: 'http://localhost:8000'
 console.log(JSON.stringify({ esm: 'ok', top: results[0].id, added: added.id }));
 `;
 
+// The original service's CommonJS usage: the package itself is the class.
 const CJS_APP = `const assert = require('node:assert/strict');
-const { ImageSimilarityClient, ValidationError } = require('image-similarity-client');
+const ImageSimilarityClient = require('image-similarity-client');
+const { ImageSimilarityClient: Named, ValidationError, ImageSearchError } = require('image-similarity-client');
 
 async function main() {
   const { photoId } = JSON.parse(process.env.APP_INPUT);
   const client = new ImageSimilarityClient(process.env.IMAGE_SEARCH_URL);
+  assert.equal(Named, ImageSimilarityClient);
+  assert.equal(require('image-similarity-client').default, ImageSimilarityClient);
   const status = await client.imageStatus(photoId);
   assert.equal(status.status, 'indexed');
-  const similar = await client.similarTo(photoId, { topK: 3 });
+  const similar = await new Named(process.env.IMAGE_SEARCH_URL).similarTo(photoId, { topK: 3 });
   assert.equal(similar.length, 3);
   const bad = await client.searchSimilar([1, 2, 3], 5).catch((e) => e);
   assert.ok(bad instanceof ValidationError, String(bad));
+  assert.ok(bad instanceof ImageSimilarityClient.ImageSearchError && bad instanceof ImageSearchError);
   assert.equal(require('image-similarity-client/package.json').name, 'image-similarity-client');
   console.log(JSON.stringify({ cjs: 'ok', similar: similar.map((h) => h.id) }));
+}
+main().catch((err) => { console.error(err); process.exit(1); });
+`;
+
+// The same in TypeScript CommonJS (.cts): `import X = require()` is the class with a namespace of
+// the named exports and types; named and default imports work too.
+const CTS_APP = `import ImageSimilarityClient = require('image-similarity-client');
+import DefaultClient, { ImageSimilarityClient as Named, ValidationError, type SearchResult } from 'image-similarity-client';
+
+async function main(): Promise<void> {
+  const { photoId } = JSON.parse(process.env.APP_INPUT ?? '{}') as { photoId: number };
+  const client: ImageSimilarityClient = new ImageSimilarityClient(process.env.IMAGE_SEARCH_URL ?? 'http://localhost:8000');
+  const named: Named = new Named({ baseUrl: client.baseUrl });
+  const viaDefault: ImageSimilarityClient.ImageSimilarityClient = new DefaultClient(client.baseUrl);
+  const similar: ImageSimilarityClient.SearchResult[] = await client.similarTo(photoId, { topK: 3 });
+  const same: SearchResult[] = await named.similarTo(photoId, { topK: 3 });
+  const status: ImageSimilarityClient.ImageStatus = await viaDefault.imageStatus(photoId);
+  const bad = await client.searchSimilar([1, 2, 3], 5).catch((e: unknown) => e);
+  if (!(bad instanceof ImageSimilarityClient.ValidationError) || !(bad instanceof ValidationError)) throw new Error(String(bad));
+  const err: ImageSimilarityClient.ImageSearchError = bad;
+  // @ts-expect-error the namespace has the package's names only
+  ImageSimilarityClient.NoSuchError;
+  try {
+    // @ts-expect-error an option the client does not have
+    new ImageSimilarityClient({ baseurl: 'x' });
+    throw new Error('an unknown option must throw');
+  } catch (e) {
+    if (!(e instanceof TypeError)) throw e;
+  }
+  console.log(JSON.stringify({ cts: 'ok', similar: similar.map((h) => h.id), same: same.length, status: status.status,
+    code: err.code }));
 }
 main().catch((err) => { console.error(err); process.exit(1); });
 `;
@@ -146,18 +182,16 @@ describe('the packed tarball in a fresh app', { timeout: 600_000 }, () => {
     assert.equal(JSON.parse(stdout).esm, 'ok');
   });
 
-  test('CommonJS: require() works on Node 18+', async () => {
+  test("CommonJS: require() is the class itself (the original service's usage), named exports on it", async () => {
     await writeFile(join(app, 'seed.cjs'), CJS_APP);
     const { stdout } = await run('node', ['seed.cjs'], { cwd: app, env: appEnv(live, input) });
     assert.equal(JSON.parse(stdout).cjs, 'ok');
   });
 
-  test('TypeScript: tsc --strict compiles (types say what the server sends) and the output runs', async () => {
+  test('TypeScript: tsc --strict compiles ESM and CommonJS (`import X = require()`) code; the output runs', async () => {
     await mkdir(join(app, 'src'), { recursive: true });
     await writeFile(join(app, 'src', 'app.mts'), TS_APP);
-    await writeFile(join(app, 'src', 'legacy.cts'), `import { ImageSimilarityClient } from 'image-similarity-client';
-export const client: ImageSimilarityClient = new ImageSimilarityClient('http://localhost:8000');
-`);
+    await writeFile(join(app, 'src', 'legacy.cts'), CTS_APP);
     await writeFile(join(app, 'tsconfig.json'), JSON.stringify({
       compilerOptions: { strict: true, module: 'nodenext', moduleResolution: 'nodenext', target: 'es2022',
         outDir: 'out', types: ['node'], skipLibCheck: false },
@@ -170,6 +204,8 @@ export const client: ImageSimilarityClient = new ImageSimilarityClient('http://l
     assert.equal(out.ts, 'ok');
     assert.equal(out.top, live.images[0].id);
     assert.equal(out.version >= 1, true);
+    const legacy = JSON.parse((await run('node', [join('out', 'legacy.cjs')], { cwd: app, env: appEnv(live, input) })).stdout);
+    assert.deepEqual([legacy.cts, legacy.same, legacy.status, legacy.code], ['ok', 3, 'indexed', 'HTTP_422']);
   });
 
   test("the generated types match the live server's /openapi.json", async () => {
