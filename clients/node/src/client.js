@@ -13,7 +13,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import {
-  AbortError, ImageSearchError, RETRYABLE_STATUS, WaitTimeoutError, errorClassFor, networkCode,
+  AbortError, ImageSearchError, RETRYABLE_STATUS, TimeoutError, WaitTimeoutError, errorClassFor, networkCode,
   networkErrorClass, serverMessage,
 } from './errors.js';
 import { multipartStream, toUpload } from './upload.js';
@@ -195,14 +195,23 @@ export class ImageSimilarityClient {
   async waitUntilIndexed(idOrCode, options = {}) {
     const timeout = nonNegative('timeout', options.timeout ?? 120_000);
     const interval = Math.max(10, nonNegative('interval', options.interval ?? 1_000));
-    const deadline = Date.now() + timeout;
+    const started = Date.now();
+    const deadline = started + timeout;
     let last;
     for (;;) {
       const left = deadline - Date.now();
       // Each poll may take up to the client's timeout but not much past the deadline (a second at least).
       const room = Math.max(left, 1_000);
-      const perCall = this.timeout > 0 ? Math.min(this.timeout, room) : room;
-      last = await this.imageStatus(idOrCode, { signal: options.signal, timeout: perCall });
+      const bounded = this.timeout === 0 || room < this.timeout; // the wait's deadline, not the client's timeout
+      try {
+        last = await this.imageStatus(idOrCode, { signal: options.signal, timeout: bounded ? room : undefined });
+      } catch (err) {
+        if (!bounded || !(err instanceof TimeoutError) || options.signal?.aborted) throw err;
+        throw new TimeoutError(`no answer from ${err.url} within ${room} ms, the rest of waitUntilIndexed's timeout `
+          + `of ${timeout} ms${last ? ` (last status: ${last.status})` : ''}`, {
+          method: err.method, url: err.url, code: 'ETIMEDOUT', attempts: err.attempts, body: last, cause: err,
+        });
+      }
       options.onStatus?.(last);
       if (last.status === 'indexed') return last;
       if (last.status === 'failed') {
@@ -218,7 +227,8 @@ export class ImageSimilarityClient {
       try {
         await sleep(wait, undefined, options.signal ? { signal: options.signal } : undefined);
       } catch (err) {
-        throw new AbortError('waitUntilIndexed aborted', { code: 'EABORTED', cause: err });
+        throw callerStopped(options.signal, `waitUntilIndexed(${idOrCode})`, `${Date.now() - started} ms into the wait`
+          + ` (last status: ${last.status})`, { body: last, cause: err }, { waiting: true });
       }
     }
   }
@@ -307,34 +317,37 @@ export class ImageSimilarityClient {
     const idempotent = options.idempotent ?? ['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE'].includes(method.toUpperCase());
     // A stream is consumed by the first attempt: nothing can be sent again.
     const retries = options.stream !== undefined ? 0 : (options.retries ?? this.retries);
-    const timeout = options.timeout ?? this.timeout;
     const where = { method, url: url.toString() };
+    // Two deadlines may end an attempt: this client's (the per-call `timeout` option, else the client's) and
+    // the caller's `signal` (AbortSignal.timeout(ms), or any abort). The error names the one that passed.
+    const timeout = options.timeout ?? this.timeout;
+    const started = Date.now();
+    const deadlines = { timeout, caller: options.signal, started,
+      timeoutFrom: options.timeout !== undefined ? "this call's timeout option" : "the client's timeout option" };
 
     for (let attempt = 1; ; attempt++) {
-      const signals = [];
-      if (timeout > 0) signals.push(AbortSignal.timeout(timeout));
-      if (options.signal) signals.push(options.signal);
+      deadlines.own = timeout > 0 ? AbortSignal.timeout(timeout) : undefined;
+      const signals = [deadlines.own, options.signal].filter(Boolean);
       let response;
       try {
-        const init = { method, headers, body, signal: anySignal(signals) };
+        const init = { method, headers, body, signal: signals.length > 1 ? AbortSignal.any(signals) : signals[0] };
         if (duplex) init.duplex = duplex;
         response = await this.fetch(url, init);
       } catch (err) {
-        const failure = fetchFailure(err, { ...where, attempts: attempt, timeout, userSignal: options.signal,
-          sending: body !== undefined });
+        const failure = fetchFailure(err, { ...where, attempts: attempt, deadlines, sending: body !== undefined });
         // A connection cut mid-request is retried for idempotent calls, except uploads: a server that
         // drops an upload (over its size limit) would only drop it again.
         const safe = failure.code === 'ECONNREFUSED'
           || (idempotent && CUT_OFF.has(failure.code) && options.form === undefined);
         if (safe && attempt <= retries) {
-          await this.#backoff(attempt, failure, null, options.signal);
+          await this.#backoff(attempt, failure, null, deadlines);
           continue;
         }
         throw failure;
       }
       if (idempotent && RETRYABLE_STATUS.has(response.status) && attempt <= retries) {
         const failure = await httpFailure(response, { ...where, attempts: attempt });
-        await this.#backoff(attempt, failure, response.headers.get('retry-after'), options.signal);
+        await this.#backoff(attempt, failure, response.headers.get('retry-after'), deadlines);
         continue;
       }
       if (!response.ok) throw await httpFailure(response, { ...where, attempts: attempt });
@@ -342,7 +355,7 @@ export class ImageSimilarityClient {
       try {
         text = await response.text();
       } catch (err) {
-        throw fetchFailure(err, { ...where, attempts: attempt, timeout, userSignal: options.signal });
+        throw fetchFailure(err, { ...where, attempts: attempt, deadlines });
       }
       const info = { status: response.status, headers: response.headers, url: where.url, attempts: attempt };
       options.onResponse?.(info);
@@ -363,7 +376,7 @@ export class ImageSimilarityClient {
     }
   }
 
-  async #backoff(attempt, failure, retryAfter, signal) {
+  async #backoff(attempt, failure, retryAfter, { caller, started }) {
     let delay = Math.min(this.maxRetryDelay, this.retryDelay * 2 ** (attempt - 1));
     delay = delay / 2 + Math.random() * (delay / 2); // jitter: clients restarted together spread out
     const hinted = Number(retryAfter);
@@ -373,11 +386,11 @@ export class ImageSimilarityClient {
         method: failure.method, url: failure.url });
     }
     try {
-      await sleep(delay, undefined, signal ? { signal } : undefined);
+      await sleep(delay, undefined, caller ? { signal: caller } : undefined);
     } catch {
-      throw new AbortError('request aborted while waiting to retry', {
-        method: failure.method, url: failure.url, code: 'EABORTED', attempts: attempt, cause: failure,
-      });
+      throw callerStopped(caller, `${failure.method} ${failure.url}`, `${Date.now() - started} ms into the call, `
+        + `while waiting to retry after ${failure.status ? `HTTP ${failure.status}` : failure.code}`,
+      { method: failure.method, url: failure.url, attempts: attempt, cause: failure }, { waiting: true });
     }
   }
 }
@@ -430,21 +443,6 @@ function pathSegment(name, value) {
   return encodeURIComponent(String(value));
 }
 
-function anySignal(signals) {
-  if (signals.length === 0) return undefined;
-  if (signals.length === 1) return signals[0];
-  if (typeof AbortSignal.any === 'function') return AbortSignal.any(signals);
-  const controller = new AbortController(); // Node < 20.3
-  for (const s of signals) {
-    if (s.aborted) {
-      controller.abort(s.reason);
-      break;
-    }
-    s.addEventListener('abort', () => controller.abort(s.reason), { once: true });
-  }
-  return controller.signal;
-}
-
 async function httpFailure(response, where) {
   const text = await response.text().catch(() => '');
   let body = text;
@@ -461,13 +459,35 @@ async function httpFailure(response, where) {
 
 const CUT_OFF = new Set(['EPIPE', 'ECONNRESET', 'UND_ERR_SOCKET']);
 
-function fetchFailure(err, { method, url, attempts, timeout, userSignal, sending = false }) {
-  const name = err?.name;
-  const make = (message, code) => new (networkErrorClass(code))(message, { method, url, code, attempts, cause: err });
-  if (name === 'TimeoutError' || (name === 'AbortError' && !userSignal?.aborted && err?.cause?.name === 'TimeoutError')) {
-    return make(`no answer from ${url} within ${timeout} ms`, 'ETIMEDOUT');
+/**
+ * The caller's signal ended the call: its deadline passed (AbortSignal.timeout, whose reason is a
+ * TimeoutError) or it was aborted. Named as the caller's, with how long into the call or wait.
+ */
+function callerStopped(signal, what, when, info, { waiting = false } = {}) {
+  if (signal?.reason?.name === 'TimeoutError') {
+    return new TimeoutError(`${what}: ${waiting ? '' : 'no answer before '}the caller's AbortSignal timed out ${when}`,
+      { ...info, code: 'ETIMEDOUT' });
   }
-  if (name === 'AbortError' || userSignal?.aborted) return make('request aborted', 'EABORTED');
+  return new AbortError(`${what}: aborted by the caller's AbortSignal ${when}`, { ...info, code: 'EABORTED' });
+}
+
+/** Which deadline ended a failed fetch: the caller's signal, this client's timeout, or neither. */
+function endedBy(err, { caller, own }) {
+  if (caller?.aborted && (err === caller.reason || err?.cause === caller.reason || !own?.aborted)) return 'caller';
+  if (own?.aborted || err?.name === 'TimeoutError' || err?.cause?.name === 'TimeoutError') return 'own';
+  return err?.name === 'AbortError' ? 'caller' : undefined;
+}
+
+function fetchFailure(err, { method, url, attempts, deadlines, sending = false }) {
+  const make = (message, code) => new (networkErrorClass(code))(message, { method, url, code, attempts, cause: err });
+  const ended = endedBy(err, deadlines);
+  if (ended === 'caller') {
+    return callerStopped(deadlines.caller, `${method} ${url}`, `${Date.now() - deadlines.started} ms into the call`,
+      { method, url, attempts, cause: err });
+  }
+  if (ended === 'own') {
+    return make(`no answer from ${url} within ${deadlines.timeout} ms (${deadlines.timeoutFrom})`, 'ETIMEDOUT');
+  }
   const code = networkCode(err);
   let detail = code;
   if (code === 'ECONNREFUSED') detail = 'connection refused (is the search server running?)';

@@ -11,9 +11,10 @@
  *   UnsupportedMediaError 415     the upload is not an image
  *   UnavailableError     502-504  no index loaded yet, database down, a proxy's gateway error
  *   ServerError          other 5xx
- *   TimeoutError         no answer within `timeout` (code ETIMEDOUT)
+ *   TimeoutError         no answer within `timeout`, or before the caller's AbortSignal timed out
+ *                        (AbortSignal.timeout); the message names which deadline (code ETIMEDOUT)
  *   ConnectionError      refused, reset, DNS... (code ECONNREFUSED, ECONNRESET, ...)
- *   AbortError           the caller's AbortSignal fired (code EABORTED)
+ *   AbortError           the caller's AbortSignal was aborted, not by a timeout (code EABORTED)
  *   BadResponseError     a 2xx that is not the JSON promised (code EBADRESPONSE)
  *   WaitTimeoutError     waitUntilIndexed gave up (code EWAITTIMEOUT); `.last` is the last status
  */

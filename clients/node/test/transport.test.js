@@ -11,7 +11,9 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { pathToFileURL } from 'node:url';
 
-import { ImageSearchClient, ImageSearchError, createClient, guessType } from '../src/index.js';
+import {
+  AbortError, ImageSearchClient, ImageSearchError, TimeoutError, createClient, guessType,
+} from '../src/index.js';
 
 const JPEG = Uint8Array.from([0xff, 0xd8, 0xff, 0xe0, 0, 0x10, 0x4a, 0x46, 0x49, 0x46, 0, 1]);
 
@@ -191,12 +193,41 @@ describe('timeouts and aborts', () => {
     }
   });
 
-  test('a per-call timeout overrides the client default', async () => {
+  test('a per-call timeout overrides the client default, and the message says which deadline passed', async () => {
     const srv = await serve(() => {});
     try {
       const client = new ImageSearchClient({ baseUrl: srv.url, timeout: 60_000 });
       const err = await client.versions({ timeout: 80 }).catch((e) => e);
       assert.equal(err.code, 'ETIMEDOUT');
+      assert.match(err.message, /within 80 ms \(this call's timeout option\)/);
+      const upload = await client.searchByImage(Buffer.from(JPEG), { timeout: 60 }).catch((e) => e);
+      assert.match(upload.message, /within 60 ms \(this call's timeout option\)/);
+      const own = await new ImageSearchClient({ baseUrl: srv.url, timeout: 70 }).stats().catch((e) => e);
+      assert.match(own.message, /within 70 ms \(the client's timeout option\)/);
+    } finally {
+      await srv.close();
+    }
+  });
+
+  test("the caller's AbortSignal.timeout: a TimeoutError naming the caller's deadline, not the client's 30000 ms", async () => {
+    const srv = await serve(() => {});
+    try {
+      const client = new ImageSearchClient({ baseUrl: srv.url }); // the default timeout, 30000 ms
+      const t0 = performance.now();
+      const err = await client.stats({ signal: AbortSignal.timeout(40) }).catch((e) => e);
+      assert.ok(err instanceof TimeoutError, String(err));
+      assert.equal(err.code, 'ETIMEDOUT');
+      assert.doesNotMatch(err.message, /30000/);
+      assert.match(err.message, /: no answer before the caller's AbortSignal timed out \d+ ms into the call$/);
+      assert.ok(performance.now() - t0 < 2_000);
+      const upload = await client.checkDuplicate('e', Buffer.from(JPEG), { signal: AbortSignal.timeout(30) })
+        .catch((e) => e);
+      assert.match(upload.message, /the caller's AbortSignal timed out/);
+      // The sooner deadline wins and is the one named.
+      const sooner = await client.stats({ timeout: 5_000, signal: AbortSignal.timeout(30) }).catch((e) => e);
+      assert.match(sooner.message, /caller's AbortSignal/);
+      const tighter = await client.stats({ timeout: 30, signal: AbortSignal.timeout(5_000) }).catch((e) => e);
+      assert.match(tighter.message, /within 30 ms \(this call's timeout option\)/);
     } finally {
       await srv.close();
     }
@@ -207,12 +238,44 @@ describe('timeouts and aborts', () => {
     try {
       const client = new ImageSearchClient({ baseUrl: srv.url, retries: 10, retryDelay: 5_000, maxRetryDelay: 5_000 });
       const t0 = performance.now();
-      const err = await client.health({ signal: AbortSignal.timeout(100) }).catch((e) => e);
-      assert.ok(err instanceof ImageSearchError);
+      const controller = new AbortController();
+      setTimeout(() => controller.abort(), 100);
+      const err = await client.health({ signal: controller.signal }).catch((e) => e);
+      assert.ok(err instanceof AbortError, String(err));
       assert.equal(err.code, 'EABORTED');
       assert.ok(performance.now() - t0 < 2_000);
+      // A deadline (AbortSignal.timeout) passing while waiting to retry is a timeout, named as the caller's.
+      const late = await client.health({ signal: AbortSignal.timeout(100) }).catch((e) => e);
+      assert.ok(late instanceof TimeoutError, String(late));
+      assert.match(late.message, /: the caller's AbortSignal timed out \d+ ms into the call, while waiting to retry after HTTP 503$/);
+      assert.equal(late.attempts, 1);
+      const aborted = new AbortController();
+      aborted.abort();
+      const early = await client.health({ signal: aborted.signal }).catch((e) => e);
+      assert.ok(early instanceof AbortError, String(early));
     } finally {
       await srv.close();
+    }
+  });
+
+  test("waitUntilIndexed: the caller's deadline is named, while polling and between polls", async () => {
+    const srv = await serve((req, res) => json(res, 200, { id: 1, status: 'queued' }));
+    const stalled = await serve(() => {});
+    try {
+      const between = await new ImageSearchClient(srv.url)
+        .waitUntilIndexed(1, { interval: 5_000, signal: AbortSignal.timeout(100) }).catch((e) => e);
+      assert.ok(between instanceof TimeoutError, String(between));
+      assert.match(between.message, /^waitUntilIndexed\(1\): the caller's AbortSignal timed out \d+ ms into the wait \(last status: queued\)$/);
+      const polling = await new ImageSearchClient(stalled.url)
+        .waitUntilIndexed(1, { signal: AbortSignal.timeout(100) }).catch((e) => e);
+      assert.ok(polling instanceof TimeoutError, String(polling));
+      assert.match(polling.message, /the caller's AbortSignal timed out/);
+      const own = await new ImageSearchClient(stalled.url).waitUntilIndexed(1, { timeout: 1_200 }).catch((e) => e);
+      assert.ok(own instanceof TimeoutError, String(own));
+      assert.match(own.message, /waitUntilIndexed's timeout of 1200 ms/);
+    } finally {
+      await srv.close();
+      await stalled.close();
     }
   });
 });

@@ -105,7 +105,10 @@ export interface ClientOptions {
 
 /** Per-call options every method accepts. */
 export interface CallOptions {
-  /** Abort this call. */
+  /**
+   * Abort this call. A signal that times out (`AbortSignal.timeout(ms)`) ends it with a TimeoutError naming the
+   * caller's deadline; any other abort with an AbortError. The sooner of it and `timeout` ends the call.
+   */
   signal?: AbortSignal;
   /** Override the client's timeout for this call (ms). */
   timeout?: number;
@@ -135,10 +138,11 @@ export interface VectorSearchOptions extends CallOptions {
 }
 
 export interface WaitOptions {
-  /** Give up after this many ms (WaitTimeoutError). Default 120000 */
+  /** Give up after this many ms (WaitTimeoutError; a TimeoutError when a poll had no answer by then). Default 120000 */
   timeout?: number;
   /** Between polls, in ms. Default 1000 */
   interval?: number;
+  /** As CallOptions.signal: its timeout is a TimeoutError naming it, any other abort an AbortError. */
   signal?: AbortSignal;
   /** Called with every status seen. */
   onStatus?: (status: ImageStatus) => void;
@@ -256,11 +260,11 @@ export declare class RateLimitError extends ImageSearchError {}
 export declare class UnavailableError extends ImageSearchError {}
 /** Other 5xx. */
 export declare class ServerError extends ImageSearchError {}
-/** No answer within the timeout (ETIMEDOUT). */
+/** No answer within `timeout`, or before the caller's `AbortSignal.timeout()` passed (ETIMEDOUT); the message says which. */
 export declare class TimeoutError extends ImageSearchError {}
 /** Refused, reset, DNS... (ECONNREFUSED, ECONNRESET, ...). */
 export declare class ConnectionError extends ImageSearchError {}
-/** The caller's AbortSignal fired (EABORTED). */
+/** The caller's AbortSignal was aborted, other than by a timeout (EABORTED). */
 export declare class AbortError extends ImageSearchError {}
 /** A 2xx that is not the JSON promised (EBADRESPONSE). */
 export declare class BadResponseError extends ImageSearchError {}
