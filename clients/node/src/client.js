@@ -13,7 +13,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import {
-  AbortError, ImageSearchError, RETRYABLE_STATUS, TimeoutError, WaitTimeoutError, errorClassFor, networkCode,
+  AbortError, FileReadError, ImageSearchError, RETRYABLE_STATUS, TimeoutError, WaitTimeoutError, errorClassFor, networkCode,
   networkErrorClass, serverMessage,
 } from './errors.js';
 import { multipartStream, toUpload } from './upload.js';
@@ -286,7 +286,7 @@ export class ImageSimilarityClient {
       }
       return this.request('POST', path, { ...options, form, idempotent: true });
     }
-    return this.request('POST', path, { ...options, stream: multipartStream(upload, fields), idempotent: true });
+    return this.request('POST', path, { ...options, stream: await multipartStream(upload, fields), idempotent: true });
   }
 
   /**
@@ -480,6 +480,9 @@ function endedBy(err, { caller, own }) {
 
 function fetchFailure(err, { method, url, attempts, deadlines, sending = false }) {
   const make = (message, code) => new (networkErrorClass(code))(message, { method, url, code, attempts, cause: err });
+  for (let e = err, depth = 0; e && depth < 5; e = e.cause, depth++) {
+    if (e instanceof FileReadError) return Object.assign(e, { method, url, attempts }); // a file stream broke mid-upload
+  }
   const ended = endedBy(err, deadlines);
   if (ended === 'caller') {
     return callerStopped(deadlines.caller, `${method} ${url}`, `${Date.now() - deadlines.started} ms into the call`,

@@ -17,6 +17,8 @@
  *   AbortError           the caller's AbortSignal was aborted, not by a timeout (code EABORTED)
  *   BadResponseError     a 2xx that is not the JSON promised (code EBADRESPONSE)
  *   WaitTimeoutError     waitUntilIndexed gave up (code EWAITTIMEOUT); `.last` is the last status
+ *   FileReadError        an upload given as a file could not be read: `.path`, and the system's code
+ *                        (ENOENT, EACCES, EISDIR, ...); nothing reached the server
  */
 export class ImageSearchError extends Error {
   /**
@@ -60,6 +62,20 @@ export class WaitTimeoutError extends ImageSearchError {
     super(message, { code: 'EWAITTIMEOUT', ...info });
     /** The last image status seen before giving up. */
     this.last = info.last;
+  }
+}
+
+/**
+ * An upload given as a file (a path, a file: URL, a multer disk file, a file stream) could not be
+ * read. `code` is the system's (ENOENT, EACCES, EISDIR, ...), `path` the file, `cause` Node's error.
+ */
+export class FileReadError extends ImageSearchError {
+  constructor(message, info = {}) {
+    super(message, info);
+    /** The file that could not be read. */
+    this.path = info.path;
+    /** What failed: open, read, ... */
+    this.syscall = info.syscall;
   }
 }
 

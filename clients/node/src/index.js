@@ -11,7 +11,7 @@ import { ImageSimilarityClient } from './client.js';
 
 export { ImageSearchClient, ImageSimilarityClient, responseOf } from './client.js';
 export {
-  AbortError, AuthenticationError, BadResponseError, ConflictError, ConnectionError, ImageSearchError,
+  AbortError, AuthenticationError, BadResponseError, ConflictError, ConnectionError, FileReadError, ImageSearchError,
   NotFoundError, PayloadTooLargeError, RateLimitError, ServerError, TimeoutError, UnavailableError,
   UnsupportedMediaError, ValidationError, WaitTimeoutError,
 } from './errors.js';

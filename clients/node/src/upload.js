@@ -9,11 +9,32 @@ import { readFile } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import { FileReadError } from './errors.js';
+
 const BY_EXTENSION = {
   jpg: 'image/jpeg', jpeg: 'image/jpeg', png: 'image/png', gif: 'image/gif', webp: 'image/webp',
   bmp: 'image/bmp', tif: 'image/tiff', tiff: 'image/tiff', ppm: 'image/x-portable-pixmap',
   pgm: 'image/x-portable-graymap', pbm: 'image/x-portable-bitmap', heic: 'image/heic', avif: 'image/avif',
 };
+
+const FILE_PROBLEMS = {
+  ENOENT: 'no such file', EACCES: 'permission denied', EPERM: 'permission denied', EISDIR: 'is a directory',
+  ENOTDIR: 'a part of the path is not a directory', ELOOP: 'too many symbolic links', ENAMETOOLONG: 'name too long',
+  EMFILE: 'too many open files',
+};
+
+/**
+ * A system error reading a file (it has `code` and `syscall`, and a path: its own or the stream's) as a
+ * FileReadError; undefined for anything else (a stream from the network that breaks stays what it is).
+ */
+export function fileReadError(err, path) {
+  if (err instanceof FileReadError) return err;
+  if (!err || typeof err.code !== 'string' || typeof err.syscall !== 'string') return undefined;
+  const where = typeof err.path === 'string' ? err.path : path;
+  if (typeof where !== 'string') return undefined;
+  return new FileReadError(`cannot read the upload ${where}: ${FILE_PROBLEMS[err.code] ?? err.message} (${err.code})`,
+    { code: err.code, path: where, syscall: err.syscall, cause: err });
+}
 
 /** The content type from the first bytes (what the file is), else from the name (what it claims). */
 export function guessType(bytes, name) {
@@ -78,7 +99,12 @@ export async function toUpload(input, filename) {
 async function toBlobUpload(input, filename) {
   if (typeof input === 'string' || input instanceof URL) {
     const path = input instanceof URL ? fileURLToPath(input) : input;
-    const bytes = await readFile(path);
+    let bytes;
+    try {
+      bytes = await readFile(path);
+    } catch (err) {
+      throw fileReadError(err, path) ?? err;
+    }
     const name = filename ?? basename(path);
     return { blob: new Blob([bytes], { type: guessType(bytes, name) }), filename: name };
   }
@@ -122,28 +148,44 @@ function quoted(name) {
 
 /**
  * A streamed multipart/form-data body: the form fields, then the `file` part as the stream
- * delivers it. The content type comes from the first bytes (unless the caller gave one).
- * @returns {{ body: ReadableStream<Uint8Array>, contentType: string }}
+ * delivers it. The content type comes from the first bytes (unless the caller gave one), which
+ * are read before anything is sent: a file stream that cannot be opened (a missing path) throws
+ * its FileReadError here, before the request starts.
+ * @returns {Promise<{ body: ReadableStream<Uint8Array>, contentType: string }>}
  */
-export function multipartStream({ stream, filename, type }, fields) {
+export async function multipartStream({ stream, filename, type }, fields) {
   const boundary = `----image-similarity-${randomBytes(12).toString('hex')}`;
   const enc = new TextEncoder();
   const source = typeof stream[Symbol.asyncIterator] === 'function' ? stream : readerIterable(stream);
+  const filePath = typeof stream.path === 'string' ? stream.path : undefined; // fs.createReadStream(path)
+  const it = source[Symbol.asyncIterator]();
+  let head;
+  let failed;
+  try {
+    let first = await it.next();
+    while (!first.done && asBytes(first.value).length === 0) first = await it.next();
+    head = first.done ? new Uint8Array(0) : asBytes(first.value);
+  } catch (err) {
+    const unreadable = fileReadError(err, filePath);
+    if (unreadable) throw unreadable;
+    failed = err; // another stream's failure travels with the body, as it would have a moment later
+  }
 
   async function* chunks() {
     for (const [key, value] of Object.entries(fields)) {
       if (value === undefined || value === null) continue;
       yield enc.encode(`--${boundary}\r\nContent-Disposition: form-data; name="${quoted(key)}"\r\n\r\n${value}\r\n`);
     }
-    const it = source[Symbol.asyncIterator]();
-    let first = await it.next();
-    while (!first.done && asBytes(first.value).length === 0) first = await it.next();
-    const head = first.done ? new Uint8Array(0) : asBytes(first.value);
+    if (failed) throw failed;
     const contentType = type ?? guessType(head, filename);
     yield enc.encode(`--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="${quoted(filename)}"`
       + `\r\nContent-Type: ${contentType}\r\n\r\n`);
     if (head.length) yield head;
-    for (let next = await it.next(); !next.done; next = await it.next()) yield asBytes(next.value);
+    try {
+      for (let next = await it.next(); !next.done; next = await it.next()) yield asBytes(next.value);
+    } catch (err) {
+      throw fileReadError(err, filePath) ?? err;
+    }
     yield enc.encode(`\r\n--${boundary}--\r\n`);
   }
 

@@ -3,16 +3,18 @@
 // against small node:http servers. Everything about the API itself is in live.test.js.
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
+import { createReadStream } from 'node:fs';
 import { writeFile, mkdtemp, rm } from 'node:fs/promises';
 import http from 'node:http';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { pathToFileURL } from 'node:url';
 
 import {
-  AbortError, ImageSearchClient, ImageSearchError, TimeoutError, createClient, guessType,
+  AbortError, FileReadError, ImageSearchClient, ImageSearchError, TimeoutError, createClient, guessType,
 } from '../src/index.js';
 
 const JPEG = Uint8Array.from([0xff, 0xd8, 0xff, 0xe0, 0, 0x10, 0x4a, 0x46, 0x49, 0x46, 0, 1]);
@@ -402,6 +404,46 @@ describe('requests', () => {
       assert.deepEqual(Object.keys(parts[2]), ['file']);
       assert.deepEqual(srv.seen.map((r) => r.url), ['/events/ev/duplicates/check', '/search/image',
         ...Array(5).fill('/extract_features')]);
+    } finally {
+      await srv.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('an upload file that cannot be read: FileReadError with its path and system code, nothing sent', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'imgsim-client-'));
+    const srv = await serve((req, res) => json(res, 200, []));
+    try {
+      const client = new ImageSearchClient({ baseUrl: srv.url, retries: 3 });
+      const missing = join(dir, 'missing.jpg');
+      const cases = [
+        ['a path', () => client.searchByImage(missing), 'ENOENT', missing],
+        ['a file: URL', () => client.extractFeatures(pathToFileURL(missing)), 'ENOENT', missing],
+        ['a directory', () => client.checkDuplicate('ev', dir), 'EISDIR', dir],
+        ['a multer disk file', () => client.searchByImage({ originalname: 'a.jpg', path: missing }), 'ENOENT', missing],
+        ['a file stream', () => client.searchByImage(createReadStream(missing)), 'ENOENT', missing],
+        ['a multer stream of a directory', () => client.checkDuplicate('ev', { originalname: 'd.jpg',
+          stream: createReadStream(dir) }), 'EISDIR', dir],
+      ];
+      for (const [what, call, code, path] of cases) {
+        const err = await call().catch((e) => e);
+        assert.ok(err instanceof FileReadError, `${what}: ${err?.name}: ${err?.message}`);
+        assert.ok(err instanceof ImageSearchError, what);
+        assert.deepEqual([err.code, err.path, err.status, err.retryable], [code, path, 0, false], what);
+        assert.ok(err.message.includes(path) && err.message.includes(code), `${what}: ${err.message}`);
+        assert.equal(err.cause?.code, code, what);
+      }
+      assert.match((await client.searchByImage(missing).catch((e) => e)).message,
+        /^cannot read the upload .*missing\.jpg: no such file \(ENOENT\)$/);
+      // Permission denied (as root, files are readable: the stream form shows the mapping).
+      const denied = Object.assign(new Error("EACCES: permission denied, open '/srv/guest.jpg'"),
+        { code: 'EACCES', syscall: 'open', path: '/srv/guest.jpg' });
+      const stream = new Readable({ read() { this.destroy(denied); } });
+      const err = await client.searchByImage(stream).catch((e) => e);
+      assert.ok(err instanceof FileReadError, String(err));
+      assert.deepEqual([err.code, err.path, err.message],
+        ['EACCES', '/srv/guest.jpg', 'cannot read the upload /srv/guest.jpg: permission denied (EACCES)']);
+      assert.equal(srv.seen.length, 0, 'nothing reached the server');
     } finally {
       await srv.close();
       await rm(dir, { recursive: true, force: true });

@@ -229,7 +229,7 @@ export declare class ImageSearchError extends Error {
   constructor(message: string, info?: ErrorInfo);
   /** HTTP status; 0 when no response arrived (refused, timeout, abort). */
   status: number;
-  /** HTTP_<status>, or ECONNREFUSED, ETIMEDOUT, EABORTED, EBADRESPONSE, EFAILED, EWAITTIMEOUT, ... */
+  /** HTTP_<status>, or ECONNREFUSED, ETIMEDOUT, EABORTED, EBADRESPONSE, EFAILED, EWAITTIMEOUT, ENOENT (FileReadError), ... */
   code: string;
   /** The parsed error body (JSON) or its text; the last status for EFAILED / EWAITTIMEOUT. */
   body: unknown;
@@ -272,6 +272,17 @@ export declare class BadResponseError extends ImageSearchError {}
 export declare class WaitTimeoutError extends ImageSearchError {
   /** The last status seen. */
   last: ImageStatus | undefined;
+}
+
+/**
+ * An upload given as a file (a path, a file: URL, a multer disk file, an fs read stream) could not be read;
+ * nothing reached the server. `code` is the system's: ENOENT, EACCES, EISDIR, ...
+ */
+export declare class FileReadError extends ImageSearchError {
+  /** The file that could not be read. */
+  path: string;
+  /** What failed: open, read, ... */
+  syscall: string | undefined;
 }
 
 /** The status and headers behind a result a client method returned (objects and arrays). */
