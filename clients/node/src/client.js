@@ -268,6 +268,15 @@ export class ImageSimilarityClient {
     return this.request('GET', 'versions', options);
   }
 
+  /**
+   * POST /versions/check: re-hash the served version's files now (the server also does it every
+   * INDEX_RECHECK_SECONDS) and answer the integrity state `{checks, failures, last_check_at, last_problem}`;
+   * `last_problem` is null when the files are sound. Needs the API key. Safe to retry: it only reads files.
+   */
+  async checkVersions(options) {
+    return this.request('POST', 'versions/check', { ...options, idempotent: true });
+  }
+
   /** GET /metrics: Prometheus text. */
   async metrics(options) {
     return this.request('GET', 'metrics', { ...options, as: 'text' });

@@ -10,6 +10,24 @@ import { pathToFileURL } from 'node:url';
 import { ImageSearchClient, ImageSearchError } from '../src/index.js';
 import { startLiveServer } from './live.js';
 
+/** Each route of the server and the client method that calls it. */
+const ROUTES = {
+  'GET /': 'health',
+  'POST /search': 'searchSimilar',
+  'POST /add_image': 'addImage',
+  'POST /extract_features': 'extractFeatures',
+  'GET /stats': 'stats',
+  'POST /search/image': 'searchByImage',
+  'GET /images/{id_or_code}': 'imageStatus',
+  'GET /images/{id_or_code}/similar': 'similarTo',
+  'GET /events/{event_code}/duplicates': 'eventDuplicates',
+  'GET /events/{event_code}/similar-shots': 'similarShots',
+  'POST /events/{event_code}/duplicates/check': 'checkDuplicate',
+  'GET /versions': 'versions',
+  'POST /versions/check': 'checkVersions',
+  'GET /metrics': 'metrics',
+};
+
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 let live;
@@ -89,6 +107,34 @@ describe('against a live search server', { timeout: 240_000 }, () => {
     assert.equal(versions.current, v1.version);
     assert.equal(versions.served, v1.version);
     assert.ok(versions.versions.some((v) => v.version === v1.version && v.count === v1.count));
+  });
+
+  test('checkVersions: POST /versions/check re-hashes the served files now (API key required)', async () => {
+    const before = await client.checkVersions();
+    assert.deepEqual(Object.keys(before).sort(), ['checks', 'failures', 'last_check_at', 'last_problem']);
+    assert.ok(before.checks >= 1, JSON.stringify(before));
+    assert.equal(before.failures, 0);
+    assert.equal(before.last_problem, null);
+    assert.ok(!Number.isNaN(Date.parse(before.last_check_at)), before.last_check_at);
+    const after = await client.checkVersions();
+    assert.ok(after.checks > before.checks, `${before.checks} -> ${after.checks}`);
+    assert.ok((await client.stats()).integrity.checks >= after.checks);
+    await clientError(new ImageSearchClient({ baseUrl: live.baseUrl, retries: 0 }).checkVersions(), 401);
+    await clientError(new ImageSearchClient({ baseUrl: live.baseUrl, apiKey: 'wrong', retries: 0 }).checkVersions(), 403);
+  });
+
+  test("every route in the server's OpenAPI document has a client method, listed in the README", async () => {
+    const document = await (await fetch(`${live.baseUrl}/openapi.json`)).json();
+    const served = Object.entries(document.paths)
+      .flatMap(([path, ops]) => Object.keys(ops).map((method) => `${method.toUpperCase()} ${path}`)).sort();
+    assert.deepEqual(served, Object.keys(ROUTES).sort(), 'a route without a method (or a method without a route)');
+    const readme = await readFile(new URL('../README.md', import.meta.url), 'utf8');
+    for (const [route, method] of Object.entries(ROUTES)) {
+      assert.equal(typeof client[method], 'function', `${route}: client.${method}()`);
+      const path = route.split(' ')[1];
+      assert.ok(readme.includes(`\`${route.split(' ')[0]} ${path}\``) && readme.includes(`\`${method}(`),
+        `README methods table: ${method} for ${route}`);
+    }
   });
 
   test('extractFeatures then searchSimilar (the seed flow) finds the photo itself first', async () => {

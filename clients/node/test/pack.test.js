@@ -108,7 +108,9 @@ async function main(): Promise<void> {
 main().catch((err) => { console.error(err); process.exit(1); });
 `;
 
-const TS_APP = `import { ImageSimilarityClient, ImageSearchError, type ImageStatus, type SearchResult } from 'image-similarity-client';
+const TS_APP = `import {
+  ImageSimilarityClient, ImageSearchError, type ImageStatus, type IntegrityState, type SearchResult,
+} from 'image-similarity-client';
 import { Readable } from 'node:stream';
 import { createReadStream } from 'node:fs';
 
@@ -133,6 +135,9 @@ try {
 }
 const status: ImageStatus = await client.waitUntilIndexed(photoId, { timeout: 5_000 });
 const version: number | null | undefined = status.index_version;
+const integrity: IntegrityState = await client.checkVersions();
+const problem: string | null | undefined = integrity.last_problem;
+if (problem !== null || integrity.failures !== 0) throw new Error('a problem with sound files: ' + problem);
 const stats = await client.stats();
 // @ts-expect-error total_images_db is null while the database is down
 const total: number = stats.total_images_db;

@@ -358,6 +358,20 @@ describe('requests', () => {
     }
   });
 
+  test('checkVersions: POST /versions/check with the API key and no body, retried while the server loads', async () => {
+    const integrity = { checks: 3, failures: 0, last_check_at: '2026-12-06T10:00:00Z', last_problem: null };
+    const srv = await serve((req, res, record, n) => (n === 1 ? json(res, 503, { message: 'loading' })
+      : json(res, 200, integrity)));
+    try {
+      const client = new ImageSearchClient({ baseUrl: srv.url, apiKey: 'k', retryDelay: 1 });
+      assert.deepEqual(await client.checkVersions(), integrity);
+      assert.deepEqual(srv.seen.map((r) => [r.method, r.url, r.headers['x-api-key'], r.body.length]),
+        [['POST', '/versions/check', 'k', 0], ['POST', '/versions/check', 'k', 0]]);
+    } finally {
+      await srv.close();
+    }
+  });
+
   test('query strings and path segments are encoded; unset options are left out', async () => {
     const srv = await serve((req, res) => json(res, 200, req.url.includes('duplicates') ? { groups: [] } : []));
     try {

@@ -23,6 +23,8 @@ export type SimilarShots = Schemas['SimilarShotsResponse'];
 export type Relation = 'copy' | 'same_scene' | 'related';
 export type Versions = Schemas['VersionsResponse'];
 export type VersionInfo = Schemas['VersionInfo'];
+/** POST /versions/check: re-checks so far, failures, when, and the last problem (null: the files are sound). */
+export type IntegrityState = Schemas['IntegrityState'];
 export type ErrorBody = Schemas['ErrorResponse'];
 
 /** What /search filters by: the event only (`eventCode` is an alias). Other keys throw. */
@@ -203,6 +205,8 @@ export declare class ImageSimilarityClient {
   ): Promise<DuplicateCheck>;
   /** GET /versions. */
   versions(options?: CallOptions): Promise<Versions>;
+  /** POST /versions/check: re-hash the served version's files now (needs the API key). */
+  checkVersions(options?: CallOptions): Promise<IntegrityState>;
   /** GET /metrics (Prometheus text). */
   metrics(options?: CallOptions): Promise<string>;
   /** Any route, with the client's timeout, retries (where safe) and API key. */
