@@ -23,6 +23,15 @@ const common = {
   keepNames: true, // error classes are told apart by name too
   banner: { js: `// image-similarity-client ${version} (built from src/ by scripts/build.mjs)` },
   logLevel: 'warning',
+  plugins: [{
+    // src/version.js reads package.json at run time; a build carries the version as a literal instead.
+    name: 'version',
+    setup(b) {
+      b.onLoad({ filter: /[\\/]src[\\/]version\.js$/ }, () => ({
+        contents: `export const VERSION = ${JSON.stringify(version)};\n`, loader: 'js',
+      }));
+    },
+  }],
 };
 await build({ ...common, format: 'esm', outfile: join(DIST, 'index.mjs') });
 // CommonJS from its own entry: `module.exports` is the class, the named exports its properties.

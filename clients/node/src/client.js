@@ -17,6 +17,7 @@ import {
   networkErrorClass, serverMessage,
 } from './errors.js';
 import { multipartStream, toUpload } from './upload.js';
+import { VERSION } from './version.js';
 
 const DEFAULTS = Object.freeze({
   baseUrl: 'http://127.0.0.1:8000',
@@ -25,6 +26,9 @@ const DEFAULTS = Object.freeze({
   retryDelay: 250,
   maxRetryDelay: 5_000,
 });
+
+/** Sent on every request (the `headers` option can replace it): which client and runtime asked. */
+export const USER_AGENT = `image-similarity-client/${VERSION} node/${typeof process === 'undefined' ? 'unknown' : process.version}`;
 
 const OPTION_NAMES = ['baseUrl', 'baseURL', 'apiKey', 'timeout', 'retries', 'retryDelay', 'maxRetryDelay', 'headers',
   'onRetry', 'onResponse', 'fetch'];
@@ -95,7 +99,8 @@ export class ImageSimilarityClient {
     if (opts.headers !== undefined && (typeof opts.headers !== 'object' || opts.headers === null)) {
       throw new TypeError('headers must be an object of header names to values');
     }
-    this.headers = { ...(opts.headers ?? {}) };
+    // Lower-cased, so a caller's `User-Agent` or `Accept` replaces the client's instead of being sent beside it.
+    this.headers = Object.fromEntries(Object.entries(opts.headers ?? {}).map(([k, v]) => [k.toLowerCase(), v]));
     for (const name of ['onRetry', 'onResponse', 'fetch']) {
       if (opts[name] !== undefined && typeof opts[name] !== 'function') throw new TypeError(`${name} must be a function`);
     }
@@ -309,7 +314,8 @@ export class ImageSimilarityClient {
     for (const [key, value] of Object.entries(options.query ?? {})) {
       if (value !== undefined && value !== null) url.searchParams.set(key, String(value));
     }
-    const headers = { accept: options.as === 'text' ? 'text/plain, */*' : 'application/json', ...this.headers };
+    const headers = { accept: options.as === 'text' ? 'text/plain, */*' : 'application/json', 'user-agent': USER_AGENT,
+      ...this.headers };
     if (this.apiKey) headers['x-api-key'] = this.apiKey;
     let body;
     let duplex;

@@ -28,6 +28,10 @@ const results = await client.searchSimilar(vectorArray, 5);`;
 
 const ESM_APP = `import assert from 'node:assert/strict';
 import { ImageSimilarityClient, NotFoundError, WaitTimeoutError, responseOf } from 'image-similarity-client';
+import { createRequire } from 'node:module';
+import { userAgent } from './user-agent.cjs';
+
+const pkg = createRequire(import.meta.url)('image-similarity-client/package.json');
 
 const { photo, photoId, addable, eventCode } = JSON.parse(process.env.APP_INPUT);
 const vectorArray = (await new ImageSimilarityClient(process.env.IMAGE_SEARCH_URL).extractFeatures(photo)).vector;
@@ -51,7 +55,27 @@ assert.ok(late instanceof WaitTimeoutError, String(late));
 assert.equal((await client.waitUntilIndexed(photoId, { timeout: 5000 })).index_version >= 1, true);
 assert.ok(await client.imageStatus(987654321).catch((e) => e) instanceof NotFoundError);
 assert.throws(() => new ImageSimilarityClient({ baseurl: 'http://localhost:8000' }), /unknown/);
+assert.equal(await userAgent(ImageSimilarityClient), \`image-similarity-client/\${pkg.version} node/\${process.version}\`);
 console.log(JSON.stringify({ esm: 'ok', top: results[0].id, added: added.id }));
+`;
+
+// The User-Agent a client sends, seen by a one-request server (the version is the build's, from package.json).
+const USER_AGENT = `const http = require('node:http');
+
+exports.userAgent = async function userAgent(Client) {
+  let seen;
+  const server = http.createServer((req, res) => {
+    seen = req.headers['user-agent'];
+    res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  try {
+    await new Client(\`http://127.0.0.1:\${server.address().port}\`).stats();
+  } finally {
+    server.close();
+  }
+  return seen;
+};
 `;
 
 // The original service's CommonJS usage: the package itself is the class.
@@ -71,7 +95,10 @@ async function main() {
   const bad = await client.searchSimilar([1, 2, 3], 5).catch((e) => e);
   assert.ok(bad instanceof ValidationError, String(bad));
   assert.ok(bad instanceof ImageSimilarityClient.ImageSearchError && bad instanceof ImageSearchError);
-  assert.equal(require('image-similarity-client/package.json').name, 'image-similarity-client');
+  const { name, version } = require('image-similarity-client/package.json');
+  assert.equal(name, 'image-similarity-client');
+  assert.equal(await require('./user-agent.cjs').userAgent(ImageSimilarityClient),
+    \`image-similarity-client/\${version} node/\${process.version}\`);
   console.log(JSON.stringify({ cjs: 'ok', similar: similar.map((h) => h.id) }));
 }
 main().catch((err) => { console.error(err); process.exit(1); });
@@ -177,6 +204,7 @@ describe('the packed tarball in a fresh app', { timeout: 600_000 }, () => {
       photo: live.images[0].path, photoId: live.images[0].id, addable: live.files.addable, eventCode: live.eventCode,
     });
     await writeFile(join(app, 'package.json'), JSON.stringify({ name: 'team-app', private: true, type: 'module' }));
+    await writeFile(join(app, 'user-agent.cjs'), USER_AGENT);
     await run('npm', ['install', '--no-audit', '--no-fund', '--prefer-offline', join(app, packed.filename),
       `typescript@${devVersion('typescript')}`, `@types/node@${devVersion('@types/node')}`], { cwd: app });
   });

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { createReadStream } from 'node:fs';
-import { writeFile, mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -367,6 +367,29 @@ describe('requests', () => {
       assert.deepEqual(await client.checkVersions(), integrity);
       assert.deepEqual(srv.seen.map((r) => [r.method, r.url, r.headers['x-api-key'], r.body.length]),
         [['POST', '/versions/check', 'k', 0], ['POST', '/versions/check', 'k', 0]]);
+    } finally {
+      await srv.close();
+    }
+  });
+
+  test('User-Agent: image-similarity-client/<version> node/<version> on every request; headers can replace it', async () => {
+    const { version } = JSON.parse(await readFile(new URL('../package.json', import.meta.url), 'utf8'));
+    const srv = await serve((req, res) => json(res, 200, []));
+    try {
+      const client = new ImageSearchClient({ baseUrl: srv.url, apiKey: 'k' });
+      await client.health();
+      await client.searchSimilar([1, 0], 2);
+      await client.searchByImage(Buffer.from(JPEG));
+      await client.checkDuplicate('ev', Readable.from([Buffer.from(JPEG)]));
+      await client.checkVersions();
+      await client.request('DELETE', 'x');
+      const agent = `image-similarity-client/${version} node/${process.version}`;
+      assert.match(agent, /^image-similarity-client\/\d+\.\d+\.\d+\S* node\/v\d+\.\d+\.\d+$/);
+      assert.deepEqual(srv.seen.map((r) => r.headers['user-agent']), Array(6).fill(agent));
+      const own = new ImageSearchClient({ baseUrl: srv.url, headers: { 'User-Agent': 'guest-app/2.1', Accept: '*/*' } });
+      await own.stats();
+      assert.equal(srv.seen.at(-1).headers['user-agent'], 'guest-app/2.1', 'replaced, not joined');
+      assert.equal(srv.seen.at(-1).headers.accept, '*/*');
     } finally {
       await srv.close();
     }
