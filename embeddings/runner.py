@@ -28,9 +28,11 @@ from core.db import connect
 from core.settings import Settings, get_settings
 from embeddings import ledger, planning
 from embeddings.dataset import dataset_dir
-from embeddings.loading import ImageLoadError, load_image_info, read_file, resolve_image_path
+from embeddings.loading import ImageLoadError, load_image_info, read_file
 from embeddings.models import Embedder, get_embedder, parse_name
 from embeddings.writer import build_table, part_name, write_part
+from storage.images import ImageFiles
+from storage.objects import StorageUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -58,15 +60,23 @@ class Chunk:
     failures: list[Decoded] = field(default_factory=list)
 
 
-def decode_one(embedder: Embedder, key: Any, source: Callable[[], Path]) -> Decoded:
-    """Resolve, load and preprocess one file; never raises (a failure becomes a reason)."""
+# What a decode reads: a local file's path, or the file's bytes (storage.images.ImageFiles.read).
+Source = Callable[[], Path | bytes]
+
+
+def decode_one(embedder: Embedder, key: Any, source: Source) -> Decoded:
+    """Resolve, load and preprocess one file; a bad file becomes a reason. Only an image store that does
+    not answer raises (StorageUnavailable): that is no fault of the image, and the batch must be retried."""
     try:
-        raw = read_file(source())
+        got = source()
+        raw = got if isinstance(got, bytes) else read_file(got)
         info = load_image_info(raw, **embedder.load_kwargs())
         return Decoded(key, embedder.prepare(info.image), info.width, info.height,
                        fingerprint=fingerprint_bytes(info.image, raw, key))
     except ImageLoadError as exc:
         return Decoded(key, reason=exc.reason)
+    except StorageUnavailable:
+        raise
     except MemoryError:
         return Decoded(key, reason="too large")
     except Exception as exc:  # a decoder bug must not stop the batch; the ledger keeps the reason
@@ -87,15 +97,18 @@ def fingerprint_bytes(image: Any, raw: bytes, key: Any = None) -> bytes | None:
 
 def embed_stream(
     embedder: Embedder,
-    items: Sequence[tuple[Any, Callable[[], Path]]],
+    items: Sequence[tuple[Any, Source]],
     *,
     batch_size: int,
     workers: int,
 ) -> Iterator[Chunk]:
-    """Decode `items` (key, path thunk) in `workers` threads and run the model on full batches as they fill.
+    """Decode `items` (key, path or bytes thunk) in `workers` threads and run the model on full batches as
+    they fill.
 
     Up to two batches are decoded ahead of the model, which bounds memory and
-    keeps the decoders busy while a forward pass runs.
+    keeps the decoders busy while a forward pass runs. A decode that raises
+    (StorageUnavailable) ends the stream with that error; the decodes not yet
+    started are cancelled, so an outage costs the few in flight, not the batch.
     """
     lookahead = max(2 * batch_size, workers)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
@@ -110,20 +123,24 @@ def embed_stream(
                     return
                 queue.append(pool.submit(decode_one, embedder, key, source))
 
-        fill()
-        chunk = Chunk()
-        while queue:
-            done = queue.popleft().result()
+        try:
             fill()
-            if done.reason is not None:
-                chunk.failures.append(done)
-            else:
-                chunk.items.append(done)
-            if len(chunk.items) >= batch_size:
+            chunk = Chunk()
+            while queue:
+                done = queue.popleft().result()
+                fill()
+                if done.reason is not None:
+                    chunk.failures.append(done)
+                else:
+                    chunk.items.append(done)
+                if len(chunk.items) >= batch_size:
+                    yield _run(embedder, chunk)
+                    chunk = Chunk()
+            if chunk.items or chunk.failures:
                 yield _run(embedder, chunk)
-                chunk = Chunk()
-        if chunk.items or chunk.failures:
-            yield _run(embedder, chunk)
+        finally:
+            for pending in queue:  # an error or a consumer that stopped early: decode nothing more
+                pending.cancel()
 
 
 def _run(embedder: Embedder, chunk: Chunk) -> Chunk:
@@ -153,6 +170,8 @@ def embed_batch(
     Returns {"embedded": n, "failed": m, "part": path or None, "model_version": mv,
     "missing_rows": k (ids with no images row), "failures": [(id, reason)], "seconds": s}.
     Idempotent: re-running the same batch replaces its part and updates the same ledger rows.
+    An image store that does not answer raises StorageUnavailable before anything is written or recorded:
+    an outage fails no image, and the task's retry embeds the batch.
     """
     settings = settings or get_settings()
     started = time.monotonic()
@@ -164,10 +183,10 @@ def embed_batch(
             "SELECT id, code::text, event_code::text, file_path FROM images WHERE id = ANY(%s) ORDER BY id", (ids,)
         ).fetchall()
     meta = {int(r[0]): (r[1], r[2], r[3]) for r in rows}
-    root = settings.resolved_image_root
+    files = ImageFiles(settings)  # IMAGE_ROOT: a folder or an object store, the same rules and reasons
 
-    def source(file_path: str) -> Callable[[], Path]:
-        return lambda: resolve_image_path(root, file_path)
+    def source(file_path: str) -> Source:
+        return lambda: files.read(file_path)
 
     items = [(i, source(meta[i][2])) for i in ids if i in meta]
     got = _collect(embedder, items, settings)
@@ -204,7 +223,7 @@ class Collected:
     failures: list[tuple[Any, str]]
 
 
-def _collect(embedder: Embedder, items: list[tuple[Any, Callable[[], Path]]], settings: Settings) -> Collected:
+def _collect(embedder: Embedder, items: list[tuple[Any, Source]], settings: Settings) -> Collected:
     """Run the decode+model stream over `items` and gather keys, vectors, sizes, fingerprints and failures."""
     keys: list[Any] = []
     vectors: list[np.ndarray] = []

@@ -33,20 +33,46 @@ _ABSOLUTE = re.compile(r"(?<![\w.~:/-])/(?:[^\s/'\"():,;]+/)+([^\s/'\"():,;]*)")
 
 def redact(text: str, settings: Any = None) -> str:
     """`text` with the server's folders named (`<IMAGE_ROOT>/a.jpg`) and any other absolute path on this
-    machine cut to its last part (`…/index.faiss`): an error tells what failed, not where the server lives."""
+    machine cut to its last part (`…/index.faiss`): an error tells what failed, not where the server lives.
+    An object-store IMAGE_ROOT or DATA_DIR is named the same way (its URL and the `bucket/prefix` keys an
+    S3 client prints), and the object-store credentials of the settings never show."""
     roots: dict[str, str] = {}
     if settings is not None:
-        for name, path in (("IMAGE_ROOT", settings.resolved_image_root), ("DATA_DIR", settings.resolved_data_dir)):
-            for form in {str(path), str(Path(path).resolve())}:
-                roots[form] = f"<{name}>"
+        for name, location in (("IMAGE_ROOT", settings.image_location), ("DATA_DIR", settings.data_location)):
+            if location.is_local:
+                for form in {str(location.path), str(location.path.resolve())}:
+                    roots[form] = f"<{name}>"
+            else:
+                roots[location.url] = roots[location.root] = f"<{name}>"
+        for form in {str(settings.resolved_data_dir), str(Path(settings.resolved_data_dir).resolve())}:
+            roots.setdefault(form, "<DATA_DIR>")  # a remote DATA_DIR's local mirror
     for root in sorted(roots, key=len, reverse=True):
-        text = text.replace(root, roots[root])
+        text = _replace_root(text, root, roots[root])
+    for secret in _secrets(settings):
+        text = text.replace(secret, "<redacted>")
 
     def cut(match: re.Match[str]) -> str:
         top = match.group(0).split("/")[1]
         return f"…/{match.group(1)}" if os.path.isdir(f"/{top}") else match.group(0)
 
     return _ABSOLUTE.sub(cut, text)
+
+
+def _replace_root(text: str, root: str, name: str) -> str:
+    """`root` replaced by `name` where it stands as a whole path (not `bucket` inside `mybucket-old/`)."""
+    return re.sub(rf"(?<![\w.~-]){re.escape(root)}(?![\w.~-])", lambda _: name, text)
+
+
+def _secrets(settings: Any) -> list[str]:
+    """The object-store key and secret of the settings (never shown in an error)."""
+    if settings is None:
+        return []
+    found = []
+    secret = getattr(settings, "aws_secret_access_key", None)
+    if secret is not None:
+        found.append(secret.get_secret_value() if hasattr(secret, "get_secret_value") else str(secret))
+    found.append(getattr(settings, "aws_access_key_id", None) or "")
+    return [s for s in found if len(s) >= 4]
 
 
 def _settings(request: Request) -> Any:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import mimetypes
 import uuid
 from dataclasses import asdict
-from pathlib import Path
+from pathlib import PurePosixPath
 from typing import Annotated, Any
 
 import psycopg
@@ -22,7 +23,10 @@ from serving.routes.common import AUTH, BODY_LIMIT, CONFLICT, DATABASE, DELETED_
 from serving.routes.search import hits_response
 from serving.schemas import MAX_TOP_K, AddImageRequest, AddImageResponse, ImageStatusResponse, SearchHit
 from serving.state import ServerState
+from storage.images import ImageFiles
+from storage.objects import StorageUnavailable
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["images"])
 
 
@@ -39,21 +43,25 @@ def _model_dim(state: ServerState) -> int | None:
         return None
 
 
-def _file_facts(path: Path) -> dict[str, Any]:
-    """Size, MIME type and pixel size from the file header (cheap: no decode)."""
-    facts: dict[str, Any] = {"mime_type": mimetypes.guess_type(path.name)[0]}
+def _file_facts(files: ImageFiles, file_path: str) -> dict[str, Any]:
+    """Size, MIME type and pixel size from the file header (cheap: no decode; for an object store a ranged
+    read of the header's first blocks, never the whole object)."""
+    facts: dict[str, Any] = {}
     try:
-        facts["file_size"] = path.stat().st_size
-    except OSError:  # gone since the check: the pipeline will record it missing
-        return facts
-    try:
-        from PIL import Image
+        facts["mime_type"] = mimetypes.guess_type(PurePosixPath(files.key(file_path)).name)[0]
+        with files.open(file_path) as fh:
+            facts["file_size"] = fh.seek(0, 2)
+            fh.seek(0)
+            try:
+                from PIL import Image
 
-        with Image.open(path) as img:
-            facts["width"], facts["height"] = img.size
-            if img.format:
-                facts["mime_type"] = Image.MIME.get(img.format, facts["mime_type"])
-    except Exception:  # not decodable here: the pipeline will record why
+                with Image.open(fh) as img:
+                    facts["width"], facts["height"] = img.size
+                    if img.format:
+                        facts["mime_type"] = Image.MIME.get(img.format, facts["mime_type"])
+            except Exception:  # not decodable here: the pipeline will record why
+                pass
+    except Exception:  # gone since the check, or the store stopped answering: the pipeline will tell
         pass
     return facts
 
@@ -63,13 +71,16 @@ def _file_facts(path: Path) -> dict[str, Any]:
              summary="register an image row (idempotent per event_code + file_path); the pipeline embeds and "
                      "indexes its file")
 async def add_image(body: AddImageRequest, state: State) -> JSONResponse:
-    from embeddings.loading import INVALID_PATH, ImageLoadError, resolve_image_path
+    from embeddings.loading import INVALID_PATH, ImageLoadError
 
-    root = state.settings.resolved_image_root
+    files = ImageFiles(state.settings)  # IMAGE_ROOT: a folder or an object store, the same rules
     shown = repr(body.file_path[:200])  # the client's own text; never the server path it resolves to
     try:
-        path = resolve_image_path(root, body.file_path)
-        found = path.is_file()
+        found = await run_in_threadpool(files.exists, body.file_path)  # a network call away
+    except StorageUnavailable as exc:
+        log.warning("add_image: image store unavailable: %s", exc)
+        raise HTTPException(503, "the image store (IMAGE_ROOT) is not answering; nothing was registered, "
+                                 "retry shortly", headers={"Retry-After": "1"}) from None
     except ImageLoadError as exc:
         why = f"{exc.reason}: {exc.detail}" if exc.reason == INVALID_PATH and exc.detail else exc.reason
         raise HTTPException(422, f"file_path {shown}: {why} (paths are relative to IMAGE_ROOT)") from None
@@ -83,7 +94,7 @@ async def add_image(body: AddImageRequest, state: State) -> JSONResponse:
         if dim is not None and len(body.vector) != dim:
             raise HTTPException(422, f"vector has {len(body.vector)} values; the served model expects {dim} "
                                      "(it is validated only: the pipeline embeds the file itself)")
-    facts = await run_in_threadpool(_file_facts, path)
+    facts = await run_in_threadpool(_file_facts, files, body.file_path)
     meta = body.metadata
     values = {
         "file_size": meta.file_size if meta and meta.file_size is not None else facts.get("file_size"),
