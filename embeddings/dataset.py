@@ -7,6 +7,7 @@ the newest row per image_id (by embedded_at, then by part file mtime).
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,6 +18,7 @@ import pyarrow.parquet as pq
 
 if TYPE_CHECKING:
     from core.settings import Settings
+    from storage.location import Location
 
 COLUMNS = ("image_id", "image_code", "event_code", "vector", "model_version", "width", "height", "embedded_at")
 # Extension columns (after docs/design.md's contract columns, which stay unchanged): the duplicate fingerprint of
@@ -167,3 +169,65 @@ def compact(settings: Settings, model_version: str, conninfo: str | None = None)
     for p in parts:
         os.unlink(p)
     return {"merged": len(parts), "part": str(dest), "rows": len(latest)}
+
+
+# --- an object-store DATA_DIR: this process keeps a mirror of the parts it writes or reads ---------------
+
+def parts_location(settings: Settings, model_version: str) -> Location:
+    """The object-store folder of a model version's parts (DATA_DIR/embeddings/model_version=<mv>)."""
+    return settings.data_location.child(f"embeddings/model_version={safe_model_version(model_version)}")
+
+
+def push_part(settings: Settings, local: Path) -> Path:
+    """Upload a part written in the local mirror (one PUT: whole or absent), then drop the local copy.
+
+    A part of the same name already there (a retried batch) is replaced only when this one holds
+    all of its ids, as `embeddings.writer.write_part` decides locally; otherwise a unique name.
+    Returns the part's path in the mirror (relative to DATA_DIR it names the object).
+    """
+    import uuid
+
+    from storage import objects
+
+    data = settings.resolved_data_dir
+    rel = local.relative_to(data).as_posix()
+    location = settings.data_location
+    if objects.info(settings, location, rel) is not None:
+        with objects.open_read(settings, location, rel) as fh:
+            try:
+                old_ids = set(pq.read_table(fh, columns=["image_id"])["image_id"].to_pylist())
+            except Exception:  # an unreadable leftover: keep it, write beside it
+                old_ids = {None}
+        if not old_ids <= set(pq.read_table(local, columns=["image_id"])["image_id"].to_pylist()):
+            renamed = local.with_name(f"{local.stem}-{uuid.uuid4().hex[:8]}.parquet")
+            os.replace(local, renamed)
+            local, rel = renamed, renamed.relative_to(data).as_posix()
+    objects.put_file(settings, location, rel, local)
+    local.unlink(missing_ok=True)
+    return local
+
+
+def pull_parts(settings: Settings, model_version: str, names: set[str] | None = None) -> int:
+    """Mirror a model version's parts (all, or those `names`), mtime = the object's, extras removed when
+    mirroring all. Returns how many were downloaded."""
+    from storage import objects
+
+    location = parts_location(settings, model_version)
+    local_dir = dataset_dir(settings, model_version)
+    remote = {o.name: o for o in objects.list_files(settings, location) if o.name.startswith("part-")}
+    local_dir.mkdir(parents=True, exist_ok=True)
+    fetched = 0
+    for name, obj in remote.items():
+        if names is not None and name not in names:
+            continue
+        dest = local_dir / name
+        if dest.is_file() and dest.stat().st_size == obj.size:
+            continue
+        objects.get_file(settings, location, name, dest, size=obj.size)
+        os.utime(dest, (obj.mtime, obj.mtime))  # list_parts orders parts by mtime: the upload order
+        fetched += 1
+    if names is None:
+        for path in local_dir.glob("part-*.parquet"):
+            if path.name not in remote:
+                path.unlink(missing_ok=True)
+    return fetched

@@ -27,7 +27,7 @@ import numpy as np
 from core.db import connect
 from core.settings import Settings, get_settings
 from embeddings import ledger, planning
-from embeddings.dataset import dataset_dir
+from embeddings.dataset import dataset_dir, push_part
 from embeddings.loading import ImageLoadError, load_image_info, read_file
 from embeddings.models import Embedder, get_embedder, parse_name
 from embeddings.writer import build_table, part_name, write_part
@@ -200,6 +200,8 @@ def embed_batch(
             fingerprints=got.fingerprints,
         )
         part = write_part(table, dataset_dir(settings, mv), run_id, batch_no)
+        if settings.remote_data:  # one PUT: the part is whole in the object store or absent
+            part = push_part(settings, part)
     rel = _relative(part, settings) if part else None
     with connect(conninfo=conninfo) as conn:
         ledger.record(conn, mv, embedded=got_ids, part=rel, failed=failures)

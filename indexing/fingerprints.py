@@ -138,6 +138,10 @@ class FingerprintReader:
         by_part: dict[str, list[int]] = {}
         for i, part in where.items():
             by_part.setdefault(part, []).append(i)
+        if self.settings.remote_data:  # this host's mirror of the parts these rows came from
+            from embeddings.dataset import pull_parts
+
+            pull_parts(self.settings, self.model_version, {Path(p).name for p in by_part if p})
         found: dict[int, tuple[int, Fingerprint | None]] = {}
         for part, members in by_part.items():
             path = resolve_part(self.settings, self.model_version, part)
@@ -145,6 +149,10 @@ class FingerprintReader:
                 found.update(self._read(path, members))
         left = [i for i in where if i not in found]
         if left:  # the part was compacted away: the latest row in any part (parts in the readers' order)
+            if self.settings.remote_data:
+                from embeddings.dataset import pull_parts
+
+                pull_parts(self.settings, self.model_version)
             rest: dict[int, tuple[int, Fingerprint | None]] = {}
             for path in list_parts(self.settings, self.model_version):
                 for i, row in self._read(path, left).items():

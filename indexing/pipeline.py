@@ -2,22 +2,30 @@
 
 Every function that touches the database takes `conninfo`, so Airflow (PostgresHook) and
 the CLI (settings) run the same code. Writers of one model's store are serialised by a
-file lock; readers (servers) never lock: they see a version only after its folder was
-renamed into place and CURRENT only through an atomic rename.
+file lock (and, with an object-store DATA_DIR, a database advisory lock: writers may be on any
+host); readers (servers) never lock: they see a version only after its folder was renamed into
+place (its manifest uploaded, for an object store) and CURRENT only through an atomic rename (one
+PUT). Publishers agree on the pointer through the `index_current` row, locked while CURRENT flips.
+With an object-store DATA_DIR every step works on this host's mirror (indexing/remote.py): pull
+what it needs, verified; push what it made, verified after upload.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import shutil
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from core.db import connect
 from core.settings import Settings
-from indexing import sources
+from embeddings.dataset import pull_parts
+from indexing import remote, sources
 from indexing.build import build_version, next_version, store_lock
 from indexing.store import (
     CURRENT_FILE,
@@ -36,6 +44,37 @@ STALE_TEMP_SECONDS = 3600
 
 class RollbackError(RuntimeError):
     """There is no version to roll back to (the message says what exists)."""
+
+
+class PublishConflict(RuntimeError):
+    """A newer version was published meanwhile: publishing this one would move CURRENT backwards."""
+
+
+@contextmanager
+def writer_lock(conninfo: str | None, store: IndexStore) -> Iterator[None]:
+    """The store's writer lock: the local file lock, plus for an object store a database advisory lock
+    (held by a session: it dies with its owner), so writers on several hosts take turns."""
+    with store_lock(store):
+        if store.remote is None or not conninfo:
+            yield
+            return
+        with connect(conninfo=conninfo, autocommit=True) as conn:
+            key = f"image-similarity index store {store.model_version}"
+            conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (key,))
+            try:
+                yield
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,))
+
+
+def _pull_current(store: IndexStore) -> None:
+    """Mirror CURRENT and the version it names (a damaged remote copy is left for the build to rebuild)."""
+    if store.remote is None:
+        return
+    pointer = remote.pull_pointer(store)
+    if pointer.version is not None:
+        with contextlib.suppress(IndexCorrupt):  # read_manifest / the merge report it and rebuild
+            remote.pull_version(store, pointer.version)
 
 
 def _db_max_version(conninfo: str, model_version: str) -> int | None:
@@ -121,7 +160,10 @@ def build(conninfo: str, settings: Settings, model_version: str, *, mode: str = 
     so two callers never both build the same state. A damaged CURRENT makes a merge a rebuild.
     """
     store = IndexStore(settings, model_version)
-    with store_lock(store):
+    with writer_lock(conninfo, store):
+        if store.remote is not None:
+            _pull_current(store)
+            pull_parts(settings, model_version)
         pointer = store.current()
         parent = pointer.version
         since = None
@@ -135,13 +177,17 @@ def build(conninfo: str, settings: Settings, model_version: str, *, mode: str = 
                             "reason": f"nothing new since {version_name(parent)}"}
             except IndexCorrupt:
                 pass  # the merge itself falls back to a rebuild and says why
-        version = next_version(store, _db_max_version(conninfo, model_version))
+        db_max = _db_max_version(conninfo, model_version)
+        if store.remote is not None:
+            db_max = max([db_max or 0, *remote.remote_versions(store)])
+        version = next_version(store, db_max)
         extra: dict[str, Any] = {"dag_run_id": dag_run_id}
         if pointer.damaged and mode == "merge":
             extra["rebuild_reason"] = f"nothing to merge into: {pointer.problem}"
         built = build_version(settings, model_version, ledger, mode=mode, index_type=index_type,
                               version=version, parent=parent, extra=extra,
                               full_ledger=lambda: sources.read_ledger(conninfo, model_version))
+        remote.push_version(store, version)  # object store: uploaded and re-read before anyone hears of it
         m = built.manifest
         with connect(conninfo=conninfo) as conn:
             conn.execute(
@@ -169,6 +215,11 @@ def verify(conninfo: str, settings: Settings, model_version: str, version: int) 
 def verify_report(conninfo: str, settings: Settings, model_version: str, version: int) -> dict[str, Any]:
     """verify() returning what was checked (for the CLI)."""
     store = IndexStore(settings, model_version)
+    if store.remote is not None:
+        try:
+            remote.pull_version(store, version)
+        except IndexCorrupt as exc:
+            raise VerificationFailed(str(exc)) from None
     if not store.version_dir(version).is_dir():
         raise VerificationFailed(f"{version_name(version)} of {model_version} does not exist "
                                  f"(on disk: {', '.join(map(version_name, store.versions())) or 'none'})")
@@ -198,11 +249,13 @@ def _mark(conninfo: str, store: IndexStore, version: int, *, status: str, error:
                      (status, error, store.model_version, version))
 
 
-def _activate(conninfo: str, store: IndexStore, version: int) -> None:
+def _activate(conninfo: str, store: IndexStore, version: int, reason: str = "publish") -> None:
     """Make `version` the served one: images.faiss_index, the row, NOTIFY and CURRENT, together.
 
-    CURRENT is flipped inside the transaction, right before COMMIT (which delivers the NOTIFY);
-    if the commit fails, CURRENT is put back.
+    The `index_current` row is locked first: publishers take turns, and a publish older than
+    the recorded one raises PublishConflict (only a rollback moves it back). CURRENT (and the
+    CURRENT object of an object store) is flipped inside the transaction, right before COMMIT
+    (which delivers the NOTIFY); if the commit fails, CURRENT is put back.
     """
 
     manifest = store.read_manifest(version)
@@ -215,6 +268,16 @@ def _activate(conninfo: str, store: IndexStore, version: int) -> None:
     flipped = False
     try:
         with connect(conninfo=conninfo) as conn:
+            conn.execute("""INSERT INTO index_current (model_version, version, reason) VALUES (%s, %s, %s)
+                            ON CONFLICT (model_version) DO NOTHING""", (store.model_version, version, reason))
+            recorded = conn.execute("SELECT version FROM index_current WHERE model_version = %s FOR UPDATE",
+                                    (store.model_version,)).fetchone()[0]  # type: ignore[index]
+            if reason == "publish" and recorded > version:
+                raise PublishConflict(f"{version_name(recorded)} of {store.model_version} was published after "
+                                      f"{version_name(version)} was built; publishing it would move CURRENT back "
+                                      "(use rollback for that)")
+            conn.execute("""UPDATE index_current SET version = %s, reason = %s, updated_at = now()
+                            WHERE model_version = %s""", (version, reason, store.model_version))
             conn.execute("CREATE TEMP TABLE _indexed (id integer PRIMARY KEY) ON COMMIT DROP")
             with conn.cursor().copy("COPY _indexed (id) FROM STDIN") as copy:
                 copy.write(buf.getvalue())
@@ -226,20 +289,29 @@ def _activate(conninfo: str, store: IndexStore, version: int) -> None:
             conn.execute("""UPDATE index_versions SET status = 'published', error = NULL, published_at = now()
                             WHERE model_version = %s AND version = %s""", (store.model_version, version))
             conn.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, payload))
-            store.set_current(version)
             flipped = True
+            store.set_current(version)
+            remote.push_pointer(store, version)
     except BaseException:
         if flipped:
             if previous is not None and store.version_dir(previous).is_dir():
                 store.set_current(previous)
+                remote.push_pointer(store, previous)
             else:
                 (store.root / CURRENT_FILE).unlink(missing_ok=True)
+                remote.push_pointer(store, None)
         raise
 
 
 def publish(conninfo: str, settings: Settings, model_version: str, version: int) -> None:
     """Verify (unless already verified, then re-check checksums) and make `version` current."""
     store = IndexStore(settings, model_version)
+    if store.remote is not None:
+        try:
+            remote.pull_version(store, version)
+        except IndexCorrupt as exc:
+            _mark(conninfo, store, version, status="failed", error=str(exc))
+            raise VerificationFailed(str(exc)) from None
     status, error = _status(conninfo, model_version, version)
     if status == "failed":
         raise VerificationFailed(f"{version_name(version)} failed verification and cannot be published: {error}")
@@ -251,7 +323,7 @@ def publish(conninfo: str, settings: Settings, model_version: str, version: int)
             raise VerificationFailed(str(exc)) from None
     else:
         verify(conninfo, settings, model_version, version)
-    with store_lock(store):
+    with writer_lock(conninfo, store):
         _activate(conninfo, store, version)
 
 
@@ -268,18 +340,18 @@ def prune(settings: Settings, model_version: str, keep: int | None = None, conni
     if keep < 1:
         raise ValueError("keep must be at least 1")
     store = IndexStore(settings, model_version)
-    if not store.root.is_dir():
+    if not store.root.is_dir() and store.remote is None:
         return []
     pruned: list[int] = []
-    with store_lock(store):
-        pointer = store.current()
+    with writer_lock(conninfo, store):
+        pointer = remote.pull_pointer(store) if store.remote is not None else store.current()
         current = pointer.version
         if current is None and pointer.damaged:
             recent = _published(conninfo, model_version) if conninfo else []
             current = recent[0] if recent else None
             if current is None:
                 return []  # nothing says which version is served: delete nothing
-        versions = store.versions()
+        versions = remote.remote_versions(store)
         statuses = _statuses(conninfo, model_version) if conninfo else {}
         published = [v for v in versions if v == current or statuses.get(v, "published") == "published"]
         kept = set(published[-keep:]) | ({current} if current is not None else set())
@@ -287,12 +359,14 @@ def prune(settings: Settings, model_version: str, keep: int | None = None, conni
         for v in versions:
             if v in kept:
                 continue
-            trash = store.root / f".trash-{version_name(v)}-{uuid.uuid4().hex[:8]}"
-            store.version_dir(v).rename(trash)  # disappears from listings atomically, then is deleted
-            shutil.rmtree(trash, ignore_errors=True)
+            remote.delete_version(store, v)  # object store: the manifest first, then its files
+            if store.version_dir(v).is_dir():
+                trash = store.root / f".trash-{version_name(v)}-{uuid.uuid4().hex[:8]}"
+                store.version_dir(v).rename(trash)  # disappears from listings atomically, then is deleted
+                shutil.rmtree(trash, ignore_errors=True)
             pruned.append(v)
         now = time.time()
-        for entry in store.root.iterdir():
+        for entry in (store.root.iterdir() if store.root.is_dir() else ()):
             stale = entry.name.startswith(".trash-") or (
                 entry.name.startswith((".tmp-build-", ".tmp-restore-"))
                 and now - entry.stat().st_mtime > STALE_TEMP_SECONDS)
@@ -316,8 +390,8 @@ def rollback(conninfo: str, settings: Settings, model_version: str, to: int | No
     from indexing.backup import ensure_intact
 
     store = IndexStore(settings, model_version)
-    pointer = store.current()
-    on_disk = store.versions()
+    pointer = remote.pull_pointer(store) if store.remote is not None else store.current()
+    on_disk = remote.remote_versions(store)
     known = sorted(set(on_disk) | set(backup_store(settings, model_version).versions()))
     if to is None:
         published = _published(conninfo, model_version)
@@ -332,9 +406,10 @@ def rollback(conninfo: str, settings: Settings, model_version: str, to: int | No
             if v not in known:
                 continue
             try:
-                with store_lock(store):
+                with writer_lock(conninfo, store):
+                    _pull_if_remote(store, v)
                     ensure_intact(settings, model_version, v)
-                    _activate(conninfo, store, v)
+                    _activate(conninfo, store, v, reason="rollback")
                 return v
             except IndexCorrupt as exc:
                 problems.append(str(exc))
@@ -347,26 +422,36 @@ def rollback(conninfo: str, settings: Settings, model_version: str, to: int | No
         raise RollbackError(f"{version_name(to)} of {model_version} is not on disk nor in the backup "
                             f"(kept: {', '.join(map(version_name, known)) or 'none'})")
     status, error = _status(conninfo, model_version, to)
-    with store_lock(store):
+    with writer_lock(conninfo, store):
+        _pull_if_remote(store, to)
         source = ensure_intact(settings, model_version, to)  # raises IndexCorrupt naming the bad file
         # A version that failed because its files were damaged is fine once restored from the backup;
         # one that failed for any other reason (wrong count, not normalised) stays refused.
         if status == "failed" and source != "restored":
             raise RollbackError(f"{version_name(to)} failed verification ({error}); choose another with --to")
-        _activate(conninfo, store, to)
+        _activate(conninfo, store, to, reason="rollback")
     return to
+
+
+def _pull_if_remote(store: IndexStore, version: int) -> None:
+    """Bring an object-store version into the mirror; a damaged remote copy is left to ensure_intact
+    (which restores from BACKUP_DIR) to judge."""
+    if store.remote is not None:
+        with contextlib.suppress(IndexCorrupt):
+            remote.pull_version(store, version)
 
 
 def list_versions(settings: Settings, model_version: str, conninfo: str | None = None) -> list[dict[str, Any]]:
     """Versions on disk and in the table, newest first: version, status, current, index_type, count, dates,
     and whether BACKUP_DIR holds a copy."""
     store = IndexStore(settings, model_version)
-    current = store.current().version
-    backed_up = set(backup_store(settings, model_version).versions())
+    current = (remote.pull_pointer(store) if store.remote is not None else store.current()).version
+    backup = backup_store(settings, model_version)
+    backed_up = set(remote.remote_versions(backup))
     rows: dict[int, dict[str, Any]] = {}
-    for v in store.versions():
+    for v in remote.remote_versions(store):
         try:
-            m = store.read_manifest(v)
+            m = remote.read_manifest(store, v)
         except IndexCorrupt as exc:
             rows[v] = {"version": v, "status": "corrupt", "error": str(exc), "on_disk": True}
             continue
@@ -397,12 +482,16 @@ def backup(conninfo: str | None, settings: Settings, model_version: str, keep: i
 
     store = IndexStore(settings, model_version)
     published = _published(conninfo, model_version) if conninfo else None
-    with store_lock(store):
-        return run_backup(settings, model_version, published=published, keep=keep)
+    with writer_lock(conninfo, store):
+        if store.remote is None and backup_store(settings, model_version).remote is None:
+            return run_backup(settings, model_version, published=published, keep=keep)
+        return remote.backup(settings, model_version, published=published, keep=keep, run_backup=run_backup)
 
 
 def stored_model_versions(settings: Settings) -> list[str]:
     """The model versions that have an index store (read from a manifest: folder names are sanitised)."""
+    if settings.remote_data:
+        return remote.stored_model_versions(settings)
     found: set[str] = set()
     if not settings.indexes_dir.is_dir():
         return []

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from core.settings import Settings
+from storage.location import Location
 
 INDEX_FILE = "index.faiss"
 DELTA_FILE = "delta.faiss"
@@ -225,10 +226,15 @@ def read_bytes(path: Path) -> bytes:
 class IndexStore:
     """The versions of one model's index under `root`: listing, CURRENT, manifests. Never loads vectors."""
 
-    def __init__(self, settings: Settings, model_version: str, root: Path | None = None) -> None:
+    def __init__(self, settings: Settings, model_version: str, root: Path | None = None,
+                 remote: Location | None = None) -> None:
         self.settings = settings
         self.model_version = model_version
         self.root = root if root is not None else settings.indexes_dir / model_dir_name(model_version)
+        # With an object-store DATA_DIR, `root` is this process's mirror of `remote` (indexing/remote.py).
+        if remote is None and root is None and settings.remote_data:
+            remote = settings.data_location.child(f"indexes/{model_dir_name(model_version)}")
+        self.remote = remote
 
     def version_dir(self, version: int) -> Path:
         return self.root / version_name(version)
@@ -342,4 +348,6 @@ def check_file(path: Path, sha256: str, size: int | None, *, checksums: bool = T
 
 def backup_store(settings: Settings, model_version: str) -> IndexStore:
     """The backup copy of a model's store under BACKUP_DIR (same layout, no file shared with the store)."""
-    return IndexStore(settings, model_version, settings.resolved_backup_dir / model_dir_name(model_version))
+    location = settings.backup_location
+    remote = None if location.is_local else location.child(model_dir_name(model_version))
+    return IndexStore(settings, model_version, settings.resolved_backup_dir / model_dir_name(model_version), remote)

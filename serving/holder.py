@@ -32,8 +32,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from core.settings import Settings
-from indexing.store import CurrentPointer, IndexStore, backup_store, version_name
+from indexing import remote
+from indexing.store import CurrentPointer, IndexCorrupt, IndexStore, backup_store, version_name
 from serving.served import ServedIndex
+from storage.objects import StorageUnavailable
 
 log = logging.getLogger("serving.holder")
 
@@ -81,6 +83,7 @@ class IndexHolder:
         self.integrity = IntegrityStats()
         self.reason: str | None = "loading the index"
         self.degraded: str | None = None  # why the served version is not CURRENT's store copy
+        self.storage_problem: str | None = None  # an object-store DATA_DIR that did not answer the last pull
         self.pointer = CurrentPointer(None)
 
     @property
@@ -136,6 +139,7 @@ class IndexHolder:
                 del self._failed[key]
         store, backup = self.store(), self.backup()
         assert store is not None and backup is not None
+        self._pull(store)
         pointer = store.current()
         if pointer != self.pointer and pointer.damaged:
             log.error("%s", pointer.problem)
@@ -143,7 +147,7 @@ class IndexHolder:
         served = self._current
         if (served is not None and pointer.version == served.version and served.source == "store"
                 and (served.version, "store") not in self._failed):
-            self._set_degraded(None)
+            self._set_degraded(self._with_storage(None))
             return False
         candidates = self._candidates(pointer, store, backup)
         if not candidates and served is None:
@@ -161,8 +165,37 @@ class IndexHolder:
                 break
         # When nothing better loads, a served version whose disk files went bad keeps being served from
         # its verified private copy (better than no answer); _explain says so.
-        self._set_degraded(self._explain(pointer))
+        self._set_degraded(self._with_storage(self._explain(pointer)))
+        if swapped and store.remote is not None:
+            keep = {v for v in (pointer.version, self._current.version if self._current else None) if v}
+            remote.evict(store, keep)  # the cache holds what is served and what CURRENT names
         return swapped
+
+    def _pull(self, store: IndexStore) -> None:
+        """Object-store DATA_DIR: bring CURRENT's version into this replica's cache, verified, before CURRENT
+        itself (so a poll never sees a CURRENT whose files are still on their way). A store that does not
+        answer leaves the cache as it is: what is served stays served, reported as degraded."""
+        if store.remote is None:
+            return
+        try:
+            remote.pull_pointer(store, fetch=True)
+        except StorageUnavailable as exc:
+            if str(exc) != self.storage_problem:
+                log.error("object store unavailable, serving from the local cache: %s", exc)
+            self.storage_problem = str(exc)
+            return
+        except IndexCorrupt as exc:  # the store's copy does not match its manifest: the holder falls back
+            self._note_failure(None, str(exc))
+        if self.storage_problem:
+            log.info("object store reachable again")
+        self.storage_problem = None
+
+    def _with_storage(self, message: str | None) -> str | None:
+        if self.storage_problem is None:
+            return message
+        served = self._current
+        what = f"serving {version_name(served.version)} from the local cache" if served else "nothing cached to serve"
+        return f"object store unavailable ({self.storage_problem}); {what}" + (f"; {message}" if message else "")
 
     def _candidates(self, pointer: CurrentPointer, store: IndexStore, backup: IndexStore) -> list[Candidate]:
         """What may be served, best first: CURRENT's version (store, then backup), then older ones."""
@@ -294,6 +327,7 @@ class IndexHolder:
             "current_on_disk": self.pointer.version,
             "current_problem": self.pointer.problem,
             "degraded": self.degraded,
+            "storage_problem": self.storage_problem,
             "integrity": {"checks": self.integrity.checks, "failures": self.integrity.failures,
                           "last_check_at": self.integrity.last_check_at, "last_problem": self.integrity.last_problem},
         }

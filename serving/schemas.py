@@ -302,7 +302,9 @@ class StatsResponse(BaseModel):
     served_from: str | None = Field(None, description="store (DATA_DIR/indexes) or backup (BACKUP_DIR)")
     current_on_disk: int | None = Field(None, description="the version CURRENT names (None: missing or damaged)")
     current_problem: str | None = Field(None, description="what is wrong with CURRENT, if anything")
-    degraded: str | None = Field(None, description="why the served version is not CURRENT's (fallback in use)")
+    degraded: str | None = Field(None, description="why the served version is not CURRENT's (fallback in use), or "
+                                 "that an object-store DATA_DIR does not answer (served from the local cache)")
+    storage_problem: str | None = Field(None, description="object-store DATA_DIR only: why the last pull failed")
     integrity: IntegrityState | None = None
 
 

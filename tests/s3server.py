@@ -64,7 +64,7 @@ class S3Server:
         self.proc = subprocess.Popen(
             [rclone_binary(), "serve", "s3", str(self.root), "--addr", f"127.0.0.1:{self.port}",
              "--auth-key", f"{KEY_ID},{SECRET}", "--config", os.devnull, "--log-level", "NOTICE",
-             "--vfs-cache-mode", "off"],
+             "--vfs-cache-mode", "off", "--dir-cache-time", "0s"],  # objects planted on disk show at once
             stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:

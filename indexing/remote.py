@@ -1,0 +1,257 @@
+"""An object-store DATA_DIR: the local index store is this process's mirror of it.
+
+Every host keeps only a cache (`settings.resolved_data_dir` under STORAGE_CACHE_DIR). The code that
+builds, verifies and loads versions works on the local store as with a local DATA_DIR; this module
+moves whole, verified versions between the two:
+- `push_version` uploads a built version's files, the manifest last (a version without its manifest
+  does not exist for readers), then reads every object back and checks its sha256.
+- `pull_version` downloads a version the manifest's checksums vouch for into a temp folder, renamed
+  into place only when every file matched; a damaged local copy is fetched again.
+- `pull_pointer` mirrors the CURRENT object (written only under the publishers' database lock,
+  `index_current`); `push_pointer` writes it.
+(The Parquet parts' mirror is embeddings.dataset's: `push_part`, `pull_parts`.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from core.settings import Settings
+from indexing.store import (
+    _VERSION_RE,
+    CURRENT_FILE,
+    MANIFEST_FILE,
+    CurrentPointer,
+    IndexCorrupt,
+    IndexStore,
+    Manifest,
+    make_read_only,
+    parse_version,
+    version_name,
+)
+from storage import objects
+from storage.location import Location
+
+
+def remote_root(store: IndexStore) -> Location | None:
+    """The object-store folder this store mirrors, None for a local store."""
+    return store.remote
+
+
+def remote_versions(store: IndexStore) -> list[int]:
+    """Versions whose manifest is in the object store (complete uploads), ascending."""
+    remote = store.remote
+    if remote is None:
+        return store.versions()
+    found = []
+    for name in objects.list_folders(store.settings, remote):
+        match = _VERSION_RE.match(name)
+        if match and objects.info(store.settings, remote, f"{name}/{MANIFEST_FILE}") is not None:
+            found.append(int(match.group(1)))
+    return sorted(found)
+
+
+def push_version(store: IndexStore, version: int) -> None:
+    """Upload a local version, manifest last, then prove every object by its sha256 (IndexCorrupt if not)."""
+    remote = store.remote
+    if remote is None:
+        return
+    manifest = store.read_manifest(version)
+    folder = store.version_dir(version)
+    name = version_name(version)
+    for fname in manifest.files:
+        objects.put_file(store.settings, remote, f"{name}/{fname}", folder / fname)
+    for fname in manifest.files:
+        sha, size = objects.checksum(store.settings, remote, f"{name}/{fname}")
+        if sha != manifest.sha256[fname] or size != manifest.sizes.get(fname, size):
+            objects.delete(store.settings, remote, name, recursive=True)
+            raise IndexCorrupt(f"{remote.url}/{name}/{fname}: differs from what was uploaded (sha256 after upload)")
+    objects.put_file(store.settings, remote, f"{name}/{MANIFEST_FILE}", folder / MANIFEST_FILE)
+
+
+def pull_version(store: IndexStore, version: int) -> bool:
+    """Make the local copy of `version` whole and verified (download what is missing or damaged).
+
+    Returns True when something was downloaded. IndexCorrupt when the object store's copy does not
+    match its own manifest; StorageUnavailable when the store does not answer; FileNotFoundError-free:
+    a version missing remotely is IndexCorrupt naming it.
+    """
+    remote = store.remote
+    if remote is None:
+        return False
+    name = version_name(version)
+    local = store.version_dir(version)
+    try:
+        raw = objects.read_bytes(store.settings, remote, f"{name}/{MANIFEST_FILE}")
+    except FileNotFoundError:
+        raise IndexCorrupt(f"{name} of {store.model_version} is not in {remote.url}") from None
+    manifest = Manifest.from_json(raw, Path(f"{remote.url}/{name}/{MANIFEST_FILE}"))
+    if local.is_dir():
+        try:
+            if (local / MANIFEST_FILE).read_bytes() == raw:
+                store.check_files(version, manifest, checksums=True)
+                return False
+        except (OSError, IndexCorrupt):
+            pass  # damaged or stale: fetched again below
+    store.root.mkdir(parents=True, exist_ok=True)
+    tmp = store.root / f".tmp-pull-{name}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        for fname in manifest.files:
+            try:
+                objects.get_file(store.settings, remote, f"{name}/{fname}", tmp / fname,
+                                 size=manifest.sizes.get(fname), sha256=manifest.sha256[fname])
+            except FileNotFoundError:
+                raise IndexCorrupt(f"{remote.url}/{name}/{fname}: missing") from None
+            except objects.ChecksumMismatch as exc:
+                raise IndexCorrupt(str(exc)) from None
+            make_read_only(tmp / fname)
+        (tmp / MANIFEST_FILE).write_bytes(raw)
+        if local.is_dir():
+            trash = store.root / f".trash-{name}-{uuid.uuid4().hex[:8]}"
+            local.rename(trash)
+            shutil.rmtree(trash, ignore_errors=True)
+        tmp.rename(local)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return True
+
+
+def pull_pointer(store: IndexStore, *, fetch: bool = False) -> CurrentPointer:
+    """Mirror the CURRENT object into the local store (as it is, damage included) and read it.
+
+    With `fetch`, the version it names is pulled first (verified), so the local CURRENT never names a
+    version whose files are not yet here; a remote copy that does not verify raises IndexCorrupt after
+    CURRENT is mirrored (the reader then falls back and says why). StorageUnavailable changes nothing.
+    """
+    remote = store.remote
+    if remote is None:
+        return store.current()
+    store.root.mkdir(parents=True, exist_ok=True)
+    local = store.root / CURRENT_FILE
+    try:
+        raw = objects.read_bytes(store.settings, remote, CURRENT_FILE)
+    except FileNotFoundError:
+        local.unlink(missing_ok=True)
+        return store.current()
+    problem: IndexCorrupt | None = None
+    if fetch:
+        try:
+            version = parse_version(raw.decode("ascii", "replace"))
+        except ValueError:
+            version = None
+        if version is not None:
+            try:
+                pull_version(store, version)
+            except IndexCorrupt as exc:
+                problem = exc
+    if not local.is_file() or local.read_bytes() != raw:
+        tmp = local.with_name(f".{CURRENT_FILE}.{uuid.uuid4().hex[:8]}")
+        tmp.write_bytes(raw)
+        os.replace(tmp, local)
+    if problem is not None:
+        raise problem
+    return store.current()
+
+
+def push_pointer(store: IndexStore, version: int | None) -> None:
+    """Write (or with None remove) the CURRENT object; the caller holds the publishers' lock."""
+    remote = store.remote
+    if remote is None:
+        return
+    if version is None:
+        objects.delete(store.settings, remote, CURRENT_FILE)
+    else:
+        objects.put_bytes(store.settings, remote, CURRENT_FILE, (version_name(version) + "\n").encode())
+
+
+def delete_version(store: IndexStore, version: int) -> None:
+    """Remove a version from the object store: the manifest first, so it stops existing before its files go."""
+    remote = store.remote
+    if remote is None:
+        return
+    name = version_name(version)
+    objects.delete(store.settings, remote, f"{name}/{MANIFEST_FILE}")
+    objects.delete(store.settings, remote, name, recursive=True)
+
+
+def evict(store: IndexStore, keep: set[int]) -> list[int]:
+    """Drop local copies of versions not in `keep` (a replica's cache holds what it serves and may fall back to)."""
+    if store.remote is None:
+        return []
+    dropped = []
+    for v in store.versions():
+        if v in keep:
+            continue
+        trash = store.root / f".trash-{version_name(v)}-{uuid.uuid4().hex[:8]}"
+        store.version_dir(v).rename(trash)
+        shutil.rmtree(trash, ignore_errors=True)
+        dropped.append(v)
+    return dropped
+
+
+def read_manifest(store: IndexStore, version: int) -> Manifest:
+    """A version's manifest from the object store (the local store's for a local one)."""
+    if store.remote is None:
+        return store.read_manifest(version)
+    name = version_name(version)
+    try:
+        raw = objects.read_bytes(store.settings, store.remote, f"{name}/{MANIFEST_FILE}")
+    except FileNotFoundError:
+        raise IndexCorrupt(f"{name} of {store.model_version} is not in {store.remote.url}") from None
+    where = Path(f"{store.remote.url}/{name}/{MANIFEST_FILE}")
+    manifest = Manifest.from_json(raw, where)
+    store._check_identity(version, manifest, where)
+    return manifest
+
+
+def backup(settings: Settings, model_version: str, *, published: list[int] | None, keep: int | None,
+           run_backup: Callable[..., Any]) -> Any:
+    """`indexing.backup.backup` where the store or BACKUP_DIR is an object store: mirror both (verified),
+    back up between the mirrors, then upload the new copies (re-read after upload) and drop pruned ones."""
+    from indexing.store import backup_store
+
+    store = IndexStore(settings, model_version)
+    copies = backup_store(settings, model_version)
+    if store.remote is not None:
+        pull_pointer(store)
+        for v in remote_versions(store):
+            if published is None or v in published:
+                with contextlib.suppress(IndexCorrupt):  # a damaged one is reported by the backup as skipped
+                    pull_version(store, v)
+    for v in remote_versions(copies):
+        with contextlib.suppress(IndexCorrupt):  # a damaged copy is copied again by the backup
+            pull_version(copies, v)
+    report = run_backup(settings, model_version, published=published, keep=keep)
+    for v in report.copied:
+        push_version(copies, v)
+    for v in report.pruned:
+        delete_version(copies, v)
+    if copies.remote is not None:
+        report.root = copies.remote.url
+    return report
+
+
+def stored_model_versions(settings: Settings) -> list[str]:
+    """The model versions with an index store in the object store (read from a manifest)."""
+    remote = settings.data_location.child("indexes")
+    found: set[str] = set()
+    for folder in objects.list_folders(settings, remote):
+        for name in reversed(objects.list_folders(settings, remote, folder)):
+            if not _VERSION_RE.match(name):
+                continue
+            try:
+                data = json.loads(objects.read_bytes(settings, remote, f"{folder}/{name}/{MANIFEST_FILE}"))
+                found.add(str(data["model_version"]))
+                break
+            except (FileNotFoundError, ValueError, KeyError, TypeError):
+                continue
+    return sorted(found)

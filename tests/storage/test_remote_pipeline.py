@@ -1,0 +1,169 @@
+"""DATA_DIR on object storage: embed on two "hosts", build on a third, serve from two replicas.
+
+Each role gets its own STORAGE_CACHE_DIR and shares nothing but the S3 server and PostgreSQL, so
+anything that still needs a shared disk fails here. Real parts: rclone's S3 server, PostgreSQL,
+EfficientNet-Lite0 on generated photos.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from core.sample_data import generate_photos
+from tests.embeddings.helpers import add_event, add_files
+
+MODEL = "efficientnet-lite0+plain"
+
+
+def _role(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str, bucket: str):  # type: ignore[no-untyped-def]
+    """Settings of one host: the object-store DATA_DIR, its own cache folder."""
+    from core.settings import get_settings
+
+    monkeypatch.setenv("DATA_DIR", f"s3://{bucket}/imgsim")
+    monkeypatch.setenv("STORAGE_CACHE_DIR", str(tmp_path / f"cache-{name}"))
+    monkeypatch.setenv("EMBEDDING_MODEL", MODEL)
+    get_settings.cache_clear()
+    return get_settings()
+
+
+@pytest.fixture
+def scene(db, s3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pg_database: str):  # type: ignore[no-untyped-def]
+    server, bucket, folder = s3
+    images = tmp_path / "images"
+    monkeypatch.setenv("IMAGE_ROOT", str(images))
+    photos = generate_photos(tmp_path / "src", 14, seed=24)
+    event = add_event(db)
+    ids = add_files(db, event, images, photos[:10])
+    return {"server": server, "bucket": bucket, "folder": folder, "event": event, "ids": ids, "images": images,
+            "spare": photos[10:], "conninfo": pg_database}
+
+
+def _embed(settings, conninfo: str, ids: list[int], run: str) -> dict:  # type: ignore[no-untyped-def]
+    from embeddings.runner import embed_batch
+
+    return embed_batch(conninfo, ids, model_name=MODEL, run_id=run, settings=settings)
+
+
+def test_embed_build_publish_and_serve_share_no_disk(scene, db, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from indexing import pipeline
+    from indexing.store import IndexStore
+    from serving.holder import IndexHolder
+
+    conninfo, bucket, folder = scene["conninfo"], scene["bucket"], scene["folder"]
+    ids = scene["ids"]
+    # Two embedding workers, half the batch each.
+    w1 = _role(monkeypatch, tmp_path, "worker1", bucket)
+    r1 = _embed(w1, conninfo, ids[:5], "run-a")
+    w2 = _role(monkeypatch, tmp_path, "worker2", bucket)
+    r2 = _embed(w2, conninfo, ids[5:], "run-b")
+    assert r1["embedded"] == 5 and r2["embedded"] == 5
+    mv = r1["model_version"]
+    parts = sorted(p.name for p in folder.rglob("part-*.parquet"))
+    assert len(parts) == 2, parts
+    assert not list((tmp_path / "cache-worker1").rglob("part-*.parquet")), "a worker keeps no part once uploaded"
+    ledger = db.execute("SELECT DISTINCT parquet_part FROM image_embeddings").fetchall()
+    assert {Path(r[0]).name for r in ledger} == set(parts)
+    assert all(r[0].startswith("embeddings/") for r in ledger), "the ledger names the object under DATA_DIR"
+
+    # The builder: a third cache, reads parts from the object store, uploads and publishes.
+    b = _role(monkeypatch, tmp_path, "builder", bucket)
+    built = pipeline.build(conninfo, b, mv, mode="rebuild")
+    assert built["count"] == 10
+    v1 = built["version"]
+    pipeline.verify(conninfo, b, mv, v1)
+    pipeline.publish(conninfo, b, mv, v1)
+    store_dir = next(folder.glob("imgsim/indexes/*"))
+    assert (store_dir / "CURRENT").read_text().strip() == f"v{v1:06d}"
+    manifest = json.loads((store_dir / f"v{v1:06d}" / "manifest.json").read_text())
+    assert set(manifest["sha256"]) <= {p.name for p in (store_dir / f"v{v1:06d}").iterdir()}
+    assert db.execute("SELECT version, reason FROM index_current").fetchone() == (v1, "publish")
+    assert db.execute("SELECT count(*) FROM images WHERE faiss_index IS NOT NULL").fetchone()[0] == 10
+
+    # Two replicas, each with its own cache, serve v1.
+    replicas = []
+    for name in ("replica1", "replica2"):
+        s = _role(monkeypatch, tmp_path, name, bucket)
+        holder = IndexHolder(s, lambda mv=mv: mv)
+        holder.refresh()
+        assert holder.current is not None and holder.current.version == v1, holder.reason
+        replicas.append((s, holder))
+
+    # More photos, embedded by worker 2, merged by the builder (a fresh cache: nothing left from before).
+    more = add_files(db, scene["event"], scene["images"], scene["spare"])
+    w2 = _role(monkeypatch, tmp_path, "worker2", bucket)
+    assert _embed(w2, conninfo, more, "run-c")["embedded"] == len(more)
+    b2 = _role(monkeypatch, tmp_path, "builder2", bucket)
+    merged = pipeline.build(conninfo, b2, mv, mode="merge")
+    v2 = merged["version"]
+    assert v2 == v1 + 1 and merged["count"] == 14 and merged["mode"] == "merge", merged
+    pipeline.publish(conninfo, b2, mv, v2)
+
+    # A publish older than CURRENT is refused: two publishers never move it backwards.
+    with pytest.raises(pipeline.PublishConflict):
+        pipeline.publish(conninfo, b, mv, v1)
+    assert (store_dir / "CURRENT").read_text().strip() == f"v{v2:06d}"
+
+    # Both replicas swap without a restart; their caches drop the version no longer served.
+    for s, holder in replicas:
+        assert holder.refresh() is True
+        assert holder.current.version == v2 and holder.current.count == 14
+        assert IndexStore(s, mv).versions() == [v2]
+
+    # The object store stops: the replica keeps serving v2 from its cache and says so.
+    s, holder = replicas[0]
+    scene["server"].stop()
+    try:
+        holder.refresh()
+        assert holder.current is not None and holder.current.version == v2
+        assert holder.storage_problem and "object store unavailable" in (holder.degraded or "")
+        assert "secret" not in (holder.degraded or "").lower()
+    finally:
+        scene["server"].start()
+    from storage.filesystems import clear_cache
+
+    clear_cache()
+    holder.refresh()
+    assert holder.storage_problem is None and holder.degraded is None
+
+
+def test_a_damaged_cached_file_is_fetched_again(scene, db, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from indexing import pipeline, remote
+    from indexing.store import IndexStore
+    from tests.helpers import flip_byte
+
+    conninfo, bucket = scene["conninfo"], scene["bucket"]
+    w = _role(monkeypatch, tmp_path, "worker", bucket)
+    mv = _embed(w, conninfo, scene["ids"], "run-a")["model_version"]
+    built = pipeline.build(conninfo, w, mv, mode="rebuild")
+    pipeline.publish(conninfo, w, mv, built["version"])
+    r = _role(monkeypatch, tmp_path, "replica", bucket)
+    store = IndexStore(r, mv)
+    assert remote.pull_version(store, built["version"]) is True
+    index = store.version_dir(built["version"]) / "index.faiss"
+    index.chmod(0o644)
+    flip_byte(index)
+    assert remote.pull_version(store, built["version"]) is True  # damaged locally: downloaded again
+    store.check_files(built["version"], store.read_manifest(built["version"]))
+    assert remote.pull_version(store, built["version"]) is False  # intact: nothing to do
+
+
+def test_a_version_damaged_in_the_store_is_never_served(scene, db, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from indexing import pipeline
+    from serving.holder import IndexHolder
+    from tests.helpers import flip_byte
+
+    conninfo, bucket, folder = scene["conninfo"], scene["bucket"], scene["folder"]
+    w = _role(monkeypatch, tmp_path, "worker", bucket)
+    mv = _embed(w, conninfo, scene["ids"], "run-a")["model_version"]
+    built = pipeline.build(conninfo, w, mv, mode="rebuild")
+    pipeline.publish(conninfo, w, mv, built["version"])
+    obj = next(folder.glob(f"imgsim/indexes/*/v{built['version']:06d}/index.faiss"))
+    flip_byte(obj)
+    r = _role(monkeypatch, tmp_path, "replica", bucket)
+    holder = IndexHolder(r, lambda: mv)
+    holder.refresh()
+    assert holder.current is None
+    assert "checksum" in (holder.stats.last_error or ""), holder.stats.last_error
