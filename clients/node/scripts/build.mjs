@@ -9,7 +9,9 @@ import { build } from 'esbuild';
 
 const PACKAGE = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const DIST = join(PACKAGE, 'dist');
-const { version } = JSON.parse(readFileSync(join(PACKAGE, 'package.json'), 'utf8'));
+const { version, engines } = JSON.parse(readFileSync(join(PACKAGE, 'package.json'), 'utf8'));
+// The syntax target is the oldest Node the package supports (engines.node, tested in CI by scripts/node-versions.mjs).
+const target = `node${/^>=\s*(\d+(?:\.\d+)?)/.exec(engines.node)[1]}`;
 
 rmSync(DIST, { recursive: true, force: true });
 mkdirSync(DIST);
@@ -17,7 +19,7 @@ const common = {
   entryPoints: [join(PACKAGE, 'src', 'index.js')],
   bundle: true,
   platform: 'node',
-  target: 'node18.17',
+  target,
   packages: 'external',
   legalComments: 'none',
   keepNames: true, // error classes are told apart by name too

@@ -107,7 +107,7 @@ export class ImageSimilarityClient {
     this.onRetry = opts.onRetry;
     this.onResponse = opts.onResponse;
     this.fetch = opts.fetch ?? globalThis.fetch;
-    if (typeof this.fetch !== 'function') throw new TypeError('no fetch available: use Node 18+ or pass options.fetch');
+    if (typeof this.fetch !== 'function') throw new TypeError('no fetch available: use Node.js 22.11+ or pass options.fetch');
   }
 
   /** The seed's axios-style name for the base URL. */

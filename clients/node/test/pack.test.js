@@ -261,6 +261,24 @@ test('drift is caught: a field the server adds, drops or retypes changes the ren
   assert.notEqual(await render(schema), committed);
 });
 
+test('Node.js versions: CI runs the tests on the engines minimum and the current LTS; the docs say the same', async () => {
+  const { CURRENT_LTS, enginesMinimum, versionsToTest } = await import('../scripts/node-versions.mjs');
+  const minimum = enginesMinimum(pkg.engines.node);
+  assert.equal(minimum, '22.11.0', 'the first LTS release of the oldest Node line still supported (docs/node-client.md)');
+  assert.deepEqual(versionsToTest({}), [minimum, CURRENT_LTS]);
+  assert.deepEqual(versionsToTest({ NODE_VERSIONS: '24.22.3, 26.12.1' }), ['24.22.3', '26.12.1']);
+  assert.ok(Number(CURRENT_LTS.split('.')[0]) > Number(minimum.split('.')[0]));
+  assert.throws(() => enginesMinimum('^20 || >=22'), /one lower bound/);
+  const [major, minor] = minimum.split('.');
+  const readme = await readFile(join(PACKAGE, 'README.md'), 'utf8');
+  assert.match(readme, new RegExp(`Node\\.js ${major}\\.${minor} or\\s+newer`));
+  const docs = await readFile(join(PACKAGE, '..', '..', 'docs', 'node-client.md'), 'utf8');
+  assert.ok(docs.includes(`\`>=${minimum}\``) && docs.includes(CURRENT_LTS), 'docs/node-client.md names both versions');
+  const makefile = await readFile(join(PACKAGE, '..', '..', 'Makefile'), 'utf8');
+  assert.match(makefile, /^node-test:.*\n\t.*npm run test:node-versions/m, '`make test` (CI) runs every version');
+  assert.match(pkg.scripts['test:node-versions'], /scripts\/node-versions\.mjs/);
+});
+
 test('package metadata and the registry README', async () => {
   for (const field of ['name', 'version', 'description', 'license', 'homepage', 'engines']) assert.ok(pkg[field], field);
   assert.match(pkg.repository.url, /^git\+https:\/\//);

@@ -101,7 +101,7 @@ export interface ClientOptions {
   onRetry?: (info: RetryInfo) => void;
   /** Called with every successful answer's status and headers. */
   onResponse?: (info: ResponseInfo) => void;
-  /** A fetch implementation. Default: the global fetch (Node 18+). */
+  /** A fetch implementation. Default: the global fetch. */
   fetch?: typeof fetch;
 }
 
