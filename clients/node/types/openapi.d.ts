@@ -683,7 +683,7 @@ export interface components {
             database: string;
             /**
              * Degraded
-             * @description why the served version is not CURRENT's (fallback in use)
+             * @description why the served version is not CURRENT's (fallback in use), or that an object-store DATA_DIR does not answer (served from the local cache)
              */
             degraded?: string | null;
             deleted_filter?: components["schemas"]["DeletedFilterState"] | null;
@@ -709,6 +709,11 @@ export interface components {
             served_from?: string | null;
             /** Status */
             status: string;
+            /**
+             * Storage Problem
+             * @description object-store DATA_DIR only: why the last pull failed
+             */
+            storage_problem?: string | null;
             swap: components["schemas"]["SwapState"];
             /** Total Images Db */
             total_images_db: number | null;
