@@ -2,10 +2,13 @@
 # One-shot set-up run by the airflow-init service (as root) before any other
 # Airflow container starts:
 #   1. warns when the host is too small for the Airflow stack;
-#   2. creates the shared folders (Airflow logs, DATA_DIR's embeddings, indexes
-#      and weights) and hands them to AIRFLOW_UID, the user every Airflow
-#      container and the search server run as. Only those folders: never a
-#      recursive chown over DATA_DIR, which may hold the read-only uploads;
+#   2. creates the folders the Airflow containers write (Airflow logs; with a
+#      local DATA_DIR also its embeddings, indexes and weights) and hands them
+#      to AIRFLOW_UID, the user every Airflow container and the search server
+#      run as. Only those folders: never a recursive chown over DATA_DIR, which
+#      may hold the read-only uploads. With DATA_DIR on an object store
+#      (s3://...; the compose default) there is no shared folder: minio-init
+#      made the buckets, and each container keeps its own cache;
 #   3. migrates Airflow's metadata database and creates the admin user, through
 #      the official image's entrypoint (_AIRFLOW_DB_MIGRATE, _AIRFLOW_WWW_USER_CREATE).
 # The image database's schema is applied by the `migrate` service, not here.
@@ -33,18 +36,27 @@ if (( ${#AIRFLOW__API_AUTH__JWT_SECRET} < 64 )); then
 fi
 
 data_dir="${DATA_DIR:-/data}"
-ours=(/opt/airflow/logs "${data_dir}/embeddings" "${data_dir}/indexes" "${data_dir}/weights")
+ours=(/opt/airflow/logs)
+if [[ "${data_dir}" != *://* ]]; then
+    ours+=("${data_dir}/embeddings" "${data_dir}/indexes" "${data_dir}/weights")
+    mkdir -p "${data_dir}"
+    chown "${AIRFLOW_UID}:0" "${data_dir}"
+    chmod g+rwx "${data_dir}"
+fi
 mkdir -p "${ours[@]}"
-chown "${AIRFLOW_UID}:0" "${data_dir}"
-chmod g+rwx "${data_dir}"
 chown -R "${AIRFLOW_UID}:0" "${ours[@]}"
 chmod -R g+rwX "${ours[@]}"
 
 echo "Airflow version, metadata database migration and admin user:"
 /entrypoint airflow version
 
-if [[ ! -f "${MODEL_WEIGHTS:-${data_dir}/weights/resnet50_places365.pth.tar}" && "${EMBEDDING_MODEL:-}" == "places365-resnet50" ]]; then
-    echo "NOTE: EMBEDDING_MODEL=places365-resnet50 but its weights are missing;" >&2
-    echo "      run: docker compose run --rm airflow-cli python -m embeddings weights" >&2
+weights="${MODEL_WEIGHTS:-${data_dir}/weights/resnet50_places365.pth.tar}"
+if [[ "${EMBEDDING_MODEL:-}" == "places365-resnet50" && ! -f "${weights}" ]]; then
+    echo "NOTE: EMBEDDING_MODEL=places365-resnet50 but its weights are missing at ${weights};" >&2
+    if [[ -n "${MODEL_WEIGHTS:-}" ]]; then
+        echo "      put resnet50_places365.pth.tar in HOST_MODEL_WEIGHTS_DIR (see docker-compose.yaml, MODEL_WEIGHTS)" >&2
+    else
+        echo "      run: docker compose run --rm airflow-cli python -m embeddings weights" >&2
+    fi
 fi
 echo "airflow-init: done"
