@@ -241,6 +241,19 @@ describe('the packed tarball in a fresh app', { timeout: 600_000 }, () => {
     assert.deepEqual([legacy.cts, legacy.same, legacy.status, legacy.code], ['ok', 3, 'indexed', 'HTTP_422']);
   });
 
+  test('TypeScript with the legacy resolver (node10: no `exports`): `types` describes `main`, the CommonJS build', async () => {
+    await writeFile(join(app, 'tsconfig.node10.json'), JSON.stringify({
+      compilerOptions: { strict: true, module: 'commonjs', moduleResolution: 'node10', esModuleInterop: true,
+        target: 'es2022', noEmit: true, types: ['node'], skipLibCheck: false },
+      files: ['src/legacy.cts'],
+    }));
+    const tsc = join(app, 'node_modules', '.bin', 'tsc');
+    await run(tsc, ['-p', 'tsconfig.node10.json'], { cwd: app })
+      .catch((err) => assert.fail(`tsc (node10) failed:\n${err.stdout}${err.stderr}`));
+    assert.equal(pkg.types, pkg.exports['.'].require.types);
+    assert.equal(pkg.main, pkg.exports['.'].require.default);
+  });
+
   test("the generated types match the live server's /openapi.json", async () => {
     const response = await fetch(`${live.baseUrl}/openapi.json`);
     assert.equal(await render(await response.json()), await readFile(TARGET, 'utf8'),
