@@ -151,7 +151,7 @@ class Settings(BaseSettings):
 
     @property
     def resolved_storage_cache_dir(self) -> Path:
-        path = self.storage_cache_dir or Path.home() / ".cache" / "image-similarity"
+        path = (self.storage_cache_dir or Path.home() / ".cache" / "image-similarity").expanduser()
         return path if path.is_absolute() else Path.cwd() / path
 
     @property

@@ -116,6 +116,9 @@ def _run(args: argparse.Namespace, progress: Progress, started: Started) -> int:
     if not settings.image_location.is_local:  # the demo copies photos into IMAGE_ROOT as plain files
         raise SettingsError(f"IMAGE_ROOT {settings.image_location.url} is an object store; the demo needs a local "
                             "folder (set IMAGE_ROOT, or DATA_DIR when IMAGE_ROOT is unset, to a folder)")
+    if settings.remote_data:  # the demo is the one-machine tour; docs/operations.md covers several hosts
+        raise SettingsError(f"DATA_DIR {settings.data_location.url} is an object store; the demo runs on one "
+                            "machine: set DATA_DIR to a folder")
     data_dir = settings.resolved_data_dir.resolve()
     image_root = settings.resolved_image_root
     work_dir = data_dir / "demo"

@@ -129,13 +129,15 @@ def compact(settings: Settings, model_version: str, conninfo: str | None = None)
     Parts written while this runs are left alone (only the parts listed at the
     start are merged and removed). With `conninfo`, ledger rows that pointed at
     a merged part point at the new one, in one transaction, before any file is
-    deleted; without it the ledger is not touched.
+    deleted; without it the ledger is not touched. With an object-store DATA_DIR the parts are
+    mirrored first, the merged part is uploaded before the ledger moves, and the old objects go last.
     """
-    import os
     from datetime import UTC, datetime
 
     from embeddings.writer import write_atomic
 
+    if settings.remote_data:
+        pull_parts(settings, model_version)
     parts = list_parts(settings, model_version)
     if len(parts) < 2:
         return {"merged": 0, "part": str(parts[0]) if parts else None, "rows": None}
@@ -150,6 +152,8 @@ def compact(settings: Settings, model_version: str, conninfo: str | None = None)
     latest = merged_input.take(pa.array(order[first]))
     dest = dataset_dir(settings, model_version) / f"part-compact-{datetime.now(UTC):%Y%m%dT%H%M%S%f}-00000.parquet"
     write_atomic(latest, dest)
+    if settings.remote_data:
+        dest = push_part(settings, dest)
     if conninfo:
         from core.db import connect
 
@@ -167,6 +171,10 @@ def compact(settings: Settings, model_version: str, conninfo: str | None = None)
                 (rel(dest), model_version, [rel(p) for p in parts]),
             )
     for p in parts:
+        if settings.remote_data:
+            from storage import objects
+
+            objects.delete(settings, settings.data_location, p.relative_to(settings.resolved_data_dir).as_posix())
         os.unlink(p)
     return {"merged": len(parts), "part": str(dest), "rows": len(latest)}
 

@@ -16,6 +16,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", nargs="?", choices=("start", "stop"), default="start")
     parser.add_argument("--keep-paused", action="store_true",
                         help="leave the DAGs paused (by default the stack unpauses image_embeddings and image_index)")
+    parser.add_argument("--object-store", action="store_true",
+                        help="DATA_DIR, BACKUP_DIR and IMAGE_ROOT on a local S3 server, a cache folder per service "
+                             "(the several-hosts layout on one machine; also STACK_OBJECT_STORE=1)")
+    parser.add_argument("--workers", type=int, help="Celery workers (STACK_WORKERS, default 1)")
+    parser.add_argument("--replicas", type=int, help="search servers (STACK_REPLICAS, default 1)")
     args = parser.parse_args(argv)
 
     from stack.local import Stack, StackConfig, StackError, stop_running
@@ -26,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
         print("stack stopped" if stopped else f"no stack running from {config.home}")
         return 0
     config.unpause = not args.keep_paused
+    config.object_store = config.object_store or args.object_store
+    config.workers = max(1, args.workers or config.workers)
+    config.replicas = max(1, args.replicas or config.replicas)
     stack = Stack(config, log=lambda msg: print(msg, flush=True))
 
     def on_signal(signum: int, _frame: object) -> None:

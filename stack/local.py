@@ -1,8 +1,12 @@
 """Start, watch and stop the production topology as local processes.
 
 Services (each its own process group, its output in `<home>/logs/<name>.log`):
-api-server, scheduler, dag-processor, triggerer, a Celery worker on Redis, and
-the search server (`python -m serving`). The metadata database is a database on
+api-server, scheduler, dag-processor, triggerer, Celery workers on Redis, and
+search servers (`python -m serving`). With STACK_OBJECT_STORE=1 (`make stack
+ARGS=--object-store`) an S3 server (`rclone serve s3`, stack/objectstore.py) holds
+DATA_DIR, BACKUP_DIR and IMAGE_ROOT, and every service gets its own
+STORAGE_CACHE_DIR: no folder is shared, as on several hosts (STACK_WORKERS and
+STACK_REPLICAS say how many workers and search servers). The metadata database is a database on
 the configured PostgreSQL server (DB_HOST/DB_PORT/DB_USER/DB_PASS) or on a
 private one (core.localpg) when none answers; the image database is DB_NAME on
 the same server, migrated before anything starts.
@@ -64,6 +68,9 @@ class StackConfig:
     worker_concurrency: int = 2
     admin_user: str = "admin"
     unpause: bool = True
+    object_store: bool = False  # DATA_DIR, BACKUP_DIR, IMAGE_ROOT on a local S3 server; a cache per service
+    workers: int = 1
+    replicas: int = 1
 
     @classmethod
     def from_env(cls) -> StackConfig:
@@ -79,6 +86,9 @@ class StackConfig:
             queue=os.environ.get("STACK_QUEUE", "default"),
             worker_concurrency=_env_int("AIRFLOW_WORKER_CONCURRENCY", 2),
             admin_user=os.environ.get("AIRFLOW_ADMIN_USER", "admin"),
+            object_store=os.environ.get("STACK_OBJECT_STORE", "") not in ("", "0", "false", "no"),
+            workers=max(1, _env_int("STACK_WORKERS", 1)),
+            replicas=max(1, _env_int("STACK_REPLICAS", 1)),
         )
 
 
@@ -88,6 +98,8 @@ class Service:
     argv: list[str]
     port: int | None = None
     proc: subprocess.Popen[bytes] | None = None
+    env: dict[str, str] = field(default_factory=dict)  # on top of the stack's environment
+    stopped: bool = False  # taken down on purpose (Stack.kill with stay_down): not a failure
 
 
 @dataclass
@@ -114,6 +126,34 @@ class Stack:
     @property
     def search_url(self) -> str:
         return f"http://127.0.0.1:{self.config.search_port}"
+
+    def replica_url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.services[name].port}"
+
+    @property
+    def replicas(self) -> list[str]:
+        return [n for n in self.services if n.startswith("search-server")]
+
+    @property
+    def workers(self) -> list[str]:
+        return [n for n in self.services if n.startswith("worker")]
+
+    BUCKET = "imgsim"
+
+    def _object_store(self) -> tuple[Service, dict[str, str]]:
+        """The S3 server's service and what every process needs to use it (the standard AWS variables)."""
+        from core.localpg import free_port
+        from stack.objectstore import KEY_ID, SECRET, S3Server
+
+        port = free_port()
+        root = self.config.home / "object-store"
+        (root / self.BUCKET).mkdir(parents=True, exist_ok=True)
+        server = S3Server(root, port)
+        argv = server.argv()
+        env = {"AWS_ENDPOINT_URL": server.endpoint, "AWS_ACCESS_KEY_ID": KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET,
+               "AWS_DEFAULT_REGION": "us-east-1", "DATA_DIR": f"s3://{self.BUCKET}/data",
+               "BACKUP_DIR": f"s3://{self.BUCKET}/backups", "IMAGE_ROOT": f"s3://{self.BUCKET}/images"}
+        return Service("object-store", argv, port), env
 
     def secrets(self) -> dict[str, str]:
         """Generated once per home: Fernet key, a 64-byte JWT secret, the API secret key, the admin password."""
@@ -232,15 +272,30 @@ class Stack:
         self._run([*airflow, "db", "migrate"], "db-migrate", timeout=600)
         api = [*airflow, "api-server", "--host", "127.0.0.1", "--port", str(cfg.airflow_port)]
         worker = [*airflow, "celery", "worker", "--queues", cfg.queue, "--concurrency", str(cfg.worker_concurrency)]
-        search = [sys.executable, "-m", "serving", "--host", "127.0.0.1", "--port", str(cfg.search_port)]
-        self.services = {
-            "api-server": Service("api-server", api, cfg.airflow_port),
-            "scheduler": Service("scheduler", [*airflow, "scheduler"]),
-            "dag-processor": Service("dag-processor", [*airflow, "dag-processor"]),
-            "triggerer": Service("triggerer", [*airflow, "triggerer"]),
-            "worker": Service("worker", worker),
-            "search-server": Service("search-server", search, cfg.search_port),
-        }
+        services: list[Service] = []
+        if cfg.object_store:
+            store, store_env = self._object_store()
+            self._env.update(store_env)
+            services.append(store)
+        services += [Service("api-server", api, cfg.airflow_port),
+                     Service("scheduler", [*airflow, "scheduler"]),
+                     Service("dag-processor", [*airflow, "dag-processor"]),
+                     Service("triggerer", [*airflow, "triggerer"])]
+        for n in range(1, cfg.workers + 1):
+            name = "worker" if n == 1 else f"worker-{n}"
+            svc = Service(name, [*worker, "--celery-hostname", f"{name}@%h"])
+            if n > 1:  # each worker's log server on its own port
+                svc.env["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"] = str(free_port())
+            services.append(svc)
+        for n in range(1, cfg.replicas + 1):
+            name = "search-server" if n == 1 else f"search-server-{n}"
+            port = cfg.search_port if n == 1 else free_port()
+            services.append(Service(name, [sys.executable, "-m", "serving", "--host", "127.0.0.1", "--port",
+                                           str(port)], port))
+        if cfg.object_store:  # each process its own cache: nothing but the object store is shared
+            for svc in services[1:]:
+                svc.env["STORAGE_CACHE_DIR"] = str(cfg.home / "cache" / svc.name)
+        self.services = {svc.name: svc for svc in services}
 
     def _run(self, argv: list[str], name: str, timeout: float) -> None:
         log = self.logs / f"{name}.log"
@@ -254,9 +309,10 @@ class Stack:
 
     def start_service(self, name: str) -> Service:
         svc = self.services[name]
+        svc.stopped = False
         out = (self.logs / f"{name}.log").open("ab")
-        svc.proc = subprocess.Popen(svc.argv, env=self._env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
-                                    start_new_session=True)  # its own process group: stopped as one
+        svc.proc = subprocess.Popen(svc.argv, env={**self._env, **svc.env}, stdout=out, stderr=subprocess.STDOUT,
+                                    cwd=REPO, start_new_session=True)  # its own process group: stopped as one
         out.close()
         self._write_state()
         return svc
@@ -267,9 +323,12 @@ class Stack:
             self.prepare()
         for name in self.services:
             self.start_service(name)
+            if name == "object-store":
+                self._wait_port(self.services[name].port or 0, name, 30)
         self._wait_http(f"{self.airflow_url}/api/v2/monitor/health", "api-server", 180)
         # The search server answers 503 until an index version is published: any answer means it is up.
-        self._wait_http(f"{self.search_url}/", "search-server", 180, ok=lambda status: True)
+        for name in self.replicas:
+            self._wait_http(f"{self.replica_url(name)}/", name, 180, ok=lambda status: True)
         self.wait_for_dags()
         if self.config.unpause:
             for dag_id in DAG_IDS:
@@ -288,6 +347,19 @@ class Stack:
             time.sleep(1)
         raise StackError(f"{name} did not answer at {url} within {timeout:.0f} s; see {self.logs / name}.log")
 
+    def _wait_port(self, port: int, name: str, timeout: float) -> None:
+        import socket
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check_alive()
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.2)
+        raise StackError(f"{name} did not listen on {port} within {timeout:.0f} s; see {self.logs / name}.log")
+
     def wait_for_dags(self, timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -300,15 +372,17 @@ class Stack:
 
     def check_alive(self) -> None:
         for svc in self.services.values():
-            if svc.proc is not None and svc.proc.poll() is not None:
+            if svc.proc is not None and svc.proc.poll() is not None and not svc.stopped:
                 raise StackError(f"{svc.name} exited with {svc.proc.returncode}; see {self.logs / svc.name}.log")
 
-    def kill(self, name: str) -> None:
-        """SIGKILL a service's whole process group (what a lost machine looks like); for tests."""
+    def kill(self, name: str, *, stay_down: bool = False) -> None:
+        """SIGKILL a service's whole process group (what a lost machine looks like); for tests.
+        `stay_down`: the stack keeps running without it (a lost replica, an object store outage)."""
         svc = self.services[name]
         if svc.proc is not None and svc.proc.poll() is None:
             os.killpg(svc.proc.pid, signal.SIGKILL)
             svc.proc.wait(30)
+        svc.stopped = stay_down
 
     def stop(self, timeout: float = 30) -> None:
         """SIGTERM every service (reverse start order), SIGKILL what is left after `timeout`; a private PG too."""
@@ -354,7 +428,10 @@ class Stack:
         lines = [
             f"Airflow UI and API  {self.airflow_url}/  (user {self.config.admin_user}, password "
             f"{keys['admin_password']}; kept in {self.config.home / 'secrets.json'})",
-            f"search server       {self.search_url}/",
+            *(f"search server       {self.replica_url(n)}/  ({n})" for n in self.replicas),
+            *([f"object store        {self._env['AWS_ENDPOINT_URL']}  DATA_DIR {self._env['DATA_DIR']}, "
+               f"IMAGE_ROOT {self._env['IMAGE_ROOT']} (key {self._env['AWS_ACCESS_KEY_ID']})"]
+              if self.config.object_store else []),
             f"Redis (Celery)      {self.config.redis_url}  queue {self.config.queue}",
             f"metadata database   {self._env['AIRFLOW__DATABASE__SQL_ALCHEMY_CONN'].split('@')[-1]}",
             f"image database      {self._env['DB_HOST']}:{self._env['DB_PORT']}/{self._env['DB_NAME']}",

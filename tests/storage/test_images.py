@@ -1,7 +1,7 @@
 """IMAGE_ROOT as a folder or as s3://bucket/prefix (storage/images.py): the same paths refused, the same
 reasons for the same damaged files, whole reads, and an outage that fails the task, never the images.
 
-The object store is a real S3 server (tests/s3server.py); its bucket is a folder on disk, so objects are
+The object store is a real S3 server (stack/objectstore.py); its bucket is a folder on disk, so objects are
 planted, damaged and replaced directly. Each case runs on both kinds of root and compares reasons.
 """
 
@@ -72,16 +72,30 @@ class Root:
         return ImageFiles(self.settings)
 
     def plant(self, rel: str, data: bytes) -> Path:
+        """A file under the root; on S3 through the API (a PUT), as objects really arrive."""
         path = self.folder / rel
+        if self.kind == "s3":
+            self._put(path, data)
+            return path
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
         return path
 
     def replace(self, rel: str, data: bytes) -> None:
-        """Replace the file whole, as an object PUT does (write aside, rename over)."""
+        """Replace the file whole, as an object PUT does (write aside, rename over). On S3 this happens on
+        the server's disk (it may be called from inside a request, where the API cannot be), then waits until
+        the server's listing cache shows it."""
         tmp = self.folder / f".{Path(rel).name}.swap"
         tmp.write_bytes(data)
         os.replace(tmp, self.folder / rel)
+        if self.kind == "s3":
+            self.server.settle()
+
+    def _put(self, path: Path, data: bytes) -> None:
+        from storage.filesystems import filesystem
+
+        fs = filesystem(self.settings.image_location, self.settings)
+        fs.pipe_file(path.relative_to(self.server.root).as_posix(), data)
 
     def watch(self, monkeypatch: pytest.MonkeyPatch, before_get: Any = None) -> list[Request]:
         """Record every S3 request (method, key, range) of this root's filesystem; `before_get(key)` runs
@@ -210,10 +224,13 @@ def test_good_photo_is_read_and_embedded(root: Root, db, photos: list[Path], mon
         assert len(gets) == 1 and gets[0][2] == f"bytes=0-{MAX_FILE_BYTES}", spy
 
 
-def _sparse(path: Path, size: int) -> None:
+def _sparse(path: Path, size: int, server: Any = None) -> None:
+    """A huge file made on disk (sparse: instant); on S3 it shows once the server's listing cache expires."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as fh:
         fh.truncate(size)
+    if server is not None:
+        server.settle()
 
 
 def test_damaged_files_fail_with_the_local_reasons(root: Root, db, photos: list[Path], monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -226,7 +243,7 @@ def test_damaged_files_fail_with_the_local_reasons(root: Root, db, photos: list[
     root.plant("uploads/cut.jpg", good[:2000])
     root.plant("uploads/notes.jpg", b"definitely not a jpeg")
     root.plant("uploads/folder.jpg/inside.jpg", good)
-    _sparse(root.folder / "uploads" / "huge.jpg", MAX_FILE_BYTES + 1)
+    _sparse(root.folder / "uploads" / "huge.jpg", MAX_FILE_BYTES + 1, root.server)
     (root.above / "x.jpg").write_bytes(good)  # what an escape would read
     expected = {
         "/uploads/good.jpg": None,
@@ -255,7 +272,7 @@ def test_damaged_files_fail_with_the_local_reasons(root: Root, db, photos: list[
 
 
 def test_a_huge_object_is_refused_without_downloading_it(root: Root, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    _sparse(root.folder / "big.jpg", 3 * MAX_FILE_BYTES)
+    _sparse(root.folder / "big.jpg", 3 * MAX_FILE_BYTES, root.server)
     spy = root.watch(monkeypatch)
     started = time.monotonic()
     with pytest.raises(ImageLoadError) as caught:

