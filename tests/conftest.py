@@ -116,8 +116,8 @@ def settings(pg_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[object]:
-    """A real S3-protocol server for the run (tests/s3server.py); its credentials are in its `env()`."""
-    from tests.s3server import S3Server
+    """A real S3-protocol server for the run (stack/objectstore.py); its credentials are in its `env()`."""
+    from stack.objectstore import S3Server
 
     server = S3Server(_RUN_DIR / "s3").start()
     try:
