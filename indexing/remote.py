@@ -39,6 +39,10 @@ from indexing.store import (
 from storage import objects
 from storage.location import Location
 
+# Versions this process has hashed in full, with the manifest they matched: (local root, version) -> bytes.
+_VERIFIED: dict[tuple[str, int], bytes] = {}
+_FETCHED: set[tuple[str, int]] = set()
+
 
 def remote_root(store: IndexStore) -> Location | None:
     """The object-store folder this store mirrors, None for a local store."""
@@ -93,13 +97,18 @@ def pull_version(store: IndexStore, version: int) -> bool:
     except FileNotFoundError:
         raise IndexCorrupt(f"{name} of {store.model_version} is not in {remote.url}") from None
     manifest = Manifest.from_json(raw, Path(f"{remote.url}/{name}/{MANIFEST_FILE}"))
+    memo = (str(store.root), version)
     if local.is_dir():
         try:
             if (local / MANIFEST_FILE).read_bytes() == raw:
-                store.check_files(version, manifest, checksums=True)
+                # Hashed once per process (then sizes only: a replica polls every few seconds); a load that
+                # finds a file damaged calls forget() and the next pull hashes, and fetches, again.
+                store.check_files(version, manifest, checksums=_VERIFIED.get(memo) != raw)
+                _VERIFIED[memo] = raw
                 return False
         except (OSError, IndexCorrupt):
             pass  # damaged or stale: fetched again below
+    _VERIFIED.pop(memo, None)
     store.root.mkdir(parents=True, exist_ok=True)
     tmp = store.root / f".tmp-pull-{name}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
@@ -119,10 +128,26 @@ def pull_version(store: IndexStore, version: int) -> bool:
             local.rename(trash)
             shutil.rmtree(trash, ignore_errors=True)
         tmp.rename(local)
+        _VERIFIED[memo] = raw
+        _FETCHED.add(memo)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return True
+
+
+def fetched(store: IndexStore, version: int) -> bool:
+    """Whether a pull downloaded `version` since the last call (a reader may retry a copy it refused)."""
+    memo = (str(store.root), version)
+    if memo in _FETCHED:
+        _FETCHED.discard(memo)
+        return True
+    return False
+
+
+def forget(store: IndexStore, version: int) -> None:
+    """A local copy was found damaged (a load refused it): the next pull hashes it again and refetches."""
+    _VERIFIED.pop((str(store.root), version), None)
 
 
 def pull_pointer(store: IndexStore, *, fetch: bool = False) -> CurrentPointer:

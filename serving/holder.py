@@ -178,7 +178,9 @@ class IndexHolder:
         if store.remote is None:
             return
         try:
-            remote.pull_pointer(store, fetch=True)
+            pointer = remote.pull_pointer(store, fetch=True)
+            if pointer.version is not None and remote.fetched(store, pointer.version):
+                self._failed.pop((pointer.version, "store"), None)  # fetched again: worth another load
         except StorageUnavailable as exc:
             if str(exc) != self.storage_problem:
                 log.error("object store unavailable, serving from the local cache: %s", exc)
@@ -236,6 +238,8 @@ class IndexHolder:
         except (IndexCorrupt, VerificationFailed, ValueError, OSError, KeyError, RuntimeError, TypeError) as exc:
             where = "" if source == "store" else " (backup copy)"
             self._note_failure(key, f"{version_name(version)}{where} refused: {exc}")
+            if store.remote is not None:
+                remote.forget(store, version)  # the next pull re-hashes the cache and fetches what is damaged
             return False
         old = self._current
         self._current = served  # the atomic switch: one reference assignment
@@ -313,6 +317,9 @@ class IndexHolder:
                 log.error("re-check of %s (%s) failed: %s", version_name(served.version), served.source, problem)
                 self._failed[(served.version, served.source)] = problem
                 self.stats.failed_versions[served.version] = problem
+                store = self.store()
+                if store is not None and store.remote is not None:
+                    remote.forget(store, served.version)  # the refresh below fetches the damaged cache again
                 if in_memory is not None:  # what we answer from is wrong: never keep serving it
                     self._current = None
                     self.reason = problem

@@ -142,9 +142,13 @@ def test_a_damaged_cached_file_is_fetched_again(scene, db, tmp_path, monkeypatch
     r = _role(monkeypatch, tmp_path, "replica", bucket)
     store = IndexStore(r, mv)
     assert remote.pull_version(store, built["version"]) is True
+    remote.forget(store, built["version"])
+    assert remote.pull_version(store, built["version"]) is False  # intact after a full re-hash: nothing to fetch
     index = store.version_dir(built["version"]) / "index.faiss"
     index.chmod(0o644)
     flip_byte(index)
+    assert remote.pull_version(store, built["version"]) is False  # hashed once per process: sizes only
+    remote.forget(store, built["version"])  # what a refused load or a failed re-check does
     assert remote.pull_version(store, built["version"]) is True  # damaged locally: downloaded again
     store.check_files(built["version"], store.read_manifest(built["version"]))
     assert remote.pull_version(store, built["version"]) is False  # intact: nothing to do
@@ -187,3 +191,29 @@ def test_compact_on_object_storage(scene, db, tmp_path, monkeypatch) -> None:  #
         left[0].relative_to(folder / "imgsim").as_posix()}
     b = _role(monkeypatch, tmp_path, "builder", bucket)  # a fresh cache reads the compacted part only
     assert pipeline.build(conninfo, b, mv, mode="rebuild")["count"] == 10
+
+
+def test_a_replica_fetches_a_damaged_cached_file_again(scene, db, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from indexing import pipeline
+    from indexing.store import IndexStore
+    from serving.holder import IndexHolder
+    from tests.helpers import flip_byte
+
+    conninfo, bucket = scene["conninfo"], scene["bucket"]
+    w = _role(monkeypatch, tmp_path, "worker", bucket)
+    mv = _embed(w, conninfo, scene["ids"], "run-a")["model_version"]
+    built = pipeline.build(conninfo, w, mv, mode="rebuild")
+    pipeline.publish(conninfo, w, mv, built["version"])
+    r = _role(monkeypatch, tmp_path, "replica", bucket)
+    holder = IndexHolder(r, lambda: mv)
+    holder.refresh()
+    assert holder.current is not None
+    store = IndexStore(r, mv)
+    cached = store.version_dir(built["version"]) / "index.faiss"
+    cached.chmod(0o644)
+    flip_byte(cached)
+    holder.refresh()  # a poll alone only compares sizes (it runs every few seconds) ...
+    holder.recheck()  # ... the periodic re-hash finds the damage, and the cache is fetched again
+    store.check_files(built["version"], store.read_manifest(built["version"]))
+    assert holder.current is not None and holder.current.version == built["version"]
+    assert holder.degraded is None, holder.degraded
