@@ -111,8 +111,8 @@ def test_no_shared_disk(os_stack: dict[str, Any]) -> None:
 
     # 1. Set A into the bucket; one run, one image per mapped task, spread over both workers. (The scheduled
     #    run the stack starts with goes first, or it could claim set A in one task on one worker.)
-    wait(stack, "the first scheduled run to finish", lambda: all(
-        r["state"] in ("success", "failed") for r in _runs(stack, EMBED)), 600)
+    wait(stack, "the first scheduled run to finish", lambda: (runs := _runs(stack, EMBED)) and all(
+        r["state"] in ("success", "failed") for r in runs), 600)
     mark = time.monotonic()
     set_a = _upload(stack, conn, event, photos[:8], "a")
     run_a = _trigger(stack, {"scope": "pending", "images_per_part": 1})
