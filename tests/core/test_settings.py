@@ -58,3 +58,39 @@ def test_migrate_command_applies_then_reports_up_to_date(pg_database: str) -> No
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     assert "schema already up to date" in res.stdout
+
+
+@pytest.mark.parametrize("value,says", [
+    ("s4://bucket/imgsim", "no installed filesystem handles s4://"),
+    ("gs://bucket/imgsim", "gs:// needs gcsfs"),
+    ("s3://", "needs a bucket"),
+    ("s3://key:secret@bucket/x", "credentials do not go in the URL"),
+])
+def test_a_folder_url_no_filesystem_handles_is_refused_at_start(value: str, says: str) -> None:
+    """Before, DATA_DIR=s3://data/imgsim became a relative folder `s3:` and embedding 'succeeded' into it."""
+    with pytest.raises(SettingsError) as info:
+        load_settings(data_dir=value)
+    assert "DATA_DIR" in str(info.value) and says in str(info.value) and "\n" not in str(info.value)
+    assert "secret" not in str(info.value)
+
+
+def test_object_store_urls_are_locations_and_paths_stay_local(tmp_path: Path) -> None:
+    s = load_settings(data_dir="s3://data/imgsim", backup_dir="s3://backups/x", storage_cache_dir=tmp_path)
+    assert s.remote_data and s.data_location.url == "s3://data/imgsim"
+    assert s.image_location.url == "s3://data/imgsim/images" and s.backup_location.url == "s3://backups/x"
+    assert s.resolved_data_dir.is_relative_to(tmp_path)  # the local work happens in this process's cache
+    assert s.resolved_backup_dir.is_relative_to(tmp_path) and s.resolved_backup_dir != s.resolved_data_dir
+    local = load_settings(data_dir=str(tmp_path / "d"))
+    assert not local.remote_data and local.resolved_data_dir == tmp_path / "d"
+
+
+@pytest.mark.parametrize("command", [["embeddings", "pending"], ["indexing", "versions"], ["core.migrate"],
+                                     ["serving"]])
+def test_every_command_stops_at_start_on_a_bad_folder_url(command: list[str], tmp_path: Path) -> None:
+    env = {**os.environ, "DATA_DIR": "s4://data/imgsim", "PYTHONPATH": str(REPO_ROOT)}
+    res = subprocess.run([sys.executable, "-m", *command], env=env, cwd=tmp_path, capture_output=True, text=True,
+                         timeout=120)
+    errors = [line for line in res.stderr.splitlines() if line.strip()]
+    assert res.returncode != 0 and len(errors) == 1, res.stderr
+    assert "DATA_DIR" in errors[0] and "s4://" in errors[0], errors
+    assert not any(tmp_path.iterdir()), list(tmp_path.iterdir())  # nothing written anywhere
