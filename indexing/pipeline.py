@@ -387,7 +387,6 @@ def rollback(conninfo: str, settings: Settings, model_version: str, to: int | No
     normalisation, self-search); when its files are damaged or gone and BACKUP_DIR holds an
     intact copy, the copy is restored into the store first. Returns the version now current.
     """
-    from indexing.backup import ensure_intact
 
     store = IndexStore(settings, model_version)
     pointer = remote.pull_pointer(store) if store.remote is not None else store.current()
@@ -407,8 +406,7 @@ def rollback(conninfo: str, settings: Settings, model_version: str, to: int | No
                 continue
             try:
                 with writer_lock(conninfo, store):
-                    _pull_if_remote(store, v)
-                    ensure_intact(settings, model_version, v)
+                    _intact(settings, store, v)
                     _activate(conninfo, store, v, reason="rollback")
                 return v
             except IndexCorrupt as exc:
@@ -423,8 +421,7 @@ def rollback(conninfo: str, settings: Settings, model_version: str, to: int | No
                             f"(kept: {', '.join(map(version_name, known)) or 'none'})")
     status, error = _status(conninfo, model_version, to)
     with writer_lock(conninfo, store):
-        _pull_if_remote(store, to)
-        source = ensure_intact(settings, model_version, to)  # raises IndexCorrupt naming the bad file
+        source = _intact(settings, store, to)  # raises IndexCorrupt naming the bad file
         # A version that failed because its files were damaged is fine once restored from the backup;
         # one that failed for any other reason (wrong count, not normalised) stays refused.
         if status == "failed" and source != "restored":
@@ -434,11 +431,23 @@ def rollback(conninfo: str, settings: Settings, model_version: str, to: int | No
 
 
 def _pull_if_remote(store: IndexStore, version: int) -> None:
-    """Bring an object-store version into the mirror; a damaged remote copy is left to ensure_intact
-    (which restores from BACKUP_DIR) to judge."""
-    if store.remote is not None:
-        with contextlib.suppress(IndexCorrupt):
-            remote.pull_version(store, version)
+    """Bring an object-store version (and its BACKUP_DIR copy) into the mirrors; a damaged copy is left to
+    ensure_intact (which restores from the backup) to judge."""
+    for copy in (store, backup_store(store.settings, store.model_version)):
+        if copy.remote is not None:
+            with contextlib.suppress(IndexCorrupt):
+                remote.pull_version(copy, version)
+
+
+def _intact(settings: Settings, store: IndexStore, version: int) -> str:
+    """ensure_intact on the mirrors; a version restored from the backup is uploaded to the store again."""
+    from indexing.backup import ensure_intact
+
+    _pull_if_remote(store, version)
+    source = ensure_intact(settings, store.model_version, version)
+    if source == "restored":
+        remote.push_version(store, version)
+    return source
 
 
 def list_versions(settings: Settings, model_version: str, conninfo: str | None = None) -> list[dict[str, Any]]:

@@ -217,3 +217,60 @@ def test_a_replica_fetches_a_damaged_cached_file_again(scene, db, tmp_path, monk
     store.check_files(built["version"], store.read_manifest(built["version"]))
     assert holder.current is not None and holder.current.version == built["version"]
     assert holder.degraded is None, holder.degraded
+
+
+def test_backup_versions_prune_and_rollback_on_object_storage(scene, db, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The operator's commands on an object-store DATA_DIR and BACKUP_DIR, each from a fresh cache (another host)."""
+    from indexing import pipeline
+    from indexing.store import IndexStore, backup_store
+    from tests.helpers import flip_byte
+
+    conninfo, bucket, folder = scene["conninfo"], scene["bucket"], scene["folder"]
+    monkeypatch.setenv("BACKUP_DIR", f"s3://{bucket}/backups")
+    w = _role(monkeypatch, tmp_path, "worker", bucket)
+    mv = _embed(w, conninfo, scene["ids"][:4], "run-a")["model_version"]
+    versions = []
+    for n, ids in enumerate((scene["ids"][4:7], scene["ids"][7:])):
+        b = _role(monkeypatch, tmp_path, f"builder{n}", bucket)
+        v = pipeline.build(conninfo, b, mv, mode="rebuild" if n == 0 else "merge")["version"]
+        pipeline.publish(conninfo, b, mv, v)
+        versions.append(v)
+        _embed(w, conninfo, ids, f"run-{n}")
+    b = _role(monkeypatch, tmp_path, "builder-last", bucket)
+    v3 = pipeline.build(conninfo, b, mv)["version"]
+    pipeline.publish(conninfo, b, mv, v3)
+    versions.append(v3)
+
+    ops = _role(monkeypatch, tmp_path, "operator", bucket)
+    report = pipeline.backup(conninfo, ops, mv)
+    assert sorted(report.copied) == versions and report.root.startswith("s3://")
+    copies = backup_store(ops, mv)
+    backup_dirs = {p.name for p in (folder / "backups").glob("*/v*")}
+    assert backup_dirs == {f"v{v:06d}" for v in versions}
+    ops2 = _role(monkeypatch, tmp_path, "operator2", bucket)  # a second backup run from elsewhere: verifies only
+    report2 = pipeline.backup(conninfo, ops2, mv)
+    assert report2.copied == [] and sorted(report2.verified) == versions and not report2.damaged
+
+    listed = pipeline.list_versions(ops2, mv, conninfo)
+    assert [r["version"] for r in listed] == sorted(versions, reverse=True)
+    assert [r["current"] for r in listed] == [True, False, False] and all(r["backup"] for r in listed)
+
+    # Roll back to the first version after its store copy was damaged: restored from the backup bucket.
+    first = next(folder.glob(f"imgsim/indexes/*/v{versions[0]:06d}/index.faiss"))
+    flip_byte(first)
+    ops3 = _role(monkeypatch, tmp_path, "operator3", bucket)
+    assert pipeline.rollback(conninfo, ops3, mv, to=versions[0]) == versions[0]
+    assert db.execute("SELECT version, reason FROM index_current").fetchone() == (versions[0], "rollback")
+    assert (next(folder.glob("imgsim/indexes/*")) / "CURRENT").read_text().strip() == f"v{versions[0]:06d}"
+    import hashlib
+
+    sums = json.loads((first.parent / "manifest.json").read_text())["sha256"]
+    assert hashlib.sha256(first.read_bytes()).hexdigest() == sums["index.faiss"]  # the store's copy repaired
+    del copies
+
+    # Prune keeps CURRENT and the newest one: the others leave the object store.
+    pruned = pipeline.prune(ops3, mv, keep=1, conninfo=conninfo)
+    assert sorted(pruned) == [versions[1]], pruned
+    left = {p.name for p in next(folder.glob("imgsim/indexes/*")).glob("v*")}
+    assert left == {f"v{versions[0]:06d}", f"v{versions[2]:06d}"}
+    assert IndexStore(ops3, mv).remote is not None
