@@ -70,14 +70,59 @@ def push_version(store: IndexStore, version: int) -> None:
     manifest = store.read_manifest(version)
     folder = store.version_dir(version)
     name = version_name(version)
+    shared = _already_stored(store, manifest)  # a merge's base: copied inside the store, not uploaded again
     for fname in manifest.files:
-        objects.put_file(store.settings, remote, f"{name}/{fname}", folder / fname)
+        if fname in shared:
+            objects.copy(store.settings, remote, shared[fname], f"{name}/{fname}")
+        else:
+            objects.put_file(store.settings, remote, f"{name}/{fname}", folder / fname)
     for fname in manifest.files:
+        if fname in shared:  # the source was proven when it was uploaded; a copy is whole or absent
+            got = objects.info(store.settings, remote, f"{name}/{fname}")
+            if got is None or got.size != manifest.sizes.get(fname, got.size):
+                objects.delete(store.settings, remote, name, recursive=True)
+                raise IndexCorrupt(f"{remote.url}/{name}/{fname}: the copy of {shared[fname]} is not whole")
+            continue
         sha, size = objects.checksum(store.settings, remote, f"{name}/{fname}")
         if sha != manifest.sha256[fname] or size != manifest.sizes.get(fname, size):
             objects.delete(store.settings, remote, name, recursive=True)
             raise IndexCorrupt(f"{remote.url}/{name}/{fname}: differs from what was uploaded (sha256 after upload)")
     objects.put_file(store.settings, remote, f"{name}/{MANIFEST_FILE}", folder / MANIFEST_FILE)
+
+
+def _already_stored(store: IndexStore, manifest: Manifest) -> dict[str, str]:
+    """{file: object in the store with the same sha256 and size}, from the version's parent and base (whose
+    segments a merge shares), so an upload sends only what changed."""
+    assert store.remote is not None
+    found: dict[str, str] = {}
+    for other in {v for v in (manifest.parent_version, manifest.base_version) if v and v != manifest.version}:
+        try:
+            theirs = read_manifest(store, other)
+        except (IndexCorrupt, objects.StorageUnavailable):
+            continue
+        for fname, sha in manifest.sha256.items():
+            if fname not in found and theirs.sha256.get(fname) == sha and \
+                    theirs.sizes.get(fname) == manifest.sizes.get(fname):
+                found[fname] = f"{version_name(other)}/{fname}"
+    return found
+
+
+def _local_copies(store: IndexStore, manifest: Manifest) -> dict[str, Path]:
+    """{file: a local file of another cached version with the same sha256 and size} (a merge's base)."""
+    found: dict[str, Path] = {}
+    wanted = {sha: fname for fname, sha in manifest.sha256.items()}
+    for other in store.versions():
+        if other == manifest.version:
+            continue
+        try:
+            theirs = store.read_manifest(other)
+        except IndexCorrupt:
+            continue
+        for fname, sha in theirs.sha256.items():
+            mine = wanted.get(sha)
+            if mine and mine not in found and theirs.sizes.get(fname) == manifest.sizes.get(mine):
+                found[mine] = store.version_dir(other) / fname
+    return found
 
 
 def pull_version(store: IndexStore, version: int) -> bool:
@@ -112,8 +157,11 @@ def pull_version(store: IndexStore, version: int) -> bool:
     store.root.mkdir(parents=True, exist_ok=True)
     tmp = store.root / f".tmp-pull-{name}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
+    reuse = _local_copies(store, manifest)
     try:
         for fname in manifest.files:
+            if fname in reuse and _link_verified(reuse[fname], tmp / fname, manifest.sha256[fname]):
+                continue  # a segment this cache already holds (a merge shares its parent's base)
             try:
                 objects.get_file(store.settings, remote, f"{name}/{fname}", tmp / fname,
                                  size=manifest.sizes.get(fname), sha256=manifest.sha256[fname])
@@ -134,6 +182,19 @@ def pull_version(store: IndexStore, version: int) -> bool:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return True
+
+
+def _link_verified(src: Path, dst: Path, sha256: str) -> bool:
+    """Hard-link a cached segment into a version being pulled once its bytes hash to `sha256`."""
+    from indexing.store import sha256_file
+
+    try:
+        if sha256_file(src) != sha256:
+            return False
+        os.link(src, dst)
+        return True
+    except OSError:
+        return False
 
 
 def fetched(store: IndexStore, version: int) -> bool:

@@ -158,6 +158,16 @@ def open_read(settings: Settings, location: Location, rel: str) -> Iterator[IO[b
         yield fh
 
 
+def copy(settings: Settings, location: Location, src: str, dst: str) -> None:
+    """Copy an object within the store (server side for S3: nothing crosses the network), whole or absent."""
+    if location.is_local:
+        put_file(settings, location, dst, location.path / src)
+        return
+    fs = filesystem(location, settings)
+    with translated(location, settings, f"copy of {src}"):
+        fs.copy(location.key(src), location.key(dst))
+
+
 def read_bytes(settings: Settings, location: Location, rel: str) -> bytes:
     if location.is_local:
         return (location.path / rel).read_bytes()

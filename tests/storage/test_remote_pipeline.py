@@ -96,7 +96,16 @@ def test_embed_build_publish_and_serve_share_no_disk(scene, db, tmp_path, monkey
     w2 = _role(monkeypatch, tmp_path, "worker2", bucket)
     assert _embed(w2, conninfo, more, "run-c")["embedded"] == len(more)
     b2 = _role(monkeypatch, tmp_path, "builder2", bucket)
+    from storage import objects
+
+    moved: list[tuple[str, str]] = []
+    for op in ("put_file", "get_file"):
+        real = getattr(objects, op)
+        monkeypatch.setattr(objects, op, lambda s, loc, rel, *a, _real=real, _op=op, **k: (
+            moved.append((_op, rel)), _real(s, loc, rel, *a, **k))[1])
     merged = pipeline.build(conninfo, b2, mv, mode="merge")
+    # A merge uploads what changed; the base it shares with v1 is copied inside the store.
+    assert not [rel for op, rel in moved if op == "put_file" and rel.endswith("/index.faiss")], moved
     v2 = merged["version"]
     assert v2 == v1 + 1 and merged["count"] == 14 and merged["mode"] == "merge", merged
     pipeline.publish(conninfo, b2, mv, v2)
@@ -106,9 +115,12 @@ def test_embed_build_publish_and_serve_share_no_disk(scene, db, tmp_path, monkey
         pipeline.publish(conninfo, b, mv, v1)
     assert (store_dir / "CURRENT").read_text().strip() == f"v{v2:06d}"
 
-    # Both replicas swap without a restart; their caches drop the version no longer served.
+    # Both replicas swap without a restart, downloading only what changed; their caches drop the old version.
     for s, holder in replicas:
+        moved.clear()
         assert holder.refresh() is True
+        got = [rel for op, rel in moved if op == "get_file"]
+        assert got and not [rel for rel in got if rel.endswith("/index.faiss")], got
         assert holder.current.version == v2 and holder.current.count == 14
         assert IndexStore(s, mv).versions() == [v2]
 
