@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     model_cache_dir: Path | None = Field(
         None, description="generated model files (the ONNX exports); default DATA_DIR/weights"
     )
+    embedding_schedule: str = Field("*/10 * * * *", description="cron (UTC) of the scheduled image_embeddings runs, "
+                                    "read by the DAG file; none = manual runs only")
     embed_batch_size: int = Field(32, ge=1, le=1024)
     embed_decode_workers: int = Field(2, ge=1, le=64)
     torch_threads: int = Field(0, ge=0, description="model threads, torch or ONNX Runtime; 0 = all cores")

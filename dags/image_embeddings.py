@@ -5,8 +5,9 @@ Embeds photos registered in the image database's `images` table into the
 Parquet dataset of the chosen model, and records each row in the
 `image_embeddings` ledger (`embedded`, or `failed` with the reason).
 
-* **Scheduled** every 10 minutes (no catchup, one run at a time): embeds the
-  rows that have no ledger row yet for the model (`scope=pending`).
+* **Scheduled** every 10 minutes (EMBEDDING_SCHEDULE, a cron in UTC; `none`:
+  manual only; no catchup, one run at a time): embeds the rows that have no
+  ledger row yet for the model (`scope=pending`).
 * **Manual** (Trigger with config): re-embed one event, a created_at range or
   everything, with another model or batch size; see the form.
 * **Backfill** (`airflow backfill create --dag-id image_embeddings --from-date
@@ -26,10 +27,11 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.sdk import CronDataIntervalTimetable, TriggerRule, dag, task
+from airflow.sdk import TriggerRule, dag, task
 
 from image_pipeline.assets import EMBEDDINGS_ALIAS, base_model, embeddings_asset
 from image_pipeline.params import embedding_params
+from image_pipeline.schedule import embedding_timetable
 
 DEFAULT_ARGS = {
     "owner": "data-team",
@@ -42,7 +44,7 @@ DEFAULT_ARGS = {
 
 @dag(
     dag_id="image_embeddings",
-    schedule=CronDataIntervalTimetable("*/10 * * * *", timezone="UTC"),
+    schedule=embedding_timetable(),
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,

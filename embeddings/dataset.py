@@ -229,8 +229,8 @@ def pull_parts(settings: Settings, model_version: str, names: set[str] | None = 
         if names is not None and name not in names:
             continue
         dest = local_dir / name
-        if dest.is_file() and dest.stat().st_size == obj.size:
-            continue
+        if dest.is_file() and dest.stat().st_size == obj.size and abs(dest.stat().st_mtime - obj.mtime) < 1e-3:
+            continue  # the same object (size and time: a part replaced by a retried batch has a new time)
         objects.get_file(settings, location, name, dest, size=obj.size)
         os.utime(dest, (obj.mtime, obj.mtime))  # list_parts orders parts by mtime: the upload order
         fetched += 1

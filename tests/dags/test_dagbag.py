@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.dags.conftest import DAGS_DIR
 
 PARSE_SCRIPT = """
@@ -66,3 +68,19 @@ def test_index_dag_is_scheduled_on_the_embeddings_assets(dag_bag) -> None:  # ty
     for up, down in itertools.pairwise(order):
         assert dag.get_task(up).downstream_task_ids == {down}
     assert set(dag.params) == {"model", "mode", "index_type", "keep"}
+
+
+def test_the_embedding_schedule_is_a_setting(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from core.settings import Settings
+    from image_pipeline.schedule import DEFAULT, embedding_timetable
+
+    assert Settings.model_fields["embedding_schedule"].default == DEFAULT
+    monkeypatch.delenv("EMBEDDING_SCHEDULE", raising=False)
+    assert embedding_timetable().expression == DEFAULT  # type: ignore[union-attr]
+    monkeypatch.setenv("EMBEDDING_SCHEDULE", "0 3 * * *")
+    assert embedding_timetable().expression == "0 3 * * *"  # type: ignore[union-attr]
+    monkeypatch.setenv("EMBEDDING_SCHEDULE", "none")
+    assert embedding_timetable() is None
+    monkeypatch.setenv("EMBEDDING_SCHEDULE", "every tuesday")
+    with pytest.raises(Exception, match="columns"):
+        embedding_timetable()
