@@ -524,10 +524,9 @@ def print_publish(runs: list[dict[str, Any]], scenes: dict[str, Scene], poll: fl
              f"{a['idle_during'] * 1000:.0f} ms", "-" if b["idle_during"] != b["idle_during"] else
              f"{b['idle_during']:.2f} s", "")
         _row("  written to disk until both serve", _mb(a["written"]), _mb(b["written"]), "")
-        _row("  the new version's files", _mb(a["bytes"]), _mb(b["bytes"]), "",
-             "(S3: downloaded whole by each replica)")
+        _row("  the new version's files", _mb(a["bytes"]), _mb(b["bytes"]), "")
         _row("    of them unchanged from the served version", _mb(a["inherited"]), _mb(b["inherited"]), "",
-             "(local: hard links)")
+             "(hard links: of the store locally, of the replica's cache on S3)")
 
 
 def print_cold(c: dict[str, list[dict[str, float]]], n: int) -> None:
