@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
@@ -83,18 +84,23 @@ def _fsync_and_rename(tmp: Path, dest: Path) -> None:
     os.replace(tmp, dest)
 
 
+def _write_local(dest: Path, fill: Callable[[IO[bytes]], object]) -> None:
+    """Write a local file under a temp name in its folder, fsync, rename: whole or absent."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "wb") as out:
+            fill(out)
+        _fsync_and_rename(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def put_file(settings: Settings, location: Location, rel: str, local: Path) -> None:
     """Place the local file `local` at `rel` under `location`, whole or not at all."""
     if location.is_local:
-        dest = location.path / rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.tmp")
-        try:
-            with open(local, "rb") as src, open(tmp, "wb") as out:
-                hash_stream(src, out)
-            _fsync_and_rename(tmp, dest)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with open(local, "rb") as src:
+            _write_local(location.path / rel, lambda out: shutil.copyfileobj(src, out, CHUNK))
         return
     fs = filesystem(location, settings)
     with translated(location, settings, f"upload of {rel}"):
@@ -104,14 +110,7 @@ def put_file(settings: Settings, location: Location, rel: str, local: Path) -> N
 def put_bytes(settings: Settings, location: Location, rel: str, data: bytes) -> None:
     """Small objects (a pointer, a manifest): one write, whole or absent."""
     if location.is_local:
-        dest = location.path / rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.tmp")
-        try:
-            tmp.write_bytes(data)
-            _fsync_and_rename(tmp, dest)
-        finally:
-            tmp.unlink(missing_ok=True)
+        _write_local(location.path / rel, lambda out: out.write(data))
         return
     fs = filesystem(location, settings)
     with translated(location, settings, f"upload of {rel}"):
@@ -246,8 +245,6 @@ def list_folders(settings: Settings, location: Location, rel: str = "") -> list[
 def delete(settings: Settings, location: Location, rel: str, *, recursive: bool = False) -> None:
     """Remove `rel` (a file, or with `recursive` a whole folder); a missing one is not an error."""
     if location.is_local:
-        import shutil
-
         target = location.path / rel
         if target.is_dir() and recursive:
             shutil.rmtree(target, ignore_errors=True)
