@@ -3,9 +3,17 @@
 Why claims: scheduled, manual and backfill runs of `image_embeddings` (and
 `python -m embeddings`) may run at the same time. The plan selects its images
 *and* claims them in one SQL statement (`embedding_claims`), skipping images
-another live run holds, so two runs never embed the same image. A claim is a
-lease (CLAIM_LEASE): a retry of the same run renews it, and when a run dies
-for good its claims expire and a later run takes the images over.
+another live run holds, so two runs never embed the same image.
+
+Claims die with their owner. While a process of a run works (an embed task,
+the CLI), it holds the run's session advisory lock (`owner`); PostgreSQL ends
+that lock the moment the process or its connection dies, so a re-run right
+after a crash takes the images of the batch that was being embedded. Claims
+of batches not started yet survive OWNER_GRACE after the run was last seen
+(its plan, a task's start or end): the hand-off between a plan and its tasks.
+The lease (CLAIM_LEASE) stays the upper bound. A run that lost its claims
+records nothing for them (`settle` writes the ledger only for what it still
+holds), so an image is never recorded by two runs.
 
 Planning and releasing are serialised per model version with a transaction
 advisory lock. That closes the one gap a lone statement leaves: a run that
@@ -18,10 +26,19 @@ SCOPES and the defaults at parse time.
 
 from __future__ import annotations
 
+import logging
 import uuid
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import psycopg
+
+log = logging.getLogger(__name__)
 
 SCOPES: tuple[str, ...] = ("pending", "failed", "event", "range", "all")
 # Images per planned batch = per embed task = per Parquet part. (EMBED_BATCH_SIZE is the model's forward pass.)
@@ -29,6 +46,11 @@ DEFAULT_IMAGES_PER_PART = 256
 MAX_IMAGES_PER_PART = 10_000
 # How long a claim keeps other runs away after its last renewal (plan, or the start of its embed task).
 CLAIM_LEASE = timedelta(minutes=30)
+# How long claims of a run's batches that no task has started yet outlive the run's last sign of life
+# (its plan, a task's start or end) when no process of the run holds its lock: the scheduler's hand-off
+# from plan to tasks, or from one task to the next, takes seconds. Too short costs nothing but a
+# concurrent run taking those images over (never twice: see settle); too long delays a re-run after a crash.
+OWNER_GRACE = timedelta(minutes=2)
 
 
 class SelectionError(ValueError):
@@ -159,7 +181,8 @@ WITH candidates AS (
 INSERT INTO embedding_claims AS c (image_id, model_version, run_id, claimed_at, expires_at)
 SELECT id, %(mv)s, %(run_id)s, now(), now() + %(lease)s FROM candidates
 ON CONFLICT (image_id, model_version) DO UPDATE
-    SET run_id = EXCLUDED.run_id, claimed_at = EXCLUDED.claimed_at, expires_at = EXCLUDED.expires_at
+    SET run_id = EXCLUDED.run_id, claimed_at = EXCLUDED.claimed_at, expires_at = EXCLUDED.expires_at,
+        taken_at = NULL
     WHERE c.run_id = EXCLUDED.run_id OR c.expires_at <= now()
 RETURNING c.image_id
 """
@@ -191,6 +214,10 @@ def plan(
         conn.execute(_LOCK, params)
         conn.execute("DELETE FROM embedding_claims WHERE model_version = %(mv)s AND expires_at < now() - %(keep)s",
                      {"mv": model_version, "keep": timedelta(days=1)})
+        _expire_dead_owners(conn, model_version, run_id)
+        conn.execute("DELETE FROM embedding_runs w WHERE w.last_seen < now() - %(keep)s AND NOT EXISTS"
+                     " (SELECT 1 FROM embedding_claims c WHERE c.run_id = w.run_id)", {"keep": timedelta(days=1)})
+        _seen(conn, run_id)
         try:
             rows = conn.execute(_CLAIM.format(where=where), params).fetchall()  # type: ignore[arg-type]
         except psycopg.errors.DataError as exc:  # e.g. a date PostgreSQL cannot represent
@@ -223,7 +250,7 @@ def take(conninfo: str, model_version: str, run_id: str, ids: list[int], part_fi
     lease = lease + timedelta(seconds=len(wanted))
     with connect(conninfo=conninfo) as conn, conn.transaction():
         rows = conn.execute(
-            """UPDATE embedding_claims c SET expires_at = now() + %(lease)s
+            """UPDATE embedding_claims c SET expires_at = now() + %(lease)s, taken_at = now()
                WHERE c.model_version = %(mv)s AND c.run_id = %(run_id)s AND c.image_id = ANY(%(ids)s)
                RETURNING c.image_id, EXISTS (
                    SELECT 1 FROM image_embeddings e
@@ -247,6 +274,82 @@ def release(conninfo: str, model_version: str, run_id: str, ids: list[int]) -> i
         cur = conn.execute("DELETE FROM embedding_claims WHERE model_version = %s AND run_id = %s"
                            " AND image_id = ANY(%s)", (model_version, run_id, [int(i) for i in ids]))
         return cur.rowcount
+
+
+def settle(conn: psycopg.Connection, model_version: str, run_id: str, ids: Sequence[int]) -> set[int]:
+    """In the caller's ledger transaction: lock and delete this run's claims on `ids`; the ids it still held.
+
+    The caller records ledger rows only for those, in the same transaction, so a run that lost an image
+    to another run (its connection dropped, its owner lock ended, the other run took the image over)
+    never records it too.
+    """
+    conn.execute(_LOCK, {"mv": model_version})
+    rows = conn.execute("DELETE FROM embedding_claims WHERE model_version = %s AND run_id = %s"
+                        " AND image_id = ANY(%s) RETURNING image_id",
+                        (model_version, run_id, [int(i) for i in ids])).fetchall()
+    return {int(r[0]) for r in rows}
+
+
+# --- owners: claims that die with the process holding them ---------------------------------------
+
+_RUN_KEY = "hashtextextended('embedding_run:' || {run}, 0)"
+
+# Runs (other than ours) with live claims of this model version, and whether a session holds their lock.
+# pg_locks shows a bigint advisory key as classid (high 32 bits), objid (low 32 bits), objsubid 1.
+_DEAD_CLAIMS = f"""
+WITH runs AS (
+    SELECT DISTINCT run_id FROM embedding_claims
+    WHERE model_version = %(mv)s AND run_id <> %(run_id)s AND expires_at > now()
+), locked AS (
+    SELECT r.run_id FROM runs r
+    WHERE EXISTS (SELECT 1 FROM pg_locks l
+                  WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+                    AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                    AND l.classid = ((({_RUN_KEY.format(run="r.run_id")}) >> 32) & 4294967295)::oid
+                    AND l.objid = (({_RUN_KEY.format(run="r.run_id")}) & 4294967295)::oid)
+)
+UPDATE embedding_claims c SET expires_at = now()
+WHERE c.model_version = %(mv)s AND c.run_id IN (SELECT run_id FROM runs)
+  AND c.run_id NOT IN (SELECT run_id FROM locked)
+  AND (c.taken_at IS NOT NULL
+       OR NOT EXISTS (SELECT 1 FROM embedding_runs w WHERE w.run_id = c.run_id AND NOT w.one_process
+                      AND w.last_seen > now() - %(grace)s))
+RETURNING c.run_id
+"""
+
+
+def _expire_dead_owners(conn: psycopg.Connection, model_version: str, run_id: str) -> None:
+    """End the claims whose owner is gone (in the plan's transaction, under the model version's lock)."""
+    rows = conn.execute(_DEAD_CLAIMS, {"mv": model_version, "run_id": run_id, "grace": OWNER_GRACE}).fetchall()
+    for dead, n in sorted(Counter(str(r[0]) for r in rows).items()):
+        log.warning("run %s: took over %d images claimed by run %s, whose owner is gone (no process of it holds "
+                    "its lock)", run_id, n, dead)
+
+
+def _seen(conn: psycopg.Connection, run_id: str, one_process: bool = False) -> None:
+    conn.execute("INSERT INTO embedding_runs AS w (run_id, last_seen, one_process) VALUES (%s, now(), %s)"
+                 " ON CONFLICT (run_id) DO UPDATE SET last_seen = now(), one_process = w.one_process"
+                 " OR EXCLUDED.one_process", (run_id, one_process))
+
+
+@contextmanager
+def owner(conninfo: str, run_id: str, *, one_process: bool = False) -> Iterator[None]:
+    """Hold the run's session lock while this process works for the run (shared: a run's tasks run at once).
+
+    One connection for the duration: if this process dies, PostgreSQL ends the session and the lock, and
+    the next plan takes over the claims this run had taken. On exit the run is marked seen, which keeps its
+    batches not started yet for OWNER_GRACE. one_process: this process is the whole run (the CLI), so
+    all its claims end with it, started or not.
+    """
+    from core.db import connect
+
+    with connect(conninfo=conninfo, autocommit=True) as conn:
+        conn.execute(f"SELECT pg_advisory_lock_shared({_RUN_KEY.format(run='%s')})", (run_id,))
+        _seen(conn, run_id, one_process)
+        try:
+            yield
+        finally:
+            _seen(conn, run_id)
 
 
 def claimed_by_run(conninfo: str) -> dict[str, int]:

@@ -164,8 +164,12 @@ def embed_batch(
     run_id: str = "manual",
     batch_no: int = 0,
     settings: Settings | None = None,
+    claimed_by: str | None = None,
 ) -> dict[str, Any]:
     """Embed these images into one Parquet part, then upsert their ledger rows in one transaction.
+
+    claimed_by: the run whose claims cover these images; the ledger transaction then records (and
+    releases) only the images that run still holds, so an image another run took over is never recorded twice.
 
     Returns {"embedded": n, "failed": m, "part": path or None, "model_version": mv,
     "missing_rows": k (ids with no images row), "failures": [(id, reason)], "seconds": s}.
@@ -203,15 +207,24 @@ def embed_batch(
         if settings.remote_data:  # one PUT: the part is whole in the object store or absent
             part = push_part(settings, part)
     rel = _relative(part, settings) if part else None
-    with connect(conninfo=conninfo) as conn:
+    lost: list[int] = []
+    with connect(conninfo=conninfo) as conn, conn.transaction():
+        if claimed_by is not None:
+            held = planning.settle(conn, mv, claimed_by, ids)
+            lost = [i for i in ids if i not in held]
+            got_ids = [i for i in got_ids if i in held]
+            failures = [(i, reason) for i, reason in failures if i in held]
         ledger.record(conn, mv, embedded=got_ids, part=rel, failed=failures)
+    if lost:
+        log.warning("%s batch %d of run %s: %d images were taken over by another run before this one recorded "
+                    "them; that run records them", mv, batch_no, run_id, len(lost))
     seconds = time.monotonic() - started
     missing = len(ids) - len(items)
     log.info("%s batch %d of run %s: %d embedded, %d failed%s in %.1f s (%.1f images/s)", mv, batch_no, run_id,
              len(got_ids), len(failures), f", {missing} ids without an images row" if missing else "", seconds,
              (len(got_ids) + len(failures)) / seconds if seconds else 0.0)
     return {"embedded": len(got_ids), "failed": len(failures), "part": str(part) if part else None,
-            "model_version": mv, "missing_rows": missing, "failures": failures, "seconds": seconds}
+            "model_version": mv, "missing_rows": missing, "failures": failures, "seconds": seconds, "lost": len(lost)}
 
 
 @dataclass
@@ -270,19 +283,21 @@ def embed_claimed(
     """
     settings = settings or get_settings()
     mv = parse_name(model_name or settings.embedding_model).model_version
-    taken = planning.take(conninfo, mv, run_id, list(image_ids), part_name(run_id, batch_no))
-    if taken.todo:
-        result = embed_batch(conninfo, taken.todo, model_name=model_name, run_id=run_id, batch_no=batch_no,
-                             settings=settings)
-    else:
-        result = {"embedded": 0, "failed": 0, "part": None, "model_version": mv, "missing_rows": 0,
-                  "failures": [], "seconds": 0.0}
-    planning.release(conninfo, mv, run_id, taken.todo + taken.done)
+    with planning.owner(conninfo, run_id):
+        taken = planning.take(conninfo, mv, run_id, list(image_ids), part_name(run_id, batch_no))
+        if taken.todo:
+            result = embed_batch(conninfo, taken.todo, model_name=model_name, run_id=run_id, batch_no=batch_no,
+                                 settings=settings, claimed_by=run_id)
+        else:
+            result = {"embedded": 0, "failed": 0, "part": None, "model_version": mv, "missing_rows": 0,
+                      "failures": [], "seconds": 0.0, "lost": 0}
+        if taken.done:
+            planning.release(conninfo, mv, run_id, taken.done)
     if taken.lost:
         log.warning("%s batch %d of run %s: %d images are claimed by another run, which embeds them", mv,
                     batch_no, run_id, len(taken.lost))
     return {**result, "embedded": result["embedded"] + len(taken.done), "recovered": len(taken.done),
-            "lost": len(taken.lost)}
+            "lost": len(taken.lost) + result["lost"]}
 
 
 def run_scope(
@@ -298,6 +313,12 @@ def run_scope(
     conninfo = settings.conninfo()
     mv = parse_name(model_name or settings.embedding_model).model_version
     run_id = run_id or datetime.now(UTC).strftime("manual-%Y%m%dT%H%M%S")
+    with planning.owner(conninfo, run_id, one_process=True):  # the whole run: its claims die with it
+        return _run_parts(conninfo, selection, mv, run_id, settings, model_name, images_per_part)
+
+
+def _run_parts(conninfo: str, selection: planning.Selection, mv: str, run_id: str, settings: Settings,
+               model_name: str | None, images_per_part: int) -> dict[str, Any]:
     batches = planning.plan(conninfo, mv, selection, run_id=run_id, images_per_part=images_per_part)
     total = sum(len(b) for b in batches)
     log.info("%s: %d images in %d parts (%s, run %s)", mv, total, len(batches), selection.describe(), run_id)

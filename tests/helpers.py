@@ -7,7 +7,7 @@ from core.sample_data import generate_photos, sample_formats_dir, sample_photos
 __all__ = ["TABLES", "generate_photos", "sample_formats_dir", "sample_photos"]
 
 # Our tables and the seed's, children first (for TRUNCATE).
-TABLES = ("image_embeddings", "index_versions", "index_current", "images", "events")
+TABLES = ("image_embeddings", "embedding_runs", "index_versions", "index_current", "images", "events")
 
 
 def overwrite(path, data: bytes) -> None:  # type: ignore[no-untyped-def]

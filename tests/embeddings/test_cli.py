@@ -98,3 +98,35 @@ def test_pending_event_and_files_commands(db, settings, lite0_default, tmp_path:
     assert table.schema.field("vector").type.list_size == 1280
     assert len(ids) == 3
     assert set(table["model_version"].to_pylist()) == {"efficientnet-lite0@crop224+rot4"}
+
+
+def test_a_rerun_right_after_a_crash_embeds_every_image_once(db, settings, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """kill -9 of a run mid-way, then the same command again at once: every image embedded, none twice.
+
+    (Claims used to outlive their run for the 30-minute lease: the re-run skipped the dead run's images.)
+    """
+    import time
+
+    photos = sample_photos(48, out_dir=tmp_path / "gen")
+    ids = add_files(db, add_event(db), settings.resolved_image_root, photos)
+    args = ["--model", "efficientnet-lite0+plain", "-q", "pending", "--images-per-part", "4"]
+    env = {**os.environ, "TORCH_THREADS": "1", "EMBED_DECODE_WORKERS": "1"}
+    crashing = subprocess.Popen([sys.executable, "-m", "embeddings", *args, "--run-id", "crashing"], cwd=REPO,
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 180
+    embedded = 0
+    while embedded < 4 and time.monotonic() < deadline and crashing.poll() is None:
+        embedded = db.execute("SELECT count(*) FROM image_embeddings WHERE status = 'embedded'").fetchone()[0]
+        time.sleep(0.05)
+    crashing.kill()
+    crashing.wait(10)
+    before = db.execute("SELECT count(*) FROM image_embeddings").fetchone()[0]
+    assert 4 <= before < len(ids), f"the run was not killed mid-way ({before} of {len(ids)} recorded)"
+    assert db.execute("SELECT count(*) FROM embedding_claims WHERE run_id = 'crashing'").fetchone()[0] > 0
+
+    res = _run(*args)
+    assert res.returncode == 0, res.stderr
+    rows = db.execute("SELECT image_id, status, attempts FROM image_embeddings ORDER BY image_id").fetchall()
+    assert [r[0] for r in rows] == ids
+    assert {(r[1], r[2]) for r in rows} == {("embedded", 1)}  # each image once: none skipped, none twice
+    assert db.execute("SELECT count(*) FROM embedding_claims").fetchone()[0] == 0

@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import threading
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
-from embeddings.planning import Selection, SelectionError, claimed_by_run, cut, plan, release, take
+from embeddings.planning import (
+    OWNER_GRACE,
+    Selection,
+    SelectionError,
+    claimed_by_run,
+    cut,
+    plan,
+    release,
+    take,
+)
 from tests.embeddings.helpers import add_event, register
 
 MV = "efficientnet-lite0@crop224+rot4"
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _flat(parts: list[list[int]]) -> list[int]:
@@ -134,3 +148,56 @@ def test_claims_renew_for_a_retry_expire_for_a_dead_run_and_release(settings, ro
     assert claimed_by_run(info) == {}
     pending = _flat(plan(info, MV, Selection("pending"), run_id="fourth"))
     assert pending == [i for i in everything if i not in (rows["ids_a"][0], everything[1])]
+
+
+def _owner_process(info: str, run_id: str, *, one_process: bool = False) -> subprocess.Popen[str]:
+    """A real process working for `run_id` (holding its owner lock) until it is killed."""
+    code = ("import sys, time\nfrom embeddings.planning import owner\n"
+            f"with owner({info!r}, {run_id!r}, one_process={one_process!r}):\n"
+            "    print('ready', flush=True)\n    time.sleep(600)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=REPO)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+def _kill(proc: subprocess.Popen[str]) -> None:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+
+
+def test_claims_die_with_their_owner_and_never_while_it_lives(settings, rows, db) -> None:  # type: ignore[no-untyped-def]
+    """The taken batch of a killed run is free at once; its batches not started wait OWNER_GRACE; a live
+    run (its lock held, or seen within the grace) keeps everything."""
+    info = settings.conninfo()
+    everything = sorted(rows["ids_a"] + rows["ids_b"])
+    started = everything[:2]
+    assert _flat(plan(info, MV, Selection("all"), run_id="crashed")) == everything
+    assert take(info, MV, "crashed", started, "part-crashed-00000.parquet").todo == started
+    worker = _owner_process(info, "crashed")
+    try:
+        # Alive: a process holds the lock, even long after the run was last seen.
+        db.execute("UPDATE embedding_runs SET last_seen = now() - interval '1 hour' WHERE run_id = 'crashed'")
+        assert plan(info, MV, Selection("all"), run_id="live-check") == []
+    finally:
+        _kill(worker)
+    # The process is gone: what it had taken goes to the next run at once; its waiting batch does not
+    # while the run was seen within the grace (an Airflow run between two tasks).
+    db.execute("UPDATE embedding_runs SET last_seen = now() WHERE run_id = 'crashed'")
+    assert _flat(plan(info, MV, Selection("all"), run_id="rerun")) == started
+    db.execute("UPDATE embedding_runs SET last_seen = now() - %s - interval '1 second' WHERE run_id = 'crashed'",
+               (OWNER_GRACE,))
+    assert _flat(plan(info, MV, Selection("all"), run_id="rerun")) == everything
+    assert take(info, MV, "crashed", everything, "part-crashed-00001.parquet").lost == everything
+
+
+def test_a_one_process_run_loses_everything_when_it_dies(settings, rows, db) -> None:  # type: ignore[no-untyped-def]
+    """The CLI is the whole run: once its process dies, a re-run takes every image, started or not."""
+    info = settings.conninfo()
+    everything = sorted(rows["ids_a"] + rows["ids_b"])
+    cli = _owner_process(info, "cli-run", one_process=True)
+    try:
+        assert _flat(plan(info, MV, Selection("all"), run_id="cli-run")) == everything
+        assert plan(info, MV, Selection("all"), run_id="other") == []  # alive: nothing for another run
+    finally:
+        _kill(cli)
+    assert _flat(plan(info, MV, Selection("all"), run_id="other")) == everything

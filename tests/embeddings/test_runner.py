@@ -187,3 +187,25 @@ def test_parts_written_before_fingerprints_read_and_compact(db, settings, lite0,
             assert rows[image_id]["fingerprint_version"] == FINGERPRINT_VERSION
             fp = Fingerprint.from_bytes(rows[image_id]["fingerprint"])
             assert fp.sha256 == hashlib.sha256(path.read_bytes()).digest()
+
+
+def test_a_run_that_lost_its_images_records_none_of_them(db, settings, lite0, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A run whose claims ended mid-batch (its connection dropped, another run took the images over and
+    embedded them) writes its part but records nothing: each image has one ledger outcome, the other run's."""
+    from embeddings.planning import take
+    from embeddings.runner import embed_claimed
+    from embeddings.writer import part_name
+
+    info = settings.conninfo()
+    ids = add_files(db, add_event(db), settings.resolved_image_root, sample_photos(4, out_dir=tmp_path / "gen"))
+    assert plan(info, lite0.model_version, Selection("pending"), run_id="slow") == [ids]
+    assert take(info, lite0.model_version, "slow", ids, part_name("slow", 0)).todo == ids
+    db.execute("UPDATE embedding_claims SET expires_at = now() - interval '1 second'")  # "slow" looks dead
+    assert plan(info, lite0.model_version, Selection("pending"), run_id="fast") == [ids]
+    assert embed_claimed(info, ids, model_name=MODEL, run_id="fast", settings=settings)["embedded"] == 4
+
+    late = embed_batch(info, ids, model_name=MODEL, run_id="slow", settings=settings, claimed_by="slow")
+    assert (late["embedded"], late["failed"], late["lost"]) == (0, 0, 4)
+    rows = db.execute("SELECT status, attempts, parquet_part FROM image_embeddings").fetchall()
+    assert len(rows) == 4 and {(r[0], r[1]) for r in rows} == {("embedded", 1)}
+    assert all("fast" in r[2] for r in rows)
