@@ -36,8 +36,14 @@ def triggering_models(triggering_asset_events: Mapping[Any, Iterable[Any]] | Non
 
 
 def targets(params: Mapping[str, Any], triggered: dict[str, list[dict]]) -> list[dict[str, str]]:
-    """Which model versions this run indexes: the param, else the triggering events, else EMBEDDING_MODEL."""
+    """Which model versions this run indexes: the param, else the triggering events, else EMBEDDING_MODEL.
+
+    Raises ParamsError (a ValueError) for a conf key the form does not have.
+    """
     from image_pipeline.embedding_tasks import model_version_of
+    from image_pipeline.params import index_params, refuse_unknown
+
+    refuse_unknown(params, index_params())
 
     if params.get("model"):
         models = [str(params["model"])]

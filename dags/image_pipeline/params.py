@@ -6,10 +6,15 @@ fields (an event code when scope is `event`, start before end) are checked by
 `resolve_plan_request`, which the plan task calls first: a bad combination
 fails the run at once, without retries, with a message naming the field.
 Fields of another scope are ignored (the UI form keeps every field filled).
+A key that is no field of the form (`{"scpoe": "all"}`: Airflow adds conf keys to
+the params) fails the run too, naming the key and the field it resembles,
+instead of running with the defaults.
 """
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -143,6 +148,19 @@ def index_params() -> dict[str, Param]:
     }
 
 
+def refuse_unknown(params: Mapping[str, Any], form: Mapping[str, Param]) -> None:
+    """Raise ParamsError naming every key of `params` that is no field of `form` (a misspelt conf key)."""
+    unknown = sorted(set(params) - set(form))
+    if not unknown:
+        return
+    hints = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, list(form), n=1)
+        hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    raise ParamsError(f"unknown param{'s' if len(unknown) > 1 else ''} {', '.join(hints)}; "
+                      f"this DAG takes {', '.join(form)}")
+
+
 @dataclass(frozen=True)
 class PlanRequest:
     """What one image_embeddings run embeds, after the params and the run type are combined."""
@@ -169,8 +187,9 @@ def resolve_plan_request(
     that interval still lacking an embedding, scope `all` re-embeds all of them.
     Scheduled and manual runs ignore the interval, so a row committed late is
     still picked up by the next `pending` run. Fields of another scope are
-    ignored: the UI form keeps every field filled.
+    ignored: the UI form keeps every field filled. Keys the form does not have are refused.
     """
+    refuse_unknown(params, embedding_params())
     model = params.get("model") or default_model()
     if base_model(model) not in MODEL_NAMES:
         raise ParamsError(f"model: unknown model {model!r}; choose one of {', '.join(MODEL_NAMES)}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 
 from tests.dags.conftest import TEST_MODEL, asset_events, ledger, photos, queued_for, run_dag, task_states
 
@@ -117,6 +118,17 @@ def test_bad_params_fail_fast_with_the_field_named(dag_bag, image_rows) -> None:
     states = task_states(dr)
     assert states["plan"] == ["failed"]
     assert ledger(image_rows.conn) == {}  # nothing touched
+    # A misspelt conf key is refused (Airflow adds it to the params; it used to run as the default scope).
+    dr = run_dag(dag, {"model": TEST_MODEL, "scpoe": "all"}, expect="failed")
+    assert task_states(dr)["plan"] == ["failed"]
+    assert ledger(image_rows.conn) == {}
+    with pytest.raises(ParamsError, match=r"^unknown param 'scpoe' \(did you mean 'scope'\?\); this DAG takes model, "):
+        resolve_plan_request({"scpoe": "all"})
+    from image_pipeline.index_tasks import targets
+
+    with pytest.raises(ValueError, match=r"^unknown params 'index-type' \(did you mean 'index_type'\?\), "
+                       r"'mdoe' \(did you mean 'mode'\?\); this DAG takes model, mode, index_type, keep$"):
+        targets({"mode": "merge", "mdoe": "rebuild", "index-type": "hnsw"}, {})
 
     for params, field in [
         ({"scope": "event"}, "event_code"),
