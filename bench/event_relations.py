@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     from core.settings import load_settings
     from embeddings.models import get_embedder
     from indexing import pipeline
-    from indexing.store import IndexStore
+    from indexing.store.layout import IndexStore
 
     workdir = Path(tempfile.mkdtemp(prefix="imgsim-bench-rel-"))
     admin, private_pg = admin_conninfo(workdir)

@@ -369,7 +369,7 @@ def publish_to_served(run: Run, scene: Scene, change: int, log: HolderLog) -> di
     """Merge `change` new images into a new version, publish it while both replicas poll; the clock starts
     when publish() returns and stops when each replica serves the new version."""
     from indexing import pipeline
-    from indexing.store import IndexStore
+    from indexing.store.layout import IndexStore
 
     rows, scene.pending = scene.pending[:change], scene.pending[change:]
     if rows:

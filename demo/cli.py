@@ -251,7 +251,7 @@ def _failures(conninfo: str, model_version: str, image_ids: list[int]) -> list[t
 
 
 def _served_version(model_version: str) -> tuple[int | None, int | None, str | None]:
-    from indexing.store import IndexStore
+    from indexing.store.layout import IndexStore
 
     store = IndexStore(get_settings(), model_version)
     version = store.current().version

@@ -13,14 +13,12 @@ nor remove), the merge turns into a rebuild.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,9 +29,10 @@ import pandas as pd
 
 from core.settings import Settings
 from indexing import choice, sources
-from indexing.loaded import flat_view
 from indexing.sources import BuildError
-from indexing.store import (
+from indexing.store.files import fsync_dir, fsync_file, link_or_copy, make_read_only, write_synced
+from indexing.store.integrity import IndexCorrupt, sha256_file
+from indexing.store.layout import (
     DELTA_FILE,
     INDEX_FILE,
     MANIFEST_FILE,
@@ -44,31 +43,16 @@ from indexing.store import (
     RELATIONS_FILE,
     REMOVED_FILE,
     VECTORS_FILE,
-    IndexCorrupt,
     IndexStore,
     Manifest,
-    fsync_dir,
-    make_read_only,
-    sha256_file,
     version_name,
 )
+from indexing.store.segments import flat_view
 
 COMPACT_MIN = 10_000  # a delta this small never forces a rebuild
 COMPACT_FRACTION = 0.2  # delta + removed beyond this share of the base: rebuild
 ADD_CHUNK = 20_000
 IVF_TRAIN_MAX = 100_000
-
-
-@contextmanager
-def store_lock(store: IndexStore) -> Iterator[None]:
-    """One writer per model's store (builds, publishes, prunes, rollbacks); readers never lock."""
-    store.root.mkdir(parents=True, exist_ok=True)
-    with open(store.root / ".lock", "a+") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 def next_version(store: IndexStore, db_max: int | None) -> int:
@@ -99,14 +83,6 @@ def _write_flat(path: Path, ids: np.ndarray, vectors: np.ndarray, dim: int) -> N
     for a in range(0, len(ids), ADD_CHUNK):
         index.add_with_ids(np.ascontiguousarray(vectors[a:a + ADD_CHUNK], dtype=np.float32), ids[a:a + ADD_CHUNK])
     faiss.write_index(index, str(path))
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _event_order(frame: pd.DataFrame) -> pd.DataFrame:
@@ -316,7 +292,7 @@ class Builder:
         inherited: dict[str, str] = {}
         for fname in (INDEX_FILE, VECTORS_FILE, META_FILE):
             if plan.parent_manifest.has(fname):
-                _link_or_copy(pdir / fname, self.tmp / fname)
+                link_or_copy(pdir / fname, self.tmp / fname)
                 inherited[fname] = plan.parent_manifest.sha256[fname]
         if nd:
             _write_flat(self.tmp / DELTA_FILE, delta_ids, delta_vecs, dim)
@@ -395,7 +371,7 @@ class Builder:
             if path.name in pieces.inherited:
                 sha[path.name] = pieces.inherited[path.name]
             else:
-                _fsync_file(path)
+                fsync_file(path)
                 sha[path.name] = sha256_file(path)
             make_read_only(path)
         manifest = Manifest(
@@ -406,10 +382,7 @@ class Builder:
             created_at=datetime.now(UTC).isoformat(), **extra,
         )
         data = manifest.to_json()
-        with open(self.tmp / MANIFEST_FILE, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        write_synced(self.tmp / MANIFEST_FILE, data)
         make_read_only(self.tmp / MANIFEST_FILE)
         fsync_dir(self.tmp)
         final = self.store.version_dir(version)
@@ -434,14 +407,6 @@ def _read_faiss(path: Path) -> Any:
     import faiss
 
     return faiss.read_index(str(path))
-
-
-def _link_or_copy(src: Path, dst: Path) -> None:
-    """Share an immutable, read-only file with the parent version (a hard link), or copy where links are refused."""
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
 
 
 def build_version(

@@ -19,7 +19,7 @@ class CliError(RuntimeError):
 
 
 def _version_arg(text: str) -> int:
-    from indexing.store import parse_version
+    from indexing.store.layout import parse_version
 
     try:
         return parse_version(text)
@@ -89,7 +89,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from core.settings import get_settings
     from indexing import pipeline
-    from indexing.store import IndexStore, version_name
+    from indexing.store.layout import IndexStore, version_name
 
     settings = get_settings()
     mv = _model_version(settings, args.model_version)
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     from core.settings import SettingsError
     from indexing.pipeline import RollbackError
     from indexing.sources import BuildError
-    from indexing.store import IndexCorrupt
+    from indexing.store.integrity import IndexCorrupt
     from indexing.verify import VerificationFailed
 
     expected = (CliError, DatabaseUnavailable, SettingsError, RollbackError, BuildError, IndexCorrupt,

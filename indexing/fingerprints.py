@@ -65,7 +65,7 @@ class VersionFingerprints:
             import pyarrow as pa
             import pyarrow.parquet as pq
 
-            from indexing.store import META_DELTA_FILE, META_FILE, IndexStore
+            from indexing.store.layout import META_DELTA_FILE, META_FILE, IndexStore
 
             folder = IndexStore(self.settings, self.model_version).version_dir(self.version)
             where: dict[int, str] = {}

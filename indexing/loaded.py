@@ -1,6 +1,6 @@
 """A version opened for use: verified while it is read, held privately, and searched.
 
-Opening a version never maps a file somebody else can change (indexing/private_copy.py):
+Opening a version never maps a file somebody else can change (indexing/store/integrity.py):
 each segment is used from a private copy whose size and checksum matched the manifest,
 small files are parsed from the very bytes that were hashed. What is served is
 therefore exactly what was verified, whatever happens to the store afterwards, and
@@ -35,8 +35,8 @@ from indexing.halfscan import (
     exact_top_k,
 )
 from indexing.halfscan import top_k as _top_k
-from indexing.private_copy import PrivateCopy, read_verified
-from indexing.store import (
+from indexing.store.integrity import IndexCorrupt, PrivateCopy, check_file, read_verified
+from indexing.store.layout import (
     DELTA_FILE,
     INDEX_FILE,
     META_COLUMNS,
@@ -45,12 +45,11 @@ from indexing.store import (
     REMOVED_FILE,
     SIDECAR_FILES,
     VECTORS_FILE,
-    IndexCorrupt,
     IndexStore,
     Manifest,
-    check_file,
     version_name,
 )
+from indexing.store.segments import flat_view
 
 FLAT_SCAN_MAX_QUERIES = 8  # fewer queries: one SIMD scan each (no OpenMP); more: FAISS's BLAS path
 
@@ -65,23 +64,6 @@ class _Segment:
     vectors: np.ndarray  # (n, dim) float32, row order, read-only view (mapped): FAISS's own searches read it
     exact: ExactRows  # the same rows, read by pread (re-scoring, vector(), event_vectors())
     half: HalfVectors | None = None  # None: HNSW (FAISS reads the float32 storage anyway) or not float16-safe
-
-
-def flat_view(index: Any) -> np.ndarray | None:
-    """A zero-copy (n, d) float32 view of the raw vectors of a flat or HNSW-flat index (IDMap unwrapped)."""
-    import faiss
-
-    inner = faiss.downcast_index(index.index) if hasattr(index, "id_map") else faiss.downcast_index(index)
-    if hasattr(inner, "storage"):  # HNSW keeps its vectors in a flat storage index
-        inner = faiss.downcast_index(inner.storage)
-    if not isinstance(inner, faiss.IndexFlat):
-        return None
-    n, d = inner.ntotal, inner.d
-    if n == 0:
-        return np.empty((0, d), dtype=np.float32)
-    view = faiss.rev_swig_ptr(inner.get_xb(), n * d).reshape(n, d)
-    view.flags.writeable = False
-    return view
 
 
 def _open_faiss(copy: PrivateCopy, dim: int) -> Any:

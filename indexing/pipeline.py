@@ -6,7 +6,7 @@ file lock (and, with an object-store DATA_DIR, a database advisory lock: writers
 host); readers (servers) never lock: they see a version only after its folder was renamed into
 place (its manifest uploaded, for an object store) and CURRENT only through an atomic rename (one
 PUT). Publishers agree on the pointer through the `index_current` row, locked while CURRENT flips.
-With an object-store DATA_DIR every step works on this host's mirror (indexing/remote.py): pull
+With an object-store DATA_DIR every step works on this host's mirror (indexing/store/remote.py): pull
 what it needs, verified; push what it made, verified after upload.
 """
 
@@ -25,18 +25,21 @@ from typing import Any
 from core.db import connect
 from core.settings import Settings
 from embeddings.dataset import pull_parts
-from indexing import remote, sources
-from indexing.build import build_version, next_version, store_lock
-from indexing.store import (
+from indexing import sources
+from indexing.build import build_version, next_version
+from indexing.store import remote
+from indexing.store.backup import backup as run_backup
+from indexing.store.integrity import IndexCorrupt
+from indexing.store.layout import (
     CURRENT_FILE,
     MANIFEST_FORMAT,
-    IndexCorrupt,
     IndexStore,
     Manifest,
     backup_store,
+    store_lock,
     version_name,
 )
-from indexing.verify import VerificationFailed, check_version
+from indexing.verify import VerificationFailed, check_version, ensure_intact
 
 NOTIFY_CHANNEL = "index_published"
 STALE_TEMP_SECONDS = 3600
@@ -441,8 +444,6 @@ def _pull_if_remote(store: IndexStore, version: int) -> None:
 
 def _intact(settings: Settings, store: IndexStore, version: int) -> str:
     """ensure_intact on the mirrors; a version restored from the backup is uploaded to the store again."""
-    from indexing.backup import ensure_intact
-
     _pull_if_remote(store, version)
     source = ensure_intact(settings, store.model_version, version)
     if source == "restored":
@@ -486,9 +487,7 @@ def list_versions(settings: Settings, model_version: str, conninfo: str | None =
 
 
 def backup(conninfo: str | None, settings: Settings, model_version: str, keep: int | None = None):  # type: ignore[no-untyped-def]
-    """Back up the published versions into BACKUP_DIR and re-verify the copies there (indexing/backup.py)."""
-    from indexing.backup import backup as run_backup
-
+    """Back up the published versions into BACKUP_DIR and re-verify the copies there (indexing/store/backup.py)."""
     store = IndexStore(settings, model_version)
     published = _published(conninfo, model_version) if conninfo else None
     with writer_lock(conninfo, store):

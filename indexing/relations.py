@@ -53,7 +53,9 @@ import numpy as np
 import pandas as pd
 
 from core.settings import Settings
-from indexing.store import (
+from indexing.store.files import link_or_copy
+from indexing.store.integrity import IndexCorrupt, read_verified
+from indexing.store.layout import (
     INDEX_FILE,
     META_DELTA_FILE,
     META_FILE,
@@ -61,9 +63,9 @@ from indexing.store import (
     RELATIONS_FILE,
     REMOVED_FILE,
     VECTORS_FILE,
-    IndexCorrupt,
     Manifest,
 )
+from indexing.store.segments import flat_view
 
 if TYPE_CHECKING:
     from duplicates.fingerprint import Fingerprint
@@ -466,8 +468,6 @@ class _Computer:
 
 def read_parent_relations(folder: Path, manifest: Manifest) -> StoredRelations | None:
     """A parent version's relations of the current rules (verified bytes), or None when it has none usable."""
-    from indexing.private_copy import read_verified
-
     sources: dict[str, str | Path | bytes] = {}
     try:
         for fname in (RELATIONS_FILE, RELATIONS_DELTA_FILE):
@@ -545,8 +545,6 @@ def for_merge(settings: Settings, model_version: str, *, parent_dir: Path, paren
     Reads of the parent: the footers, its delta relations, the changed events' rows of its base
     relations and the meta rows of the changed events (an O(change) read, like the rest of a merge).
     """
-    from indexing.build import _link_or_copy
-
     rules = Rules.current()
     report = RelationsReport(rules.rules_version)
     inherited: dict[str, str] = {}
@@ -556,8 +554,6 @@ def for_merge(settings: Settings, model_version: str, *, parent_dir: Path, paren
     delta_usable = True
     if parent_manifest.has(RELATIONS_DELTA_FILE):
         try:
-            from indexing.private_copy import read_verified
-
             parent_delta = RelationsFile(read_verified(parent_dir / RELATIONS_DELTA_FILE, parent_manifest),
                                          RELATIONS_DELTA_FILE)
             if parent_delta.rules != rules:
@@ -568,7 +564,7 @@ def for_merge(settings: Settings, model_version: str, *, parent_dir: Path, paren
     # The base is shared only while the parent's delta, which says which base entries are stale, is usable.
     base_footer = _footer(parent_dir / RELATIONS_FILE) if parent_manifest.has(RELATIONS_FILE) else None
     if delta_usable and base_footer is not None and _footer_rules(base_footer) == rules:
-        _link_or_copy(parent_dir / RELATIONS_FILE, folder / RELATIONS_FILE)
+        link_or_copy(parent_dir / RELATIONS_FILE, folder / RELATIONS_FILE)
         inherited[RELATIONS_FILE] = parent_manifest.sha256[RELATIONS_FILE]
         report.base = "linked"
         overridden = changed | (set(parent_delta.events) | parent_delta.withdrawn if parent_delta else set())
@@ -740,8 +736,6 @@ class _BaseVectors:
                 self._view = np.load(self.parent_dir / VECTORS_FILE, mmap_mode="r")
             else:
                 import faiss
-
-                from indexing.loaded import flat_view
 
                 path = str(self.parent_dir / INDEX_FILE)
                 try:

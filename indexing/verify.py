@@ -7,7 +7,8 @@
 4. a sample of indexed vectors is L2-normalised and finds itself at rank 1 (`check_loaded`).
 
 The search server runs 1 and 4 (the checks that need no database) before it serves
-any version: loading is verifying, with the same code.
+any version: loading is verifying, with the same code. `check_usable` is those two, and
+`ensure_intact` (a rollback's) restores a version that fails them from BACKUP_DIR.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ import numpy as np
 from core.settings import Settings
 from indexing import sources
 from indexing.loaded import LoadedIndex, open_version
-from indexing.store import IndexCorrupt, IndexStore, version_name
+from indexing.store.backup import copy_version
+from indexing.store.integrity import IndexCorrupt
+from indexing.store.layout import IndexStore, backup_store, version_name
 
 SAMPLE = 64
 # Share of the sample that must find itself first: exact is exact; ANN may miss a few.
@@ -106,3 +109,39 @@ def _check_against_data(conninfo: str, settings: Settings, model_version: str, l
     self_rank1 = check_loaded(loaded, sample=sample)
     return {"version": loaded.version, "count": loaded.count, "expected": len(expected), "dim": loaded.dim,
             "index_type": loaded.index_type, "self_rank1": self_rank1}
+
+
+def check_usable(store: IndexStore, version: int) -> None:
+    """The server's load checks (files, shapes, normalisation, self-search); IndexCorrupt otherwise."""
+    loaded = open_version(store, version, float16=False)  # checked, not served
+    try:
+        check_loaded(loaded)
+    except VerificationFailed as exc:
+        raise IndexCorrupt(str(exc)) from None
+    finally:
+        loaded.close()
+
+
+def ensure_intact(settings: Settings, model_version: str, version: int) -> str:
+    """Make sure the live store holds an intact `version`: "store" when it does, "restored" when it
+    was copied back from BACKUP_DIR. IndexCorrupt naming the bad files when neither copy is usable.
+    The caller holds the store lock."""
+    store = IndexStore(settings, model_version)
+    backup = backup_store(settings, model_version)
+    problem = f"{version_name(version)} is not in {store.root}"
+    if store.version_dir(version).is_dir():
+        try:
+            check_usable(store, version)
+            return "store"
+        except IndexCorrupt as exc:
+            problem = str(exc)
+    if not backup.version_dir(version).is_dir():
+        raise IndexCorrupt(f"{problem} (and {backup.root} holds no copy of {version_name(version)} to restore; "
+                           "`python -m indexing backup` makes them)")
+    try:
+        check_usable(backup, version)
+        copy_version(backup, store, version)
+        check_usable(store, version)
+    except IndexCorrupt as exc:
+        raise IndexCorrupt(f"{problem}; the backup copy is no better: {exc}") from None
+    return "restored"

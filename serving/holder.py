@@ -32,8 +32,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from core.settings import Settings
-from indexing import remote
-from indexing.store import CurrentPointer, IndexCorrupt, IndexStore, backup_store, version_name
+from indexing.store import remote
+from indexing.store.integrity import IndexCorrupt
+from indexing.store.layout import CurrentPointer, IndexStore, backup_store, version_name
 from serving.served import ServedIndex
 from storage.objects import StorageUnavailable
 
@@ -222,7 +223,7 @@ class IndexHolder:
 
     def _load(self, key: Candidate, store: IndexStore) -> bool:
         from indexing.loaded import open_version
-        from indexing.store import IndexCorrupt
+        from indexing.store.integrity import IndexCorrupt
         from indexing.verify import VerificationFailed, check_loaded
 
         version, source = key

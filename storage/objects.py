@@ -18,7 +18,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from storage.filesystems import describe, filesystem
 from storage.location import Location
@@ -64,8 +64,15 @@ def translated(location: Location, settings: Settings, what: str) -> Iterator[No
                                  f"{': ' + detail if detail else ''}") from None
 
 
-def hash_stream(src: IO[bytes], dst: IO[bytes] | None = None, chunk: int = CHUNK) -> tuple[str, int]:
-    """sha256 and size of what `src` yields, copied to `dst` on the way: the one hash-while-streaming loop."""
+class Readable(Protocol):
+    """What `hash_stream` reads from: a file, an object store's stream, or anything with `read(size)`."""
+
+    def read(self, size: int, /) -> bytes: ...
+
+
+def hash_stream(src: Readable, dst: IO[bytes] | None = None, chunk: int = CHUNK) -> tuple[str, int]:
+    """sha256 and size of what `src` yields, copied to `dst` on the way: the one hash-while-streaming loop
+    (downloads, uploads proven, the index store's checksums, backup copies, private copies)."""
     digest = hashlib.sha256()
     size = 0
     while True:

@@ -138,7 +138,7 @@ def embedding_runs(conninfo: str, dag_id: str = "image_embeddings") -> list[RunP
 def current_version(settings: Settings, model_version: str, published: list[IndexVersion]) -> int | None:
     """CURRENT on disk when this process can see the index store, else the latest published row."""
     try:
-        from indexing.store import IndexStore
+        from indexing.store.layout import IndexStore
 
         store = IndexStore(settings, model_version)
         if store.root.is_dir():

@@ -20,7 +20,7 @@ def _index_rows(conn, mv: str) -> dict[int, tuple[str, int, str]]:  # type: igno
 def test_build_publish_merge_and_noop(dag_bag, image_rows, settings) -> None:  # type: ignore[no-untyped-def]
     from embeddings.models import parse_name
     from indexing.loaded import load_version
-    from indexing.store import IndexStore
+    from indexing.store.layout import IndexStore
 
     embed_dag, index_dag = dag_bag.get_dag("image_embeddings"), dag_bag.get_dag("image_index")
     mv = parse_name(TEST_MODEL).model_version
@@ -90,7 +90,7 @@ def test_rebuild_with_index_type_override(dag_bag, image_rows, settings) -> None
 def test_failed_verification_never_publishes(dag_bag, image_rows, settings) -> None:  # type: ignore[no-untyped-def]
     """A Parquet part lost after the ledger recorded it: the build lacks those vectors, verify refuses it."""
     from embeddings.models import parse_name
-    from indexing.store import IndexStore
+    from indexing.store.layout import IndexStore
 
     mv = parse_name(TEST_MODEL).model_version
     index_dag = dag_bag.get_dag("image_index")

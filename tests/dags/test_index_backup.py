@@ -7,7 +7,8 @@ from tests.dags.conftest import TEST_MODEL, photos, run_dag, task_states
 
 def test_daily_backup_copies_published_versions(dag_bag, image_rows, settings) -> None:  # type: ignore[no-untyped-def]
     from embeddings.models import parse_name
-    from indexing.store import IndexStore, backup_store, sha256_file
+    from indexing.store.integrity import sha256_file
+    from indexing.store.layout import IndexStore, backup_store
 
     mv = parse_name(TEST_MODEL).model_version
     image_rows.add_files(photos(image_rows, 6), event="A")

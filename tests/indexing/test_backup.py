@@ -8,7 +8,8 @@ import pytest
 
 from indexing import pipeline
 from indexing.loaded import load_version
-from indexing.store import IndexCorrupt, IndexStore, backup_store
+from indexing.store.integrity import IndexCorrupt
+from indexing.store.layout import IndexStore, backup_store
 from tests.helpers import flip_byte, overwrite
 from tests.indexing.conftest import MODEL
 from tests.indexing.test_cli import run

@@ -7,7 +7,7 @@ import pytest
 
 from indexing import pipeline
 from indexing.loaded import load_version
-from indexing.store import IndexStore
+from indexing.store.layout import IndexStore
 from tests.indexing.conftest import MODEL, Corpus, unit_vectors
 
 
@@ -212,7 +212,7 @@ def test_merge_reads_hashes_and_rewrites_only_the_change(small_corpus, conninfo,
     import pyarrow.parquet as pq
 
     from indexing import build, sources
-    from indexing.store import META_DELTA_FILE, RELATIONS_DELTA_FILE, RELATIONS_FILE
+    from indexing.store.layout import META_DELTA_FILE, RELATIONS_DELTA_FILE, RELATIONS_FILE
 
     corpus = small_corpus
     v1 = pipeline.build(conninfo, settings, MODEL, mode="rebuild")["version"]
@@ -323,7 +323,7 @@ def test_a_failing_relations_step_never_stops_a_version(small_corpus, conninfo, 
     """Precomputed duplicate relations are an optimisation: when computing them fails, the version is built
     without them (the server computes each event itself), says why, and verifies; a shared base is unlinked."""
     from indexing import relations
-    from indexing.store import RELATIONS_DELTA_FILE, RELATIONS_FILE
+    from indexing.store.layout import RELATIONS_DELTA_FILE, RELATIONS_FILE
 
     corpus = small_corpus
     store = IndexStore(settings, MODEL)

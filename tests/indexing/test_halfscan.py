@@ -224,7 +224,7 @@ def test_served_version_answers_exactly_and_keeps_float32_pages_out_of_memory(wi
 
 def test_a_version_opened_only_to_be_checked_has_no_float16_copy_and_the_same_answers(wide_corpus, settings):
     from indexing.loaded import open_version
-    from indexing.store import IndexStore
+    from indexing.store.layout import IndexStore
 
     store = IndexStore(settings, MODEL)
     served, checked = (open_version(store, store.current_version(), float16=f) for f in (True, False))

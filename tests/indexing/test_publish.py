@@ -11,7 +11,8 @@ import pytest
 
 from indexing import pipeline
 from indexing.loaded import load_version
-from indexing.store import IndexCorrupt, IndexStore
+from indexing.store.integrity import IndexCorrupt
+from indexing.store.layout import IndexStore
 from indexing.verify import VerificationFailed
 from tests.helpers import flip_byte, overwrite
 from tests.indexing.conftest import DIM, MODEL

@@ -129,7 +129,7 @@ def test_status_json_and_page_inside_airflow(airflow_api: str, image_rows, monke
 
 def test_status_reads_current_from_the_index_store(airflow_api: str, image_rows, settings) -> None:  # type: ignore[no-untyped-def]
     """CURRENT on disk (e.g. after a rollback) wins over the newest published row."""
-    from indexing.store import IndexStore
+    from indexing.store.layout import IndexStore
 
     _seed(image_rows.conn, image_rows)
     store = IndexStore(settings, MV)

@@ -188,7 +188,7 @@ class Scenario:
         return int(built["version"])
 
     def store(self):  # type: ignore[no-untyped-def]
-        from indexing.store import IndexStore
+        from indexing.store.layout import IndexStore
 
         return IndexStore(self.settings, self.base.model_version)
 

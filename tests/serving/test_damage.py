@@ -236,8 +236,9 @@ def test_a_version_verify_rejects_is_never_served(scenario, live_server, base) -
     """Not L2-normalised, checksums fixed up to match: the load runs verify's checks and refuses it."""
     import faiss
 
-    from indexing.loaded import flat_view
-    from indexing.store import Manifest, sha256_file, version_name
+    from indexing.store.integrity import sha256_file
+    from indexing.store.layout import Manifest, version_name
+    from indexing.store.segments import flat_view
 
     scn = scenario("unnormalised", swap_poll_seconds=0.2)
     v1 = scn.publish()

@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from indexing.store import MANIFEST_FILE, RELATIONS_DELTA_FILE, RELATIONS_FILE
+from indexing.store.layout import MANIFEST_FILE, RELATIONS_DELTA_FILE, RELATIONS_FILE
 from tests.helpers import flip_byte, overwrite
 
 ROUTES = ("duplicates", "similar-shots")
@@ -170,7 +170,8 @@ def test_relations_that_verify_but_cannot_be_used_are_computed(scenario, live_se
     from dataclasses import replace
 
     from indexing.relations import RelationsWriter, Rules, ids_hash
-    from indexing.store import Manifest, sha256_file
+    from indexing.store.integrity import sha256_file
+    from indexing.store.layout import Manifest
 
     scn = scenario("rel-unusable")
     store = scn.store()

@@ -73,7 +73,7 @@ def test_version_fingerprints_of_a_merge_include_its_new_rows(scenario, base) ->
     """A merged version keeps new rows in meta-delta.parquet: their fingerprints are found too."""
     from embeddings.runner import embed_batch
     from indexing.fingerprints import VersionFingerprints
-    from indexing.store import META_DELTA_FILE
+    from indexing.store.layout import META_DELTA_FILE
     from tests.serving.conftest import MODEL
 
     scn = scenario("fp-merge")

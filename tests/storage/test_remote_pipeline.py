@@ -49,7 +49,7 @@ def _embed(settings, conninfo: str, ids: list[int], run: str) -> dict:  # type: 
 
 def test_embed_build_publish_and_serve_share_no_disk(scene, db, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from indexing import pipeline
-    from indexing.store import IndexStore
+    from indexing.store.layout import IndexStore
     from serving.holder import IndexHolder
 
     conninfo, bucket, folder = scene["conninfo"], scene["bucket"], scene["folder"]
@@ -142,8 +142,9 @@ def test_embed_build_publish_and_serve_share_no_disk(scene, db, tmp_path, monkey
 
 
 def test_a_damaged_cached_file_is_fetched_again(scene, db, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from indexing import pipeline, remote
-    from indexing.store import IndexStore
+    from indexing import pipeline
+    from indexing.store import remote
+    from indexing.store.layout import IndexStore
     from tests.helpers import flip_byte
 
     conninfo, bucket = scene["conninfo"], scene["bucket"]
@@ -207,7 +208,7 @@ def test_compact_on_object_storage(scene, db, tmp_path, monkeypatch) -> None:  #
 
 def test_a_replica_fetches_a_damaged_cached_file_again(scene, db, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from indexing import pipeline
-    from indexing.store import IndexStore
+    from indexing.store.layout import IndexStore
     from serving.holder import IndexHolder
     from tests.helpers import flip_byte
 
@@ -234,7 +235,7 @@ def test_a_replica_fetches_a_damaged_cached_file_again(scene, db, tmp_path, monk
 def test_backup_versions_prune_and_rollback_on_object_storage(scene, db, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """The operator's commands on an object-store DATA_DIR and BACKUP_DIR, each from a fresh cache (another host)."""
     from indexing import pipeline
-    from indexing.store import IndexStore, backup_store
+    from indexing.store.layout import IndexStore, backup_store
     from tests.helpers import flip_byte
 
     conninfo, bucket, folder = scene["conninfo"], scene["bucket"], scene["folder"]

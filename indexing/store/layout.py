@@ -1,4 +1,4 @@
-"""The versioned index store on disk: layout, the typed `Manifest`, `IndexStore`, file helpers.
+"""The versioned index store on disk: the layout, the typed `Manifest`, `IndexStore`, CURRENT, the writers' lock.
 
 Layout (docs/design.md): `DATA_DIR/indexes/<model_version>/v000042/` holds
 `index.faiss`, `meta.parquet`, `manifest.json`; `CURRENT` beside the version
@@ -14,23 +14,27 @@ Segment files are immutable: written once, made read-only, checksummed in the
 manifest, and shared between versions by hard links (so a merge does not copy
 the base). Because a shared file damaged on disk damages every version that
 links it, `backup_store()` is a second store (BACKUP_DIR) holding full copies
-that share no file with this one (see indexing/backup.py).
+that share no file with this one (see indexing/store/backup.py).
 
-Using a version (loading, searching) is indexing/loaded.py.
+The rest of the store: writing and linking files (files.py), checksums and
+verified reads (integrity.py), the object-store mirror (remote.py), backups
+(backup.py). Using a version (loading, searching) is indexing/search/loaded.py.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
+import fcntl
 import json
-import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from core.settings import Settings
+from indexing.store.files import write_atomic
+from indexing.store.integrity import IndexCorrupt, check_file, read_bytes
 from storage.location import Location
 
 INDEX_FILE = "index.faiss"
@@ -39,7 +43,7 @@ REMOVED_FILE = "removed.npy"
 VECTORS_FILE = "vectors.npy"  # raw base vectors, only for IVF-PQ bases (exact per-event search)
 META_FILE = "meta.parquet"  # the base's rows (all of them; removed.npy masks), shared like index.faiss
 META_DELTA_FILE = "meta-delta.parquet"  # (merge only) the delta's rows, the only meta a merge writes
-# Precomputed duplicate relations (indexing/relations.py): the base's events (written by a rebuild, hard-linked
+# Precomputed duplicate relations (indexing/relations/): the base's events (written by a rebuild, hard-linked
 # by merges while its rules are current) and a merge's recomputed events, which replace the base's.
 RELATIONS_FILE = "relations.parquet"
 RELATIONS_DELTA_FILE = "relations-delta.parquet"
@@ -49,13 +53,6 @@ CURRENT_FILE = "CURRENT"
 MANIFEST_FORMAT = 2  # 2: meta as base + delta segments, ledger_watermark
 META_COLUMNS = ("image_id", "image_code", "event_code", "filename")
 _VERSION_RE = re.compile(r"^v(\d{6,})$")
-
-
-class IndexCorrupt(RuntimeError):
-    """A version cannot be trusted (missing, half-written, checksum mismatch); never serve it.
-
-    The message is one line naming the file and what is wrong with it.
-    """
 
 
 def version_name(version: int) -> str:
@@ -72,6 +69,12 @@ def parse_version(text: str) -> int:
     return int(digits)
 
 
+def version_of(name: str) -> int | None:
+    """The version a folder name is (v000042 -> 42), None for anything else (temp folders, CURRENT)."""
+    match = _VERSION_RE.match(name)
+    return int(match.group(1)) if match else None
+
+
 def model_dir_name(model_version: str) -> str:
     """A model version as one safe path component: the embeddings dataset's rule, so both agree."""
     from embeddings.dataset import safe_model_version
@@ -79,48 +82,6 @@ def model_dir_name(model_version: str) -> str:
     if not model_version or not model_version.strip():
         raise ValueError("model_version is empty")
     return safe_model_version(model_version)
-
-
-def sha256_file(path: Path, chunk: int = 16 << 20) -> str:
-    """Hex sha256 of a file, read in large chunks (hashlib releases the GIL on them)."""
-    digest = hashlib.sha256()
-    with open(path, "rb", buffering=0) as fh:
-        while True:
-            block = fh.read(chunk)
-            if not block:
-                break
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write a small file under a temp name, fsync, then rename over the target."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
-def fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def make_read_only(path: Path) -> None:
-    """Segments are immutable once written: drop the write bits (hard links share the mode)."""
-    with contextlib.suppress(OSError):
-        os.chmod(path, 0o444)
 
 
 @dataclass(frozen=True)
@@ -213,16 +174,6 @@ class CurrentPointer:
         return self.problem is not None
 
 
-def read_bytes(path: Path) -> bytes:
-    """A store file's bytes, or IndexCorrupt naming the file and why it cannot be read."""
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise IndexCorrupt(f"{path}: missing") from None
-    except OSError as exc:
-        raise IndexCorrupt(f"{path}: unreadable ({exc.strerror or exc})") from None
-
-
 class IndexStore:
     """The versions of one model's index under `root`: listing, CURRENT, manifests. Never loads vectors."""
 
@@ -231,7 +182,7 @@ class IndexStore:
         self.settings = settings
         self.model_version = model_version
         self.root = root if root is not None else settings.indexes_dir / model_dir_name(model_version)
-        # With an object-store DATA_DIR, `root` is this process's mirror of `remote` (indexing/remote.py).
+        # With an object-store DATA_DIR, `root` is this process's mirror of `remote` (indexing/store/remote.py).
         if remote is None and root is None and settings.remote_data:
             remote = settings.data_location.child(f"indexes/{model_dir_name(model_version)}")
         self.remote = remote
@@ -245,9 +196,9 @@ class IndexStore:
             return []
         found = []
         for entry in self.root.iterdir():
-            match = _VERSION_RE.match(entry.name)
-            if match and entry.is_dir():
-                found.append(int(match.group(1)))
+            version = version_of(entry.name)
+            if version is not None and entry.is_dir():
+                found.append(version)
         return sorted(found)
 
     # -- CURRENT --------------------------------------------------------------
@@ -291,10 +242,11 @@ class IndexStore:
         if not folder.is_dir():
             raise IndexCorrupt(f"{version_name(version)} of {self.model_version} does not exist ({folder})")
         manifest = Manifest.from_json(read_bytes(path), path)
-        self._check_identity(version, manifest, path)
+        self.check_identity(version, manifest, path)
         return manifest
 
-    def _check_identity(self, version: int, manifest: Manifest, path: Path) -> None:
+    def check_identity(self, version: int, manifest: Manifest, path: Path) -> None:
+        """The manifest at `path` is this store's `version`: its number, its model, its two required files."""
         if manifest.version != version:
             raise IndexCorrupt(f"{path}: says version {manifest.version}, the folder is {version_name(version)}")
         if manifest.model_version != self.model_version:
@@ -327,27 +279,20 @@ class IndexStore:
             check_file(folder / fname, expected, manifest.sizes.get(fname), checksums=checksums)
 
 
-def check_file(path: Path, sha256: str, size: int | None, *, checksums: bool = True) -> None:
-    """One file against its manifest entry: present, the recorded size, the recorded sha256."""
-    try:
-        actual = path.stat().st_size
-    except FileNotFoundError:
-        raise IndexCorrupt(f"{path}: missing") from None
-    except OSError as exc:
-        raise IndexCorrupt(f"{path}: unreadable ({exc.strerror or exc})") from None
-    if size is not None and actual != size:
-        raise IndexCorrupt(f"{path}: is {actual} bytes, the manifest says {size} (truncated or overwritten)")
-    if checksums:
-        try:
-            digest = sha256_file(path)
-        except OSError as exc:
-            raise IndexCorrupt(f"{path}: unreadable ({exc.strerror or exc})") from None
-        if digest != sha256:
-            raise IndexCorrupt(f"{path}: checksum mismatch (file changed or corrupt)")
-
-
 def backup_store(settings: Settings, model_version: str) -> IndexStore:
     """The backup copy of a model's store under BACKUP_DIR (same layout, no file shared with the store)."""
     location = settings.backup_location
     remote = None if location.is_local else location.child(model_dir_name(model_version))
     return IndexStore(settings, model_version, settings.resolved_backup_dir / model_dir_name(model_version), remote)
+
+
+@contextmanager
+def store_lock(store: IndexStore) -> Iterator[None]:
+    """One writer per model's store (builds, publishes, prunes, rollbacks); readers never lock."""
+    store.root.mkdir(parents=True, exist_ok=True)
+    with open(store.root / ".lock", "a+") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)

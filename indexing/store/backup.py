@@ -7,12 +7,12 @@ byte copies, never links, each hashed while it is copied and re-hashed once writ
 `python -m indexing backup` (and the `image_index_backup` DAG, daily) copies the
 published versions the backup lacks, re-verifies the copies it already has, and keeps
 the newest INDEX_KEEP_VERSIONS. `rollback` restores a damaged or pruned version from
-it, and the search server falls back to it by itself (serving/holder.py).
+it (`indexing.verify.ensure_intact`, with the server's load checks), and the search
+server falls back to it by itself (serving/holder.py).
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import uuid
@@ -20,19 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.settings import Settings
-from indexing.store import (
-    MANIFEST_FILE,
-    IndexCorrupt,
-    IndexStore,
-    Manifest,
-    backup_store,
-    check_file,
-    fsync_dir,
-    make_read_only,
-    version_name,
-)
-
-_CHUNK = 16 << 20
+from indexing.store.files import fsync_dir, make_read_only, write_synced
+from indexing.store.integrity import CHUNK, IndexCorrupt, check_file
+from indexing.store.layout import MANIFEST_FILE, IndexStore, Manifest, backup_store, version_name
+from storage.objects import hash_stream
 
 
 @dataclass
@@ -50,20 +41,14 @@ class BackupReport:
 
 def _copy_file(src: Path, dst: Path, sha256: str, size: int | None) -> None:
     """Copy while hashing the source (a damaged source is never backed up), fsync, re-hash the copy."""
-    digest = hashlib.sha256()
     try:
         with open(src, "rb", buffering=0) as fin, open(dst, "wb") as fout:
-            while True:
-                block = fin.read(_CHUNK)
-                if not block:
-                    break
-                digest.update(block)
-                fout.write(block)
+            digest, _ = hash_stream(fin, fout, CHUNK)
             fout.flush()
             os.fsync(fout.fileno())
     except FileNotFoundError:
         raise IndexCorrupt(f"{src}: missing") from None
-    if digest.hexdigest() != sha256:
+    if digest != sha256:
         raise IndexCorrupt(f"{src}: checksum mismatch (file changed or corrupt)")
     check_file(dst, sha256, size)  # what landed on the backup disk
     make_read_only(dst)
@@ -81,10 +66,7 @@ def copy_version(src: IndexStore, dst: IndexStore, version: int) -> None:
                        manifest.sizes.get(fname))
         raw = (src.version_dir(version) / MANIFEST_FILE).read_bytes()
         Manifest.from_json(raw, src.version_dir(version) / MANIFEST_FILE)
-        with open(tmp / MANIFEST_FILE, "wb") as fh:
-            fh.write(raw)
-            fh.flush()
-            os.fsync(fh.fileno())
+        write_synced(tmp / MANIFEST_FILE, raw)
         make_read_only(tmp / MANIFEST_FILE)
         fsync_dir(tmp)
         final = dst.version_dir(version)
@@ -99,45 +81,6 @@ def copy_version(src: IndexStore, dst: IndexStore, version: int) -> None:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-
-def check_usable(store: IndexStore, version: int) -> None:
-    """The server's load checks (files, shapes, normalisation, self-search); IndexCorrupt otherwise."""
-    from indexing.loaded import open_version
-    from indexing.verify import VerificationFailed, check_loaded
-
-    loaded = open_version(store, version, float16=False)  # checked, not served
-    try:
-        check_loaded(loaded)
-    except VerificationFailed as exc:
-        raise IndexCorrupt(str(exc)) from None
-    finally:
-        loaded.close()
-
-
-def ensure_intact(settings: Settings, model_version: str, version: int) -> str:
-    """Make sure the live store holds an intact `version`: "store" when it does, "restored" when it
-    was copied back from BACKUP_DIR. IndexCorrupt naming the bad files when neither copy is usable.
-    The caller holds the store lock."""
-    store = IndexStore(settings, model_version)
-    backup = backup_store(settings, model_version)
-    problem = f"{version_name(version)} is not in {store.root}"
-    if store.version_dir(version).is_dir():
-        try:
-            check_usable(store, version)
-            return "store"
-        except IndexCorrupt as exc:
-            problem = str(exc)
-    if not backup.version_dir(version).is_dir():
-        raise IndexCorrupt(f"{problem} (and {backup.root} holds no copy of {version_name(version)} to restore; "
-                           "`python -m indexing backup` makes them)")
-    try:
-        check_usable(backup, version)
-        copy_version(backup, store, version)
-        check_usable(store, version)
-    except IndexCorrupt as exc:
-        raise IndexCorrupt(f"{problem}; the backup copy is no better: {exc}") from None
-    return "restored"
 
 
 def backup(settings: Settings, model_version: str, *, published: list[int] | None = None,

@@ -24,17 +24,18 @@ from pathlib import Path
 from typing import Any
 
 from core.settings import Settings
-from indexing.store import (
-    _VERSION_RE,
+from indexing.store.files import make_read_only
+from indexing.store.integrity import IndexCorrupt, sha256_file
+from indexing.store.layout import (
     CURRENT_FILE,
     MANIFEST_FILE,
     CurrentPointer,
-    IndexCorrupt,
     IndexStore,
     Manifest,
-    make_read_only,
+    backup_store,
     parse_version,
     version_name,
+    version_of,
 )
 from storage import objects
 from storage.location import Location
@@ -56,9 +57,9 @@ def remote_versions(store: IndexStore) -> list[int]:
         return store.versions()
     found = []
     for name in objects.list_folders(store.settings, remote):
-        match = _VERSION_RE.match(name)
-        if match and objects.info(store.settings, remote, f"{name}/{MANIFEST_FILE}") is not None:
-            found.append(int(match.group(1)))
+        version = version_of(name)
+        if version is not None and objects.info(store.settings, remote, f"{name}/{MANIFEST_FILE}") is not None:
+            found.append(version)
     return sorted(found)
 
 
@@ -186,8 +187,6 @@ def pull_version(store: IndexStore, version: int) -> bool:
 
 def _link_verified(src: Path, dst: Path, sha256: str) -> bool:
     """Hard-link a cached segment into a version being pulled once its bytes hash to `sha256`."""
-    from indexing.store import sha256_file
-
     try:
         if sha256_file(src) != sha256:
             return False
@@ -295,16 +294,14 @@ def read_manifest(store: IndexStore, version: int) -> Manifest:
         raise IndexCorrupt(f"{name} of {store.model_version} is not in {store.remote.url}") from None
     where = Path(f"{store.remote.url}/{name}/{MANIFEST_FILE}")
     manifest = Manifest.from_json(raw, where)
-    store._check_identity(version, manifest, where)
+    store.check_identity(version, manifest, where)
     return manifest
 
 
 def backup(settings: Settings, model_version: str, *, published: list[int] | None, keep: int | None,
            run_backup: Callable[..., Any]) -> Any:
-    """`indexing.backup.backup` where the store or BACKUP_DIR is an object store: mirror both (verified),
+    """`indexing.store.backup.backup` where the store or BACKUP_DIR is an object store: mirror both (verified),
     back up between the mirrors, then upload the new copies (re-read after upload) and drop pruned ones."""
-    from indexing.store import backup_store
-
     store = IndexStore(settings, model_version)
     copies = backup_store(settings, model_version)
     if store.remote is not None:
@@ -332,7 +329,7 @@ def stored_model_versions(settings: Settings) -> list[str]:
     found: set[str] = set()
     for folder in objects.list_folders(settings, remote):
         for name in reversed(objects.list_folders(settings, remote, folder)):
-            if not _VERSION_RE.match(name):
+            if version_of(name) is None:
                 continue
             try:
                 data = json.loads(objects.read_bytes(settings, remote, f"{folder}/{name}/{MANIFEST_FILE}"))
