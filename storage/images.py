@@ -9,14 +9,15 @@ For an object store, `images.file_path` becomes a key under the prefix by the lo
 `/` means from the root; `..` may not climb above it), plus what only a URL can smuggle: percent
 escapes of `.`, `/`, `\\`, NUL or `%` itself, backslashes, and keys over S3's 1,024 bytes are refused
 (`invalid path`); a full URL is accepted only inside IMAGE_ROOT (`outside image root` otherwise).
-A read looks at the object's size first (a huge object is `too large` without downloading it), then
-fetches it in ONE ranged GET capped at MAX_FILE_BYTES + 1 bytes: a GET serves one version of an object
-whole, so a file replaced meanwhile yields the old or the new bytes, never a mix, and a replacement
-grown past the limit is still refused. The bytes are checked against the ETag of the version served
-when that is their MD5 (a single-part, not KMS/SSE-C-encrypted object): a server that tears a read
-anyway (a gateway over a folder whose file is replaced mid-read, as `rclone serve s3` is) or a damaged
-transfer is read again. A store whose ETags are never MD5s is noticed (the same bytes twice under one
-ETag) and then read unverified.
+On S3 a read is ONE ranged GET capped at MAX_FILE_BYTES + 1 bytes (one round trip per photo, not a
+lookup and a GET): its Content-Range gives the object's whole size before the body is read, so a huge
+object is `too large` without downloading it; a GET serves one version of an object whole, so a file
+replaced meanwhile yields the old or the new bytes, never a mix. Only a failed GET looks the key up
+(`missing` or `not a file`); other stores look the size up first. The bytes are checked against the
+ETag of the version served when that is their MD5 (a single-part, not KMS/SSE-C-encrypted object):
+a server that tears a read anyway (a gateway over a folder whose file is replaced mid-read, as
+`rclone serve s3` is) or a damaged transfer is read again. A store whose ETags are never MD5s is
+noticed (the same bytes twice under one ETag) and then read unverified.
 
 A store that does not answer (or refuses our credentials) is not the image's fault: `StorageUnavailable`
 is raised, never a reason, so the Airflow task fails and its retry embeds the images.
@@ -151,25 +152,32 @@ class ImageFiles:
             raise ImageLoadError(NOT_A_FILE, shown)
         key = self.location.key(rel)
         fs = self._fs()
+        one_request = hasattr(fs, "_call_s3")
         seen: tuple[str, str] | None = None
         for attempt in range(1, _READ_ATTEMPTS + 1):
-            size = self._file_size(fs, key, rel, shown)
-            if size > MAX_FILE_BYTES:
-                raise ImageLoadError(TOO_LARGE, f"{size} bytes (limit {MAX_FILE_BYTES})")
-            if size == 0:  # nothing to fetch (and a range of an empty object is unsatisfiable)
-                return b""
+            if not one_request:  # no size in a GET's answer here: look it up first
+                size = self._file_size(fs, key, rel, shown)
+                if size > MAX_FILE_BYTES:
+                    raise ImageLoadError(TOO_LARGE, f"{size} bytes (limit {MAX_FILE_BYTES})")
+                if size == 0:  # nothing to fetch (and a range of an empty object is unsatisfiable)
+                    return b""
             try:
-                data, etag, digest = self._call(f"read of {rel}", lambda: _get(fs, key, MAX_FILE_BYTES + 1))
+                data, etag, digest, total = self._call(f"read of {rel}", lambda: _get(fs, key, MAX_FILE_BYTES + 1))
             except _Changed:
+                if one_request:
+                    return b""  # 416 to bytes=0-N: the object is empty
                 continue  # replaced by an empty object since its size was read: look again
             except FileNotFoundError:
+                if one_request:  # missing, or a prefix with objects under it: the lookup says which
+                    self._file_size(fs, key, rel, shown)
+                    continue  # created since the GET: read it
                 raise ImageLoadError(MISSING, shown) from None
             except StorageUnavailable:
                 if attempt == _READ_ATTEMPTS:
                     raise
-                continue  # a GET cut short; the next lookup tells whether the store is still there
-            if len(data) > MAX_FILE_BYTES:  # replaced by a bigger one since its size was read
-                raise ImageLoadError(TOO_LARGE, f"over {MAX_FILE_BYTES} bytes (limit {MAX_FILE_BYTES})")
+                continue  # a GET cut short; the next attempt tells whether the store is still there
+            if total > MAX_FILE_BYTES or len(data) > MAX_FILE_BYTES:  # (or replaced by a bigger one)
+                raise ImageLoadError(TOO_LARGE, f"{total} bytes (limit {MAX_FILE_BYTES})")
             if digest is None or self._etags_are_md5 is False:
                 return data  # an ETag that is no MD5 (encrypted, multipart, or this store's own kind)
             if digest == etag:
@@ -268,27 +276,37 @@ class _Changed(FileNotFoundError):
 _MD5 = re.compile(r"[0-9a-f]{32}")
 
 
-def _get(fs: AbstractFileSystem, key: str, limit: int) -> tuple[bytes, str, str | None]:
+def _get(fs: AbstractFileSystem, key: str, limit: int) -> tuple[bytes, str, str | None, int]:
     """One GET of at most `limit` bytes: (bytes, the served version's ETag, the bytes' MD5 when that ETag
-    should equal it). S3 serves one version whole per GET; the MD5 also catches a server that does not (a
-    gateway over a folder whose file is replaced mid-read) and a transfer gone wrong."""
+    should equal it, the object's whole size). S3 serves one version whole per GET; the MD5 also catches a
+    server that does not (a gateway over a folder whose file is replaced mid-read) and a transfer gone
+    wrong. An object of `limit` bytes or more is not read: its size comes with the answer's headers."""
     call = getattr(fs, "_call_s3", None)
     if call is None:  # another object store: its one ranged read, unverified
-        return bytes(fs.cat_file(key, start=0, end=limit)), "", None
+        data = bytes(fs.cat_file(key, start=0, end=limit))
+        return data, "", None, len(data)
     from fsspec.asyn import sync
 
     bucket, name, _ = fs.split_path(key)
 
-    async def get() -> tuple[bytes, dict[str, Any]]:
+    async def get() -> tuple[bytes, dict[str, Any], int]:
         resp = await call("get_object", Bucket=bucket, Key=name, Range=f"bytes=0-{limit - 1}")
         try:
-            return await resp["Body"].read(), resp
+            total = _whole_size(resp)
+            return (b"" if total >= limit else await resp["Body"].read()), resp, total
         finally:
             resp["Body"].close()
 
-    data, resp = sync(fs.loop, get)
+    data, resp, total = sync(fs.loop, get)
     etag = str(resp.get("ETag") or "").strip('"').lower()
     encrypted = resp.get("SSECustomerAlgorithm") or str(resp.get("ServerSideEncryption") or "").startswith("aws:kms")
-    if encrypted or not _MD5.fullmatch(etag):  # SSE-KMS/SSE-C and multipart ETags are no MD5 of the bytes
-        return data, etag, None
-    return data, etag, hashlib.md5(data, usedforsecurity=False).hexdigest()
+    if encrypted or not _MD5.fullmatch(etag) or total >= limit:  # SSE-KMS/SSE-C and multipart ETags: no MD5
+        return data, etag, None, total
+    return data, etag, hashlib.md5(data, usedforsecurity=False).hexdigest(), total
+
+
+def _whole_size(resp: dict[str, Any]) -> int:
+    """The object's size from a ranged GET's answer: Content-Range `bytes 0-N/TOTAL`, else (a server that
+    ignored the range and sent it all) Content-Length."""
+    whole = str(resp.get("ContentRange") or "").rpartition("/")[2]
+    return int(whole) if whole.isdigit() else int(resp.get("ContentLength") or 0)

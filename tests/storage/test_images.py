@@ -98,8 +98,9 @@ class Root:
         fs.pipe_file(path.relative_to(self.server.root).as_posix(), data)
 
     def watch(self, monkeypatch: pytest.MonkeyPatch, before_get: Any = None) -> list[Request]:
-        """Record every S3 request (method, key, range) of this root's filesystem; `before_get(key)` runs
-        just before each GetObject is sent (to change the object under the read)."""
+        """Record every S3 request (method, key, range) of this root's filesystem, and each read of a GET's
+        body as ("body", key, bytes read); `before_get(key)` runs just before each GetObject is sent (to
+        change the object under the read)."""
         if self.kind != "s3":
             return self.spy
         from storage.filesystems import filesystem
@@ -111,7 +112,18 @@ class Root:
             self.spy.append((method, kwargs.get("Key"), kwargs.get("Range")))
             if method == "get_object" and before_get is not None:
                 before_get(kwargs.get("Key"))
-            return await original(method, *args, **kwargs)
+            resp = await original(method, *args, **kwargs)
+            if method == "get_object":
+                body, key = resp["Body"], kwargs.get("Key")
+                read = body.read
+
+                async def counted(*a: Any, **k: Any) -> bytes:
+                    data = await read(*a, **k)
+                    self.spy.append(("body", key, str(len(data))))
+                    return data
+
+                body.read = counted
+            return resp
 
         monkeypatch.setattr(fs, "_call_s3", spying)
         return self.spy
@@ -219,9 +231,9 @@ def test_good_photo_is_read_and_embedded(root: Root, db, photos: list[Path], mon
     with Image.open(photos[0]) as im:
         assert (table["width"][0].as_py(), table["height"][0].as_py()) == im.size
     assert float(read_vectors(table)[0] @ _vector_of(root.settings, raw)) > 0.9999
-    if root.kind == "s3":  # one size lookup, then one GET capped at the limit
-        gets = [s for s in spy if s[0] == "get_object"]
-        assert len(gets) == 1 and gets[0][2] == f"bytes=0-{MAX_FILE_BYTES}", spy
+    if root.kind == "s3":  # one request per photo: a GET capped at the limit (no size lookup)
+        assert [s[0] for s in spy] == ["get_object", "body"], spy
+        assert spy[0][2] == f"bytes=0-{MAX_FILE_BYTES}" and spy[1][2] == str(len(raw)), spy
 
 
 def _sparse(path: Path, size: int, server: Any = None) -> None:
@@ -264,8 +276,8 @@ def test_damaged_files_fail_with_the_local_reasons(root: Root, db, photos: list[
     got = {ids[i]: (None if status == "embedded" else error) for i, (status, error, _) in ledger.items()}
     assert got == expected
     assert res["embedded"] == 1 and res["failed"] == len(expected) - 1
-    # The huge object was refused from its size: never fetched.
-    assert not [s for s in spy if s[0] == "get_object" and s[1] and s[1].endswith("huge.jpg")], spy
+    # The huge object was refused from its size (the GET's headers): its body never read.
+    assert not [s for s in spy if s[0] == "body" and s[1] and s[1].endswith("huge.jpg")], spy
     for path, reason in expected.items():  # the reasons a read gives itself (the rest come from decoding)
         if reason in (MISSING, NOT_A_FILE, TOO_LARGE, OUTSIDE_ROOT):
             assert _reason(root.files.read, path) == reason, path
@@ -278,8 +290,8 @@ def test_a_huge_object_is_refused_without_downloading_it(root: Root, monkeypatch
     with pytest.raises(ImageLoadError) as caught:
         root.files.read("big.jpg")
     assert caught.value.reason == TOO_LARGE and str(3 * MAX_FILE_BYTES) in str(caught.value)
-    if root.kind == "s3":
-        assert [s[0] for s in spy] == ["head_object"], spy
+    if root.kind == "s3":  # one GET, its body left unread
+        assert [s[0] for s in spy] == ["get_object"], spy
     assert time.monotonic() - started < 20  # 768 MB were not moved (the server hashes the file for its ETag)
 
 
@@ -343,10 +355,10 @@ def test_hostile_paths_are_refused(root: Root, file_path: str, local: str, remot
 
 # --- an object replaced while it is read -----------------------------------------------------------
 
-def test_an_object_replaced_between_lookup_and_read_is_read_whole(s3_root: Root, photos: list[Path],  # type: ignore[no-untyped-def]
-                                                                   monkeypatch) -> None:
-    """The size is looked up, then the object is replaced, then the GET goes out: the read is the new
-    object whole (never the old size's worth of the new one), empty, or too large; never a mix."""
+def test_an_object_replaced_before_the_read_is_read_whole(s3_root: Root, photos: list[Path],  # type: ignore[no-untyped-def]
+                                                          monkeypatch) -> None:
+    """The object is replaced just before the GET goes out: the read is the new object whole (never the old
+    size's worth of the new one), empty, or too large; never a mix."""
     root = s3_root
     small, big = generate_photos(root.above / "gen", 2, size=(120, 90))[0], photos[2]
     swaps: list[bytes] = []
@@ -363,13 +375,15 @@ def test_an_object_replaced_between_lookup_and_read_is_read_whole(s3_root: Root,
         swaps.append(new)
         spy.clear()
         assert root.files.read("/uploads/p.jpg") == new
-        assert [s[0] for s in spy][:2] == ["head_object", "get_object"], spy
+        assert [s[0] for s in spy][:1] == ["get_object"], spy
 
-    # Grown past the limit between lookup and read: still refused, and at most limit + 1 bytes came.
+    # Grown past the limit just before the read: refused, its body unread.
     monkeypatch.setattr("storage.images.MAX_FILE_BYTES", len(small.read_bytes()) + 10)
     root.plant("uploads/p.jpg", small.read_bytes())
     swaps.append(big.read_bytes())
+    spy.clear()
     assert _reason(root.files.read, "/uploads/p.jpg") == TOO_LARGE
+    assert [s[0] for s in spy] == ["get_object"], spy
 
 
 def test_replaced_during_embedding_the_vector_and_size_are_the_new_photo(s3_root: Root, db, photos: list[Path],  # type: ignore[no-untyped-def]
@@ -433,18 +447,18 @@ def test_a_read_that_does_not_match_its_etag_is_read_again(s3_root: Root, photos
     real = storage.images._get
     damaged: list[int] = []
 
-    def damaging(fs: Any, key: str, limit: int) -> tuple[bytes, str, str | None]:
-        data, etag, digest = real(fs, key, limit)
+    def damaging(fs: Any, key: str, limit: int) -> tuple[bytes, str, str | None, int]:
+        data, etag, digest, total = real(fs, key, limit)
         if len(damaged) < 2:  # the first two GETs come back damaged
             damaged.append(1)
             data = data[:100] + bytes([data[100] ^ 0xFF]) + data[101:]
-            return data, etag, storage.images.hashlib.md5(data).hexdigest()
-        return data, etag, digest
+            return data, etag, storage.images.hashlib.md5(data).hexdigest(), total
+        return data, etag, digest, total
 
     monkeypatch.setattr(storage.images, "_get", damaging)
     spy = root.watch(monkeypatch)
     assert root.files.read("b.jpg") == raw[::-1]
-    assert [s[0] for s in spy] == ["head_object", "get_object"] * 3, spy
+    assert [s[0] for s in spy] == ["get_object", "body"] * 3, spy
 
 
 def test_a_store_whose_etags_are_not_md5s_is_read_unverified(s3_root: Root, photos: list[Path],  # type: ignore[no-untyped-def]
@@ -457,17 +471,17 @@ def test_a_store_whose_etags_are_not_md5s_is_read_unverified(s3_root: Root, phot
     root.plant("b.jpg", raw[::-1])
     real = storage.images._get
 
-    def own_etags(fs: Any, key: str, limit: int) -> tuple[bytes, str, str | None]:
-        data, _, digest = real(fs, key, limit)
-        return data, "0" * 32, digest  # looks like an MD5, never is one
+    def own_etags(fs: Any, key: str, limit: int) -> tuple[bytes, str, str | None, int]:
+        data, _, digest, total = real(fs, key, limit)
+        return data, "0" * 32, digest, total  # looks like an MD5, never is one
 
     monkeypatch.setattr(storage.images, "_get", own_etags)
     spy = root.watch(monkeypatch)
     assert root.files.read("a.jpg") == raw  # the same bytes twice under one ETag: accepted
-    assert [s[0] for s in spy] == ["head_object", "get_object"] * 2, spy
+    assert [s[0] for s in spy] == ["get_object", "body"] * 2, spy
     spy.clear()
     assert root.files.read("b.jpg") == raw[::-1]  # and from then on read once
-    assert [s[0] for s in spy] == ["head_object", "get_object"], spy
+    assert [s[0] for s in spy] == ["get_object", "body"], spy
 
 
 # --- the store stops answering ---------------------------------------------------------------------
