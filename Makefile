@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-no-samples lint pytest pytest-ems node-test migrate demo weights serve stack stack-stop clean
+.PHONY: setup test test-no-samples lint pytest pytest-ems node-test migrate demo weights serve stack stack-stop stack-status clean
 
 setup: $(STAMP)
 
@@ -58,13 +58,19 @@ demo: setup
 serve: setup
 	$(PY) -m serving
 
-# The production topology as local processes (docs/airflow.md): Airflow api-server, scheduler,
-# dag-processor, triggerer, a Celery worker on Redis, PostgreSQL metadata, the search server.
+# The production topology as local processes under supervisord (docs/operations.md, "make stack"):
+# Airflow api-server, scheduler, dag-processor, triggerer, a Celery worker on Redis, PostgreSQL
+# metadata, the search server; each restarted on its own. Ctrl-C stops it (ARGS=--detach: runs on).
 stack: setup
 	$(PY) -m stack $(ARGS)
 
+# Ends every process the stack started, whatever died first (the launcher, supervisord, a service).
 stack-stop:
 	$(PY) -m stack stop
+
+# Each service's state (supervisorctl status); `$(PY) -m stack ctl tail -f worker` follows a log.
+stack-status:
+	$(PY) -m stack status
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .ruff_cache

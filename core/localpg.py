@@ -4,6 +4,11 @@ It uses the system's PostgreSQL binaries (pg_config, /usr/lib/postgresql/*/bin)
 or those shipped by the `pgserver` PyPI package. initdb refuses to run as root,
 so as root the server runs as an unprivileged user (postgres, else nobody).
 It listens on 127.0.0.1 and a Unix socket in its own directory, trust auth.
+
+Durable by default: PostgreSQL's own fsync, synchronous_commit and full_page_writes (on), and an
+initdb that syncs its files, because `make stack` and `make demo` keep images, the embedding ledger
+and Airflow's metadata in it. `durable=False` turns the three off (and initdb's sync) for throwaway
+clusters that a test makes and deletes; nothing that keeps data uses it.
 """
 
 from __future__ import annotations
@@ -80,6 +85,7 @@ class LocalPostgres:
     datadir: Path
     port: int = 0
     bindir: Path | None = None
+    durable: bool = True  # False: fsync, synchronous_commit, full_page_writes off (throwaway test clusters only)
     _user: pwd.struct_passwd | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -128,21 +134,42 @@ class LocalPostgres:
         (self.datadir / "port").touch()
         os.chown(self.datadir / "port", self._user.pw_uid, self._user.pw_gid)
 
-    def start(self) -> LocalPostgres:
-        """Create the cluster if needed and start it; returns self once it accepts connections."""
+    @property
+    def user(self) -> str | None:
+        """The account the server runs as when we are root (else None: as ourselves)."""
+        return self._user.pw_name if self._user is not None else None
+
+    def init(self) -> LocalPostgres:
+        """Create the cluster if it does not exist yet (and the folders the server needs)."""
         self._prepare_dirs()
         if not (self.pgdata / "PG_VERSION").exists():
             if self.pgdata.exists():
                 shutil.rmtree(self.pgdata)
             res = self._cmd("initdb", "-D", str(self.pgdata), "-U", "postgres", "-A", "trust", "-E", "UTF8",
-                            "--no-sync", check=False)
+                            *([] if self.durable else ["--no-sync"]), check=False)
             if res.returncode != 0:
                 raise LocalPostgresError(f"initdb failed: {res.stderr.strip() or res.stdout.strip()}")
         (self.datadir / "port").write_text(str(self.port))
+        return self
+
+    def server_options(self) -> list[str]:
+        """The postgres command-line options: port, socket folder, 127.0.0.1 only (and the fast settings
+        when not durable; durable leaves PostgreSQL's defaults, all on)."""
+        opts = ["-p", str(self.port), "-k", str(self.socket_dir), "-c", "listen_addresses=127.0.0.1"]
+        if not self.durable:
+            opts += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+        return opts
+
+    def argv(self) -> list[str]:
+        """The server in the foreground (how a process supervisor runs it: `make stack`)."""
+        return [str(self.bindir / "postgres"), "-D", str(self.pgdata), *self.server_options()]
+
+    def start(self) -> LocalPostgres:
+        """Create the cluster if needed and start it (pg_ctl); returns self once it accepts connections."""
+        self.init()
         if self.running():
             return self
-        opts = (f"-p {self.port} -k {self.socket_dir} -c listen_addresses=127.0.0.1 "
-                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
+        opts = " ".join(self.server_options())
         res = self._cmd("pg_ctl", "-D", str(self.pgdata), "-o", opts, "-l", str(self.datadir / "server.log"),
                         "-w", "-t", "60", "start", check=False)
         if res.returncode != 0:
@@ -167,24 +194,36 @@ class LocalPostgres:
         return {"DB_HOST": "127.0.0.1", "DB_PORT": str(self.port), "DB_USER": "postgres", "DB_PASS": ""}
 
 
-def configured_or_private(workdir: Path, log: Callable[[str], None] = print) -> tuple[str, LocalPostgres | None]:
-    """A conninfo to the `postgres` database of the server DB_* names when it lets us in, else of a
-    private server started in `workdir/pg` (returned so the caller stops it). Used by the test
-    harness and the Node client's live server."""
+def configured_server(log: Callable[[str], None] = print) -> str | None:
+    """A conninfo to the `postgres` database of the server DB_* names when it answers and lets us in."""
     import psycopg
 
     host = os.environ.get("DB_HOST", "127.0.0.1")
     port = int(os.environ.get("DB_PORT", "5432"))
-    if port_answers(host, port):
-        info = psycopg.conninfo.make_conninfo(host=host, port=port, user=os.environ.get("DB_USER", "postgres"),
-                                              password=os.environ.get("DB_PASS") or None, dbname="postgres",
-                                              connect_timeout=5)
-        try:
-            psycopg.connect(info).close()
-            return info, None
-        except psycopg.OperationalError as exc:
-            log(f"configured PostgreSQL refused us ({exc}); starting a private one")
-    server = LocalPostgres(workdir / "pg").start()
+    if not port_answers(host, port):
+        return None
+    info = psycopg.conninfo.make_conninfo(host=host, port=port, user=os.environ.get("DB_USER", "postgres"),
+                                          password=os.environ.get("DB_PASS") or None, dbname="postgres",
+                                          connect_timeout=5)
+    try:
+        psycopg.connect(info).close()
+        return info
+    except psycopg.OperationalError as exc:
+        log(f"configured PostgreSQL refused us ({exc}); starting a private one")
+        return None
+
+
+def configured_or_private(workdir: Path, log: Callable[[str], None] = print,
+                          durable: bool = True) -> tuple[str, LocalPostgres | None]:
+    """A conninfo to the `postgres` database of the server DB_* names when it lets us in, else of a
+    private server started in `workdir/pg` (returned so the caller stops it). Used by the test
+    harness and the Node client's live server (`make stack` runs its private server under its
+    process supervisor instead: stack/local.py)."""
+    import psycopg
+
+    if (info := configured_server(log)) is not None:
+        return info, None
+    server = LocalPostgres(workdir / "pg", durable=durable).start()
     os.environ.update(server.env())
     info = psycopg.conninfo.make_conninfo(host="127.0.0.1", port=server.port, user="postgres", dbname="postgres")
     return info, server
