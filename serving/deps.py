@@ -13,6 +13,7 @@ from typing import Annotated
 from fastapi import Depends, Form, HTTPException, Path, Query, Request
 from fastapi.security import APIKeyHeader
 
+from serving.database import DatabaseDown
 from serving.schemas import ID_OR_CODE_PATTERN, OPTIONAL_UUID_PATTERN, UUID_PATTERN
 from serving.served import ServedIndex
 from serving.state import ServerState
@@ -69,6 +70,29 @@ def parse_event_code(event_code: str) -> str:
         return str(uuid.UUID(event_code))
     except (ValueError, AttributeError, TypeError):
         raise HTTPException(422, f"event_code {event_code[:64]!r} is not a UUID") from None
+
+
+async def known_event(event_code: EventCodePath, state: State, served: Served) -> str:
+    """The event's canonical code for the /events/{event_code}/... routes; 404 for an event nobody knows.
+
+    An event with images in the served version is known without a query; otherwise the EMS `events`
+    table decides (an event with no photo indexed yet answers 200 with nothing found). A database that
+    does not answer then gives 503: the same unknown code never answers 200 one minute and 404 the next.
+    """
+    event = parse_event_code(event_code)
+    if served.loaded.has_event(event):
+        return event
+    try:
+        found = await state.db.fetch("SELECT 1 FROM events WHERE code = %s::uuid", (event,))
+    except DatabaseDown as exc:
+        raise HTTPException(503, f"database unavailable, cannot tell whether event {event} exists: {exc}",
+                            headers={"Retry-After": "1"}) from None
+    if not found:
+        raise HTTPException(404, f"no event {event}")
+    return event
+
+
+KnownEvent = Annotated[str, Depends(known_event)]
 
 
 def resolve_image(served: ServedIndex, id_or_code: str) -> int:

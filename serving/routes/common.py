@@ -20,6 +20,9 @@ VALIDATION = {422: {**_ERR, "description": "invalid input (the message says whic
 BODY_LIMIT = {413: {**_ERR, "description": "request body over MAX_UPLOAD_MB"}}
 NO_INDEX = _unavailable("no index version loaded yet (the message says why)")
 NOT_FOUND = {404: {**_ERR, "description": "unknown image"}}
+# The /events/{event_code}/... routes: an event neither the served version nor the events table knows.
+UNKNOWN_EVENT = {404: {**_ERR, "description": "unknown event"},
+                 **_unavailable("no index loaded yet, or the database did not answer whether the event exists")}
 UPLOAD = {
     413: {**_ERR, "description": "upload over MAX_UPLOAD_MB, or an image too large to decode (pixel or "
                                  "memory budget)"},

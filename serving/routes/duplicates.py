@@ -16,16 +16,15 @@ from starlette.concurrency import run_in_threadpool
 from duplicates.groups import CANDIDATE_COSINE
 from serving import relations
 from serving import search as engine
-from serving.deps import EventCodePath, Served, State, parse_event_code
-from serving.routes.common import DELETED_FILTER, NO_INDEX, UPLOAD, VALIDATION, deleted_filter_headers
+from serving.deps import KnownEvent, Served, State
+from serving.routes.common import DELETED_FILTER, UNKNOWN_EVENT, UPLOAD, VALIDATION, deleted_filter_headers
 from serving.schemas import MAX_TOP_K, DuplicateCheckResponse, DuplicatesResponse, SimilarShotsResponse
 from serving.served import ServedIndex
 
 router = APIRouter(prefix="/events", tags=["duplicates"])
 
 
-async def _groups(event_code: str, state: Any, served: ServedIndex, kind: str) -> JSONResponse:
-    event = parse_event_code(event_code)
+async def _groups(event: str, state: Any, served: ServedIndex, kind: str) -> JSONResponse:
     pairs = await run_in_threadpool(relations.event_pairs, served, state.settings, event, state.metrics)
     verdict = await state.deleted.dead_among(served, pairs.ids.tolist())
     live = {int(i) for i in pairs.ids.tolist()} - verdict.dead if verdict.dead else None
@@ -50,24 +49,24 @@ async def _groups(event_code: str, state: Any, served: ServedIndex, kind: str) -
 
 
 @router.get("/{event_code}/duplicates", response_model=DuplicatesResponse,
-            responses={200: {"headers": DELETED_FILTER}, **VALIDATION, **NO_INDEX},
+            responses={200: {"headers": DELETED_FILTER}, **VALIDATION, **UNKNOWN_EVENT},
             summary="groups of copies of one photograph within an event (verified, never chained)")
-async def event_duplicates(event_code: EventCodePath, state: State, served: Served) -> JSONResponse:
+async def event_duplicates(event_code: KnownEvent, state: State, served: Served) -> JSONResponse:
     return await _groups(event_code, state, served, "copies")
 
 
 @router.get("/{event_code}/similar-shots", response_model=SimilarShotsResponse,
-            responses={200: {"headers": DELETED_FILTER}, **VALIDATION, **NO_INDEX},
+            responses={200: {"headers": DELETED_FILTER}, **VALIDATION, **UNKNOWN_EVENT},
             summary="groups of different shots of the same scene within an event (keep the best shot)")
-async def similar_shots(event_code: EventCodePath, state: State, served: Served) -> JSONResponse:
+async def similar_shots(event_code: KnownEvent, state: State, served: Served) -> JSONResponse:
     return await _groups(event_code, state, served, "scenes")
 
 
 @router.post("/{event_code}/duplicates/check", response_model=DuplicateCheckResponse,
-             responses={200: {"headers": DELETED_FILTER}, **VALIDATION, **NO_INDEX, **UPLOAD},
+             responses={200: {"headers": DELETED_FILTER}, **VALIDATION, **UPLOAD, **UNKNOWN_EVENT},
              summary="is this uploaded photo already in the event? each match says copy, same_scene or related")
 async def check_duplicate(
-    event_code: EventCodePath,
+    event_code: KnownEvent,
     state: State,
     served: Served,
     file: Annotated[UploadFile, File()],
@@ -76,7 +75,7 @@ async def check_duplicate(
                                             description="cosine below which a candidate is not listed; "
                                                         f"default {CANDIDATE_COSINE}")] = None,
 ) -> JSONResponse:
-    event = parse_event_code(event_code)
+    event = event_code
     query = await relations.read_query(state, file)
     floor = CANDIDATE_COSINE if min_score is None else min_score
     result = await engine.search(served, state.deleted, query.vectors, top_k=relations.search_depth(top_k),

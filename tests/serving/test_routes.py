@@ -219,3 +219,34 @@ def test_add_image_registers_row(main, base) -> None:
     # The served index is never written.
     assert srv.client.get("/").json()["total_vectors"] == base.total
     scn.execute("DELETE FROM images WHERE filename = 'cat.jpg'")
+
+
+def test_an_unknown_event_is_404_on_every_event_route(main, base, live_server) -> None:  # type: ignore[no-untyped-def]
+    """The event routes answer 404 for an event nobody knows (they answered 200 with nothing found), 200 for an
+    EMS event with no photo indexed yet, and 503 when the database cannot say."""
+    scn, srv = main
+    unknown = str(uuid.uuid4())
+    photo = base.unrelated_upload.read_bytes()
+
+    def answers(event: str, server=srv) -> list[int]:  # type: ignore[no-untyped-def]
+        got = [server.client.get(f"/events/{event}/duplicates"), server.client.get(f"/events/{event}/similar-shots"),
+               server.client.post(f"/events/{event}/duplicates/check", files={"file": ("p.jpg", photo)})]
+        return [r.status_code for r in got]
+
+    assert answers(unknown) == [404, 404, 404]
+    r = srv.client.get(f"/events/{unknown.upper()}/duplicates")
+    assert r.json()["detail"] == f"no event {unknown}"
+    (new,) = scn.execute("INSERT INTO events (name) VALUES ('no photos yet') RETURNING code::text")[0]
+    assert answers(new) == [200, 200, 200]
+    assert srv.client.get(f"/events/{new}/duplicates").json()["groups"] == []
+    assert answers(base.event_a) == [200, 200, 200]
+
+    # No database: an event of the served version still answers; another cannot be told apart: 503.
+    from tests.serving.conftest import settings_for
+
+    blind = live_server(settings_for("host=127.0.0.1 port=1 dbname=x user=x connect_timeout=1", scn.data_dir,
+                                     base.image_root))
+    blind.wait_ready()
+    assert answers(base.event_a, blind)[:2] == [200, 200]
+    r = blind.client.get(f"/events/{new}/duplicates")
+    assert r.status_code == 503 and r.headers["Retry-After"] and "cannot tell whether event" in r.json()["detail"]
