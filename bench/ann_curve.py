@@ -5,7 +5,7 @@ embedded with efficientnet-lite0, mixed and jittered), one query at a time as th
 server sends them, against exact search (IndexFlatIP) measured in the same run:
   hnsw-flat  M, efConstruction built once; efSearch swept; optional over-fetch (r*k candidates)
   hnsw-sq8   the graph over 8-bit codes (a quarter of the memory), r*k candidates re-ranked exactly
-             from the raw float32 vectors (indexing/ann.py, what LoadedIndex does)
+             from the raw float32 vectors (indexing/search/ann.py, what LoadedIndex does)
   ivf-flat   nlist built once; nprobe swept
   ivf-pq     indexing/choice.py's IVF-PQ (nlist, m sub-quantizers of 8 bits), nprobe swept, r*k candidates
              re-ranked exactly from the raw vectors (the codes are ~1/20 of the memory)
@@ -28,7 +28,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.index_data import anchors, jittered, percentiles
-from indexing.ann import rerank
+from indexing.search.ann import rerank
 
 K = 10
 GOAL_RECALL, GOAL_P50_MS = 0.98, 2.0

@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--deletes", type=int, default=200)
     args = ap.parse_args(argv)
 
-    from indexing.loaded import load_version
+    from indexing.search.loaded import load_version
     from serving.database import Database
     from serving.deleted import ANTI_JOIN, DeletedImages
     from serving.served import ServedIndex

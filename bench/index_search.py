@@ -2,7 +2,8 @@
 
 For each size N, on vectors that look like real embeddings (the shared photos embedded
 with efficientnet-lite0, mixed and jittered: see bench/index_data.py), built through
-indexing.build.build_version and opened with indexing.loaded.load_version (a verified private copy, memory-mapped):
+indexing.build.build_version and opened with indexing.search.loaded.load_version
+(a verified private copy, memory-mapped):
   exact   p50/p99 of top-10 over everything (IndexFlatIP), one query at a time
   ann     p50/p99 of top-10 with the ANN type (HNSW by default) and its recall@10 against exact
   event   p50/p99 of LoadedIndex.search_event (exact, --per-event vectors per event; goal p50 <= 1 ms
@@ -32,10 +33,10 @@ MODEL = "bench-search@v1"
 
 
 def _time_each(fn, queries: np.ndarray) -> tuple[list[float], list]:
-    """One query at a time on one FAISS thread, as the server runs them (indexing.ann.one_thread_per_query)."""
+    """One query at a time on one FAISS thread, as the server runs them (indexing.search.ann.one_thread_per_query)."""
     import faiss
 
-    from indexing.ann import one_thread_per_query
+    from indexing.search.ann import one_thread_per_query
 
     threads = faiss.omp_get_max_threads()
     one_thread_per_query()
@@ -57,7 +58,7 @@ def _time_each_query(fn, queries: np.ndarray) -> tuple[list[float], list]:  # ty
 def run_size(n: int, args: argparse.Namespace, base: np.ndarray) -> None:
     from core.settings import load_settings
     from indexing.build import build_version
-    from indexing.loaded import load_version
+    from indexing.search.loaded import load_version
     from indexing.sources import Ledger, dataset_dir
 
     root = Path(tempfile.mkdtemp(prefix="imgsim-bench-search-"))

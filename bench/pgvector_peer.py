@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds over every query (per case)")
     args = ap.parse_args(argv)
 
-    from indexing.loaded import load_version
+    from indexing.search.loaded import load_version
     from serving.database import Database
     from serving.deleted import DeletedImages
     from serving.served import ServedIndex

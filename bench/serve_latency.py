@@ -58,7 +58,7 @@ def _photo_bytes() -> bytes:
 
 
 def in_process(corpus: Corpus, n: int) -> dict[str, tuple[float, float]]:
-    from indexing.loaded import load_version
+    from indexing.search.loaded import load_version
     from serving import search as engine
     from serving.database import Database
     from serving.deleted import DeletedImages

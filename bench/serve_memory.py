@@ -34,7 +34,7 @@ def mark(step): out[step] = rss_mb(os.getpid())
 mark("python")
 from core.settings import load_settings
 from serving.app import create_app  # every module the server imports (torch is imported lazily by the model)
-from indexing.loaded import load_version
+from indexing.search.loaded import load_version
 from serving.served import ServedIndex
 mark("imports")
 import faiss, pandas, pyarrow, pyarrow.parquet  # what loading a version imports

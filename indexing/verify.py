@@ -19,7 +19,7 @@ import numpy as np
 
 from core.settings import Settings
 from indexing import sources
-from indexing.loaded import LoadedIndex, open_version
+from indexing.search.loaded import LoadedIndex, open_version
 from indexing.store.backup import copy_version
 from indexing.store.integrity import IndexCorrupt
 from indexing.store.layout import IndexStore, backup_store, version_name

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from core.settings import Settings, get_settings
-from indexing import ann
+from indexing.search import ann
 from serving import errors
 from serving.metrics import MetricsMiddleware
 from serving.routes import api_router

@@ -4,7 +4,7 @@ Requests read `holder.current` once at their start and keep that object, so a
 swap never changes the version under a request in flight; the old version is
 freed when its last request drops it. Loading happens in the watcher's thread,
 never on the request path, and loading is verifying: sizes and checksums of
-every file (read into private copies, see indexing/loaded.py), shapes, ids,
+every file (read into private copies, see indexing/search/loaded.py), shapes, ids,
 normalisation and self-search, the very checks `python -m indexing verify` runs
 that need no database.
 
@@ -222,7 +222,7 @@ class IndexHolder:
         return out
 
     def _load(self, key: Candidate, store: IndexStore) -> bool:
-        from indexing.loaded import open_version
+        from indexing.search.loaded import open_version
         from indexing.store.integrity import IndexCorrupt
         from indexing.verify import VerificationFailed, check_loaded
 

@@ -1,6 +1,6 @@
 """One loaded index version as the routes use it: the LoadedIndex plus where it came from.
 
-All metadata and lookups live in `indexing.loaded.LoadedIndex` (held once per
+All metadata and lookups live in `indexing.search.loaded.LoadedIndex` (held once per
 version); this adds only the route-shaped search (1-D results, -1 padding
 dropped, unknown events answered empty) and the version's origin (`store` or
 `backup`), for /stats and /versions.
@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from indexing.loaded import LoadedIndex
+from indexing.search.loaded import LoadedIndex
 
 
 class ServedIndex:

@@ -19,7 +19,7 @@ def _index_rows(conn, mv: str) -> dict[int, tuple[str, int, str]]:  # type: igno
 
 def test_build_publish_merge_and_noop(dag_bag, image_rows, settings) -> None:  # type: ignore[no-untyped-def]
     from embeddings.models import parse_name
-    from indexing.loaded import load_version
+    from indexing.search.loaded import load_version
     from indexing.store.layout import IndexStore
 
     embed_dag, index_dag = dag_bag.get_dag("image_embeddings"), dag_bag.get_dag("image_index")
@@ -77,7 +77,7 @@ def test_build_publish_merge_and_noop(dag_bag, image_rows, settings) -> None:  #
 
 def test_rebuild_with_index_type_override(dag_bag, image_rows, settings) -> None:  # type: ignore[no-untyped-def]
     from embeddings.models import parse_name
-    from indexing.loaded import load_version
+    from indexing.search.loaded import load_version
 
     mv = parse_name(TEST_MODEL).model_version
     image_rows.add_files(photos(image_rows, 6))
@@ -134,7 +134,7 @@ def test_asset_triggered_run_indexes_the_announced_model(dag_bag, image_rows, se
     from sqlalchemy import select
 
     from embeddings.models import parse_name
-    from indexing.loaded import load_version
+    from indexing.search.loaded import load_version
     from tests.dags.conftest import run_existing
 
     image_rows.add_files(photos(image_rows, 5))

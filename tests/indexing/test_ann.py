@@ -1,10 +1,10 @@
-"""Exact re-ranking of ANN candidates (indexing/ann.py)."""
+"""Exact re-ranking of ANN candidates (indexing/search/ann.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from indexing.ann import exact_scores, rerank
+from indexing.search.ann import exact_scores, rerank
 
 
 def _unit(n: int, d: int, seed: int) -> np.ndarray:

@@ -7,7 +7,7 @@ import stat
 import pytest
 
 from indexing import pipeline
-from indexing.loaded import load_version
+from indexing.search.loaded import load_version
 from indexing.store.integrity import IndexCorrupt
 from indexing.store.layout import IndexStore, backup_store
 from tests.helpers import flip_byte, overwrite

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from indexing import pipeline
-from indexing.loaded import load_version
+from indexing.search.loaded import load_version
 from indexing.store.layout import IndexStore
 from tests.indexing.conftest import MODEL, Corpus, unit_vectors
 

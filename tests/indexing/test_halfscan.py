@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from indexing import pipeline
-from indexing.halfscan import Block, ExactRows, HalfVectors, batch_top_k, dot_rows, exact_top_k, top_k
-from indexing.loaded import load_version
+from indexing.search.halfscan import Block, ExactRows, HalfVectors, batch_top_k, dot_rows, exact_top_k, top_k
+from indexing.search.loaded import load_version
 from tests.indexing.conftest import MODEL, Corpus, unit_vectors
 
 
@@ -138,7 +138,7 @@ def test_float16_copy_is_rounded_to_nearest_like_numpy() -> None:
 
 
 def test_non_float16_values_are_refused() -> None:
-    from indexing.halfscan import NotHalfable
+    from indexing.search.halfscan import NotHalfable
 
     x = np.ones((4, 8), dtype=np.float32) * 7e4
     with pytest.raises(NotHalfable):
@@ -223,7 +223,7 @@ def test_served_version_answers_exactly_and_keeps_float32_pages_out_of_memory(wi
 
 
 def test_a_version_opened_only_to_be_checked_has_no_float16_copy_and_the_same_answers(wide_corpus, settings):
-    from indexing.loaded import open_version
+    from indexing.search.loaded import open_version
     from indexing.store.layout import IndexStore
 
     store = IndexStore(settings, MODEL)

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from indexing import pipeline
-from indexing.loaded import load_version
+from indexing.search.loaded import load_version
 from indexing.store.integrity import IndexCorrupt
 from indexing.store.layout import IndexStore
 from indexing.verify import VerificationFailed

@@ -1,7 +1,7 @@
 """Exact top-k inner products from float16 copies of a segment's vectors (half the memory).
 
 Why: searching the float32 vectors where they are memory-mapped (the verified
-private copy, indexing/private_copy.py) makes every page a search reads
+private copy, indexing/store/integrity.py) makes every page a search reads
 resident, so once every event had been searched the server's RSS held the whole
 float32 array (100K x 2048: +781 MB, bench/serve_memory.py). Here a segment is
 held once more, as float16 in memory (`HalfVectors`, half the size, converted

@@ -11,7 +11,7 @@ that periodically and on demand).
 the server needs, and the search kernels. Exact searches (one event's
 contiguous slice, a flat version) scan a float16 copy of the vectors and
 re-score the candidates from float32 rows read from the private copy, exactly
-(indexing/halfscan.py): searching never makes the float32 pages the process's;
+(indexing/search/halfscan.py): searching never makes the float32 pages the process's;
 HNSW and IVF-PQ searches go through FAISS.
 """
 
@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from core.settings import Settings
-from indexing.halfscan import (
+from indexing.search.halfscan import (
     Block,
     ExactRows,
     HalfVectors,
@@ -34,7 +34,7 @@ from indexing.halfscan import (
     dot_rows,
     exact_top_k,
 )
-from indexing.halfscan import top_k as _top_k
+from indexing.search.halfscan import top_k as _top_k
 from indexing.store.integrity import IndexCorrupt, PrivateCopy, check_file, read_verified
 from indexing.store.layout import (
     DELTA_FILE,
@@ -82,7 +82,7 @@ def _open_faiss(copy: PrivateCopy, dim: int) -> Any:
 
 
 def _segment(copy: PrivateCopy, dim: int, raw: PrivateCopy | None = None, *, half: bool = True) -> _Segment:
-    """Open one segment; with `half`, also its float16 copy for exact scans (see indexing/halfscan.py)."""
+    """Open one segment; with `half`, also its float16 copy for exact scans (see indexing/search/halfscan.py)."""
     import faiss
 
     index = _open_faiss(copy, dim)
@@ -462,7 +462,7 @@ class LoadedIndex:
 
     def _rescore(self, q: np.ndarray, ids: np.ndarray) -> np.ndarray:
         """Exact inner products of IVF-PQ candidates from the raw vectors (a refine step, like IndexRefine)."""
-        from indexing import ann
+        from indexing.search import ann
 
         sorted_ids, order = self._base_sorted
         pos = np.clip(np.searchsorted(sorted_ids, ids), 0, max(len(sorted_ids) - 1, 0))
