@@ -5,7 +5,7 @@
  *
  *   ValidationError      400/422  the request is wrong: fix it (the message says which field)
  *   AuthenticationError  401/403  X-API-Key missing or wrong
- *   NotFoundError        404      unknown image, or not indexed yet
+ *   NotFoundError        404      unknown image or event, or not indexed yet
  *   ConflictError        409      e.g. the file is registered under another filename
  *   PayloadTooLargeError 413      upload over the server's MAX_UPLOAD_MB
  *   UnsupportedMediaError 415     the upload is not an image

@@ -966,6 +966,15 @@ export interface operations {
                     "application/json": components["schemas"]["DuplicatesResponse"];
                 };
             };
+            /** @description unknown event */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description invalid input (the message says which field and why) */
             422: {
                 headers: {
@@ -975,7 +984,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description no index version loaded yet (the message says why), or the server is short of a resource (an OS error such as too many open files); Retry-After says when to retry */
+            /** @description no index loaded yet, or the database did not answer whether the event exists, or the server is short of a resource (an OS error such as too many open files); Retry-After says when to retry */
             503: {
                 headers: {
                     /** @description seconds to wait before retrying */
@@ -1017,6 +1026,15 @@ export interface operations {
                     "application/json": components["schemas"]["DuplicateCheckResponse"];
                 };
             };
+            /** @description unknown event */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description upload over MAX_UPLOAD_MB, or an image too large to decode (pixel or memory budget) */
             413: {
                 headers: {
@@ -1044,7 +1062,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description no index loaded, the model unavailable, or every upload slot busy (UPLOAD_CONCURRENCY), or the server is short of a resource (an OS error such as too many open files); Retry-After says when to retry */
+            /** @description no index loaded yet, or the database did not answer whether the event exists, or the server is short of a resource (an OS error such as too many open files); Retry-After says when to retry */
             503: {
                 headers: {
                     /** @description seconds to wait before retrying */
@@ -1082,6 +1100,15 @@ export interface operations {
                     "application/json": components["schemas"]["SimilarShotsResponse"];
                 };
             };
+            /** @description unknown event */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description invalid input (the message says which field and why) */
             422: {
                 headers: {
@@ -1091,7 +1118,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description no index version loaded yet (the message says why), or the server is short of a resource (an OS error such as too many open files); Retry-After says when to retry */
+            /** @description no index loaded yet, or the database did not answer whether the event exists, or the server is short of a resource (an OS error such as too many open files); Retry-After says when to retry */
             503: {
                 headers: {
                     /** @description seconds to wait before retrying */
