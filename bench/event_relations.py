@@ -199,18 +199,20 @@ def main(argv: list[str] | None = None) -> int:
         _register_and_embed(info, settings, event, more, args.model, "more")
         merged, m_wall, m_cpu = _timed(lambda: pipeline.build(info, settings, mv, mode="merge"))
         mrel = merged["relations"]
-        from indexing import relations
+        from indexing.relations.format import RelationsFile
+        from indexing.relations.reuse import ParentVerdicts
+        from indexing.store.layout import RELATIONS_DELTA_FILE
 
-        lend = relations._ParentVerdicts.event
-        relations._ParentVerdicts.event = lambda self, code: None  # type: ignore[method-assign]  # the peer
+        lend = ParentVerdicts.event
+        ParentVerdicts.event = lambda self, code: None  # type: ignore[method-assign]  # the peer
         try:  # the same merge from the same parent (CURRENT is still the rebuild), the event verified whole
             whole, w_wall, w_cpu = _timed(lambda: pipeline.build(info, settings, mv, mode="merge"))
         finally:
-            relations._ParentVerdicts.event = lend  # type: ignore[method-assign]
+            ParentVerdicts.event = lend  # type: ignore[method-assign]
         wrel = whole["relations"]
         store = IndexStore(settings, mv)
         now_pairs, peer_pairs = (f.verdicts(event, f.events[event]) for f in (
-            relations.RelationsFile(store.version_dir(b["version"]) / relations.RELATIONS_DELTA_FILE, "delta")
+            RelationsFile(store.version_dir(b["version"]) / RELATIONS_DELTA_FILE, "delta")
             for b in (merged, whole)))
         same_pairs = now_pairs == peer_pairs
 

@@ -72,7 +72,7 @@ def _embed(conninfo: str, settings, frame: pd.DataFrame, dim: int, seed: int, ta
     """Write Parquet parts for these images and their ledger rows, as the embeddings part does."""
     import psycopg
 
-    from indexing.sources import dataset_dir
+    from indexing.parts import dataset_dir
 
     frame = frame.reset_index(drop=True)
     parts = write_parts(dataset_dir(settings, MODEL), frame,

@@ -58,8 +58,9 @@ def _time_each_query(fn, queries: np.ndarray) -> tuple[list[float], list]:  # ty
 def run_size(n: int, args: argparse.Namespace, base: np.ndarray) -> None:
     from core.settings import load_settings
     from indexing.build import build_version
+    from indexing.parts import dataset_dir
     from indexing.search.loaded import load_version
-    from indexing.sources import Ledger, dataset_dir
+    from indexing.sources import Ledger
 
     root = Path(tempfile.mkdtemp(prefix="imgsim-bench-search-"))
     try:

@@ -65,7 +65,7 @@ def verified_pairs(ids: Sequence[int], vectors: np.ndarray, fingerprints: Mappin
     `known`: verdicts decided before, keyed (id of the earlier row, id of the later row), the order
     `relate(query, candidate)` took them in (it is not symmetric). A candidate pair found there is not
     verified again; pairs that are not candidates now are ignored. The caller vouches that each holds
-    the same two fingerprints (indexing/relations.py: unchanged ids and embedded_at). A verdict's one
+    the same two fingerprints (indexing/relations/reuse.py: unchanged ids and embedded_at). A verdict's one
     input besides them is the cosine, which only a related verdict carries (its score): one whose
     score is not this pair's cosine is verified again, so the answer is exactly the one without `known`.
     """

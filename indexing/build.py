@@ -29,6 +29,10 @@ import pandas as pd
 
 from core.settings import Settings
 from indexing import choice, sources
+from indexing.parts import dataset_dir, list_parts, resolve_part
+from indexing.relations import compute
+from indexing.relations.format import Rules
+from indexing.relations.reuse import read_parent_relations
 from indexing.sources import BuildError
 from indexing.store.files import fsync_dir, fsync_file, link_or_copy, make_read_only, write_synced
 from indexing.store.integrity import IndexCorrupt, sha256_file
@@ -258,7 +262,7 @@ class Builder:
         todo = plan.todo
         pdir = self.store.version_dir(plan.parent)
         # Vectors of new and re-embedded rows, from the parts the ledger names (all parts if one is missing).
-        named = [sources.resolve_part(self.settings, self.model_version, p) for p in todo["parquet_part"].unique()]
+        named = [resolve_part(self.settings, self.model_version, p) for p in todo["parquet_part"].unique()]
         use_parts = sorted({p for p in named if p is not None}) if all(named) else parts
         located = sources.locate_latest(use_parts, todo["image_id"].to_numpy())
         added = todo.merge(located, on="image_id", how="inner")
@@ -307,21 +311,19 @@ class Builder:
 
     # -- duplicate relations -------------------------------------------------
     def relations(self, pieces: Pieces, reuse_from: int | None) -> dict[str, Any]:
-        """Verify the changed events' candidate pairs into the version (indexing/relations.py).
+        """Verify the changed events' candidate pairs into the version (indexing/relations/).
 
         A rebuild computes every event, or with `reuse_from` (a merge turned rebuild) copies the
         events of that version whose ids, order and embedded_at are unchanged; a merge computes the
         changed events and keeps the parent's others. A changed event the parent holds verifies only
         the pairs the parent has no verdict for. The staged vectors go once this is done.
         """
-        from indexing import relations
-
         started = time.perf_counter()
         try:
             if pieces.plan is not None:
                 plan = pieces.plan
                 added = sorted(set(plan.todo["event_code"].astype(str)))
-                report, inherited = relations.for_merge(
+                report, inherited = compute.for_merge(
                     self.settings, self.model_version, parent_dir=self.store.version_dir(plan.parent),
                     parent_manifest=plan.parent_manifest, dropped=plan.dropped, removed=plan.removed,
                     added_events=added, delta_frame=pieces.frame, delta_vectors=pieces.vectors, folder=self.tmp)
@@ -331,22 +333,22 @@ class Builder:
                 if reuse_from is not None:
                     try:
                         parent = (self.store.version_dir(reuse_from), self.store.read_manifest(reuse_from))
-                        reuse = relations.read_parent_relations(*parent)
+                        reuse = read_parent_relations(*parent)
                     except IndexCorrupt as exc:
-                        relations.log.info("relations of %s not reused: %s", version_name(reuse_from), exc)
+                        compute.log.info("relations of %s not reused: %s", version_name(reuse_from), exc)
                 assert pieces.vectors is not None
-                report = relations.for_rebuild(self.settings, self.model_version, pieces.frame, pieces.vectors,
-                                               self.tmp, reuse, parent)
+                report = compute.for_rebuild(self.settings, self.model_version, pieces.frame, pieces.vectors,
+                                             self.tmp, reuse, parent)
             report.step_seconds = time.perf_counter() - started
             return report.as_dict()
         except Exception as exc:  # an optimisation: never the reason a version cannot be built
-            relations.log.exception("duplicate relations not precomputed (the server will compute each event on "
-                                    "its first request)")
+            compute.log.exception("duplicate relations not precomputed (the server will compute each event on "
+                                  "its first request)")
             for fname in (RELATIONS_FILE, RELATIONS_DELTA_FILE):
                 (self.tmp / fname).unlink(missing_ok=True)
                 pieces.inherited.pop(fname, None)
             first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-            return {"rules_version": relations.Rules.current().rules_version, "computed": 0, "kept": 0,
+            return {"rules_version": Rules.current().rules_version, "computed": 0, "kept": 0,
                     "skipped": 0, "error": f"{type(exc).__name__}: {first}",
                     "step_seconds": round(time.perf_counter() - started, 3)}
         finally:
@@ -421,9 +423,9 @@ def build_version(
     if index_type is not None and index_type not in choice.INDEX_TYPES:
         raise ValueError(f"unknown index type {index_type!r} (choose from {', '.join(choice.INDEX_TYPES)})")
     store = IndexStore(settings, model_version)
-    parts = sources.list_parts(settings, model_version)
+    parts = list_parts(settings, model_version)
     if not parts:
-        raise BuildError(f"no embeddings for model {model_version!r} in {sources.dataset_dir(settings, model_version)}"
+        raise BuildError(f"no embeddings for model {model_version!r} in {dataset_dir(settings, model_version)}"
                          " (run `python -m embeddings` first)")
     dim = sources.dataset_dim(parts)
     assert dim is not None

@@ -19,6 +19,7 @@ import numpy as np
 
 from core.settings import Settings
 from indexing import sources
+from indexing.parts import list_parts
 from indexing.search.loaded import LoadedIndex, open_version
 from indexing.store.backup import copy_version
 from indexing.store.integrity import IndexCorrupt
@@ -88,7 +89,7 @@ def _check_against_data(conninfo: str, settings: Settings, model_version: str, l
     name = version_name(loaded.version)
     if loaded.model_version != model_version:
         raise VerificationFailed(f"{name}: built for model {loaded.model_version!r}, not {model_version!r}")
-    dim = sources.dataset_dim(sources.list_parts(settings, model_version))
+    dim = sources.dataset_dim(list_parts(settings, model_version))
     if dim is not None and dim != loaded.dim:
         raise VerificationFailed(f"{name}: index dim {loaded.dim} but the {model_version} embeddings have dim {dim}")
 

@@ -4,11 +4,11 @@ The decision itself is the `duplicates` package (copy / same scene / related,
 docs/design.md, What "duplicate" means); this module feeds it what the served
 version holds and caches what is expensive, per served version:
 - each event's verified pairs (the costly part of its groups): read from the version's
-  precomputed relations (indexing/relations.py: the pipeline verified them when it built the
+  precomputed relations (indexing/relations/: the pipeline verified them when it built the
   version), or, for an event the version holds none of the current rules for (an older
   version, a RULES_VERSION bump, images whose stored rows were not found), computed here
-  once per (version, event) by the same `indexing.relations.event_verdicts`;
-- fingerprints, read from the embeddings dataset (indexing/fingerprints.py), never from image
+  once per (version, event) by the same `indexing.relations.compute.event_verdicts`;
+- fingerprints, read from the embeddings dataset (indexing/relations/fingerprints.py), never from image
   files: for that computation and for checking uploads.
 The caches hang off the ServedIndex object (a weak key), so a hot-swap starts
 fresh and the old version's cache goes with its last request.
@@ -33,8 +33,9 @@ from duplicates.groups import Group, copy_groups, scene_groups
 from duplicates.relation import Relation, Verdict
 from duplicates.rerank import rerank
 from duplicates.shortlist import WIDE
-from indexing.fingerprints import VersionFingerprints
-from indexing.relations import RelationsUnusable, Rules, StoredRelations, event_verdicts, ids_hash
+from indexing.relations.compute import event_verdicts
+from indexing.relations.fingerprints import VersionFingerprints
+from indexing.relations.format import RelationsUnusable, Rules, StoredRelations, ids_hash
 from serving.metrics import ServerMetrics
 from serving.served import ServedIndex
 from serving.state import ServerState

@@ -322,7 +322,7 @@ def test_a_ledger_row_committed_after_the_merge_read_is_merged_next_time(small_c
 def test_a_failing_relations_step_never_stops_a_version(small_corpus, conninfo, settings, monkeypatch):
     """Precomputed duplicate relations are an optimisation: when computing them fails, the version is built
     without them (the server computes each event itself), says why, and verifies; a shared base is unlinked."""
-    from indexing import relations
+    from indexing.relations import compute as relations
     from indexing.store.layout import RELATIONS_DELTA_FILE, RELATIONS_FILE
 
     corpus = small_corpus

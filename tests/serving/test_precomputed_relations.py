@@ -1,4 +1,4 @@
-"""Event relations precomputed by the pipeline (indexing/relations.py) against a real server: groups are read
+"""Event relations precomputed by the pipeline (indexing/relations/) against a real server: groups are read
 from the version, never computed on the request; a merge verifies only the events that changed; a damaged
 relations file is refused like any version file, one that verifies but cannot be used is computed instead;
 relations of other verification rules are ignored. Answers are the same as the server's own computation."""
@@ -52,7 +52,7 @@ def _computed_by_the_server(scn, live_server, base, monkeypatch, version):  # ty
 
 
 def _relations_file(path):  # type: ignore[no-untyped-def]
-    from indexing.relations import RelationsFile
+    from indexing.relations.format import RelationsFile
 
     return RelationsFile(path, path.name)
 
@@ -82,7 +82,7 @@ def test_groups_are_read_from_the_version_not_computed(scenario, live_server, ba
 
 def test_a_merge_verifies_only_the_changed_events(scenario, live_server, base, monkeypatch) -> None:
     from embeddings.runner import embed_batch
-    from indexing import relations
+    from indexing.relations import compute as relations
     from tests.serving.conftest import MODEL
 
     scn = scenario("rel-merge")
@@ -169,7 +169,7 @@ def test_relations_that_verify_but_cannot_be_used_are_computed(scenario, live_se
     file that is not Parquet at all. Never served wrong: those events are computed by the server."""
     from dataclasses import replace
 
-    from indexing.relations import RelationsWriter, Rules, ids_hash
+    from indexing.relations.format import RelationsWriter, Rules, ids_hash
     from indexing.store.integrity import sha256_file
     from indexing.store.layout import Manifest
 
@@ -237,7 +237,8 @@ def test_a_rebuild_in_place_of_a_merge_reuses_unchanged_events(scenario, base, m
     """A merge that must rebuild (compaction, another index type) copies the events whose ids, order and
     embedded_at are those they were verified over, verifies only the new pairs of the others; an explicit
     rebuild verifies every event again."""
-    from indexing import pipeline, relations
+    from indexing import pipeline
+    from indexing.relations import compute as relations
 
     scn = scenario("rel-reuse")
     store = scn.store()
@@ -284,7 +285,8 @@ def test_a_merge_verifies_only_the_pairs_it_has_no_verdict_for(scenario, base, m
 
     from duplicates import groups
     from embeddings.runner import embed_batch
-    from indexing import pipeline, relations
+    from indexing import pipeline
+    from indexing.relations import compute as relations
     from tests.serving.conftest import MODEL
 
     scn = scenario("rel-pairs")

@@ -27,7 +27,7 @@ def test_pipeline_stores_a_fingerprint_beside_each_vector(base) -> None:
 
 def test_version_fingerprints_survive_compaction(scenario, base) -> None:
     from embeddings.dataset import compact, list_parts
-    from indexing.fingerprints import VersionFingerprints
+    from indexing.relations.fingerprints import VersionFingerprints
 
     scn = scenario("fp-compact")
     (part,) = list_parts(scn.settings, base.model_version)
@@ -72,7 +72,7 @@ def test_images_embedded_before_fingerprints_are_never_copies(scenario, live_ser
 def test_version_fingerprints_of_a_merge_include_its_new_rows(scenario, base) -> None:
     """A merged version keeps new rows in meta-delta.parquet: their fingerprints are found too."""
     from embeddings.runner import embed_batch
-    from indexing.fingerprints import VersionFingerprints
+    from indexing.relations.fingerprints import VersionFingerprints
     from indexing.store.layout import META_DELTA_FILE
     from tests.serving.conftest import MODEL
 

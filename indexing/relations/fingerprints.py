@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from core.settings import Settings
+from indexing.parts import list_parts, resolve_part
+from indexing.store.layout import META_DELTA_FILE, META_FILE, IndexStore
 
 if TYPE_CHECKING:
     from duplicates.fingerprint import Fingerprint
@@ -64,8 +66,6 @@ class VersionFingerprints:
         if self._where is None:
             import pyarrow as pa
             import pyarrow.parquet as pq
-
-            from indexing.store.layout import META_DELTA_FILE, META_FILE, IndexStore
 
             folder = IndexStore(self.settings, self.model_version).version_dir(self.version)
             where: dict[int, str] = {}
@@ -119,7 +119,7 @@ class FingerprintReader:
     """Reads fingerprints of given images from the embeddings dataset, each from the part its vector came from.
 
     The one reader behind the server's per-version cache and the pipeline's precomputed relations
-    (indexing/relations.py), so both verify with the very same fingerprints.
+    (indexing/relations/compute.py), so both verify with the very same fingerprints.
     """
 
     def __init__(self, settings: Settings, model_version: str) -> None:
@@ -132,8 +132,6 @@ class FingerprintReader:
 
         `where` maps image ids to the ledger's parquet_part of their vector ("" when unknown).
         """
-        from indexing.sources import list_parts, resolve_part
-
         where = {int(i): str(p or "") for i, p in where.items()}
         by_part: dict[str, list[int]] = {}
         for i, part in where.items():
