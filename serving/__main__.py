@@ -9,6 +9,18 @@ import sys
 from core.settings import SettingsError, get_settings
 
 
+def _check_model(name: str) -> None:
+    """An EMBEDDING_MODEL the registry does not know stops the server at start (it used to start, log
+    nothing, and answer 503 to everything)."""
+    from embeddings.models import ModelUnavailable, parse_name
+
+    try:
+        parse_name(name)
+    except ModelUnavailable as exc:
+        text = str(exc)
+        raise SettingsError(text if "EMBEDDING_MODEL" in text else f"EMBEDDING_MODEL: {text}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m serving", description=__doc__.splitlines()[0])
     parser.add_argument("--host", help="bind address (default API_HOST)")
@@ -20,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = get_settings()
+        _check_model(settings.embedding_model)
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

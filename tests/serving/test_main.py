@@ -57,3 +57,9 @@ def test_bad_setting_is_one_line(tmp_path) -> None:
     r = subprocess.run([sys.executable, "-m", "serving"], cwd=tmp_path, env={**env, "PYTHONPATH": str(REPO_ROOT)},
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "API_PORT" in r.stderr and "Traceback" not in r.stderr
+    # A model the registry does not know stops it at start too (it used to serve 503s, logging nothing).
+    r = subprocess.run([sys.executable, "-m", "serving"], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "EMBEDDING_MODEL": "foo", "PYTHONPATH": str(REPO_ROOT)})
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip() == ("error: unknown model 'foo' (EMBEDDING_MODEL): choose one of places365-resnet50, "
+                                "efficientnet-lite0")
