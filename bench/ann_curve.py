@@ -1,4 +1,4 @@
-"""ANN recall/latency curve: which global index, with which parameters (indexing/choice.py uses the result).
+"""ANN recall/latency curve: which global index, with which parameters (indexing/build/choice.py uses the result).
 
 On N vectors that look like real embeddings (bench/index_data.py: the shared photos
 embedded with efficientnet-lite0, mixed and jittered), one query at a time as the
@@ -7,7 +7,7 @@ server sends them, against exact search (IndexFlatIP) measured in the same run:
   hnsw-sq8   the graph over 8-bit codes (a quarter of the memory), r*k candidates re-ranked exactly
              from the raw float32 vectors (indexing/search/ann.py, what LoadedIndex does)
   ivf-flat   nlist built once; nprobe swept
-  ivf-pq     indexing/choice.py's IVF-PQ (nlist, m sub-quantizers of 8 bits), nprobe swept, r*k candidates
+  ivf-pq     indexing/build/choice.py's IVF-PQ (nlist, m sub-quantizers of 8 bits), nprobe swept, r*k candidates
              re-ranked exactly from the raw vectors (the codes are ~1/20 of the memory)
 Each row: p50/p99 ms of top-10, recall@10 vs exact, the index's memory (its serialized size),
 build seconds, and whether it meets the goal (recall@10 >= 0.98 at p50 <= 2 ms).
@@ -172,11 +172,11 @@ def ivf_flat(x: np.ndarray, q: np.ndarray, truth: np.ndarray, ex50: float, quick
 
 
 def ivf_pq(x: np.ndarray, q: np.ndarray, truth: np.ndarray, ex50: float, quick: bool) -> None:
-    """The store's IVF-PQ exactly as indexing/choice.py parameterises and LoadedIndex re-ranks it."""
+    """The store's IVF-PQ exactly as indexing/build/choice.py parameterises and LoadedIndex re-ranks it."""
     import faiss
 
     from core.settings import load_settings
-    from indexing.choice import choose
+    from indexing.build.choice import choose
 
     n, d = x.shape
     _, params = choose(n, d, load_settings(), "ivfpq")

@@ -2,7 +2,7 @@
 
 For each size N, on vectors that look like real embeddings (the shared photos embedded
 with efficientnet-lite0, mixed and jittered: see bench/index_data.py), built through
-indexing.build.build_version and opened with indexing.search.loaded.load_version
+indexing.build.builder.build_version and opened with indexing.search.loaded.load_version
 (a verified private copy, memory-mapped):
   exact   p50/p99 of top-10 over everything (IndexFlatIP), one query at a time
   ann     p50/p99 of top-10 with the ANN type (HNSW by default) and its recall@10 against exact
@@ -57,10 +57,10 @@ def _time_each_query(fn, queries: np.ndarray) -> tuple[list[float], list]:  # ty
 
 def run_size(n: int, args: argparse.Namespace, base: np.ndarray) -> None:
     from core.settings import load_settings
-    from indexing.build import build_version
+    from indexing.build.builder import build_version
+    from indexing.build.sources import Ledger
     from indexing.parts import dataset_dir
     from indexing.search.loaded import load_version
-    from indexing.sources import Ledger
 
     root = Path(tempfile.mkdtemp(prefix="imgsim-bench-search-"))
     try:

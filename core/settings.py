@@ -73,7 +73,7 @@ class Settings(BaseSettings):
     index_memory_budget_mb: int = Field(16_384, ge=64, description="IVF-PQ when vectors would not fit")
     index_hnsw_m: int = Field(32, ge=4)
     index_hnsw_ef_search: int | None = Field(
-        None, ge=8, description="HNSW efSearch; default the measured choice in indexing/choice.py (512)"
+        None, ge=8, description="HNSW efSearch; default the measured choice in indexing/build/choice.py (512)"
     )
     backup_dir: str | None = Field(
         None, description="full, verified copies of published index versions, sharing no file with the store "

@@ -167,8 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from core.db import DatabaseUnavailable
     from core.settings import SettingsError
+    from indexing.build.sources import BuildError
     from indexing.pipeline import RollbackError
-    from indexing.sources import BuildError
     from indexing.store.integrity import IndexCorrupt
     from indexing.verify import VerificationFailed
 

@@ -25,8 +25,8 @@ from typing import Any
 from core.db import connect
 from core.settings import Settings
 from embeddings.dataset import pull_parts
-from indexing import sources
-from indexing.build import build_version, next_version
+from indexing.build import sources
+from indexing.build.builder import build_version, next_version
 from indexing.store import remote
 from indexing.store.backup import backup as run_backup
 from indexing.store.integrity import IndexCorrupt

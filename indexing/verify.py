@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from core.settings import Settings
-from indexing import sources
+from indexing.build import sources
 from indexing.parts import list_parts
 from indexing.search.loaded import LoadedIndex, open_version
 from indexing.store.backup import copy_version

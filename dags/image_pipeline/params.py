@@ -32,7 +32,7 @@ from embeddings.planning import (
 from image_pipeline.assets import MODEL_NAMES, base_model, default_model, model_choices
 
 INDEX_MODES = ("merge", "rebuild")
-# indexing.choice.INDEX_TYPES (kept here so parsing never imports faiss; tests check they agree).
+# indexing.build.choice.INDEX_TYPES (kept here so parsing never imports faiss; tests check they agree).
 INDEX_TYPES = ("flat", "hnsw", "ivfpq")
 # name[@preprocess][+variant] of a registry model (the exact preprocessing/variant is checked by the plan task).
 MODEL_SPEC_PATTERN = "^(" + "|".join(MODEL_NAMES) + r")(@[A-Za-z0-9_-]+)?(\+[A-Za-z0-9_-]+)?$"

@@ -4,7 +4,7 @@ An ANN index over compressed codes (8-bit scalar quantisation, PQ) finds the
 neighbourhood cheaply but orders it approximately; fetching r*k candidates and
 re-scoring them with the raw vectors (memory-mapped: only the candidates' rows
 are read) gives exact scores and most of the lost recall back, as FAISS's
-IndexRefine does. bench/ann_curve.py measures it; indexing/choice.py holds the
+IndexRefine does. bench/ann_curve.py measures it; indexing/build/choice.py holds the
 chosen `rerank` factor.
 """
 

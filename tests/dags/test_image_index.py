@@ -117,7 +117,7 @@ def test_registries_match_the_packages() -> None:
     from embeddings.models import MODELS
     from image_pipeline.assets import MODEL_NAMES
     from image_pipeline.params import INDEX_TYPES
-    from indexing.choice import INDEX_TYPES as PACKAGE_INDEX_TYPES
+    from indexing.build.choice import INDEX_TYPES as PACKAGE_INDEX_TYPES
 
     assert set(MODEL_NAMES) == set(MODELS)
     assert tuple(INDEX_TYPES) == tuple(PACKAGE_INDEX_TYPES)

@@ -138,7 +138,7 @@ def test_ivfpq_keeps_raw_vectors_for_exact_event_search_and_merges(corpus, conni
 
 
 def test_merge_turns_into_rebuild_when_the_delta_outgrows_the_base(small_corpus, conninfo, settings, monkeypatch):
-    from indexing import build as build_mod
+    from indexing.build import plan as build_mod
 
     monkeypatch.setattr(build_mod, "COMPACT_MIN", 5)
     pipeline.build(conninfo, settings, MODEL, mode="rebuild")
@@ -150,7 +150,7 @@ def test_merge_turns_into_rebuild_when_the_delta_outgrows_the_base(small_corpus,
 
 
 def test_build_without_embeddings_says_what_to_do(db, conninfo, settings):
-    from indexing.sources import BuildError
+    from indexing.build.sources import BuildError
 
     with pytest.raises(BuildError, match="python -m embeddings"):
         pipeline.build(conninfo, settings, MODEL)
@@ -159,7 +159,7 @@ def test_build_without_embeddings_says_what_to_do(db, conninfo, settings):
 
 
 def test_choice_follows_size_and_budget(settings):
-    from indexing.choice import choose
+    from indexing.build.choice import choose
 
     s = settings.model_copy(update={"index_exact_max_vectors": 1000, "index_memory_budget_mb": 64})
     assert choose(1000, 128, s)[0] == "flat"
@@ -186,8 +186,8 @@ def test_odd_filenames_survive_and_an_empty_ledger_builds_an_empty_version(corpu
 
 
 def test_merge_plan_is_decided_before_any_file_is_written(small_corpus, conninfo, settings):
-    from indexing.build import MergePlan, plan_merge, read_parent
-    from indexing.sources import read_ledger
+    from indexing.build.plan import MergePlan, plan_merge, read_parent
+    from indexing.build.sources import read_ledger
 
     corpus = small_corpus
     pipeline.build(conninfo, settings, MODEL, mode="rebuild")
@@ -211,7 +211,8 @@ def test_merge_reads_hashes_and_rewrites_only_the_change(small_corpus, conninfo,
     """A merge costs the change: the ledger rows it reads, the files it hashes and the meta it writes."""
     import pyarrow.parquet as pq
 
-    from indexing import build, sources
+    from indexing.build import builder as build
+    from indexing.build import sources
     from indexing.store.layout import META_DELTA_FILE, RELATIONS_DELTA_FILE, RELATIONS_FILE
 
     corpus = small_corpus
