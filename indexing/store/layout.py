@@ -112,7 +112,7 @@ class Manifest:
     build_seconds: float | None = None
     dag_run_id: str | None = None
     changes: dict[str, int] | None = None
-    relations: dict[str, Any] | None = None  # what the build did about duplicate relations (indexing/relations.py)
+    relations: dict[str, Any] | None = None  # what the build did about duplicate relations (indexing/relations/)
 
     _REQUIRED = ("version", "model_version", "dim", "index_type", "count", "sha256")
 
