@@ -105,6 +105,10 @@ class Settings(BaseSettings):
     swap_poll_seconds: float = Field(2.0, gt=0)
     # Search server under load and faults (docs/api.md "Limits").
     upload_concurrency: int = Field(2, ge=1, le=64, description="uploads decoded+embedded at once; more: 503")
+    relations_concurrency: int = Field(1, ge=1, le=16, description="events whose duplicate relations the server "
+                                       "computes at once (only for a version without them); more: 503")
+    relations_wait_seconds: float = Field(5.0, ge=0, le=60, description="how long an event route waits for a "
+                                          "computation of its relations before 503 with Retry-After")
     upload_decode_mb: float = Field(256.0, gt=0, description="memory one upload's decode may take (bytes, "
                                     "after JPEG draft); a 10,950² 16-bit PNG needs 240 MB")
     db_request_timeout: float = Field(0.25, gt=0, le=30, description="deadline of each database call on the "

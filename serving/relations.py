@@ -7,7 +7,10 @@ version holds and caches what is expensive, per served version:
   precomputed relations (indexing/relations/: the pipeline verified them when it built the
   version), or, for an event the version holds none of the current rules for (an older
   version, a RULES_VERSION bump, images whose stored rows were not found), computed here
-  once per (version, event) by the same `indexing.relations.compute.event_verdicts`;
+  once per (version, event) by the same `indexing.relations.compute.event_verdicts`, in the
+  background: at most RELATIONS_CONCURRENCY events at once (38-70 ms of CPU a photo, over a
+  minute for 2,000), a request waiting RELATIONS_WAIT_SECONDS for it, then 503 with
+  Retry-After (`RelationsBusy`), as is a request for another event while every slot computes;
 - fingerprints, read from the embeddings dataset (indexing/relations/fingerprints.py), never from image
   files: for that computation and for checking uploads.
 The caches hang off the ServedIndex object (a weak key), so a hot-swap starts
@@ -17,10 +20,12 @@ fresh and the old version's cache goes with its last request.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 import weakref
 from collections import OrderedDict
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +55,9 @@ def search_depth(top_k: int) -> int:
     """How many index hits an upload is searched for: what verify_hits verifies or votes on."""
     return max(top_k, RERANK_DEPTH, WIDE)
 EVENTS_CACHED = 16  # events whose verified pairs a served version keeps
+# CPU a photo costs when the server computes an event's relations (38-70 ms measured, bench/event_relations.py):
+# what Retry-After is estimated from.
+SECONDS_PER_PHOTO = 0.05
 
 log = logging.getLogger("serving.relations")
 
@@ -77,6 +85,37 @@ class VersionRelations:
     stored: StoredRelations | None = None  # opened on first use
     stored_lock: threading.Lock = field(default_factory=threading.Lock)
     counts: dict[str, int] = field(default_factory=lambda: {"precomputed": 0, "computed": 0})
+    computing: dict[str, _Job] = field(default_factory=dict)
+
+
+class RelationsBusy(Exception):
+    """The event's relations are still being computed, or every computation slot is taken: 503 Retry-After."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass
+class _Job:
+    """One event's relations computed in the background; requests wait on `done` for a while."""
+
+    photos: int
+    started: float
+    done: Future[EventPairs] = field(default_factory=Future)
+
+    def retry_after(self) -> int:
+        left = self.photos * SECONDS_PER_PHOTO - (time.perf_counter() - self.started)
+        return int(min(60, max(1, math.ceil(left))))
+
+
+_SLOTS: dict[int, threading.BoundedSemaphore] = {}
+
+
+def _slots(n: int) -> threading.BoundedSemaphore:
+    """The server's computation slots (RELATIONS_CONCURRENCY), shared by every version."""
+    with _BY_VERSION_LOCK:
+        return _SLOTS.setdefault(n, threading.BoundedSemaphore(n))
 
 
 _BY_VERSION: weakref.WeakKeyDictionary[ServedIndex, VersionRelations] = weakref.WeakKeyDictionary()
@@ -97,34 +136,82 @@ def relations_of(served: ServedIndex, settings: Settings) -> VersionRelations:
 def event_pairs(served: ServedIndex, settings: Settings, event: str, metrics: ServerMetrics | None = None
                 ) -> EventPairs:
     """The event's verified candidate pairs, read or computed once per (version, event); blocking (run in a
-    thread). `metrics` counts where they came from (imgsim_event_relations_total{source})."""
+    thread). `metrics` counts where they came from (imgsim_event_relations_total{source}).
+
+    Raises RelationsBusy when they must be computed and that takes longer than RELATIONS_WAIT_SECONDS
+    (the computation goes on; a retry gets its result), or when every slot is computing other events.
+    """
     rel = relations_of(served, settings)
     key = event.lower()
     with rel.lock:
         if key in rel.events:
             rel.events.move_to_end(key)
             return rel.events[key]
+        job = rel.computing.get(key)
         building = rel.building.setdefault(key, threading.Lock())
-    with building:  # one computation per event; concurrent requests wait for it
-        with rel.lock:
-            if key in rel.events:
-                return rel.events[key]
-        started = time.perf_counter()
-        ids, vecs = served.event_vectors(event)
-        pairs = _precomputed(served, rel, key, ids, vecs, started)
-        if pairs is None:  # today's path: verify the event's candidate pairs here, once per version
+    if job is None:
+        with building:  # one reader of the stored relations per event; concurrent requests wait for it
+            with rel.lock:
+                if key in rel.events:
+                    return rel.events[key]
+                job = rel.computing.get(key)
+            if job is None:
+                started = time.perf_counter()
+                ids, vecs = served.event_vectors(event)
+                pairs = _precomputed(served, rel, key, ids, vecs, started)
+                if pairs is not None:
+                    return _remember(rel, key, pairs, metrics)
+                job = _start(served, settings, rel, key, ids, vecs, metrics, started)
+    try:
+        return job.done.result(timeout=settings.relations_wait_seconds)
+    except TimeoutError:
+        raise RelationsBusy(f"event {key}: its duplicate relations for index version {served.version} are being "
+                            f"computed ({job.photos} photos, {time.perf_counter() - job.started:.0f} s so far); "
+                            "retry", job.retry_after()) from None
+
+
+def _start(served: ServedIndex, settings: Settings, rel: VersionRelations, key: str, ids: np.ndarray,
+           vecs: np.ndarray, metrics: ServerMetrics | None, started: float) -> _Job:
+    """Verify the event's candidate pairs in a thread of their own, if a slot is free (else RelationsBusy)."""
+    slots = _slots(settings.relations_concurrency)
+    if not slots.acquire(blocking=False):
+        busy = [j.retry_after() for v in list(_BY_VERSION.values()) for j in list(v.computing.values())]
+        raise RelationsBusy(f"event {key}: the server is computing other events' duplicate relations (at most "
+                            f"{settings.relations_concurrency} at once, RELATIONS_CONCURRENCY); retry",
+                            min(busy, default=1))
+    job = _Job(len(ids), started)
+    with rel.lock:
+        rel.computing[key] = job
+
+    def compute() -> None:
+        try:
             found = event_verdicts(ids, vecs, rel.fingerprints.get(ids.tolist()))
             pairs = EventPairs(ids, vecs, found.verdicts, found.unverifiable, time.perf_counter() - started)
-        with rel.lock:
-            rel.events[key] = pairs
-            while len(rel.events) > EVENTS_CACHED:
-                rel.events.popitem(last=False)
-            rel.building.pop(key, None)
-            rel.counts[pairs.source] += 1
-        if metrics is not None:
-            metrics.event_relations.labels(pairs.source).inc()
-            metrics.event_relations_seconds.labels(pairs.source).inc(pairs.seconds)
-        return pairs
+            job.done.set_result(_remember(rel, key, pairs, metrics))
+        except BaseException as exc:  # the waiting requests see it (as before: it was raised in theirs)
+            job.done.set_exception(exc)
+        finally:
+            with rel.lock:
+                rel.computing.pop(key, None)
+            slots.release()
+
+    log.info("version %s, event %s: computing the duplicate relations of %d photos (the version holds none of "
+             "the current rules for it)", served.version, key, len(ids))
+    threading.Thread(target=compute, name=f"relations-{key[:8]}", daemon=True).start()
+    return job
+
+
+def _remember(rel: VersionRelations, key: str, pairs: EventPairs, metrics: ServerMetrics | None) -> EventPairs:
+    with rel.lock:
+        rel.events[key] = pairs
+        while len(rel.events) > EVENTS_CACHED:
+            rel.events.popitem(last=False)
+        rel.building.pop(key, None)
+        rel.counts[pairs.source] += 1
+    if metrics is not None:
+        metrics.event_relations.labels(pairs.source).inc()
+        metrics.event_relations_seconds.labels(pairs.source).inc(pairs.seconds)
+    return pairs
 
 
 def _stored(served: ServedIndex, rel: VersionRelations) -> StoredRelations:

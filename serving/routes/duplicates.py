@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, UploadFile
+from fastapi import APIRouter, File, Form, HTTPException, UploadFile
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -25,7 +25,10 @@ router = APIRouter(prefix="/events", tags=["duplicates"])
 
 
 async def _groups(event: str, state: Any, served: ServedIndex, kind: str) -> JSONResponse:
-    pairs = await run_in_threadpool(relations.event_pairs, served, state.settings, event, state.metrics)
+    try:
+        pairs = await run_in_threadpool(relations.event_pairs, served, state.settings, event, state.metrics)
+    except relations.RelationsBusy as exc:
+        raise HTTPException(503, str(exc), headers={"Retry-After": str(exc.retry_after)}) from None
     verdict = await state.deleted.dead_among(served, pairs.ids.tolist())
     live = {int(i) for i in pairs.ids.tolist()} - verdict.dead if verdict.dead else None
     found = relations.event_groups(pairs, live, kind)

@@ -88,6 +88,7 @@ def settings_for(conninfo: str, data_dir: Path, image_root: Path, **overrides: A
         db_host=p["host"], db_port=int(p.get("port") or 5432), db_name=p["dbname"], db_user=p.get("user", "postgres"),
         db_pass=p.get("password") or "", data_dir=data_dir, image_root=image_root, embedding_model=MODEL,
         swap_poll_seconds=0.3, torch_threads=0,
+        relations_wait_seconds=60,  # a loaded CI machine: routes wait for a computation (one test sets 0.5)
     )
     values.update(overrides)
     return load_settings(**values)

@@ -88,3 +88,45 @@ def test_version_fingerprints_of_a_merge_include_its_new_rows(scenario, base) ->
     assert (scn.store().version_dir(merged) / META_DELTA_FILE).exists()  # the merge path, not a rebuild
     fps = VersionFingerprints(scn.settings, base.model_version, merged).get(base.ids)
     assert set(fps) == set(base.ids) and all(fp is not None for fp in fps.values())
+
+
+def test_relations_computed_on_request_are_bounded(scenario, live_server, base, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A version holding no relations of the current rules: each event is computed once, in the background, one
+    event at a time (RELATIONS_CONCURRENCY 1); a request waits RELATIONS_WAIT_SECONDS, then gets 503 with
+    Retry-After (it used to wait the whole computation, each request for another event adding one more)."""
+    import threading
+    import time
+
+    from serving import relations
+
+    scn = scenario("busy", relations_concurrency=1, relations_wait_seconds=0.5)
+    scn.publish()
+    monkeypatch.setattr("duplicates.verify.RULES_VERSION", "server-side-busy")  # the version's: other rules
+    gate, calls = threading.Event(), []
+    real = relations.event_verdicts
+
+    def slow(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        gate.wait(60)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(relations, "event_verdicts", slow)
+    srv = live_server(scn.settings)
+    srv.wait_ready()
+    event_a, event_b = (f"/events/{e}" for e in (base.event_a, base.event_b))
+    for path in ("/duplicates", "/similar-shots"):  # the same event: one computation, both wait on it
+        r = srv.client.get(event_a + path)
+        assert r.status_code == 503 and "being computed" in r.json()["detail"], r.text
+        assert 1 <= int(r.headers["Retry-After"]) <= 60
+    r = srv.client.get(event_b + "/duplicates")  # another event while the only slot computes
+    assert r.status_code == 503 and "RELATIONS_CONCURRENCY" in r.json()["detail"], r.text
+    assert int(r.headers["Retry-After"]) >= 1
+    assert srv.client.get("/").status_code == 200  # the server answers everything else meanwhile
+    gate.set()
+    deadline = time.monotonic() + 30
+    while (r := srv.client.get(event_a + "/duplicates")).status_code == 503 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert r.status_code == 200 and r.json()["groups"], r.text
+    assert srv.client.get(event_b + "/duplicates").status_code == 200  # computed within the wait
+    assert srv.client.get(event_a + "/similar-shots").status_code == 200
+    assert len(calls) == 2  # once per event
