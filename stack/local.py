@@ -51,8 +51,10 @@ DAG_IDS = ("image_embeddings", "image_index", "image_index_backup")
 
 # --- Recovery: what brings a lost worker's tasks back (docker-compose.yaml sets the same values; ------
 # docs/operations.md, "Recovery settings", says why each). Measured by tests/stack/test_stack.py.
-# A started task whose worker vanished: failed (then retried) this long after its last heartbeat.
-HEARTBEAT_TIMEOUT = 45
+# A started task whose worker vanished: failed (then retried) this long after its last heartbeat (tasks
+# heartbeat every 5 s: [workers] min_heartbeat_interval). Then comes the DAG's retry delay (image_embeddings:
+# 30 s doubled per try, with a per-task spread up to twice that: 30-59 s for the first retry).
+HEARTBEAT_TIMEOUT = 30
 HEARTBEAT_EVERY = 5
 # A task queued to a worker that died before starting it (its message taken, never acknowledged): the
 # scheduler re-queues it after this long in `queued` (Airflow's default is 600 s, checked every 120 s:
