@@ -23,4 +23,4 @@ async def health(state: State) -> JSONResponse:
             status_code=503, headers={"Retry-After": str(max(1, int(state.settings.swap_poll_seconds)))})
     return JSONResponse({"status": "ready", "total_vectors": served.count, "index_version": served.version,
                          "model_version": served.model_version, "index_type": served.index_type,
-                         "degraded": state.holder.degraded})
+                         "degraded": state.holder.degraded and redact(state.holder.degraded, state.settings)})

@@ -21,6 +21,20 @@ def _size_mb(served: Any) -> float:
     return round(served.size_bytes() / 2**20, 3)
 
 
+def _public(state: Any, text: str | None) -> str | None:
+    """A problem as anyone may read it: the server's folders named (`<DATA_DIR>/...`), no credentials."""
+    return None if text is None else redact(text, state.settings)
+
+
+def holder_state(state: Any) -> dict[str, Any]:
+    """The holder's version state (served_from, current_problem, degraded, ...) with every problem redacted."""
+    snap = state.holder.snapshot()
+    for key in ("current_problem", "degraded", "storage_problem"):
+        snap[key] = _public(state, snap[key])
+    snap["integrity"] = {**snap["integrity"], "last_problem": _public(state, snap["integrity"]["last_problem"])}
+    return snap
+
+
 def _swap(state: Any) -> dict[str, Any]:
     s, cfg = state.holder.stats, state.settings
     return {"swaps": s.swaps, "failures": s.failures, "last_error": s.last_error and redact(s.last_error, cfg),
@@ -59,7 +73,7 @@ async def stats(state: State) -> dict:
         "database": state.db.state,
         "deleted_filter": state.deleted.snapshot(),
         "swap": _swap(state),
-        **state.holder.snapshot(),
+        **holder_state(state),
     }
 
 
@@ -97,7 +111,8 @@ async def versions(state: State) -> dict:
         out.append(info)
     return {"model_version": store.model_version, "current": current,
             "served": served.version if served else None, "served_from": served.source if served else None,
-            "current_problem": pointer.problem, "degraded": state.holder.degraded, "versions": out}
+            "current_problem": _public(state, pointer.problem), "degraded": _public(state, state.holder.degraded),
+            "versions": out}
 
 
 @router.post("/versions/check", response_model=IntegrityState, responses=AUTH,
@@ -106,4 +121,4 @@ async def versions(state: State) -> dict:
 async def check_versions(state: State) -> dict:
     integrity = await run_in_threadpool(state.holder.recheck)
     return {"checks": integrity.checks, "failures": integrity.failures, "last_check_at": integrity.last_check_at,
-            "last_problem": integrity.last_problem}
+            "last_problem": _public(state, integrity.last_problem)}
