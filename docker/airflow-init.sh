@@ -9,8 +9,11 @@
 #      may hold the read-only uploads. With DATA_DIR on an object store
 #      (s3://...; the compose default) there is no shared folder: minio-init
 #      made the buckets, and each container keeps its own cache;
-#   3. migrates Airflow's metadata database and creates the admin user, through
-#      the official image's entrypoint (_AIRFLOW_DB_MIGRATE, _AIRFLOW_WWW_USER_CREATE).
+#   3. checks the secrets the Airflow services read (docker/secret: present, the JWT secret long
+#      enough and not the API secret key);
+#   4. migrates Airflow's metadata database and creates the admin user, through
+#      the official image's entrypoint (_AIRFLOW_DB_MIGRATE, _AIRFLOW_WWW_USER_CREATE,
+#      _AIRFLOW_WWW_USER_PASSWORD_CMD).
 # The image database's schema is applied by the `migrate` service, not here.
 set -euo pipefail
 
@@ -29,11 +32,25 @@ if (( cpus < 2 )); then
     echo "WARNING: ${cpus} CPU available to Docker; at least 2 are recommended." >&2
 fi
 
-if (( ${#AIRFLOW__API_AUTH__JWT_SECRET} < 64 )); then
-    echo "ERROR: AIRFLOW_JWT_SECRET is ${#AIRFLOW__API_AUTH__JWT_SECRET} characters; HS512 needs at least 64" >&2
-    echo "       (python -c 'import secrets; print(secrets.token_urlsafe(48))')" >&2
+# The secrets every Airflow container reads through *_CMD (docker/secret): checked here once, so a
+# missing or wrong one stops `docker compose up` with one line instead of failing every service.
+secret="$(dirname "${BASH_SOURCE[0]}")/secret"
+for name in airflow_db_password redis_password airflow_fernet_key airflow_jwt_secret airflow_api_secret_key \
+        airflow_admin_password; do
+    "${secret}" "${name}" >/dev/null || exit 1
+done
+jwt=$("${secret}" airflow_jwt_secret)
+if (( ${#jwt} < 64 )); then
+    echo "ERROR: the secret airflow_jwt_secret is ${#jwt} characters; HS512 needs at least 64" >&2
+    echo "       (docker/make-secrets.sh makes one of 96)" >&2
     exit 1
 fi
+if [[ "${jwt}" == "$("${secret}" airflow_api_secret_key)" ]]; then
+    echo "ERROR: airflow_jwt_secret and airflow_api_secret_key hold the same value; they must differ" >&2
+    echo "       (the API's tokens and the UI's sessions are signed with different keys)" >&2
+    exit 1
+fi
+unset jwt
 
 data_dir="${DATA_DIR:-/data}"
 ours=(/opt/airflow/logs)

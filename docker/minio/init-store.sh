@@ -10,7 +10,30 @@
 # Idempotent: every `docker compose up` runs it again; buckets and objects are kept, the keys' secrets
 # and the policies are set to what the compose file says.
 # POSIX sh with mc only: the minio/mc image has no grep, sed or jq.
+# The secrets come from files (compose secrets: MINIO_ROOT_PASSWORD_FILE, PIPELINE_SECRET_KEY_FILE,
+# SEARCH_SECRET_KEY_FILE, each /run/secrets/<name>); the variable itself is read when no file is named.
 set -eu
+
+fail() {
+    echo "minio-init: $*" >&2
+    exit 1
+}
+
+# NAME from the file NAME_FILE names (its first line), unless NAME_FILE is unset.
+from_file() {
+    eval "path=\${$1_FILE:-}"
+    [ -n "$path" ] || return 0
+    eval "given=\${$1:-}"
+    [ -z "$given" ] || fail "both $1 and $1_FILE are set; keep one"
+    [ -r "$path" ] || fail "$1_FILE=$path is missing or not readable"
+    value=""
+    IFS= read -r value <"$path" || [ -n "$value" ] || fail "$1_FILE=$path is empty"
+    value=${value%"$(printf '\r')"}
+    eval "$1=\$value"
+}
+from_file MINIO_ROOT_PASSWORD
+from_file PIPELINE_SECRET_KEY
+from_file SEARCH_SECRET_KEY
 
 : "${MINIO_URL:=http://minio:9000}"
 : "${MINIO_ROOT_USER:?MINIO_ROOT_USER is not set}"
@@ -22,11 +45,6 @@ set -eu
 : "${SEARCH_ACCESS_KEY:?SEARCH_ACCESS_KEY is not set}"
 : "${SEARCH_SECRET_KEY:?SEARCH_SECRET_KEY is not set}"
 IMAGE_ROOT="${IMAGE_ROOT:-}"
-
-fail() {
-    echo "minio-init: $*" >&2
-    exit 1
-}
 
 # The bucket of an s3:// setting, printed; nothing for a folder (only IMAGE_ROOT may be one).
 bucket_of() {
