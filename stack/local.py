@@ -495,6 +495,12 @@ class Stack:
             self.acquire()
         if not self.services:
             self.prepare()
+        from core.localpg import port_answers
+
+        for svc in self.services.values():  # taken by another stack (another home) or server: say so, start nothing
+            if svc.port and svc.name != "postgres" and port_answers("127.0.0.1", svc.port, timeout=0.5):
+                raise StackError(f"port {svc.port} of the {svc.name} is already in use (another stack or server?); "
+                                 "set AIRFLOW_API_PORT / API_PORT, or stop what listens there")
         self.supervisord.start()
         if self._pg is not None:
             self.start_service("postgres")

@@ -168,3 +168,22 @@ def test_the_private_postgres_is_durable(tmp_path: Path) -> None:
                                        for o in durable.argv())
     fast = LocalPostgres(tmp_path / "b", durable=False)
     assert {"fsync=off", "synchronous_commit=off", "full_page_writes=off"} <= set(fast.argv())
+
+
+def test_a_port_in_use_stops_the_start_before_anything_runs(tmp_path: Path) -> None:
+    import socket
+
+    from core.localpg import free_port
+    from stack.local import StackError
+
+    home = tmp_path / "home"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        stack = Stack(StackConfig(home=home, airflow_port=port, search_port=free_port()))
+        with pytest.raises(StackError, match=f"port {port} of the api-server is already in use"):
+            stack.start()
+        stack.stop()
+    assert Supervisord(home).pid() is None and stack_processes(home) == []
+    assert running_pid(home) is None  # nothing left that would block the next start
