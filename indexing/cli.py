@@ -172,8 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     from indexing.store.integrity import IndexCorrupt
     from indexing.verify import VerificationFailed
 
+    # RuntimeError: what faiss raises (its C++ exceptions, e.g. a write that failed): one line too.
     expected = (CliError, DatabaseUnavailable, SettingsError, RollbackError, BuildError, IndexCorrupt,
-                VerificationFailed, ValueError, OSError)
+                VerificationFailed, ValueError, OSError, RuntimeError)
     import psycopg
 
     try:

@@ -13,6 +13,7 @@ ids and the manifest are written and the folder is renamed into place.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
@@ -129,9 +130,11 @@ class Builder:
         frame = _event_order(rows.merge(located, on="image_id", how="inner"))
         n = len(frame)
         kind, params = choice.choose(n, dim, self.settings, index_type)
+        check_space(self.store.root, choice.disk_bytes(n, dim, kind, params))
         self.tmp.mkdir(parents=True)
         stage_path = self.tmp / VECTORS_FILE
         stage = np.lib.format.open_memmap(stage_path, mode="w+", dtype=np.float32, shape=(n, dim))
+        _reserve(stage_path)  # a memory map over a hole on a full disk dies of SIGBUS at the first write
 
         def write(target: np.ndarray, vectors: np.ndarray) -> None:
             stage[target] = vectors
@@ -305,6 +308,38 @@ class Built:
     digest: str
 
 
+def _mb(n: float) -> str:
+    return f"{n / 2**20:,.0f} MB" if n >= 2**20 else f"{n / 2**10:,.0f} kB"
+
+
+def check_space(folder: Path, needed: int) -> None:
+    """BuildError naming the folder and the space needed when its disk has less free (nothing written yet)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise BuildError(f"not enough disk space in {folder}: this build needs about {_mb(needed)}, "
+                         f"{_mb(free)} free; free some space (prune old versions: `python -m indexing prune`)")
+
+
+def _reserve(path: Path) -> None:
+    """Allocate a file's blocks now, so running out of space is an error here, not a signal later."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as exc:
+        if exc.errno != errno.EOPNOTSUPP:  # a filesystem without it: the pre-check is all there is
+            raise
+    finally:
+        os.close(fd)
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """An OSError ENOSPC/EDQUOT, or faiss's RuntimeError around one."""
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    return isinstance(exc, RuntimeError) and ("No space left on device" in str(exc) or "Disk quota" in str(exc))
+
+
 def _read_faiss(path: Path) -> Any:
     import faiss
 
@@ -361,6 +396,9 @@ def build_version(
                       "relations": relations, **(extra or {})}
         meta_extra["build_seconds"] = round(time.perf_counter() - started, 3)
         return builder.finalize(version, pieces, dim, meta_extra)
-    except BaseException:
+    except BaseException as exc:
         builder.discard()
+        if _disk_full(exc):
+            raise BuildError(f"disk full in {store.root} while building {version_name(version)} (scratch removed; "
+                             f"{_mb(shutil.disk_usage(store.root).free)} free now): free some space") from None
         raise

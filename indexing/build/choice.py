@@ -36,6 +36,19 @@ def hnsw_bytes(n: int, dim: int, m: int) -> int:
     return int(n * (dim * 4 + 2 * m * 4 * 1.1))
 
 
+def disk_bytes(n: int, dim: int, kind: str, params: dict[str, Any]) -> int:
+    """What a rebuild of n vectors writes, about: the staged vectors, the index, the meta and relations
+    files, plus 4 MB; checked against the free space before anything is written."""
+    staged = flat_bytes(n, dim)
+    if kind == "hnsw":
+        index = hnsw_bytes(n, dim, int(params["m"]))
+    elif kind == "ivfpq":
+        index = n * (int(params["m"]) + 16) + staged  # codes and ids, and the raw vectors kept for re-ranking
+    else:
+        index = flat_bytes(n, dim)
+    return staged + index + n * (8 + 256 + 64) + (4 << 20)
+
+
 def _pq_m(dim: int, n: int, budget_bytes: int) -> int:
     """Sub-quantizers: the largest divisor of dim whose codes (1 byte each) fit the budget, <= dim/4."""
     per_vector = max(1, budget_bytes // max(n, 1) - 16)  # 8-byte id + list overhead
