@@ -128,16 +128,16 @@ def test_no_shared_disk(os_stack: dict[str, Any]) -> None:
 
     # 2. The asset triggers image_index; both replicas serve the new version, never restarted.
     mark = time.monotonic()
-    pids = {n: stack.services[n].proc.pid for n in stack.replicas}
+    pids = {n: stack.pid(n) for n in stack.replicas}
     for name in stack.replicas:
         wait(stack, f"{name} to serve set A", lambda name=name: _count(stack, name) == len(set_a), 600)
-    assert {n: stack.services[n].proc.pid for n in stack.replicas} == pids
+    assert {n: stack.pid(n) for n in stack.replicas} == pids
     timings["asset-triggered build, served by both replicas"] = time.monotonic() - mark
     first = stack.replicas[0]
     similar = f"{stack.replica_url(first)}/images/{set_a[0]}/similar"
     assert httpx.get(similar, params={"top_k": 3}, timeout=30).status_code == 200
 
-    # 3. One replica is lost: the other keeps answering.
+    # 3. One replica is lost (stopped, and kept down): the other keeps answering.
     stack.kill(stack.replicas[1], stay_down=True)
     assert all(httpx.get(similar, timeout=10).status_code == 200 for _ in range(20))
 
@@ -171,6 +171,6 @@ def test_no_shared_disk(os_stack: dict[str, Any]) -> None:
     wait(stack, f"{first} to serve sets A and B", lambda: _count(stack, first) == len(set_a) + len(set_b), 300)
     stats = httpx.get(f"{stack.replica_url(first)}/stats", timeout=10).json()
     assert stats["degraded"] is None and stats["storage_problem"] is None, stats
-    assert stack.services[first].proc.pid == pids[first]
+    assert stack.pid(first) == pids[first]
     timings["set B through a 30 s object-store outage, served"] = time.monotonic() - mark
     print("\n".join(f"{k:<52} {v:6.0f} s" for k, v in timings.items()))
