@@ -29,6 +29,7 @@ from indexing.build import sources
 from indexing.build.builder import build_version, next_version
 from indexing.store import remote
 from indexing.store.backup import backup as run_backup
+from indexing.store.backup import copy_version
 from indexing.store.integrity import IndexCorrupt
 from indexing.store.layout import (
     CURRENT_FILE,
@@ -173,13 +174,17 @@ def build(conninfo: str, settings: Settings, model_version: str, *, mode: str = 
         if mode == "merge" and parent is not None:
             since = _merge_watermark(store, parent)
         ledger = sources.read_ledger(conninfo, model_version, since)
+        broken = None
         if mode == "merge" and parent is not None:
             try:
+                _intact(settings, store, parent)  # restored from BACKUP_DIR if the store's copy is damaged
                 if _unchanged_since(ledger, store.read_manifest(parent), index_type):
                     return {"version": None, "current": parent, "mode": "none",
                             "reason": f"nothing new since {version_name(parent)}"}
-            except IndexCorrupt:
-                pass  # the merge itself falls back to a rebuild and says why
+            except IndexCorrupt as exc:  # no intact copy anywhere: nothing to merge into, nothing to keep serving
+                broken = f"{version_name(parent)} has no intact copy ({' '.join(str(exc).split())[:300]})"
+                mode, since = "rebuild", None
+                ledger = sources.read_ledger(conninfo, model_version)
         db_max = _db_max_version(conninfo, model_version)
         if store.remote is not None:
             db_max = max([db_max or 0, *remote.remote_versions(store)])
@@ -187,6 +192,8 @@ def build(conninfo: str, settings: Settings, model_version: str, *, mode: str = 
         extra: dict[str, Any] = {"dag_run_id": dag_run_id}
         if pointer.damaged and mode == "merge":
             extra["rebuild_reason"] = f"nothing to merge into: {pointer.problem}"
+        if broken:
+            extra["rebuild_reason"] = broken
         built = build_version(settings, model_version, ledger, mode=mode, index_type=index_type,
                               version=version, parent=parent, extra=extra,
                               full_ledger=lambda: sources.read_ledger(conninfo, model_version))
@@ -327,7 +334,23 @@ def publish(conninfo: str, settings: Settings, model_version: str, version: int)
     else:
         verify(conninfo, settings, model_version, version)
     with writer_lock(conninfo, store):
+        _back_up(settings, store, version)
         _activate(conninfo, store, version)
+
+
+def _back_up(settings: Settings, store: IndexStore, version: int) -> None:
+    """A verified copy of `version` in BACKUP_DIR before it is served, so one damaged file (a merged version
+    shares its base with its parent by hard link) never leaves the servers without a version. Files the
+    backup already holds for another version (that base) are linked there, not copied again."""
+    dest = backup_store(settings, store.model_version)
+    if dest.remote is None and dest.version_dir(version).is_dir():
+        try:
+            dest.check_files(version, dest.read_manifest(version), checksums=True)
+            return
+        except IndexCorrupt:
+            pass  # copied afresh below
+    copy_version(store, dest, version, share=True)
+    remote.push_version(dest, version)  # object store: uploaded, re-read, before anyone hears of the version
 
 
 def prune(settings: Settings, model_version: str, keep: int | None = None, conninfo: str | None = None) -> list[int]:

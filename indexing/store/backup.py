@@ -13,6 +13,7 @@ server falls back to it by itself (serving/holder.py).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import uuid
@@ -54,14 +55,25 @@ def _copy_file(src: Path, dst: Path, sha256: str, size: int | None) -> None:
     make_read_only(dst)
 
 
-def copy_version(src: IndexStore, dst: IndexStore, version: int) -> None:
-    """Copy one version from `src` to `dst` (byte copies, verified), replacing a damaged copy there atomically."""
+def copy_version(src: IndexStore, dst: IndexStore, version: int, *, share: bool = False) -> None:
+    """Copy one version from `src` to `dst` (byte copies, verified), replacing a damaged copy there atomically.
+
+    share: a file another version in `dst` already holds with the same checksum and size is hard-linked
+    from there instead of copied (a merged version's base, backed up at publish): `dst`'s copies stay
+    independent of `src`'s files, which is what a backup is for.
+    """
     manifest = src.read_manifest(version)
     dst.root.mkdir(parents=True, exist_ok=True)
+    donors = _donors(dst, version) if share else {}
     tmp = dst.root / f".tmp-restore-{uuid.uuid4().hex[:12]}"
     tmp.mkdir()
     try:
         for fname in manifest.files:
+            donor = donors.get((manifest.sha256[fname], manifest.sizes.get(fname)))
+            if donor is not None:
+                with contextlib.suppress(OSError):  # another filesystem, or gone meanwhile: copied below
+                    os.link(donor, tmp / fname)
+                    continue
             _copy_file(src.version_dir(version) / fname, tmp / fname, manifest.sha256[fname],
                        manifest.sizes.get(fname))
         raw = (src.version_dir(version) / MANIFEST_FILE).read_bytes()
@@ -81,6 +93,25 @@ def copy_version(src: IndexStore, dst: IndexStore, version: int) -> None:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _donors(store: IndexStore, version: int) -> dict[tuple[str, int | None], Path]:
+    """(sha256, size) -> a file of another version of `store` with that content and size on disk."""
+    found: dict[tuple[str, int | None], Path] = {}
+    for v in store.versions():
+        if v == version:
+            continue
+        try:
+            manifest = store.read_manifest(v)
+        except IndexCorrupt:
+            continue
+        for fname in manifest.files:
+            path = store.version_dir(v) / fname
+            size = manifest.sizes.get(fname)
+            with contextlib.suppress(OSError):
+                if size is not None and path.stat().st_size == size:
+                    found.setdefault((manifest.sha256[fname], size), path)
+    return found
 
 
 def backup(settings: Settings, model_version: str, *, published: list[int] | None = None,

@@ -12,7 +12,7 @@ import pytest
 from indexing import pipeline
 from indexing.search.loaded import load_version
 from indexing.store.integrity import IndexCorrupt
-from indexing.store.layout import IndexStore
+from indexing.store.layout import IndexStore, backup_store
 from indexing.verify import VerificationFailed
 from tests.helpers import flip_byte, overwrite
 from tests.indexing.conftest import DIM, MODEL
@@ -152,9 +152,10 @@ def test_rollback_goes_to_the_previous_published_version_after_checking_it(small
     with pytest.raises(pipeline.RollbackError, match="no earlier published version"):
         pipeline.rollback(conninfo, settings, MODEL)
     assert pipeline.rollback(conninfo, settings, MODEL, to=v2) == v2
-    # A damaged target is refused and CURRENT stays.
-    meta = store.version_dir(v1) / "meta.parquet"
-    overwrite(meta, meta.read_bytes()[:-10])
+    # A target damaged in the store and in its backup copy (made when it was published) is refused; CURRENT stays.
+    for copy in (store, backup_store(settings, MODEL)):
+        meta = copy.version_dir(v1) / "meta.parquet"
+        overwrite(meta, meta.read_bytes()[:-10])
     with pytest.raises(IndexCorrupt, match=r"meta\.parquet"):
         pipeline.rollback(conninfo, settings, MODEL, to=v1)
     assert store.current_version() == v2

@@ -254,12 +254,13 @@ def test_backup_versions_prune_and_rollback_on_object_storage(scene, db, tmp_pat
     pipeline.publish(conninfo, b, mv, v3)
     versions.append(v3)
 
-    ops = _role(monkeypatch, tmp_path, "operator", bucket)
-    report = pipeline.backup(conninfo, ops, mv)
-    assert sorted(report.copied) == versions and report.root.startswith("s3://")
-    copies = backup_store(ops, mv)
+    # Each publish put a verified copy in the backup bucket before serving the version.
     backup_dirs = {p.name for p in (folder / "backups").glob("*/v*")}
     assert backup_dirs == {f"v{v:06d}" for v in versions}
+    ops = _role(monkeypatch, tmp_path, "operator", bucket)
+    report = pipeline.backup(conninfo, ops, mv)
+    assert report.copied == [] and sorted(report.verified) == versions and report.root.startswith("s3://")
+    copies = backup_store(ops, mv)
     ops2 = _role(monkeypatch, tmp_path, "operator2", bucket)  # a second backup run from elsewhere: verifies only
     report2 = pipeline.backup(conninfo, ops2, mv)
     assert report2.copied == [] and sorted(report2.verified) == versions and not report2.damaged

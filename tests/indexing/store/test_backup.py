@@ -28,17 +28,18 @@ def test_segments_are_read_only_and_backups_share_no_file(small_corpus, conninfo
     store, backup = IndexStore(settings, MODEL), backup_store(settings, MODEL)
     for path in store.version_dir(v2).iterdir():
         assert not path.stat().st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH), path
-    report = pipeline.backup(conninfo, settings, MODEL)
-    assert sorted(report.copied) == [v1, v2] and report.damaged == {} == report.skipped
+    report = pipeline.backup(conninfo, settings, MODEL)  # publish made the copies: this run verifies them
+    assert report.copied == [] and sorted(report.verified) == [v1, v2] and report.damaged == {} == report.skipped
     live = {p.stat().st_ino for p in store.root.rglob("*") if p.is_file()}
     assert not live & {p.stat().st_ino for p in backup.root.rglob("*") if p.is_file()}
     again = pipeline.backup(conninfo, settings, MODEL)
     assert again.copied == [] and sorted(again.verified) == [v1, v2]
 
-    # A damaged backup copy is found by the next run, which copies it afresh from the intact store.
+    # A damaged backup copy is found by the next run, which copies it afresh from the intact store (v2's copy
+    # of the shared base goes with it: the backup links one file for both, as the store does).
     flip_byte(backup.version_dir(v1) / "index.faiss")
     third = pipeline.backup(conninfo, settings, MODEL)
-    assert third.copied == [v1] and third.damaged == {}
+    assert third.copied == [v1, v2] and third.damaged == {}
     # A damaged store file is never backed up over a good copy; the CLI names it in one line.
     flip_byte(backup.version_dir(v2) / "delta.faiss")
     flip_byte(store.version_dir(v2) / "delta.faiss")
@@ -89,3 +90,44 @@ def test_every_command_works_with_a_damaged_current(small_corpus, conninfo, sett
     repaired = run("rollback")
     assert repaired.returncode == 0 and "now v000002" in repaired.stdout, repaired.stderr
     assert IndexStore(settings, MODEL).current_version() == v2 != v1
+
+
+def test_a_published_version_has_a_verified_backup_at_once(small_corpus, conninfo, settings):
+    """Publish copies the version into BACKUP_DIR, verified, before serving it (no backup run needed): a merged
+    version's base, truncated in the store (its parent's too: one file), with garbage in CURRENT, is restored
+    from there. It used to leave no version that verifies until the daily backup had run."""
+    from indexing.verify import ensure_intact
+
+    v1 = _publish(conninfo, settings)
+    small_corpus.embed(small_corpus.images(small_corpus.event(), 3))
+    v2 = _publish(conninfo, settings)  # a merge sharing v1's base
+    store, backup = IndexStore(settings, MODEL), backup_store(settings, MODEL)
+    assert backup.versions() == [v1, v2]
+    for v in (v1, v2):
+        backup.check_files(v, backup.read_manifest(v), checksums=True)
+    base = "index.faiss"
+    assert (backup.version_dir(v2) / base).stat().st_ino == (backup.version_dir(v1) / base).stat().st_ino
+    live = {p.stat().st_ino for p in store.root.rglob("*") if p.is_file()}
+    assert not live & {p.stat().st_ino for p in backup.root.rglob("*") if p.is_file()}
+
+    overwrite(store.version_dir(v2) / base, b"truncated")
+    (store.root / "CURRENT").write_bytes(b"\xff\xfegarbage")
+    assert ensure_intact(settings, MODEL, v2) == "restored" and ensure_intact(settings, MODEL, v1) == "restored"
+    assert load_version(settings, MODEL, v2).count == 63
+
+
+def test_build_rebuilds_when_the_current_version_has_no_intact_copy(small_corpus, conninfo, settings):
+    """Nothing new since CURRENT, but CURRENT is damaged: in the store only, it is restored from the backup and
+    nothing is built; in the backup too, `build --publish` rebuilds (it said "nothing new" and exited 0)."""
+    v1 = _publish(conninfo, settings)
+    store, backup = IndexStore(settings, MODEL), backup_store(settings, MODEL)
+    flip_byte(store.version_dir(v1) / "index.faiss")
+    assert pipeline.build(conninfo, settings, MODEL)["version"] is None  # restored, still current
+    store.check_files(v1, store.read_manifest(v1), checksums=True)
+
+    flip_byte(store.version_dir(v1) / "index.faiss")
+    flip_byte(backup.version_dir(v1) / "index.faiss")
+    result = run("build", "--publish")
+    assert result.returncode == 0, result.stderr
+    assert "built v000002" in result.stdout and "rebuild" in result.stdout, result.stdout
+    assert store.current_version() == v1 + 1 and load_version(settings, MODEL).count == 60
