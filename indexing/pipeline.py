@@ -408,8 +408,9 @@ def prune(settings: Settings, model_version: str, keep: int | None = None, conni
 def rollback(conninfo: str, settings: Settings, model_version: str, to: int | None = None) -> int:
     """Flip CURRENT to `to`, or back to the newest earlier published version that is intact.
 
-    With a damaged CURRENT and no `to`, the newest published version that is intact becomes
-    current (the repair). The target is verified first (the server's checks: files, shapes,
+    With a damaged CURRENT and no `to`, the version last published or rolled back to that is
+    intact becomes current again (the repair: `published_at` records each activation). The target
+    is verified first (the server's checks: files, shapes,
     normalisation, self-search); when its files are damaged or gone and BACKUP_DIR holds an
     intact copy, the copy is restored into the store first. Returns the version now current.
     """
@@ -420,8 +421,8 @@ def rollback(conninfo: str, settings: Settings, model_version: str, to: int | No
     known = sorted(set(on_disk) | set(backup_store(settings, model_version).versions()))
     if to is None:
         published = _published(conninfo, model_version)
-        if pointer.damaged:
-            candidates = sorted(published, reverse=True)
+        if pointer.damaged:  # the last publish or rollback first (recorded), not the highest number
+            candidates = published
         elif pointer.version is None:
             raise RollbackError(f"nothing is published for {model_version}: no CURRENT to roll back from")
         else:

@@ -201,19 +201,21 @@ class IndexHolder:
         return f"object store unavailable ({self.storage_problem}); {what}" + (f"; {message}" if message else "")
 
     def _candidates(self, pointer: CurrentPointer, store: IndexStore, backup: IndexStore) -> list[Candidate]:
-        """What may be served, best first: CURRENT's version (store, then backup), then older ones."""
+        """What may be served, best first: CURRENT's version (store, then backup), then older ones. With
+        CURRENT unreadable: the versions the database says were published, the last publish or rollback
+        first (an operator's rollback is honoured), else (the database down too) every version, newest first."""
         in_store, in_backup = set(store.versions()), set(backup.versions())
         ceiling: int | None = pointer.version
-        allowed: set[int] | None = None
+        order = sorted(in_store | in_backup, reverse=True)
         if ceiling is None and (in_store or in_backup):
             published = self._published_versions(store.model_version)
             if published is not None:
-                allowed = set(published)
+                order = [v for v in published if v in in_store or v in in_backup]
             elif not pointer.damaged and not in_backup:
                 return []  # nothing was ever published, as far as anything can tell
         out: list[Candidate] = []
-        for v in sorted(in_store | in_backup, reverse=True):
-            if (ceiling is not None and v > ceiling) or (allowed is not None and v not in allowed):
+        for v in order:
+            if ceiling is not None and v > ceiling:
                 continue
             if v in in_store:
                 out.append((v, "store"))

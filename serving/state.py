@@ -64,13 +64,15 @@ class ServerState:
         return parse_name(self.settings.embedding_model).model_version
 
     def _published_versions(self, model_version: str) -> list[int] | None:
-        """Versions the database says were published (for the fallback when CURRENT is unreadable); None if down."""
+        """Versions the database says were published, the last published or rolled back to first (for the
+        fallback when CURRENT is unreadable: what the operator chose last, not the highest number); None if down."""
         import psycopg
 
         try:
             with psycopg.connect(self.settings.conninfo(), connect_timeout=3) as conn:
                 rows = conn.execute("SELECT version FROM index_versions WHERE model_version = %s AND "
-                                    "published_at IS NOT NULL", (model_version,)).fetchall()
+                                    "published_at IS NOT NULL ORDER BY published_at DESC, version DESC",
+                                    (model_version,)).fetchall()
         except psycopg.Error as exc:
             log.warning("cannot ask the database which versions were published: %s", str(exc).strip()[:200])
             return None

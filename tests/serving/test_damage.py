@@ -294,3 +294,21 @@ def test_vector_routes_work_while_the_model_is_unavailable(scenario, live_server
     with open(base.files[base.ids[0]], "rb") as fh:
         r = srv.client.post("/search/image", files={"file": ("a.jpg", fh.read(), "image/jpeg")})
     assert r.status_code == 503 and "model" in r.json()["message"] and "places" in r.json()["message"].lower()
+
+
+def test_garbage_in_current_after_a_rollback_serves_the_rolled_back_version(scenario, live_server, base) -> None:  # type: ignore[no-untyped-def]
+    """The fallback honours what the operator chose last (recorded by the rollback), not the highest version
+    that verifies; `rollback`'s repair picks the same one."""
+    from indexing import pipeline
+
+    scn = scenario("rolledback")
+    v1 = scn.publish()
+    scn.execute("DELETE FROM images WHERE id = %s", (base.ids[21],))
+    v2 = scn.publish(mode="merge")
+    assert v2 > v1 and pipeline.rollback(scn.conninfo, scn.settings, base.model_version, to=v1) == v1
+    (scn.store().root / "CURRENT").write_bytes(b"\xff\xfe\x00garbage\x81")
+    srv = live_server(scn.settings)
+    assert srv.wait_ready(version=v1, timeout=30)["index_version"] == v1
+    assert "CURRENT is damaged" in srv.client.get("/").json()["degraded"]
+    assert pipeline.rollback(scn.conninfo, scn.settings, base.model_version) == v1  # the repair
+    assert scn.store().current_version() == v1
