@@ -178,7 +178,8 @@ def build(conninfo: str, settings: Settings, model_version: str, *, mode: str = 
         if mode == "merge" and parent is not None:
             try:
                 _intact(settings, store, parent)  # restored from BACKUP_DIR if the store's copy is damaged
-                if _unchanged_since(ledger, store.read_manifest(parent), index_type):
+                parent_manifest = store.read_manifest(parent)
+                if _unchanged_since(ledger, parent_manifest, index_type or parent_manifest.requested_index_type):
                     return {"version": None, "current": parent, "mode": "none",
                             "reason": f"nothing new since {version_name(parent)}"}
             except IndexCorrupt as exc:  # no intact copy anywhere: nothing to merge into, nothing to keep serving

@@ -13,6 +13,7 @@ ids and the manifest are written and the folder is renamed into place.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -369,6 +370,11 @@ def build_version(
     reason = None
     try:
         pieces: Pieces | None = None
+        if mode == "merge" and parent is not None and index_type is None:
+            # A merge keeps the type its parent was asked for (an HNSW asked for once stays HNSW, also when
+            # the merge must rebuild); automatic stays automatic. Only an explicit index_type changes it.
+            with contextlib.suppress(IndexCorrupt):
+                index_type = store.read_manifest(parent).requested_index_type
         if mode == "merge" and parent is not None:
             try:
                 parent_manifest, parent_meta, parent_removed = read_parent(store, parent)
@@ -391,6 +397,7 @@ def build_version(
             pieces = builder.rebuild(ledger, parts, dim, index_type)
         relations = builder.relations(pieces, parent if mode == "merge" and used == "rebuild" else None)
         meta_extra = {"mode": used, "requested_mode": mode, "rebuild_reason": reason,
+                      "requested_index_type": index_type,
                       "parent_version": parent, "ledger_snapshot": ledger.snapshot.isoformat(),
                       "ledger_watermark": ledger.watermark.isoformat() if ledger.watermark else None,
                       "relations": relations, **(extra or {})}

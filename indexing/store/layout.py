@@ -113,6 +113,7 @@ class Manifest:
     dag_run_id: str | None = None
     changes: dict[str, int] | None = None
     relations: dict[str, Any] | None = None  # what the build did about duplicate relations (indexing/relations/)
+    requested_index_type: str | None = None  # the type asked for (None: automatic); merges keep asking for it
 
     _REQUIRED = ("version", "model_version", "dim", "index_type", "count", "sha256")
 

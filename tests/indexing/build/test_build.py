@@ -368,3 +368,25 @@ def test_lookups_by_code_and_descriptions_match_the_rows(corpus, conninfo, setti
     assert loaded.describe(10**9) == {"id": 10**9, "code": None, "filename": None, "event_code": None}
     asked = [ids[5], 10**9, ids[3], ids[0], ids[5]]
     assert loaded.describe_many(asked) == [loaded.describe(i) for i in asked]
+
+
+def test_merges_keep_the_index_type_the_parent_was_asked_for(small_corpus, conninfo, settings):
+    """HNSW asked for once stays HNSW through the next merges (which must rebuild it: HNSW cannot merge); they
+    used to fall back to the automatic choice (flat at this size). An explicit type changes it; automatic stays."""
+    from indexing import pipeline
+    from indexing.store.layout import IndexStore
+
+    store = IndexStore(settings, MODEL)
+
+    def build(**kw) -> tuple[str, str | None]:  # type: ignore[no-untyped-def]
+        small_corpus.embed(small_corpus.images(small_corpus.event(), 2))
+        version = pipeline.build(conninfo, settings, MODEL, **kw)["version"]
+        pipeline.publish(conninfo, settings, MODEL, version)  # the next merge's parent
+        m = store.read_manifest(version)
+        return m.index_type, m.requested_index_type
+
+    assert build(mode="rebuild", index_type="hnsw") == ("hnsw", "hnsw")
+    assert build() == ("hnsw", "hnsw")  # a merge: rebuilt, still HNSW
+    assert build(index_type="flat") == ("flat", "flat")
+    assert build() == ("flat", "flat")
+    assert build(mode="rebuild") == ("flat", None)  # a rebuild asking nothing: automatic again

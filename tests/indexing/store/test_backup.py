@@ -87,9 +87,9 @@ def test_every_command_works_with_a_damaged_current(small_corpus, conninfo, sett
     assert built.returncode == 0 and "rebuild" in built.stdout and "CURRENT" in built.stdout, built.stdout
     assert run("rollback", "--to", "v1").returncode == 0
     current.write_text("garbage")
-    repaired = run("rollback")
-    assert repaired.returncode == 0 and "now v000002" in repaired.stdout, repaired.stderr
-    assert IndexStore(settings, MODEL).current_version() == v2 != v1
+    repaired = run("rollback")  # back to what the operator chose last (v1), not the newest (v2)
+    assert repaired.returncode == 0 and "now v000001" in repaired.stdout, repaired.stderr
+    assert IndexStore(settings, MODEL).current_version() == v1 != v2
 
 
 def test_a_published_version_has_a_verified_backup_at_once(small_corpus, conninfo, settings):
