@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-no-samples lint pytest pytest-ems node-test migrate demo weights serve stack stack-stop stack-status clean
+.PHONY: setup test test-slow test-no-samples lint pytest pytest-ems node-test migrate demo weights serve stack stack-stop stack-status clean
 
 setup: $(STAMP)
 
@@ -19,8 +19,14 @@ $(STAMP): requirements.txt requirements-dev.txt
 lint: setup
 	$(VENV)/bin/ruff check --no-cache .
 
+# The fast loop (make test, about 10 minutes on 2 cores): every kind of test but the slow scenarios.
 pytest: setup
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -m "not slow"
+
+# The slow scenarios (make stack for real with its faults, the demo end to end, a backfill, the API fuzzer),
+# then the EMS-shaped pass; CI (.ci/run) runs them after make test.
+test-slow: setup
+	$(VENV)/bin/pytest -m slow
 	$(MAKE) pytest-ems
 
 # The database part again, on databases made the way an Event Management System made them

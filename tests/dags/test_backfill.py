@@ -9,7 +9,11 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from tests.dags.conftest import REPO, TEST_MODEL, ledger, photos, run_existing, sync_dags
+
+pytestmark = pytest.mark.slow  # a backfill over several intervals through the Airflow CLI (a minute): make test-slow
 
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
 

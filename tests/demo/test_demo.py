@@ -23,6 +23,8 @@ import pytest
 from core.localpg import free_port, port_answers
 from core.sample_data import sample_photos
 
+pytestmark = pytest.mark.slow  # the whole job end to end, twice (minutes): make test-slow
+
 REPO = Path(__file__).resolve().parents[2]
 PHOTOS = 8
 PLANTED = 3 + 2 + 1  # copies of 3 photos, two shots of one scene, one shot of another

@@ -15,7 +15,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.serving.conftest import API_KEY
+
+pytestmark = pytest.mark.slow  # the API fuzzer against a live server: make test-slow
 
 REPO = Path(__file__).resolve().parents[2]
 
