@@ -10,12 +10,17 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from storage.location import Location, LocationError, parse_location
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# The default model: the seed's Places365 where its weights are present, else the model that ships with its
+# package and works offline. One rule for the demo, the server, the DAGs and make stack (Settings._model).
+PLACES365 = "places365-resnet50"
+OFFLINE_MODEL = "efficientnet-lite0"
 
 
 class SettingsError(RuntimeError):
@@ -47,7 +52,12 @@ class Settings(BaseSettings):
     )
 
     # Model.
-    embedding_model: str = "places365-resnet50"
+    embedding_model: str = Field(
+        "", description="model spec name[@preprocess][+variant]; empty: places365-resnet50 when its weights "
+        "(MODEL_WEIGHTS) are present, else efficientnet-lite0 (ships with its package). Set it on every host "
+        "of a deployment over several hosts"
+    )
+    _model_reason: str = PrivateAttr("")
     model_weights: Path | None = Field(
         None, description="Places365 checkpoint; default DATA_DIR/weights/resnet50_places365.pth.tar"
     )
@@ -131,6 +141,27 @@ class Settings(BaseSettings):
         text = str(value)
         parse_location(text, "folder")  # raises ValueError subclasses: reported with the variable's name
         return text
+
+    @model_validator(mode="after")
+    def _model(self) -> Settings:
+        """EMBEDDING_MODEL, else the default rule; `model_reason` says which, for logs and the demo."""
+        self.embedding_model = self.embedding_model.strip()
+        if self.embedding_model:
+            self._model_reason = "EMBEDDING_MODEL"
+            return self
+        weights = self.resolved_model_weights
+        if weights.is_file():
+            self.embedding_model, self._model_reason = PLACES365, f"Places365 weights found at {weights}"
+        else:
+            self.embedding_model, self._model_reason = OFFLINE_MODEL, (
+                f"EMBEDDING_MODEL unset and no Places365 weights at {weights} (`make weights` downloads them); "
+                "efficientnet-lite0 ships with its package")
+        return self
+
+    @property
+    def model_reason(self) -> str:
+        """Why `embedding_model` is what it is: set by EMBEDDING_MODEL, or which default and why."""
+        return self._model_reason
 
     @property
     def data_location(self) -> Location:

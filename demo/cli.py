@@ -21,7 +21,7 @@ from types import FrameType
 
 from core.db import DatabaseUnavailable
 from core.localpg import LocalPostgresError
-from core.settings import Settings, SettingsError, get_settings
+from core.settings import OFFLINE_MODEL, PLACES365, Settings, SettingsError, get_settings
 from demo.airflow_runner import AirflowRunError, AirflowRunner
 from demo.database import DemoDatabase, open_database
 from demo.examples import format_example, run_examples
@@ -29,8 +29,6 @@ from demo.photos import PhotoError, find_sources, prepare_extras, register
 from demo.progress import Progress
 from demo.server import SearchServer, ServerError, choose_port
 
-PLACES365 = "places365-resnet50"
-EFFICIENTNET = "efficientnet-lite0"
 STEPS = 8
 
 
@@ -46,23 +44,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-serve", action="store_true",
                         help="stop the server after printing the example answers (exit 1 if one was wrong)")
     parser.add_argument("--limit", type=int, help="register at most this many photos")
-    parser.add_argument("--model", choices=[PLACES365, EFFICIENTNET],
-                        help="embedding model (default: Places365 when its weights file is present, "
-                        "else efficientnet-lite0)")
+    parser.add_argument("--model", choices=[PLACES365, OFFLINE_MODEL],
+                        help="embedding model (default EMBEDDING_MODEL, else Places365 when its weights file is "
+                        "present, else efficientnet-lite0: the rule `make serve` and the DAGs follow too)")
     parser.add_argument("--private-db", action="store_true",
                         help="always use a private PostgreSQL under DATA_DIR/pg, even if DB_HOST answers")
     return parser
 
 
 def choose_model(settings: Settings, requested: str | None) -> tuple[str, str]:
-    """The model to embed with, and why."""
-    weights = settings.resolved_model_weights
+    """The model to embed with, and why: --model, else the settings' one rule (core.settings), so that
+    `make serve` afterwards serves the index this demo built."""
     if requested:
         return requested, "chosen with --model"
-    if weights.is_file():
-        return PLACES365, f"Places365 weights found at {weights}"
-    return EFFICIENTNET, (f"Places365 weights not found at {weights}; `make weights` downloads them "
-                          "(efficientnet-lite0 ships with its package and works offline)")
+    return settings.embedding_model, ("set by EMBEDDING_MODEL" if settings.model_reason == "EMBEDDING_MODEL"
+                                      else settings.model_reason)
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
@@ -125,6 +121,7 @@ def _run(args: argparse.Namespace, progress: Progress, started: Started) -> int:
 
     progress.step("model")
     model, why = choose_model(settings, args.model)
+    default_model = settings.embedding_model
     from embeddings.models import ModelUnavailable, parse_name
 
     try:
@@ -223,6 +220,9 @@ def _run(args: argparse.Namespace, progress: Progress, started: Started) -> int:
         return 0 if examples.ok else 1
     progress.raw()
     progress.raw(f"The search server is running at {server.url} (interactive API docs: {server.url}/docs).")
+    if model != default_model:
+        progress.raw(f"`make serve` alone serves {default_model}; `EMBEDDING_MODEL={model} make serve` serves this "
+                     "demo's index.")
     progress.raw("Press Ctrl-C to stop it" + (" and the private PostgreSQL." if db.server else "."))
     code = server.wait()
     progress.raw(f"the search server exited with {code}; see {server.log}")

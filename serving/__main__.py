@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     from serving.app import create_app
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("serving").info("model %s (%s)", settings.embedding_model, settings.model_reason)
     host, port = args.host or settings.api_host, args.port or settings.api_port
     if args.workers > 1:  # workers import the app themselves and read the same environment
         uvicorn.run("serving.app:create_app", factory=True, workers=args.workers, host=host, port=port,

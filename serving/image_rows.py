@@ -122,16 +122,21 @@ async def find_image(db: Database, id_or_code: int | uuid.UUID) -> ImageRow | No
 
 async def pipeline_status(db: Database, served: ServedIndex | None, model_version: str | None,
                           image_id: int) -> PipelineStatus:
-    """`indexed` when the version this server answers from holds it (searchable now), else the ledger's word."""
-    if served is not None and served.has(image_id):
-        return PipelineStatus("indexed", served.model_version, index_version=served.version)
+    """`indexed` when the version this server answers from holds it (searchable now), else the ledger's word;
+    the ledger's attempts and embedded_at in both cases."""
+    indexed = served is not None and served.has(image_id)
+    if indexed:
+        model_version = served.model_version  # type: ignore[union-attr]
     if model_version is None:
         return PipelineStatus("queued", None)
     rows = await db.fetch("SELECT status, error, attempts, embedded_at FROM image_embeddings "
                           "WHERE image_id = %s AND model_version = %s", (image_id, model_version))
-    if not rows:
+    status, error, attempts, embedded_at = rows[0] if rows else (None, None, None, None)
+    if indexed:
+        return PipelineStatus("indexed", model_version, index_version=served.version,  # type: ignore[union-attr]
+                              attempts=attempts, embedded_at=embedded_at)
+    if status is None:
         return PipelineStatus("queued", model_version)
-    status, error, attempts, embedded_at = rows[0]
     if status == "failed":
         return PipelineStatus("failed", model_version, error=error or "failed (no reason recorded)",
                               attempts=attempts, embedded_at=embedded_at)

@@ -8,8 +8,6 @@ embedded nothing, or published nothing, emits no event at all.
 
 from __future__ import annotations
 
-import os
-
 from airflow.sdk import Asset, AssetAlias
 
 # The registry names of embeddings.models (kept here so parsing never imports torch;
@@ -40,8 +38,19 @@ def base_model(spec: str) -> str:
 
 
 def default_model() -> str:
-    """EMBEDDING_MODEL when it is a spec of a registry model, else the first model (read at parse time, cheaply)."""
-    configured = os.environ.get("EMBEDDING_MODEL", "").strip()
+    """The settings' model (EMBEDDING_MODEL, else Places365 where its weights are present, else
+    efficientnet-lite0: the rule the demo and the server follow), when it names a registry model.
+
+    Read at parse time: a bad setting falls back to the first model here and is reported by the tasks.
+    """
+    try:
+        from core.settings import SettingsError, get_settings
+    except ImportError:  # the repo root is not on this parser's PYTHONPATH: the tasks will say so
+        return MODEL_NAMES[0]
+    try:
+        configured = get_settings().embedding_model
+    except SettingsError:
+        return MODEL_NAMES[0]
     return configured if base_model(configured) in MODEL_NAMES else MODEL_NAMES[0]
 
 

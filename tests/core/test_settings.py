@@ -94,3 +94,27 @@ def test_every_command_stops_at_start_on_a_bad_folder_url(command: list[str], tm
     assert res.returncode != 0 and len(errors) == 1, res.stderr
     assert "DATA_DIR" in errors[0] and "s4://" in errors[0], errors
     assert not any(tmp_path.iterdir()), list(tmp_path.iterdir())  # nothing written anywhere
+
+
+def test_one_model_default_for_every_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unset EMBEDDING_MODEL: Places365 where its weights are, else efficientnet-lite0; the DAGs
+    (tests/dags/test_dagbag.py), the demo and the server read this one rule, so `make serve` serves what
+    `make demo` built."""
+    from core.settings import get_settings
+
+    monkeypatch.delenv("EMBEDDING_MODEL", raising=False)
+    monkeypatch.delenv("MODEL_WEIGHTS", raising=False)
+    monkeypatch.setenv("DATA_DIR", str(tmp_path))
+    get_settings.cache_clear()
+    settings = load_settings()
+    assert settings.embedding_model == "efficientnet-lite0" and "make weights" in settings.model_reason
+    weights = tmp_path / "weights" / "resnet50_places365.pth.tar"
+    weights.parent.mkdir()
+    weights.write_bytes(b"checkpoint")
+    get_settings.cache_clear()
+    assert load_settings().embedding_model == "places365-resnet50"
+    monkeypatch.setenv("EMBEDDING_MODEL", " efficientnet-lite0@crop224 ")
+    get_settings.cache_clear()
+    settings = load_settings()
+    assert (settings.embedding_model, settings.model_reason) == ("efficientnet-lite0@crop224", "EMBEDDING_MODEL")
+    get_settings.cache_clear()

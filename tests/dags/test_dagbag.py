@@ -84,3 +84,26 @@ def test_the_embedding_schedule_is_a_setting(monkeypatch) -> None:  # type: igno
     monkeypatch.setenv("EMBEDDING_SCHEDULE", "every tuesday")
     with pytest.raises(Exception, match="columns"):
         embedding_timetable()
+
+
+def test_the_form_default_model_is_the_settings_rule(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The model a scheduled run embeds with is the one `make serve` and `make demo` pick (core.settings)."""
+    from core.settings import get_settings
+    from image_pipeline.assets import default_model
+
+    monkeypatch.delenv("EMBEDDING_MODEL", raising=False)
+    monkeypatch.delenv("MODEL_WEIGHTS", raising=False)
+    monkeypatch.setenv("DATA_DIR", str(tmp_path))
+    get_settings.cache_clear()
+    assert default_model() == get_settings().embedding_model == "efficientnet-lite0"
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "resnet50_places365.pth.tar").write_bytes(b"checkpoint")
+    get_settings.cache_clear()
+    assert default_model() == "places365-resnet50"
+    monkeypatch.setenv("EMBEDDING_MODEL", "efficientnet-lite0+plain")
+    get_settings.cache_clear()
+    assert default_model() == "efficientnet-lite0+plain"
+    monkeypatch.setenv("EMBEDDING_MODEL", "no-such-model")
+    get_settings.cache_clear()
+    assert default_model() == "places365-resnet50"  # the plan task reports the unknown model
+    get_settings.cache_clear()

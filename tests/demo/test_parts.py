@@ -14,15 +14,19 @@ from core.sample_data import generate_photos
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_model_choice_follows_the_weights_file(settings, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_model_choice_is_the_settings_rule(settings, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """The demo embeds with the model `make serve` will serve: the same rule (core.settings), unless --model."""
+    from core.settings import load_settings
     from demo.cli import choose_model
 
     model, why = choose_model(settings, None)
     assert model == "efficientnet-lite0" and str(settings.resolved_model_weights) in why
     settings.resolved_model_weights.parent.mkdir(parents=True, exist_ok=True)
     settings.resolved_model_weights.write_bytes(b"checkpoint")
-    assert choose_model(settings, None)[0] == "places365-resnet50"
+    assert choose_model(load_settings(), None)[0] == "places365-resnet50"
     assert choose_model(settings, "efficientnet-lite0") == ("efficientnet-lite0", "chosen with --model")
+    monkeypatch.setenv("EMBEDDING_MODEL", "efficientnet-lite0")
+    assert choose_model(load_settings(), None) == ("efficientnet-lite0", "set by EMBEDDING_MODEL")
 
 
 def test_private_postgres_is_started_migrated_and_reused(settings, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

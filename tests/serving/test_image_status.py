@@ -99,6 +99,12 @@ def test_status_queued_embedded_indexed_failed(status_server, base) -> None:
     assert (body["id"], body["code"], body["event_code"]) == (base.ids[0], base.codes[base.ids[0]], base.event_a)
     assert srv.client.get(f"/images/{base.codes[base.ids[0]]}").json() == body
     assert srv.client.get(f"/images/{base.codes[base.ids[0]].upper()}").json()["id"] == base.ids[0]
+    # An indexed image shows what the ledger says of it (attempts, embedded_at), not nulls.
+    scn.execute("INSERT INTO image_embeddings (image_id, model_version, status, parquet_part, attempts) "
+                "VALUES (%s, %s, 'embedded', 'part-0.parquet', 2) ON CONFLICT (image_id, model_version) "
+                "DO UPDATE SET attempts = 2", (base.ids[0], base.model_version))
+    ledger = srv.client.get(f"/images/{base.ids[0]}").json()
+    assert ledger["status"] == "indexed" and ledger["attempts"] == 2 and ledger["embedded_at"], ledger
 
     added = srv.client.post("/add_image", json={"filename": "st.jpg", "file_path": _new_file(base, "st.jpg"),
                                                 "event_code": base.event_b}, headers=KEY).json()
