@@ -224,7 +224,11 @@ def _run(args: argparse.Namespace, progress: Progress, started: Started) -> int:
         progress.raw(f"`make serve` alone serves {default_model}; `EMBEDDING_MODEL={model} make serve` serves this "
                      "demo's index.")
     progress.raw("Press Ctrl-C to stop it" + (" and the private PostgreSQL." if db.server else "."))
-    code = server.wait()
+    try:
+        code = server.wait()
+    except KeyboardInterrupt:  # the way this step is meant to end: a clean stop, not an error (no make Error 130)
+        progress.raw("\nCtrl-C: stopping the search server" + (" and the private PostgreSQL" if db.server else ""))
+        return 0 if examples.ok else 1
     progress.raw(f"the search server exited with {code}; see {server.log}")
     return 1 if code else 0
 

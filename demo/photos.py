@@ -14,10 +14,12 @@ and reuses them.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import uuid
-from dataclasses import dataclass
+from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
@@ -177,11 +179,43 @@ class Planted:
     scene_upload: Path  # ... and its other shot, only uploaded to the duplicate check
     query: Path  # a transformed copy of `query_original`, only uploaded
     query_original: Path
+    # Files of the folder byte-identical to another file of it (name -> the names of all its twins, itself
+    # included): copies already in the folder, so right answers group them with what the demo planted.
+    twins: dict[str, frozenset[str]] = field(default_factory=dict)
 
     @property
     def registered(self) -> list[Path]:
         """The planted files that become rows of the event (after the source photos)."""
         return [c for _, c in self.copies] + [*self.scene_pair, self.scene_probe]
+
+    def same_file(self, path: Path) -> frozenset[str]:
+        """The names of `path` and of every file of the folder byte-identical to it."""
+        return self.twins.get(path.name, frozenset({path.name}))
+
+    @property
+    def copy_groups(self) -> list[frozenset[str]]:
+        """The copy groups the event must hold: each planted copy with its original and the original's twins,
+        then the folder's own byte-identical files (copies whatever else they are)."""
+        groups: list[frozenset[str]] = []
+        for group in [self.same_file(original) | {copy.name} for original, copy in self.copies]:
+            for other in [g for g in groups if g & group]:  # twins among the originals: one group
+                groups.remove(other)
+                group |= other
+            groups.append(group)
+        planted = frozenset().union(*groups)
+        return groups + sorted({t for t in self.twins.values() if not t & planted}, key=sorted)
+
+
+def byte_identical(files: list[Path]) -> dict[str, frozenset[str]]:
+    """Files with the same bytes, by name (only names that have a twin)."""
+    by_digest: dict[str, set[str]] = defaultdict(set)
+    for path in files:
+        digest = hashlib.sha256()
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        by_digest[digest.hexdigest()].add(path.name)
+    return {name: frozenset(names) for names in by_digest.values() if len(names) > 1 for name in names}
 
 
 def prepare_extras(source: Source, work_dir: Path) -> Planted:
@@ -191,4 +225,4 @@ def prepare_extras(source: Source, work_dir: Path) -> Planted:
     (shot_a, shot_b), (probe, other) = sample_scene_pairs(2, out_dir=work_dir / "scenes")
     original = source.files[len(source.files) // 2]
     query = query_copy(original, work_dir / "queries" / f"{original.stem}_rotated_cropped.jpg")
-    return Planted(copies, (shot_a, shot_b), probe, other, query, original)
+    return Planted(copies, (shot_a, shot_b), probe, other, query, original, byte_identical(source.files))
