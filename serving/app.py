@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from core.settings import Settings, get_settings
 from indexing.search import ann
@@ -59,7 +60,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await state.stop()
 
-    app = FastAPI(title="Image similarity search", version="1.0.0", description=DESCRIPTION, lifespan=lifespan)
+    # /docs and /redoc from the package's own copies of Swagger UI and ReDoc (FastAPI's default loads them
+    # from a CDN: a blank page offline or behind a firewall).
+    app = FastAPIOffline(title="Image similarity search", version="1.0.0", description=DESCRIPTION,
+                         lifespan=lifespan, static_url="/docs-static")
     app.state.server = state
     _exact_openapi(app, settings)
     errors.install(app)
