@@ -21,7 +21,8 @@ EPILOG = """examples:
   python -m embeddings files a.jpg b.png --out vectors.parquet
   python -m embeddings compact                       # merge small parts (latest row per image)
   python -m embeddings weights                       # download the Places365 checkpoint (make weights)
-  python -m embeddings export                        # the model's ONNX file (also made automatically when missing)
+  python -m embeddings export                        # the model's ONNX file (also made automatically when missing),
+                                                     # published to DATA_DIR/models for server-only hosts
 """
 
 
@@ -73,23 +74,47 @@ def build_parser() -> argparse.ArgumentParser:
                              description="Download the Places365 checkpoint to MODEL_WEIGHTS and verify its sha256.")
     weights.add_argument("--url", help="a mirror of resnet50_places365.pth.tar (the hash is still checked)")
     weights.add_argument("--dest", type=Path, help="where to write it (default: MODEL_WEIGHTS)")
-    export = sub.add_parser("export", help="export the model to its ONNX file in MODEL_CACHE_DIR (if missing or stale)",
+    export = sub.add_parser("export", help="export the model to its ONNX file in MODEL_CACHE_DIR (if missing or stale) "
+                            "and publish it to DATA_DIR/models",
                             description="Export the model (default EMBEDDING_MODEL) from its torch weights to the "
-                                        "ONNX file EMBEDDING_RUNTIME=onnx runs; done automatically when missing.")
+                                        "ONNX file EMBEDDING_RUNTIME=onnx runs (done automatically when missing), "
+                                        "and publish it to DATA_DIR/models, where a server-only install (no torch) "
+                                        "takes it from.")
     export.add_argument("--force", action="store_true", help="export even if a current file exists")
+    export.add_argument("--no-publish", action="store_true", help="only the local file (MODEL_CACHE_DIR)")
     return parser
 
 
 def _export(args: argparse.Namespace, settings: Any) -> int:
-    from embeddings.models import parse_name
-    from embeddings.onnx_export import artifact, export, is_current
+    from embeddings.models import ModelUnavailable, parse_name
+    from embeddings.onnx_export import (
+        ExportError,
+        artifact,
+        export,
+        is_current,
+        missing_export_modules,
+        publish,
+        published_location,
+    )
+    from storage.objects import StorageUnavailable
 
-    art = artifact(parse_name(args.model or settings.embedding_model).model, settings)
+    model = parse_name(args.model or settings.embedding_model).model
+    missing = missing_export_modules(model)
+    if missing:
+        raise ModelUnavailable(f"exporting {model} needs {', '.join(missing)}, which this install lacks "
+                               "(a server-only install): run it on a pipeline host (requirements-pipeline.txt)")
+    art = artifact(model, settings)
     state = "already current"
     if args.force or not is_current(art):
         export(art, settings)
         state = "exported"
     print(f"{art.model}: {state} {art.path} (weights sha256 {art.tag['weights_sha256'][:12]}...)")
+    if not args.no_publish:
+        try:
+            sent = publish(art, settings)
+        except StorageUnavailable as exc:
+            raise ExportError(f"exported, but not published: {exc}") from None
+        print(f"{art.model}: {'published to' if sent else 'already published in'} {published_location(settings).url}/")
     return 0
 
 

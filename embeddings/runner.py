@@ -30,6 +30,7 @@ from embeddings import ledger, planning
 from embeddings.dataset import dataset_dir, push_part
 from embeddings.loading import ImageLoadError, load_image_info, read_file
 from embeddings.models import Embedder, get_embedder, parse_name
+from embeddings.onnx_export import publish_for
 from embeddings.writer import build_table, part_name, write_part
 from storage.images import ImageFiles
 from storage.objects import StorageUnavailable
@@ -180,6 +181,7 @@ def embed_batch(
     settings = settings or get_settings()
     started = time.monotonic()
     embedder = get_embedder(model_name, settings)
+    publish_for(embedder, settings)  # the ONNX file, for server-only hosts (DATA_DIR/models; once per process)
     mv = embedder.model_version
     ids = list(dict.fromkeys(int(i) for i in image_ids))
     with connect(conninfo=conninfo) as conn:

@@ -75,8 +75,9 @@ def test_stale_or_damaged_export_is_never_used(tmp_path: Path, places_checkpoint
 
 def test_missing_weights_is_a_clear_error(tmp_path: Path) -> None:
     clear_cache()
-    with pytest.raises(ModelUnavailable, match="MODEL_WEIGHTS"):
-        get_embedder("places365-resnet50", load_settings(model_weights=tmp_path / "none.pth.tar"))
+    with pytest.raises(ModelUnavailable, match="MODEL_WEIGHTS"):  # (and nothing published in this DATA_DIR)
+        get_embedder("places365-resnet50", load_settings(model_weights=tmp_path / "none.pth.tar",
+                                                         data_dir=tmp_path / "data"))
 
 
 def test_bad_checkpoint_reports_the_exporters_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
