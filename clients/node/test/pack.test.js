@@ -280,6 +280,8 @@ test('Node.js versions: CI runs the tests on the engines minimum and the current
   assert.equal(minimum, '22.11.0', 'the first LTS release of the oldest Node line still supported (docs/node-client.md)');
   assert.deepEqual(versionsToTest({}), [minimum, CURRENT_LTS]);
   assert.deepEqual(versionsToTest({ NODE_VERSIONS: '24.22.3, 26.12.1' }), ['24.22.3', '26.12.1']);
+  assert.deepEqual(versionsToTest({ NODE_VERSIONS: 'lts' }), [CURRENT_LTS]);
+  assert.deepEqual(versionsToTest({ NODE_VERSIONS: 'minimum lts' }), [minimum, CURRENT_LTS]);
   assert.ok(Number(CURRENT_LTS.split('.')[0]) > Number(minimum.split('.')[0]));
   assert.throws(() => enginesMinimum('^20 || >=22'), /one lower bound/);
   const [major, minor] = minimum.split('.');
