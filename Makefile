@@ -96,4 +96,4 @@ stack-status:
 	$(PY) -m stack status
 
 clean:
-	rm -rf $(VENV) data .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(SERVER_VENV) data .pytest_cache .ruff_cache
