@@ -1485,3 +1485,25 @@ def test_redis_requires_a_password(services: dict[str, dict[str, Any]], secrets_
         parts = urlsplit(url)
         assert (parts.scheme, parts.hostname, parts.port, parts.password) == (
             "redis", "redis", 6379, SECRET_VALUES["redis_password"]), name
+
+
+@pytest.mark.parametrize("dockerfile, entry", [("Dockerfile.server", "serving"), ("Dockerfile.airflow", "dags")])
+def test_each_image_copies_every_project_package_its_code_imports(dockerfile: str, entry: str) -> None:
+    """An image that lacks a package its code imports fails at its first request or task (both images once
+    lacked duplicates/). Follows the imports of the copied packages, module-level and inside functions."""
+    import ast
+
+    project = {p.name for p in REPO.iterdir() if (p / "__init__.py").is_file()}
+    copied = {Path(src).parts[0] for src, _ in _dockerfile_copies(REPO / "docker" / dockerfile)}
+    needed, todo = set(), [entry]
+    while todo:
+        package = todo.pop()
+        if package in needed:
+            continue
+        needed.add(package)
+        for source in (REPO / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(source.read_text())):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                         else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+                todo += [n.split(".")[0] for n in names if n.split(".")[0] in project]
+    assert needed <= copied, f"{dockerfile} lacks {sorted(needed - copied)}"
