@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 
@@ -25,6 +25,9 @@ class Verdict:
     relation: Relation
     score: float
     reason: str
+    # The rule that decided (duplicates/rules.py; the reason names it too). Not stored with precomputed
+    # relations, so not part of equality: a verdict read back equals the one computed.
+    rule: str = field(default="", compare=False)
 
     @property
     def duplicate(self) -> bool:

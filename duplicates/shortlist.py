@@ -24,7 +24,7 @@ GROUP_WIDE = 100  # ... of each photo of an event, for its groups (2,000 photos 
 VOTED = 5  # ... of which the most-voted this many are verified besides the cosine top-k
 VOTE_DISTANCE = 64  # Hamming distance (of 256 bits) within which a nearest descriptor votes
 MIN_VOTES = 6  # fewer votes than this are chance
-# An event's candidate pairs depend on these: bump verify.RULES_VERSION with any change (stored relations).
+# An event's candidate pairs depend on these: verify.RULES_VERSION is derived from this module's code too.
 
 
 def keypoint_votes(query: Fingerprint, candidates: Sequence[Fingerprint | None]) -> np.ndarray:

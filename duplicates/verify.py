@@ -23,28 +23,22 @@ embedding scores two different goldfinches as high as two shots of one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+import sys
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 
-from duplicates import opencv
+from duplicates import opencv, rules
 from duplicates.fingerprint import Fingerprint, Keypoints, chroma_planes, resize_long
 from duplicates.relation import Relation, Verdict
 
-# --- thresholds (tuned by bench/duplicates.py on a split; docs/duplicates.md) ---
-# Relations computed under other rules are stale: bump RULES_VERSION with any change below or in
-# the stages (the pipeline stores it beside the relations it precomputes).
-RULES_VERSION = "v10"  # v10: colour that moved counts too (a figure as bright as its background moves
-# unseen in grey; the fingerprint carries the thumbnail's Cb and Cr since orb3).
-# v9: faint differences a local shift explains count too (a figure close to its
-# background's tone moved); the motion test runs for every would-be copy, and a pair it vetoes is judged
-# from the candidate's side too
-# v8: disagreement near the edges that a local shift explains (something moved) counts;
-# a band along an edge is an overlay when half as overlay-like
-# v7: an overlay stays within OVERLAY_DEPTH of the edge it touches
-# v6: an another-shot verdict is also judged from the candidate's side (relate)
-# v5: candidates also by keypoint votes (duplicates.shortlist); loose weak fits need more detail; cells
-# untextured on both sides never disagree; a squashing refinement never wins
+# --- measurement parameters (the decision's thresholds are data: duplicates/thresholds.toml, rules.py) ---
+# Relations computed under other rules are stale: RULES_VERSION is derived from this module's code, the rules
+# and the thresholds (rules_version below), so any change to them re-verifies stored relations; the pinned
+# value in tests/duplicates/test_rules.py makes such a change visible in review. History of the hand-made
+# versions: v10 colour that moved counts; v9 faint motion; v8 edge motion, overlay bands; v7 overlay depth;
+# v6 another shot judged from both sides; v5 keypoint-vote candidates, loose weak fits.
 MIN_MATCHES = 8  # ratio-test survivors needed to try a fit
 MATCH_RATIOS = (0.8, 0.9)  # Lowe's ratio test; the second only when the first found no fit
 MIN_INLIERS = 10  # inliers of the similarity fit that make it "the same scene geometry"
@@ -54,58 +48,29 @@ CELL = 4  # pixel agreement cell, thumbnail pixels
 CELL_TOL = 12.0  # a cell whose mean abs difference (of 255) is under this always agrees
 NOISE_FACTOR = 3.0  # ... and so does one under this many times the pair's median cell difference
 TONE_BINS = 16
-COHERENCE_K = 6
 CELL_NCC = 0.97  # structure similarity under which a differing cell disagrees
 FLAT_STD = 2.0  # a window this flat (std, of 255) has no structure to compare
 DRIFT_CLIP = 30.0  # a slow tone drift (of 255) is estimated from pixels differing less than this
 DRIFT_SIGMA = 8.0
 EDGE_BAND = 0.2  # disagreement within this share of the overlap's edges may be an overlay
-COPY_AGREE = 0.60  # share of overlap cells that must agree for a copy (overlays cover the rest)
 ECC_ITERS = 30
 FEW_KEYPOINTS = 80  # below this many keypoints an image gets the whole-frame fallback
 COARSE_SIDE = 20  # px: ... which compares in full only the turns/flips whose pictures correlate at this size
 WHOLE_FRAME_COARSE_NCC = 0.5  # ... this well (a copy's tone curve is monotone: ~0.9 and up)
 ECC_RESCUE = 0.15  # refine the alignment only when this share of interior cells or fewer disagree
 MAX_ANISO = 1.2  # singular value ratio of a refined alignment (copies: <= 1.004 real, <= 1.053 generated)
-MAX_NOISE = 6.0  # a copy's typical cell difference stays under this (of 255)
-COPY_INTERIOR_BAD = 0.01  # at most this share of interior cells may disagree for a copy
+# Two numbers of the decision the measurement also uses (which alignment to keep, when a strip is a reframing):
+# read from the thresholds, not repeated. (Measurement that knows no decision is issue 26's next step.)
+MAX_NOISE = rules.THRESHOLDS.max_noise
+REFRAME_MAX = rules.THRESHOLDS.reframe_max
 MIN_OVERLAP = 0.25  # overlap share of the smaller image needed to judge pixels
-# A copy is a similarity of the original's pixels; another shot from a panned or moved camera is a
-# perspective change (plus parallax). PROJECTIVE_F is the F statistic of a homography's improvement over
-# the similarity on the inliers: copies score ~1 (noise; 90-degree turns up to ~15), panned frames 20-100.
-PROJECTIVE_F = 18.0
 SHARPNESS_RATIO = 1.3  # gradient energies this far apart: blur the sharper side to match
 BLUR_STEPS = (0.6, 0.9, 1.2, 1.6, 2.0, 2.5, 3.0)  # thumbnail px
-# Two frames of one size each showing a strip the other lacks are a panned camera, not an edit
-# (copies: <= 1.5% on the shared data; the hand-held fox frames: 2.3-17%).
-REFRAME_MAX = 0.02
 REFRAME_AREA = (0.8, 1.25)  # area ratio of the two frames that counts as "one size"
 REFRAME_SHAPE = 0.03  # |log| of the aspect ratios' ratio that counts as "one shape"
 CANVAS_TEXTURED = 0.3  # a strip with fewer textured pixels than this is added canvas, not picture
 POSITION_NOISE = 0.1  # px: below this inlier position noise a bend is too small to be perspective
-# Same scene needs more than a chance fit: on the shared photos, unrelated pairs reach 10-14 inliers
-# (a repeated texture, a stretched flat background); real other shots that fit at all have >= 15.
-SCENE_INLIERS = 15
-SCENE_NOISE = 16.0  # ... and their aligned pixels resemble (median cell difference; unrelated pairs: 25-80)
-# A copy needs textured evidence: cells where both sides have structure and agree. Two flat or
-# gradient-only regions (a stretched background, two generated pictures) agree about nothing.
 TEXTURE_STD = 6.0  # window std (of 255) above which a cell has structure
-COPY_TEXTURED = 0.04  # share of the overlap's cells that must be textured and agree for a copy
-# A weak fit (few inliers, or the whole-frame fallback) is where chance lives: two generated pictures
-# with a smooth background fit 10 points by chance. Its copies still show plenty of agreeing
-# detail (real and generated weak-fit copies: >= 0.17); chance fits show little (0.00-0.08).
-WEAK_FIT_INLIERS = 20
-COPY_TEXTURED_WEAK_FIT = 0.12
-# ... but generated pictures with a film grain fit 10-11 of 37-92 matches by chance and agree on 0.12-0.16
-# of their cells (the grain is texture): a weak fit needs this much agreeing detail unless at least half
-# of its matches are inliers (weak-fit copies: 0.18-0.78, and those under 0.20 fit 13 of 14 matches).
-COPY_TEXTURED_LOOSE_FIT = 0.20
-CONSISTENT_FIT = 0.5
-# ... and their agreeing detail correlates well (weak-fit copies: median window correlation >= 0.94; chance
-# fits between generated pictures that pass the rest: 0.82-0.90).
-WEAK_FIT_STRUCTURE = 0.92
-COPY_STRUCTURE = 0.80  # ... and their median window correlation (copies: 0.99; two different pictures whose
-# flat regions happen to agree in tone: ~0.0)
 # Overlays (a caption bar, a logo, a letterbox) are solid or saturated on one side: a disagreeing
 # region touching the overlap's edge whose cells mostly look like that is an overlay, not a moved person.
 OVERLAY_DARK, OVERLAY_LIGHT = 24.0, 231.0  # cell means at or beyond these are saturated
@@ -118,13 +83,6 @@ OVERLAY_DEPTH = 1 / 3
 OVERLAY_BAND = 0.6  # ... and a region near one edge spanning this share of it is a band (a bar over dark picture
 # parts agrees there, so a caption bar's disagreement need not span the whole width)
 MOVED_PX = 2.0  # thumbnail px: a local shift this large is motion, not what is left of the fit's error
-# Something moved (another moment) when at least MOVED_MIN of the overlap's cells moved and the moves explain
-# most (MOVED_SHARE) of the disagreement near the edges. Generated other shots whose only differences are one
-# person's outline near the edge: 0.006-0.024 moved, 0.83-1.0 of it; copies: an overlay or a misfit's
-# leftovers that a shift happens to explain: at most 0.5 of it where 0.004 or more moved, and at most 0.002
-# where more than half of it moved (shared and generated, all edits).
-MOVED_MIN = 0.004
-MOVED_SHARE = 0.65
 # Faint motion: cells that agree (a difference under CELL_TOL) yet differ beyond FAINT_TOL and FAINT_NOISE x the
 # pair's typical difference where a local shift of FAINT_PX or more explains it, FAINT_MARGIN cells or more from the
 # overlap's border and from overlays; counted in clusters (a neighbour too). Pair by pair (relate() looks from
@@ -135,16 +93,15 @@ FAINT_TOL = 4.0
 FAINT_NOISE = 2.0
 FAINT_PX = 1.5
 FAINT_MARGIN = 2
-FAINT_MOVED = 0.015
 # Colour motion (rules v10): a figure of another colour but the same brightness as its background moves without a
 # grey difference at all. In each colour plane (Cb, Cr) mapped by its own tone curve, cells of the faint test's
 # region that differ (over CELL_TOL and NOISE_FACTOR x the plane's median) where a local shift of MOVED_PX explains
-# it: COLOUR_MOVED of the overlap (the faint test's share) is another moment. Pair by pair (either side may clear
-# it), 640 generated scene pairs and 294 shared / 60 generated photos x 20 edits: such scenes 0.018-0.028, copies
-# at most 0.009 (shared JPEG q5; generated 0.003). Seen from one side only a copy reaches 0.046 (a combination's
-# caption rim), so a veto gets the second look as every motion veto does. A plane whose typical cell difference is
-# over COLOUR_NOISE was changed beyond a tone curve (a colour filter clipping in RGB, sepia): no evidence either way.
-COLOUR_MOVED = 0.015
+# it: colour_moved (thresholds.toml) of the overlap (the faint test's share) is another moment. Pair by pair (either
+# side may clear it), 640 generated scene pairs and 294 shared / 60 generated photos x 20 edits: such scenes
+# 0.018-0.028, copies at most 0.009 (shared JPEG q5; generated 0.003). Seen from one side only a copy reaches 0.046
+# (a combination's caption rim), so a veto gets the second look as every motion veto does. A plane whose typical
+# cell difference is over COLOUR_NOISE was changed beyond a tone curve (a colour filter clipping in RGB, sepia): no
+# evidence either way.
 COLOUR_NOISE = 1.5
 CLIP_DARK, CLIP_LIGHT = 6.0, 249.0  # cell means (of 255) of a clipped region
 
@@ -163,7 +120,6 @@ class Evidence:
     noise: float = 99.0  # median cell difference
     whole_frame: bool = False  # pixels from the whole-frame fallback, not the keypoint fit
     aniso: float = 1.0  # of the pixel-refined affine
-    coherence: float = 0.0  # parallax: local agreement of the fit's residuals (see _coherence)
     textured: float = 0.0  # share of overlap cells textured on both sides that agree
     structure: float = 0.0  # median window correlation over cells textured on both sides
     projective: float = 0.0  # F statistic: how much better a homography fits the inliers than a similarity
@@ -497,7 +453,7 @@ def _colour_motion(q: np.ndarray, c: np.ndarray, mask: np.ndarray, region: np.nd
             continue
         tol = max(CELL_TOL, NOISE_FACTOR * noise)
         differ = region & used & (means > tol)
-        if differ.sum() < max(share, COLOUR_MOVED) * used.sum():
+        if differ.sum() < max(share, rules.THRESHOLDS.colour_moved) * used.sum():
             continue  # too few differ for a shift to explain enough (a copy's usual case: no flow needed)
         moved, _ = _motion(qc, mapped, mask, differ, tol, np.zeros_like(used), 255.0)
         share = max(share, moved)
@@ -711,27 +667,6 @@ def _whole_frame(query: Fingerprint, cand: Fingerprint) -> Agreement | None:
     return best
 
 
-def _coherence(qpts: np.ndarray, cpts: np.ndarray, m: np.ndarray, upscale: float) -> float:
-    """How much the fit's residuals agree between neighbouring matches (feature px of the query's native size).
-
-    A copy's residuals are keypoint noise: independent from one match to the
-    next, so their local average is near zero. Another shot taken from a
-    moved camera has parallax: near things shift against far things, and the
-    residuals of neighbouring matches point the same way.
-    """
-    if len(qpts) < COHERENCE_K + 2:
-        return 0.0
-    res = qpts - (cpts @ m[:, :2].T + m[:, 2])
-    near = np.linalg.norm(res, axis=1) < 3 * RANSAC_PX
-    qpts, res = qpts[near], res[near] / upscale
-    if len(qpts) < COHERENCE_K + 2:
-        return 0.0
-    d = np.linalg.norm(qpts[:, None, :] - qpts[None, :, :], axis=2)
-    nbrs = np.argsort(d, axis=1)[:, 1:COHERENCE_K + 1]
-    local = res[nbrs].mean(axis=1)
-    return float(np.median(np.linalg.norm(local, axis=1)))
-
-
 def _projective(qpts: np.ndarray, cpts: np.ndarray) -> float:
     """F statistic of a homography (8 dof) over a similarity (4 dof), least squares on the inliers.
 
@@ -818,8 +753,7 @@ def _is_canvas(img: np.ndarray, other: np.ndarray, other_to_img: np.ndarray) -> 
 
 def measure(query: Fingerprint, cand: Fingerprint) -> Evidence:
     """Run the geometric and pixel stages; the evidence decide() turns into a relation."""
-    best: tuple[int, np.ndarray | None, bool, int, float, float, float] = (0, None, False, 0, 99.0, 0.0, 0.0)
-    upscale = max(1.0, max(query.feature_size) / max(query.width, query.height))
+    best: tuple[int, np.ndarray | None, bool, int, float, float] = (0, None, False, 0, 99.0, 0.0)
     # A looser ratio test only when the strict one found no fit: a 40% crop or a heavy blur keeps few
     # distinctive matches; chance fits it lets in still need the weak-fit evidence of is_copy().
     attempts = [(ratio, mirrored, qk) for ratio in MATCH_RATIOS
@@ -836,14 +770,13 @@ def measure(query: Fingerprint, cand: Fingerprint) -> Evidence:
         if m is not None and n_in > best[0]:
             proj = cpts[inl] @ m[:, :2].T + m[:, 2]
             resid = float(np.median(np.linalg.norm(proj - qpts[inl], axis=1)))
-            best = (n_in, m, mirrored, len(qpts), resid, _coherence(qpts, cpts, m, upscale),
-                    _projective(qpts[inl], cpts[inl]))
-    n_in, m, mirrored, n_match, resid, coh, proj = best
+            best = (n_in, m, mirrored, len(qpts), resid, _projective(qpts[inl], cpts[inl]))
+    n_in, m, mirrored, n_match, resid, proj = best
     if m is not None and n_in >= MIN_INLIERS:
         a = _thumb_affine(m, query, cand)
         agr, overlap, inputs = _warp_compare(query, cand, a, mirrored)
         ev = Evidence(n_match, n_in, resid, mirrored, overlap, agr.agree, agr.interior_bad, agr.noise,
-                      aniso=agr.aniso, coherence=coh, textured=agr.textured,
+                      aniso=agr.aniso, textured=agr.textured,
                       structure=agr.structure, projective=proj, reframed=_reframed(query, cand, m, mirrored),
                       edge_bad=agr.edge_bad)
         if inputs is not None and is_copy(ev):
@@ -872,52 +805,13 @@ def _colour_planes(query: Fingerprint, cand: Fingerprint, a: np.ndarray, mirrore
 
 
 def is_copy(ev: Evidence) -> bool:
-    """One similarity maps the pixels, and aligned they agree everywhere but possibly under an overlay."""
-    return (ev.projective <= PROJECTIVE_F and ev.reframed < REFRAME_MAX
-            and ev.agree >= COPY_AGREE and ev.interior_bad <= COPY_INTERIOR_BAD
-            and ev.noise <= MAX_NOISE
-            and not _moved(ev)
-            and ev.textured >= _textured_needed(ev)
-            and ev.structure >= (WEAK_FIT_STRUCTURE if _weak(ev) else COPY_STRUCTURE))
-
-
-def _moved(ev: Evidence) -> bool:
-    """Part of the picture moved against the rest: another moment, however alike the rest is."""
-    return ((ev.moved >= MOVED_MIN and ev.moved >= MOVED_SHARE * ev.edge_bad) or ev.faint >= FAINT_MOVED
-            or ev.colour_moved >= COLOUR_MOVED)
-
-
-def _weak(ev: Evidence) -> bool:
-    """A fit where chance lives: few inliers, or the whole-frame fallback."""
-    return ev.whole_frame or ev.inliers < WEAK_FIT_INLIERS
-
-
-def _textured_needed(ev: Evidence) -> float:
-    """Agreeing detail a copy must show: more where the fit is weak, most where it is also loose."""
-    if not _weak(ev):
-        return COPY_TEXTURED
-    if ev.whole_frame or ev.inliers >= CONSISTENT_FIT * ev.matches:
-        return COPY_TEXTURED_WEAK_FIT
-    return COPY_TEXTURED_LOOSE_FIT
-
-
-def is_same_scene(ev: Evidence) -> bool:
-    """One scene geometry beyond chance (enough inliers) and aligned pixels that resemble."""
-    return ev.inliers >= SCENE_INLIERS and ev.noise <= SCENE_NOISE
+    """Every copy rule holds (duplicates/rules.py)."""
+    return rules.is_copy(ev)
 
 
 def decide(ev: Evidence, cosine: float) -> Verdict:
-    """The relation the evidence supports (one place for every threshold)."""
-    how = "whole frame" if ev.whole_frame else f"inliers {ev.inliers}" + (", mirrored" if ev.mirrored else "")
-    detail = (f"{how}, perspective F {ev.projective:.1f}, agree {ev.agree:.2f}, "
-              f"interior disagree {ev.interior_bad:.3f}, moved {ev.moved:.3f}, faint {ev.faint:.3f}, "
-              f"colour moved {ev.colour_moved:.3f}, "
-              f"textured {ev.textured:.2f}, structure {ev.structure:.2f}")
-    if is_copy(ev):
-        return Verdict(Relation.COPY, ev.agree, detail)
-    if is_same_scene(ev):
-        return Verdict(Relation.SAME_SCENE, min(1.0, ev.inliers / 100), detail + ": another shot")
-    return Verdict(Relation.RELATED, float(min(1.0, max(0.0, cosine))), f"cosine {cosine:.2f}")
+    """The relation the evidence supports (duplicates/rules.py: the rules and their thresholds, as data)."""
+    return rules.decide(ev, cosine)
 
 
 def relate(query: Fingerprint, candidate: Fingerprint, cosine: float) -> Verdict:
@@ -927,7 +821,7 @@ def relate(query: Fingerprint, candidate: Fingerprint, cosine: float) -> Verdict
     opencv.cv2()  # one OpenCV thread in this process (duplicates/opencv.py says why)
     ev = measure(query, candidate)
     verdict = decide(ev, cosine)
-    if verdict.relation is Relation.SAME_SCENE or _moved(ev):
+    if verdict.relation is Relation.SAME_SCENE or rules.is_moved(ev):
         # The pixels are judged in the query's frame: its cells, its overlap's edge band, its thumbnail's
         # resolution. A 96-px thumbnail as the query smears detail the other side keeps, and an overlay at
         # the other's edge can land in this one's interior. One geometry, pixels that agree seen from
@@ -936,5 +830,25 @@ def relate(query: Fingerprint, candidate: Fingerprint, cosine: float) -> Verdict
         # scene") still gets the second look.
         back = decide(measure(candidate, query), cosine)
         if back.relation is Relation.COPY:
-            return Verdict(Relation.COPY, back.score, back.reason + " (judged from the candidate's side)")
+            return Verdict(Relation.COPY, back.score, back.reason + " (judged from the candidate's side)", back.rule)
     return verdict
+
+
+def rules_version() -> str:
+    """A digest of what a verdict depends on: the code of the measurement (this module, the fingerprint, the
+    shortlist of candidate pairs), the rules, and the thresholds' values. Comments do not count (the code is
+    compared as parsed), so only a change that can change a verdict makes stored relations stale."""
+    import ast
+    import hashlib
+    import json
+
+    from duplicates import fingerprint, shortlist
+
+    digest = hashlib.sha256()
+    for module in (fingerprint, shortlist, rules, sys.modules[__name__]):
+        digest.update(ast.dump(ast.parse(Path(str(module.__file__)).read_text())).encode())
+    digest.update(json.dumps(asdict(rules.THRESHOLDS), sort_keys=True).encode())
+    return "r-" + digest.hexdigest()[:12]
+
+
+RULES_VERSION = rules_version()

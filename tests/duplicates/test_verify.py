@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
+from duplicates import rules
 from duplicates.edits import EDITS, HARD, encode
 from duplicates.fingerprint import Fingerprint, fingerprint
 from duplicates.relation import Relation
+from duplicates.rules import THRESHOLDS as T
 from duplicates.verify import relate
 from embeddings.loading import load_image
 
@@ -122,7 +124,7 @@ def test_moved_content_is_told_from_added_content() -> None:
 
     def judged_moved(c: np.ndarray) -> bool:
         a = verify._agreement(q, c, mask, motion=True)
-        return verify._moved(verify.Evidence(moved=a.moved, edge_bad=a.edge_bad))
+        return rules.is_moved(verify.Evidence(moved=a.moved, edge_bad=a.edge_bad))
 
     assert verify._agreement(q, q.copy(), mask, motion=True).moved == 0.0
     assert judged_moved(moved)
@@ -139,11 +141,11 @@ def test_a_faint_figure_that_moved_is_told_from_a_faint_reencoding() -> None:
 
     a, b = _fp(encode(shot(1013, 0))), _fp(encode(shot(1013, 1)))
     ev = verify.measure(a, b)
-    assert ev.interior_bad <= verify.COPY_INTERIOR_BAD and ev.moved < verify.MOVED_MIN  # what v8 saw
-    assert ev.faint >= verify.FAINT_MOVED and not verify.is_copy(ev)
+    assert ev.interior_bad <= T.copy_interior_bad and ev.moved < T.moved_min  # what v8 saw
+    assert ev.faint >= T.faint_moved and not verify.is_copy(ev)
     for edit in ("jpeg_q5", "colour", "blur_3"):
         copy = verify.measure(_fp(encode(EDITS[edit](shot(1013, 0)))), a)
-        assert copy.faint < verify.FAINT_MOVED / 4 and verify.is_copy(copy), (edit, copy)
+        assert copy.faint < T.faint_moved / 4 and verify.is_copy(copy), (edit, copy)
 
 
 def test_a_figure_of_another_colour_that_moved_is_not_a_copy() -> None:
@@ -160,15 +162,15 @@ def test_a_figure_of_another_colour_that_moved_is_not_a_copy() -> None:
     a, b = _fp(encode(shot(8023, 0))), _fp(encode(shot(8023, 1)))
     for q, c in ((a, b), (b, a)):
         ev = verify.measure(q, c)
-        assert ev.interior_bad <= verify.COPY_INTERIOR_BAD and ev.faint < verify.FAINT_MOVED  # what v9 saw
-        assert ev.colour_moved >= verify.COLOUR_MOVED and not verify.is_copy(ev), ev
+        assert ev.interior_bad <= T.copy_interior_bad and ev.faint < T.faint_moved  # what v9 saw
+        assert ev.colour_moved >= T.colour_moved and not verify.is_copy(ev), ev
         assert relate(q, c, 0.95).relation is Relation.SAME_SCENE
     grey_a, grey_b = replace(a, chroma=None), replace(b, chroma=None)  # an orb2 fingerprint: grey alone
     assert verify.measure(grey_a, grey_b).colour_moved == 0.0
     for edit in ("jpeg_q5", "colour", "sepia", "grayscale", "combo", "text_bar"):
         copy = _fp(encode(EDITS[edit](shot(8023, 0))))
         ev = verify.measure(copy, a)
-        assert ev.colour_moved < verify.COLOUR_MOVED / 2, (edit, ev)
+        assert ev.colour_moved < T.colour_moved / 2, (edit, ev)
         if edit not in CLIPPING_EDITS:  # (those may fail in grey on synthetic colours: see CLIPPING_EDITS)
             assert relate(copy, a, 0.95).relation is Relation.COPY, edit
 
