@@ -1,0 +1,164 @@
+"""Calibration of the duplicate decision: the Evidence of every labelled pair, each threshold's margins, a sweep.
+
+  .venv/bin/python bench/calibration.py [--photos 12] [--out calibration.parquet]
+
+Pairs (duplicates/labelled.py): the generated set (every edit of synthetic photos, other shots of synthetic
+scenes, different pictures; fixed seeds) and, when the sample-data folder is there (SAMPLE_DATA_DIR), every
+edit of `--photos` shared photos (spread over the folder), every within-group pair of the shared same-scene
+photos, and neighbouring shared photos as different pictures. Each pair is measured once (query = the edit
+or the later shot) and decided on its Evidence (rules.decide); relate() is not run, so a pair the rules
+would judge again from the other side is counted one way here (the golden table and bench/duplicates.py
+count relate()).
+
+Prints, per threshold of duplicates/thresholds.toml that one rule compares one Evidence field with:
+- the margin to the nearest copy: how far the closest true copy that passes every other copy rule is from the
+  threshold (negative: copies this threshold alone refuses);
+- the margin to the nearest other shot or different picture that passes every other copy rule (negative:
+  it stays out; positive: a false copy this threshold alone lets in);
+- a sweep of the threshold (x0.5 ... x2): copy recall and false copies, every other threshold as it is.
+Then the operating point: per true relation, what the rules decided. The Evidence goes to Parquet (--out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import itertools
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from duplicates.relation import Relation
+
+SWEEP = (0.5, 0.8, 0.9, 1.0, 1.1, 1.25, 2.0)
+
+# threshold name -> (Evidence field, direction): +1 a copy needs field >= threshold, -1 field <= threshold.
+# (The weak-fit thresholds and the motion combination are rules over several fields: swept, no margin.)
+SIMPLE: dict[str, tuple[str, int]] = {
+    "projective_f": ("projective", -1),
+    "reframe_max": ("reframed", -1),
+    "copy_agree": ("agree", +1),
+    "copy_interior_bad": ("interior_bad", -1),
+    "max_noise": ("noise", -1),
+    "copy_structure": ("structure", +1),
+    "faint_moved": ("faint", -1),
+    "colour_moved": ("colour_moved", -1),
+    "copy_textured": ("textured", +1),
+}
+
+
+def shared_pairs(photos: int) -> Iterator[object]:
+    """Labelled pairs from the sample-data folder (nothing when it is absent)."""
+    from core.settings import sample_data_dir
+    from duplicates.edits import EDITS, encode
+    from duplicates.labelled import LabelledPair
+    from embeddings.loading import load_image
+
+    data = sample_data_dir()
+    if data is None or not (data / "photos").is_dir():
+        return
+    files = sorted((data / "photos").glob("*.jpg"))
+    chosen = files[:: max(1, len(files) // photos)][:photos]
+    for path in chosen:
+        raw = path.read_bytes()
+        full = load_image(raw, draft_side=None)
+        for edit, apply in EDITS.items():
+            yield LabelledPair(f"shared/{path.stem}/{edit}", Relation.COPY, encode(apply(full)), raw)
+    for a, b in itertools.pairwise(chosen):
+        yield LabelledPair(f"shared/{a.stem}/{b.stem}", Relation.RELATED, b.read_bytes(), a.read_bytes())
+    table = data / "scenes" / "groups.csv"
+    if table.is_file():
+        groups: dict[str, list[Path]] = {}
+        with open(table, newline="") as fh:
+            for row in csv.DictReader(fh):
+                groups.setdefault(row["group"], []).append(data / "scenes" / row["file"])
+        for group, members in sorted(groups.items()):
+            for x, y in itertools.combinations(members, 2):
+                yield LabelledPair(f"scene/{group}/{x.stem}~{y.stem}", Relation.SAME_SCENE, y.read_bytes(),
+                                   x.read_bytes())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--photos", type=int, default=12, help="shared photos whose every edit is a copy pair")
+    parser.add_argument("--out", type=Path, default=None, help="write the Evidence table here (Parquet)")
+    args = parser.parse_args(argv)
+
+    import pandas as pd
+
+    from duplicates import opencv, rules
+    from duplicates.labelled import generated_pairs, measure_pair
+    from duplicates.verify import RULES_VERSION, Evidence
+
+    opencv.cv2()
+    started = time.perf_counter()
+    rows = [measure_pair(p) for p in itertools.chain(generated_pairs(), shared_pairs(args.photos))]
+    table = pd.DataFrame([r.flat() for r in rows])
+    print(f"rules {RULES_VERSION}: {len(table)} labelled pairs measured in {time.perf_counter() - started:.0f} s "
+          f"({dict(Counter(table['truth']))})")
+    if args.out:
+        table.to_parquet(args.out, index=False)
+        print(f"evidence: {args.out}")
+
+    evidence = [Evidence(**r.evidence) for r in rows]  # type: ignore[arg-type]
+    truth = [Relation(r.truth) for r in rows]
+    base = rules.THRESHOLDS
+
+    def decided(t: rules.Thresholds) -> list[Relation]:
+        return [rules.decide(ev, 0.5, t).relation for ev in evidence]
+
+    def rates(found: list[Relation]) -> tuple[float, int]:
+        copies = [f for f, want in zip(found, truth, strict=True) if want is Relation.COPY]
+        false = sum(f is Relation.COPY and want is not Relation.COPY for f, want in zip(found, truth, strict=True))
+        return sum(f is Relation.COPY for f in copies) / max(1, len(copies)), false
+
+    def others_pass(name: str) -> Callable[[Evidence], bool]:
+        """Every copy rule but the one comparing with `name` holds."""
+        field = SIMPLE[name][0]
+        deciding = {"projective": "one_plane", "reframed": "one_framing", "agree": "pixels_agree",
+                    "interior_bad": "interior_agrees", "noise": "low_noise", "structure": "same_structure",
+                    "faint": "nothing_moved", "colour_moved": "nothing_moved", "textured": "enough_detail"}[field]
+        return lambda ev: all(r.holds(ev, base) for r in rules.COPY_RULES if r.name != deciding)
+
+    header = "\nthreshold                 value   nearest copy  nearest other   sweep x"
+    print(header + " ".join(f"{f:>5}" for f in SWEEP))
+    for f in dataclasses.fields(rules.Thresholds):
+        value = getattr(base, f.name)
+        sweep = []
+        for factor in SWEEP:
+            changed = value * factor if isinstance(value, float) else round(value * factor)
+            recall, false = rates(decided(dataclasses.replace(base, **{f.name: changed})))
+            sweep.append(f"{recall:.3f}/{false}")
+        near_copy = near_other = "-"
+        if f.name in SIMPLE:
+            field, sign = SIMPLE[f.name]
+            gate = others_pass(f.name)
+            slack = [(sign * (getattr(ev, field) - value), want) for ev, want in zip(evidence, truth, strict=True)
+                     if gate(ev)]
+            copies = [s for s, want in slack if want is Relation.COPY]
+            others = [s for s, want in slack if want is not Relation.COPY]
+            near_copy = f"{min(copies):+.4f}" if copies else "-"
+            near_other = f"{max(others):+.4f}" if others else "none"
+        print(f"{f.name:<24}{value:>7.3f}  {near_copy:>12}  {near_other:>13}   " + " ".join(sweep))
+    print("(sweep cells: copy recall / false copies with that threshold times the factor, the rest unchanged; "
+          "margins in the field's units, positive = on the copy side)")
+
+    found = decided(base)
+    print("\noperating point (rules as shipped, one way):")
+    for want in Relation:
+        got = Counter(f.value for f, t in zip(found, truth, strict=True) if t is want)
+        shares = ", ".join(f"{k} {v}" for k, v in got.items())
+        print(f"  true {want.value:<11} {sum(got.values()):>4} pairs -> {shares}")
+    recall, false = rates(found)
+    non_copies = sum(t is not Relation.COPY for t in truth)
+    print(f"  copy recall {recall:.3f}; other shots or different pictures called copies: {false} of {non_copies}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
