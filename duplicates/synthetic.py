@@ -12,6 +12,7 @@ exactly what makes a real burst shot "the same scene" but not "the same photogra
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -91,7 +92,15 @@ def _draw_blobs(img: np.ndarray, blobs: list[_Blob], dx: float, dy: float) -> No
 
 
 def shot(seed: int, index: int) -> Image.Image:
-    """Shot `index` of synthetic scene `seed`; index 0 is the reference, others moved a little."""
+    """Shot `index` of synthetic scene `seed`; index 0 is the reference, others moved a little.
+
+    Rendered once per (seed, index) and process (tests and benchmarks ask for the same shots again and
+    again); each call returns its own copy."""
+    return _rendered(seed, index).copy()
+
+
+@functools.lru_cache(maxsize=512)
+def _rendered(seed: int, index: int) -> Image.Image:
     import cv2
 
     world, blobs = _world(seed)

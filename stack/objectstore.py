@@ -57,11 +57,18 @@ class S3Server:
                 "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_DEFAULT_REGION": "us-east-1"}
 
     def bucket(self, name: str) -> Path:
-        """Make a bucket (a top-level folder); returns its folder, to plant or damage objects directly
-        (what is planted there shows through the API after DIR_CACHE_SECONDS: `settle()`)."""
+        """Make a bucket through the S3 API (CreateBucket: visible at once, where a folder made on disk shows
+        only once the server's listing cache expires); returns its folder, to plant or damage objects
+        directly (what is planted there shows through the API after DIR_CACHE_SECONDS: `settle()`)."""
         folder = self.root / name
-        folder.mkdir(parents=True, exist_ok=True)
-        self.settle()
+        if not folder.is_dir():
+            import s3fs
+
+            fs = s3fs.S3FileSystem(key=KEY_ID, secret=SECRET, skip_instance_cache=True,
+                                   client_kwargs={"endpoint_url": self.endpoint, "region_name": "us-east-1"})
+            fs.mkdir(name)
+        if not folder.is_dir():
+            raise RuntimeError(f"the S3 server made no folder for bucket {name} under {self.root}")
         return folder
 
     def settle(self) -> None:

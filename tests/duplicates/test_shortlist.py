@@ -16,15 +16,22 @@ from embeddings.loading import load_image
 
 
 @pytest.fixture(scope="module")
-def library() -> list[Fingerprint]:
-    """30 different generated photos: the candidates an index would return."""
-    return [fingerprint(load_image(encode(im))) for im in synthetic.photos(30)]
+def photos() -> list[Image.Image]:
+    """30 different generated photos (made once: each is a rendered scene)."""
+    return synthetic.photos(30)
+
+
+@pytest.fixture(scope="module")
+def library(photos: list[Image.Image]) -> list[Fingerprint]:
+    """Their fingerprints: the candidates an index would return."""
+    return [fingerprint(load_image(encode(im))) for im in photos]
 
 
 @pytest.mark.parametrize("edit", ["jpeg_q5", "crop_40_offcentre", "screenshot", "flip"])
-def test_votes_find_the_original_below_the_cosine_depth(edit: str, library: list[Fingerprint]) -> None:
+def test_votes_find_the_original_below_the_cosine_depth(edit: str, library: list[Fingerprint],
+                                                       photos: list[Image.Image]) -> None:
     original = 17
-    query = fingerprint(load_image(encode(EDITS[edit](synthetic.photos(30)[original]))))
+    query = fingerprint(load_image(encode(EDITS[edit](photos[original]))))
     votes = keypoint_votes(query, library)
     assert int(np.argmax(votes)) == original and votes[original] >= MIN_VOTES
     assert votes[original] > 3 * np.sort(votes)[-2]  # the strangers' votes are chance
@@ -50,9 +57,8 @@ def test_an_upload_without_keypoints_verifies_the_cosine_head(library: list[Fing
     assert not any(v.duplicate for _, _, v in ranked)
 
 
-def test_candidate_pairs_add_the_voted_copy(library: list[Fingerprint]) -> None:
+def test_candidate_pairs_add_the_voted_copy(library: list[Fingerprint], photos: list[Image.Image]) -> None:
     """Row 30 is a 40% crop of row 3 whose vector is far from row 3's: the cosine top-1 misses it, the votes not."""
-    photos: list[Image.Image] = synthetic.photos(30)
     fps = [*library, fingerprint(load_image(encode(EDITS["crop_40_offcentre"](photos[3]))))]
     rng = np.random.default_rng(1)
     vectors = rng.normal(0, 1, (31, 8)).astype(np.float32) + 3.0  # all alike (cosine ~0.9)

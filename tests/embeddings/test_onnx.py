@@ -57,8 +57,14 @@ def test_stale_or_damaged_export_is_never_used(tmp_path: Path, places_checkpoint
         fh.write(b"\0")
     assert artifact("places365-resnet50", load_settings(model_weights=weights)).path != before.path
 
+    # The run's export (made once per run, MODEL_CACHE_DIR), copied into a cache of this test's own.
+    shared = ensure("efficientnet-lite0", load_settings())
     settings = load_settings(model_cache_dir=tmp_path / "cache")
+    (tmp_path / "cache").mkdir()
+    for path in (shared.path, shared.sidecar):
+        shutil.copyfile(path, tmp_path / "cache" / path.name)
     first = ensure("efficientnet-lite0", settings)
+    assert first.path.parent == tmp_path / "cache" and first.path.name == shared.path.name
     assert is_current(first) and json.loads(first.sidecar.read_text())["tag"] == first.tag
     good = first.path.read_bytes()
     with open(first.path, "r+b") as fh:  # damage the export
