@@ -125,20 +125,25 @@ def test_places365_loads_the_csail_checkpoint(places_checkpoint: Path, tmp_path:
 
 
 def test_places365_missing_or_bad_weights_give_a_clear_message(tmp_path: Path) -> None:
+    """The loader's messages, in this process (the torch runtime: no export subprocess per case; the ONNX
+    path reports the exporter's reason: test_onnx.py::test_bad_checkpoint_reports_the_exporters_reason)."""
+    from functools import partial
+
+    settings_of = partial(load_settings, embedding_runtime="torch", data_dir=tmp_path / "data")
     missing = tmp_path / "nowhere.pth.tar"
     with pytest.raises(ModelUnavailable) as err:
-        get_embedder("places365-resnet50", load_settings(model_weights=missing))
+        get_embedder("places365-resnet50", settings_of(model_weights=missing))
     text = str(err.value)
     assert "MODEL_WEIGHTS" in text and "make weights" in text and str(missing) in text
     junk = tmp_path / "junk.pth.tar"
     junk.write_bytes(b"not a checkpoint")
     with pytest.raises(ModelUnavailable) as err:
-        get_embedder("places365-resnet50", load_settings(model_weights=junk))
+        get_embedder("places365-resnet50", settings_of(model_weights=junk))
     assert "MODEL_WEIGHTS" in str(err.value)
     wrong = tmp_path / "wrong.pth.tar"
     torch.save({"state_dict": {"module.fc.weight": torch.zeros(10, 2048)}}, wrong)
     with pytest.raises(ModelUnavailable, match="does not fit"):
-        get_embedder("places365-resnet50", load_settings(model_weights=wrong))
+        get_embedder("places365-resnet50", settings_of(model_weights=wrong))
 
 
 def test_lite0_conversion_checks_every_shape() -> None:
