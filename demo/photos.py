@@ -14,7 +14,6 @@ and reuses them.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import uuid
@@ -208,13 +207,11 @@ class Planted:
 
 def byte_identical(files: list[Path]) -> dict[str, frozenset[str]]:
     """Files with the same bytes, by name (only names that have a twin)."""
+    from embeddings.weights import sha256_file
+
     by_digest: dict[str, set[str]] = defaultdict(set)
     for path in files:
-        digest = hashlib.sha256()
-        with path.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-        by_digest[digest.hexdigest()].add(path.name)
+        by_digest[sha256_file(path)].add(path.name)
     return {name: frozenset(names) for names in by_digest.values() if len(names) > 1 for name in names}
 
 

@@ -3,8 +3,9 @@
 `verify.measure()` produces Evidence; `decide()` here turns it into a relation and
 names the rule that decided. A copy must pass every COPY rule; otherwise a pair is
 the same scene when it passes every SCENE rule; otherwise it is related. The
-verdict's `rule` is the first rule that failed (or `copy` / `same_scene` when all
-held), so a changed verdict can be traced to one rule and one threshold.
+verdict's `rule` is `copy` for a copy, else the first copy rule that failed (same
+scene) or the first scene rule that failed (related), so a changed verdict can be
+traced to one rule and one threshold.
 """
 
 from __future__ import annotations

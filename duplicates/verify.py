@@ -836,8 +836,9 @@ def relate(query: Fingerprint, candidate: Fingerprint, cosine: float) -> Verdict
 
 def rules_version() -> str:
     """A digest of what a verdict depends on: the code of the measurement (this module, the fingerprint, the
-    shortlist of candidate pairs), the rules, and the thresholds' values. Comments do not count (the code is
-    compared as parsed), so only a change that can change a verdict makes stored relations stale."""
+    shortlist of candidate pairs), the rules, and the thresholds' values. Comments and docstrings do not count
+    (the code is compared as parsed, docstrings dropped), so only a change that can change a verdict makes
+    stored relations stale."""
     import ast
     import hashlib
     import json
@@ -846,7 +847,14 @@ def rules_version() -> str:
 
     digest = hashlib.sha256()
     for module in (fingerprint, shortlist, rules, sys.modules[__name__]):
-        digest.update(ast.dump(ast.parse(Path(str(module.__file__)).read_text())).encode())
+        tree = ast.parse(Path(str(module.__file__)).read_text())
+        for node in ast.walk(tree):
+            body = getattr(node, "body", None)
+            if (isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef) and body
+                    and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                    and isinstance(body[0].value.value, str)):
+                node.body = body[1:] or [ast.Pass()]
+        digest.update(ast.dump(tree).encode())
     digest.update(json.dumps(asdict(rules.THRESHOLDS), sort_keys=True).encode())
     return "r-" + digest.hexdigest()[:12]
 
