@@ -471,8 +471,8 @@ def _intact(settings: Settings, store: IndexStore, version: int) -> str:
     """ensure_intact on the mirrors; a version restored from the backup is uploaded to the store again."""
     _pull_if_remote(store, version)
     source = ensure_intact(settings, store.model_version, version)
-    if source == "restored":
-        remote.push_version(store, version)
+    if source == "restored":  # the store's copy was damaged: its shared objects are re-read, replaced if bad
+        remote.push_version(store, version, recheck=True)
     return source
 
 

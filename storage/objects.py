@@ -164,23 +164,6 @@ def open_read(settings: Settings, location: Location, rel: str) -> Iterator[IO[b
         yield fh
 
 
-def copy(settings: Settings, location: Location, src: str, dst: str) -> None:
-    """Copy an object within the store (server side for S3: nothing crosses the network), whole or absent."""
-    if location.is_local:
-        put_file(settings, location, dst, location.path / src)
-        return
-    fs = filesystem(location, settings)
-    with translated(location, settings, f"copy of {src}"):
-        if location.protocol in ("s3", "s3a"):
-            # One CopyObject (S3 takes up to 5 GB in one): s3fs switches to a multipart copy above 150 MB,
-            # which not every S3-compatible server answers (rclone's does not).
-            bucket, key, _ = fs.split_path(location.key(src))
-            dest_bucket, dest_key, _ = fs.split_path(location.key(dst))
-            fs.call_s3("copy_object", Bucket=dest_bucket, Key=dest_key, CopySource={"Bucket": bucket, "Key": key})
-        else:
-            fs.copy(location.key(src), location.key(dst))
-
-
 def read_bytes(settings: Settings, location: Location, rel: str) -> bytes:
     if location.is_local:
         return (location.path / rel).read_bytes()

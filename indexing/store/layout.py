@@ -12,9 +12,10 @@ event_code at rebuild), `delta.faiss` holds vectors added since the base
 (exact), `removed.npy` the base ids masked out (deleted or re-embedded).
 Segment files are immutable: written once, made read-only, checksummed in the
 manifest, and shared between versions by hard links (so a merge does not copy
-the base). Because a shared file damaged on disk damages every version that
-links it, `backup_store()` is a second store (BACKUP_DIR) holding full copies
-that share no file with this one (see indexing/store/backup.py).
+the base; in an object store, by objects named by their sha256: remote.py).
+Because a shared file damaged on disk damages every version that links it,
+`backup_store()` is a second store (BACKUP_DIR) holding full copies that share
+no file with this one (see indexing/store/backup.py).
 
 The rest of the store: writing and linking files (files.py), checksums and
 verified reads (integrity.py), the object-store mirror (remote.py), backups

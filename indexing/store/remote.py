@@ -2,13 +2,22 @@
 
 Every host keeps only a cache (`settings.resolved_data_dir` under STORAGE_CACHE_DIR). The code that
 builds, verifies and loads versions works on the local store as with a local DATA_DIR; this module
-moves whole, verified versions between the two:
-- `push_version` uploads a built version's files, the manifest last (a version without its manifest
-  does not exist for readers), then reads every object back and checks its sha256.
+moves whole, verified versions between the two.
+
+In the object store a version is its manifest, `vNNNNNN/manifest.json`; the files it lists are
+objects named by their content, `objects/<sha256>`, one per content, shared by every version that
+lists it (what hard links are locally: a merge's unchanged base costs no byte and no request). So:
+- `push_version` uploads the files the store does not hold yet, reads each back and checks its sha256,
+  then the manifest, last (a version without its manifest does not exist for readers).
 - `pull_version` downloads a version the manifest's checksums vouch for into a temp folder, renamed
   into place only when every file matched; a damaged local copy is fetched again.
+- `delete_version` removes the manifest, then every object no remaining manifest lists
+  (`collect_objects`): a pruned version never takes an object a kept one uses. Writers hold the
+  store's writer lock (indexing.pipeline.writer_lock), so no upload runs meanwhile.
 - `pull_pointer` mirrors the CURRENT object (written only under the publishers' database lock,
   `index_current`); `push_pointer` writes it.
+BACKUP_DIR is another store with its own objects: backup copies share among themselves, never with
+the live store. Versions uploaded before objects were shared (files under `vNNNNNN/`) still pull.
 (The Parquet parts' mirror is embeddings.dataset's: `push_part`, `pull_parts`.)
 """
 
@@ -63,49 +72,47 @@ def remote_versions(store: IndexStore) -> list[int]:
     return sorted(found)
 
 
-def push_version(store: IndexStore, version: int) -> None:
-    """Upload a local version, manifest last, then prove every object by its sha256 (IndexCorrupt if not)."""
+OBJECTS_DIR = "objects"  # the store's files by content: objects/<sha256>
+_SHA256_HEX = frozenset("0123456789abcdef")
+
+
+def object_key(sha256: str) -> str:
+    """Where a file with this content is in the store; IndexCorrupt for anything but a sha256 (a manifest
+    from the store is input: a digest like '../x' must never become a key)."""
+    if len(sha256) != 64 or not set(sha256) <= _SHA256_HEX:
+        raise IndexCorrupt(f"not a sha256 digest: {sha256[:80]!r}")
+    return f"{OBJECTS_DIR}/{sha256}"
+
+
+def push_version(store: IndexStore, version: int, *, recheck: bool = False) -> None:
+    """Upload a local version: the files the store lacks, each proven by its sha256 after upload (IndexCorrupt
+    if not), then the manifest.
+
+    A file whose object is already there with the recorded size (a merge's base, its parent's) is not sent:
+    that object was proven when it was uploaded, and a damaged one fails every reader's checksums. With
+    `recheck` (a version restored from the backup because the store's copy was damaged; the daily backup)
+    such an object is read back too and replaced when it does not match.
+    """
     remote = store.remote
     if remote is None:
         return
     manifest = store.read_manifest(version)
     folder = store.version_dir(version)
-    name = version_name(version)
-    shared = _already_stored(store, manifest)  # a merge's base: copied inside the store, not uploaded again
+    stored = {o.name: o.size for o in objects.list_files(store.settings, remote, OBJECTS_DIR)}
     for fname in manifest.files:
-        if fname in shared:
-            objects.copy(store.settings, remote, shared[fname], f"{name}/{fname}")
-        else:
-            objects.put_file(store.settings, remote, f"{name}/{fname}", folder / fname)
-    for fname in manifest.files:
-        if fname in shared:  # the source was proven when it was uploaded; a copy is whole or absent
-            got = objects.info(store.settings, remote, f"{name}/{fname}")
-            if got is None or got.size != manifest.sizes.get(fname, got.size):
-                objects.delete(store.settings, remote, name, recursive=True)
-                raise IndexCorrupt(f"{remote.url}/{name}/{fname}: the copy of {shared[fname]} is not whole")
+        sha, size = manifest.sha256[fname], manifest.sizes.get(fname)
+        key = object_key(sha)
+        held = sha in stored and (size is None or stored[sha] == size)
+        if held and (not recheck or objects.checksum(store.settings, remote, key) == (sha, stored[sha])):
             continue
-        sha, size = objects.checksum(store.settings, remote, f"{name}/{fname}")
-        if sha != manifest.sha256[fname] or size != manifest.sizes.get(fname, size):
-            objects.delete(store.settings, remote, name, recursive=True)
-            raise IndexCorrupt(f"{remote.url}/{name}/{fname}: differs from what was uploaded (sha256 after upload)")
-    objects.put_file(store.settings, remote, f"{name}/{MANIFEST_FILE}", folder / MANIFEST_FILE)
-
-
-def _already_stored(store: IndexStore, manifest: Manifest) -> dict[str, str]:
-    """{file: object in the store with the same sha256 and size}, from the version's parent and base (whose
-    segments a merge shares), so an upload sends only what changed."""
-    assert store.remote is not None
-    found: dict[str, str] = {}
-    for other in {v for v in (manifest.parent_version, manifest.base_version) if v and v != manifest.version}:
-        try:
-            theirs = read_manifest(store, other)
-        except (IndexCorrupt, objects.StorageUnavailable):
-            continue
-        for fname, sha in manifest.sha256.items():
-            if fname not in found and theirs.sha256.get(fname) == sha and \
-                    theirs.sizes.get(fname) == manifest.sizes.get(fname):
-                found[fname] = f"{version_name(other)}/{fname}"
-    return found
+        objects.put_file(store.settings, remote, key, folder / fname)
+        got_sha, got_size = objects.checksum(store.settings, remote, key)
+        if got_sha != sha or got_size != (got_size if size is None else size):
+            objects.delete(store.settings, remote, key)
+            raise IndexCorrupt(f"{remote.url}/{key} ({version_name(version)}/{fname}): differs from what was "
+                               "uploaded (sha256 after upload)")
+        stored[sha] = got_size
+    objects.put_file(store.settings, remote, f"{version_name(version)}/{MANIFEST_FILE}", folder / MANIFEST_FILE)
 
 
 def _local_copies(store: IndexStore, manifest: Manifest) -> dict[str, Path]:
@@ -163,13 +170,7 @@ def pull_version(store: IndexStore, version: int) -> bool:
         for fname in manifest.files:
             if fname in reuse and _link_verified(reuse[fname], tmp / fname, manifest.sha256[fname]):
                 continue  # a segment this cache already holds (a merge shares its parent's base)
-            try:
-                objects.get_file(store.settings, remote, f"{name}/{fname}", tmp / fname,
-                                 size=manifest.sizes.get(fname), sha256=manifest.sha256[fname])
-            except FileNotFoundError:
-                raise IndexCorrupt(f"{remote.url}/{name}/{fname}: missing") from None
-            except objects.ChecksumMismatch as exc:
-                raise IndexCorrupt(str(exc)) from None
+            _download(store, remote, manifest, name, fname, tmp / fname)
             make_read_only(tmp / fname)
         (tmp / MANIFEST_FILE).write_bytes(raw)
         if local.is_dir():
@@ -183,6 +184,21 @@ def pull_version(store: IndexStore, version: int) -> bool:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return True
+
+
+def _download(store: IndexStore, remote: Location, manifest: Manifest, name: str, fname: str, dest: Path) -> None:
+    """One file of a version from its object (or, uploaded before objects were shared, `vN/<file>`), verified."""
+    sha, size = manifest.sha256[fname], manifest.sizes.get(fname)
+    keys = (object_key(sha), f"{name}/{fname}")
+    for key in keys:
+        try:
+            objects.get_file(store.settings, remote, key, dest, size=size, sha256=sha)
+            return
+        except FileNotFoundError:
+            continue
+        except objects.ChecksumMismatch as exc:
+            raise IndexCorrupt(f"{exc} ({name}/{fname})") from None
+    raise IndexCorrupt(f"{remote.url}/{keys[0]} ({name}/{fname}): missing")
 
 
 def _link_verified(src: Path, dst: Path, sha256: str) -> bool:
@@ -215,7 +231,8 @@ def pull_pointer(store: IndexStore, *, fetch: bool = False) -> CurrentPointer:
 
     With `fetch`, the version it names is pulled first (verified), so the local CURRENT never names a
     version whose files are not yet here; a remote copy that does not verify raises IndexCorrupt after
-    CURRENT is mirrored (the reader then falls back and says why). StorageUnavailable changes nothing.
+    CURRENT is mirrored, and that version's BACKUP_DIR copy is pulled into the backup's mirror (the reader
+    then falls back to it, or to an older version, and says why). StorageUnavailable changes nothing.
     """
     remote = store.remote
     if remote is None:
@@ -238,6 +255,10 @@ def pull_pointer(store: IndexStore, *, fetch: bool = False) -> CurrentPointer:
                 pull_version(store, version)
             except IndexCorrupt as exc:
                 problem = exc
+                copies = backup_store(store.settings, store.model_version)
+                if copies.remote is not None:  # a local BACKUP_DIR is read where it is
+                    with contextlib.suppress(IndexCorrupt):
+                        pull_version(copies, version)
     if not local.is_file() or local.read_bytes() != raw:
         tmp = local.with_name(f".{CURRENT_FILE}.{uuid.uuid4().hex[:8]}")
         tmp.write_bytes(raw)
@@ -259,27 +280,57 @@ def push_pointer(store: IndexStore, version: int | None) -> None:
 
 
 def delete_version(store: IndexStore, version: int) -> None:
-    """Remove a version from the object store: the manifest first, so it stops existing before its files go."""
+    """Remove a version from the object store: the manifest first, so it stops existing before its files go;
+    then the objects no other version lists (`collect_objects`). The caller holds the writer lock."""
     remote = store.remote
     if remote is None:
         return
     name = version_name(version)
     objects.delete(store.settings, remote, f"{name}/{MANIFEST_FILE}")
     objects.delete(store.settings, remote, name, recursive=True)
+    collect_objects(store)
+
+
+def collect_objects(store: IndexStore) -> list[str]:
+    """Delete the objects no version's manifest lists (a pruned version's own files, a failed upload's); the
+    names deleted. A manifest that cannot be read or parsed might list any object: then nothing is deleted."""
+    remote = store.remote
+    if remote is None:
+        return []
+    used: set[str] = set()
+    for name in objects.list_folders(store.settings, remote):
+        if version_of(name) is None:
+            continue
+        try:
+            raw = objects.read_bytes(store.settings, remote, f"{name}/{MANIFEST_FILE}")
+        except FileNotFoundError:
+            continue  # no manifest, no version: it lists nothing
+        try:
+            used |= set(Manifest.from_json(raw, Path(f"{remote.url}/{name}/{MANIFEST_FILE}")).sha256.values())
+        except IndexCorrupt:
+            return []
+    gone = [o.name for o in objects.list_files(store.settings, remote, OBJECTS_DIR) if o.name not in used]
+    for obj in gone:
+        objects.delete(store.settings, remote, f"{OBJECTS_DIR}/{obj}")
+    return gone
 
 
 def evict(store: IndexStore, keep: set[int]) -> list[int]:
-    """Drop local copies of versions not in `keep` (a replica's cache holds what it serves and may fall back to)."""
+    """Drop local copies of versions not in `keep` (a replica's cache holds what it serves and may fall back to),
+    backup copies pulled by `pull_pointer` included."""
     if store.remote is None:
         return []
     dropped = []
-    for v in store.versions():
-        if v in keep:
-            continue
-        trash = store.root / f".trash-{version_name(v)}-{uuid.uuid4().hex[:8]}"
-        store.version_dir(v).rename(trash)
-        shutil.rmtree(trash, ignore_errors=True)
-        dropped.append(v)
+    copies = backup_store(store.settings, store.model_version)
+    for cache in (store, copies) if copies.remote is not None else (store,):
+        for v in cache.versions():
+            if v in keep:
+                continue
+            trash = cache.root / f".trash-{version_name(v)}-{uuid.uuid4().hex[:8]}"
+            cache.version_dir(v).rename(trash)
+            shutil.rmtree(trash, ignore_errors=True)
+            if cache is store:
+                dropped.append(v)
     return dropped
 
 
@@ -315,7 +366,7 @@ def backup(settings: Settings, model_version: str, *, published: list[int] | Non
             pull_version(copies, v)
     report = run_backup(settings, model_version, published=published, keep=keep)
     for v in report.copied:
-        push_version(copies, v)
+        push_version(copies, v, recheck=True)  # the daily run re-reads the objects it shares, too
     for v in report.pruned:
         delete_version(copies, v)
     if copies.remote is not None:

@@ -41,6 +41,12 @@ def scene(db, s3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pg_database: 
             "spare": photos[10:], "conninfo": pg_database}
 
 
+def _object(folder: Path, prefix: str, version: int, fname: str) -> Path:
+    """The bucket file holding `fname` of a version under `prefix` (the store's objects are named by sha256)."""
+    manifest = next(folder.glob(f"{prefix}/*/v{version:06d}/manifest.json"))
+    return manifest.parent.parent / "objects" / json.loads(manifest.read_text())["sha256"][fname]
+
+
 def _embed(settings, conninfo: str, ids: list[int], run: str) -> dict:  # type: ignore[no-untyped-def]
     from embeddings.runner import embed_batch
 
@@ -78,7 +84,9 @@ def test_embed_build_publish_and_serve_share_no_disk(scene, db, tmp_path, monkey
     store_dir = next(folder.glob("imgsim/indexes/*"))
     assert (store_dir / "CURRENT").read_text().strip() == f"v{v1:06d}"
     manifest = json.loads((store_dir / f"v{v1:06d}" / "manifest.json").read_text())
-    assert set(manifest["sha256"]) <= {p.name for p in (store_dir / f"v{v1:06d}").iterdir()}
+    assert set(manifest["sha256"].values()) <= {p.name for p in (store_dir / "objects").iterdir()}
+    assert [p.name for p in (store_dir / f"v{v1:06d}").iterdir()] == ["manifest.json"]
+    base = f"objects/{manifest['sha256']['index.faiss']}"
     assert db.execute("SELECT version, reason FROM index_current").fetchone() == (v1, "publish")
     assert db.execute("SELECT count(*) FROM images WHERE faiss_index IS NOT NULL").fetchone()[0] == 10
 
@@ -104,8 +112,8 @@ def test_embed_build_publish_and_serve_share_no_disk(scene, db, tmp_path, monkey
         monkeypatch.setattr(objects, op, lambda s, loc, rel, *a, _real=real, _op=op, **k: (
             moved.append((_op, rel)), _real(s, loc, rel, *a, **k))[1])
     merged = pipeline.build(conninfo, b2, mv, mode="merge")
-    # A merge uploads what changed; the base it shares with v1 is copied inside the store.
-    assert not [rel for op, rel in moved if op == "put_file" and rel.endswith("/index.faiss")], moved
+    # A merge uploads what changed; the base it shares with v1 is v1's object.
+    assert base not in [rel for op, rel in moved if op == "put_file"], moved
     v2 = merged["version"]
     assert v2 == v1 + 1 and merged["count"] == 14 and merged["mode"] == "merge", merged
     pipeline.publish(conninfo, b2, mv, v2)
@@ -120,7 +128,7 @@ def test_embed_build_publish_and_serve_share_no_disk(scene, db, tmp_path, monkey
         moved.clear()
         assert holder.refresh() is True
         got = [rel for op, rel in moved if op == "get_file"]
-        assert got and not [rel for rel in got if rel.endswith("/index.faiss")], got
+        assert got and base not in got, got
         assert holder.current.version == v2 and holder.current.count == 14
         assert IndexStore(s, mv).versions() == [v2]
 
@@ -177,11 +185,14 @@ def test_a_version_damaged_in_the_store_is_never_served(scene, db, tmp_path, mon
     mv = _embed(w, conninfo, scene["ids"], "run-a")["model_version"]
     built = pipeline.build(conninfo, w, mv, mode="rebuild")
     pipeline.publish(conninfo, w, mv, built["version"])
-    obj = next(folder.glob(f"imgsim/indexes/*/v{built['version']:06d}/index.faiss"))
-    flip_byte(obj)
-    r = _role(monkeypatch, tmp_path, "replica", bucket)
-    holder = IndexHolder(r, lambda: mv)
-    holder.refresh()
+    flip_byte(_object(folder, "imgsim/indexes", built["version"], "index.faiss"))
+    holder = IndexHolder(_role(monkeypatch, tmp_path, "replica", bucket), lambda: mv)
+    holder.refresh()  # the store's copy is refused; the backup's (made at publish) serves
+    assert holder.current is not None and holder.current.source == "backup", holder.reason
+    assert "checksum" in (holder.stats.last_error or ""), holder.stats.last_error
+    flip_byte(_object(folder, "imgsim/index-backups", built["version"], "index.faiss"))
+    holder = IndexHolder(_role(monkeypatch, tmp_path, "replica2", bucket), lambda: mv)
+    holder.refresh()  # both copies damaged: nothing is served
     assert holder.current is None
     assert "checksum" in (holder.stats.last_error or ""), holder.stats.last_error
 
@@ -255,7 +266,7 @@ def test_backup_versions_prune_and_rollback_on_object_storage(scene, db, tmp_pat
     versions.append(v3)
 
     # Each publish put a verified copy in the backup bucket before serving the version.
-    backup_dirs = {p.name for p in (folder / "backups").glob("*/v*")}
+    backup_dirs = {p.name for p in (folder / "backups").glob("*/v*") if (p / "manifest.json").is_file()}
     assert backup_dirs == {f"v{v:06d}" for v in versions}
     ops = _role(monkeypatch, tmp_path, "operator", bucket)
     report = pipeline.backup(conninfo, ops, mv)
@@ -270,7 +281,7 @@ def test_backup_versions_prune_and_rollback_on_object_storage(scene, db, tmp_pat
     assert [r["current"] for r in listed] == [True, False, False] and all(r["backup"] for r in listed)
 
     # Roll back to the first version after its store copy was damaged: restored from the backup bucket.
-    first = next(folder.glob(f"imgsim/indexes/*/v{versions[0]:06d}/index.faiss"))
+    first = _object(folder, "imgsim/indexes", versions[0], "index.faiss")
     flip_byte(first)
     ops3 = _role(monkeypatch, tmp_path, "operator3", bucket)
     assert pipeline.rollback(conninfo, ops3, mv, to=versions[0]) == versions[0]
@@ -278,8 +289,7 @@ def test_backup_versions_prune_and_rollback_on_object_storage(scene, db, tmp_pat
     assert (next(folder.glob("imgsim/indexes/*")) / "CURRENT").read_text().strip() == f"v{versions[0]:06d}"
     import hashlib
 
-    sums = json.loads((first.parent / "manifest.json").read_text())["sha256"]
-    assert hashlib.sha256(first.read_bytes()).hexdigest() == sums["index.faiss"]  # the store's copy repaired
+    assert hashlib.sha256(first.read_bytes()).hexdigest() == first.name  # the store's object repaired
     del copies
 
     # Prune keeps CURRENT and the newest one: the others leave the object store.
@@ -288,3 +298,121 @@ def test_backup_versions_prune_and_rollback_on_object_storage(scene, db, tmp_pat
     left = {p.name for p in next(folder.glob("imgsim/indexes/*")).glob("v*")}
     assert left == {f"v{versions[0]:06d}", f"v{versions[2]:06d}"}
     assert IndexStore(ops3, mv).remote is not None
+
+
+def _two_published(scene, db, tmp_path, monkeypatch) -> tuple[str, int, int]:  # type: ignore[no-untyped-def]
+    """v1 (a rebuild of 6 photos) and v2 (a merge of 4 more, sharing v1's base), both published; (mv, v1, v2)."""
+    from indexing import pipeline
+
+    conninfo, bucket = scene["conninfo"], scene["bucket"]
+    w = _role(monkeypatch, tmp_path, "worker", bucket)
+    mv = _embed(w, conninfo, scene["ids"][:6], "run-a")["model_version"]
+    b = _role(monkeypatch, tmp_path, "builder", bucket)
+    v1 = pipeline.build(conninfo, b, mv, mode="rebuild")["version"]
+    pipeline.publish(conninfo, b, mv, v1)
+    _embed(w, conninfo, scene["ids"][6:], "run-b")
+    merged = pipeline.build(conninfo, b, mv, mode="merge")
+    assert merged["mode"] == "merge", merged
+    pipeline.publish(conninfo, b, mv, merged["version"])
+    return mv, v1, merged["version"]
+
+
+def _objects(root: Path) -> dict[str, int]:
+    """The objects of a store in the bucket folder: {sha256: size}."""
+    return {p.name: p.stat().st_size for p in (root / "objects").iterdir()}
+
+
+def test_a_merge_stores_no_copy_of_its_base_and_prune_keeps_what_kept_versions_use(  # type: ignore[no-untyped-def]
+        scene, db, tmp_path, monkeypatch) -> None:
+    from indexing import pipeline
+    from serving.holder import IndexHolder
+
+    conninfo, bucket, folder = scene["conninfo"], scene["bucket"], scene["folder"]
+    mv, v1, v2 = _two_published(scene, db, tmp_path, monkeypatch)
+    store_dir, backup_dir = next(folder.glob("imgsim/indexes/*")), next(folder.glob("imgsim/index-backups/*"))
+    m1, m2 = (json.loads((store_dir / f"v{v:06d}" / "manifest.json").read_text()) for v in (v1, v2))
+    assert m2["sha256"]["index.faiss"] == m1["sha256"]["index.faiss"]
+    sizes = {m["sha256"][f]: m["bytes"][f] for m in (m1, m2) for f in m["sha256"]}
+    # The store and the backup each hold every content once: v2's base is v1's object, in both; the
+    # backup's objects are its own copies (another file), never the store's.
+    for root in (store_dir, backup_dir):
+        assert _objects(root) == sizes
+        assert sorted(p.name for p in root.glob("v*/*")) == ["manifest.json", "manifest.json"]
+    base, base_copy = (_object(folder, prefix, v2, "index.faiss") for prefix in ("imgsim/indexes",
+                                                                                  "imgsim/index-backups"))
+    assert base.stat().st_ino != base_copy.stat().st_ino and base.read_bytes() == base_copy.read_bytes()
+
+    # Pruning the parent keeps every object the child lists; a fresh replica serves the child.
+    assert pipeline.prune(_role(monkeypatch, tmp_path, "ops", bucket), mv, keep=1, conninfo=conninfo) == [v1]
+    assert not (store_dir / f"v{v1:06d}").exists()
+    assert _objects(store_dir) == {m2["sha256"][f]: m2["bytes"][f] for f in m2["sha256"]}
+    holder = IndexHolder(_role(monkeypatch, tmp_path, "replica", bucket), lambda: mv)
+    holder.refresh()
+    assert holder.current is not None and (holder.current.version, holder.current.source) == (v2, "store")
+    assert holder.current.count == 10
+    # The same in the backup: v1's copy pruned, v2's still verifies from another host's empty cache.
+    assert pipeline.backup(conninfo, _role(monkeypatch, tmp_path, "ops2", bucket), mv, keep=1).pruned == [v1]
+    assert _objects(backup_dir) == _objects(store_dir)
+    report = pipeline.backup(conninfo, _role(monkeypatch, tmp_path, "ops3", bucket), mv, keep=1)
+    assert report.verified == [v2] and not report.damaged and not report.copied
+
+    # A rebuild shares nothing: pruning v2 then removes every object only v2 listed.
+    b = _role(monkeypatch, tmp_path, "builder2", bucket)
+    v3 = pipeline.build(conninfo, b, mv, mode="rebuild")["version"]
+    pipeline.publish(conninfo, b, mv, v3)
+    assert pipeline.prune(b, mv, keep=1, conninfo=conninfo) == [v2]
+    m3 = json.loads((store_dir / f"v{v3:06d}" / "manifest.json").read_text())
+    assert set(_objects(store_dir)) == set(m3["sha256"].values())
+
+
+def test_a_damaged_shared_base_is_caught_and_the_backup_serves(scene, db, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import hashlib
+
+    from indexing import pipeline
+    from serving.holder import IndexHolder
+    from tests.helpers import flip_byte
+
+    conninfo, bucket, folder = scene["conninfo"], scene["bucket"], scene["folder"]
+    mv, v1, v2 = _two_published(scene, db, tmp_path, monkeypatch)
+    base = _object(folder, "imgsim/indexes", v2, "index.faiss")
+    assert base == _object(folder, "imgsim/indexes", v1, "index.faiss")  # one object, two versions
+    flip_byte(base)
+
+    # A replica with an empty cache: the store's copy fails its checksum, v2's backup copy serves.
+    holder = IndexHolder(_role(monkeypatch, tmp_path, "replica", bucket), lambda: mv)
+    holder.refresh()
+    assert holder.current is not None, holder.reason
+    assert (holder.current.version, holder.current.source) == (v2, "backup"), holder.degraded
+    assert "checksum" in (holder.stats.last_error or ""), holder.stats.last_error
+
+    # The operator's rollback restores the version from the backup and replaces the damaged object;
+    # the replica then serves the store's copy again.
+    assert pipeline.rollback(conninfo, _role(monkeypatch, tmp_path, "ops", bucket), mv, to=v2) == v2
+    assert hashlib.sha256(base.read_bytes()).hexdigest() == base.name
+    holder.refresh()
+    assert (holder.current.version, holder.current.source) == (v2, "store"), holder.degraded
+
+
+def test_a_version_uploaded_before_objects_were_shared_still_pulls(scene, db, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A store written by the earlier layout (every file under vNNNNNN/): its versions still download."""
+    from indexing import pipeline
+    from indexing.store import remote
+    from indexing.store.layout import IndexStore
+    from serving.holder import IndexHolder
+    from storage import objects
+
+    conninfo, bucket, folder = scene["conninfo"], scene["bucket"], scene["folder"]
+    w = _role(monkeypatch, tmp_path, "worker", bucket)
+    mv = _embed(w, conninfo, scene["ids"], "run-a")["model_version"]
+    v = pipeline.build(conninfo, w, mv, mode="rebuild")["version"]
+    pipeline.publish(conninfo, w, mv, v)
+    store = IndexStore(w, mv)
+    assert store.remote is not None
+    manifest = store.read_manifest(v)
+    for fname in manifest.files:  # as the earlier push_version left them
+        objects.put_file(w, store.remote, f"v{v:06d}/{fname}", store.version_dir(v) / fname)
+        objects.delete(w, store.remote, remote.object_key(manifest.sha256[fname]))
+    assert not list(folder.glob("imgsim/indexes/*/objects/*"))
+    holder = IndexHolder(_role(monkeypatch, tmp_path, "replica", bucket), lambda: mv)
+    holder.refresh()
+    assert holder.current is not None and (holder.current.version, holder.current.source) == (v, "store")
