@@ -44,10 +44,11 @@ test-slow: setup
 	$(MAKE) pytest-ems
 	$(MAKE) node-test NODE_VERSIONS=minimum
 
-# The database part again, on databases made the way an Event Management System made them
-# (the original service's DDL, EMS-shaped events): tests/ems_schema.py.
+# The tests that use the database again (marked `db` by tests/selection.py: every test whose fixtures reach the
+# test database), on one made the way an Event Management System made it (the original service's DDL,
+# EMS-shaped events): tests/ems_schema.py.
 pytest-ems: setup
-	TEST_DB_SCHEMA=ems $(VENV)/bin/pytest -q -m "not slow" tests/core tests/embeddings tests/indexing tests/serving
+	TEST_DB_SCHEMA=ems $(VENV)/bin/pytest -q -m "db and not slow"
 
 # npm ci: the client's dev tools (esbuild, typescript, openapi-typescript) from its lockfile.
 # npm test builds, checks the generated types against the server, then runs the unit, live and
@@ -61,12 +62,13 @@ node-test: setup
 
 test: lint pytest node-test
 
-# The tests that read sample photos, run as a user's clone runs them: no ../shared (SAMPLE_DATA_DIR names a
-# folder that does not exist, which turns the fallback off), generated photos and scenes only.
+# The tests that read sample photos (marked `samples`: tests/selection.py fails a test that reads the folder
+# without the mark), run again as a user's clone runs them: no ../shared (SAMPLE_DATA_DIR names a folder that
+# does not exist, which turns the fallback off), generated photos and scenes only; slow ones included.
 NO_SAMPLES := $(CURDIR)/.no-sample-data-here
 test-no-samples: setup
 	@SAMPLE_DATA_DIR=$(NO_SAMPLES) $(PY) -c 'from core.settings import sample_data_dir as d; assert d() is None, d(); print("sample data: none (as a clone without ../shared)")'
-	SAMPLE_DATA_DIR=$(NO_SAMPLES) $(VENV)/bin/pytest -q tests/duplicates tests/serving tests/embeddings tests/demo tests/dags
+	SAMPLE_DATA_DIR=$(NO_SAMPLES) $(VENV)/bin/pytest -q -m samples
 	@if [ -f clients/node/package.json ]; then cd clients/node && npm ci --no-audit --no-fund && SAMPLE_DATA_DIR=$(NO_SAMPLES) npm test; fi
 
 migrate: setup

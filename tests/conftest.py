@@ -22,6 +22,8 @@ import pytest
 
 from tests.helpers import TABLES
 
+pytest_plugins = ["tests.selection"]  # the `samples` and `db` marks: which tests CI's second passes run again
+
 _RUN_DIR = Path(tempfile.mkdtemp(prefix="imgsim-tests-"))
 _STATE: dict[str, object] = {}
 

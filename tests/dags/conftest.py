@@ -21,6 +21,7 @@ import psycopg
 import pytest
 
 from core.db import airflow_connection_json
+from tests.selection import reads_samples
 
 REPO = Path(__file__).resolve().parents[2]
 DAGS_DIR = REPO / "dags"
@@ -85,6 +86,7 @@ class ImageRows:
 
 
 @pytest.fixture
+@reads_samples
 def image_rows(db: psycopg.Connection, settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ImageRows:  # type: ignore[no-untyped-def]
     """An empty test database whose IMAGE_ROOT holds the sample data (read in place) or generated photos."""
     from core.sample_data import sample_data_dir

@@ -23,6 +23,7 @@ import pytest
 
 from core.localpg import free_port, port_answers
 from core.sample_data import sample_photos
+from tests.selection import reads_samples
 
 pytestmark = pytest.mark.slow  # the whole job end to end, twice (minutes): make test-slow
 
@@ -34,6 +35,7 @@ ROWS = PHOTOS + 1 + PLANTED  # the photos, the twin, what the demo planted
 
 
 @pytest.fixture(scope="module")
+@reads_samples
 def demo_env(pg_database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
     """A folder of 8 photos, a fresh DATA_DIR and IMAGE_ROOT, and a database of its own on the test server.
 

@@ -46,6 +46,7 @@ def test_private_postgres_is_started_migrated_and_reused(settings, tmp_path: Pat
     assert not db.server.running()
 
 
+@pytest.mark.samples
 def test_photo_sources(tmp_path: Path) -> None:
     from demo.photos import PhotoError, find_sources, prepare_extras
 

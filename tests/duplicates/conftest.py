@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from tests.selection import reads_samples
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _one_thread() -> None:
@@ -39,6 +41,7 @@ def _data() -> Path | None:
 
 
 @pytest.fixture(scope="session")
+@reads_samples
 def real_photos() -> list[bytes]:
     """A few real photos (every 37th shared photo), or skip on a clone without sample data."""
     data = _data()
@@ -49,6 +52,7 @@ def real_photos() -> list[bytes]:
 
 
 @pytest.fixture(scope="session")
+@reads_samples
 def real_scene_pairs() -> list[tuple[str, bytes, bytes]]:
     """Every within-group pair of the shared same-scene photos, or skip."""
     data = _data()

@@ -40,6 +40,7 @@ def test_unreachable_database_is_one_line_and_exit_2() -> None:
     assert len(res.stderr.strip().splitlines()) == 1 and "DB_PORT" in res.stderr
 
 
+@pytest.mark.samples
 def test_missing_places_weights_is_one_line(tmp_path: Path) -> None:
     photo = sample_photos(1, out_dir=tmp_path)[0]
     res = _run("--model", "places365-resnet50", "files", str(photo), "--out", str(tmp_path / "o.parquet"),
@@ -68,6 +69,7 @@ def test_weights_command_refuses_a_mismatching_download(tmp_path: Path, capsys: 
     assert "does not match" in err and not dest.exists()
 
 
+@pytest.mark.samples
 def test_pending_event_and_files_commands(db, settings, lite0_default, tmp_path: Path,  # type: ignore[no-untyped-def]
                                           capsys: pytest.CaptureFixture[str]) -> None:
     photos = sample_photos(3, out_dir=tmp_path / "gen")
@@ -100,6 +102,7 @@ def test_pending_event_and_files_commands(db, settings, lite0_default, tmp_path:
     assert set(table["model_version"].to_pylist()) == {"efficientnet-lite0@crop224+rot4"}
 
 
+@pytest.mark.samples
 def test_a_rerun_right_after_a_crash_embeds_every_image_once(db, settings, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """kill -9 of a run mid-way, then the same command again at once: every image embedded, none twice.
 

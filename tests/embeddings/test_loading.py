@@ -19,6 +19,7 @@ EXPECTED = {"ukbench09268_corrupt.jpg": "not an image"}
 FORMATS = sample_formats_dir()
 
 
+@pytest.mark.samples
 @pytest.mark.skipif(FORMATS is None, reason="no shared formats dir (SAMPLE_DATA_DIR)")
 @pytest.mark.parametrize("name", sorted(p.name for p in FORMATS.iterdir()) if FORMATS else [])
 def test_every_shared_format_file_loads_or_gives_a_short_reason(name: str) -> None:

@@ -30,6 +30,7 @@ def test_model_versions_spell_out_the_preprocessing() -> None:
             parse_name(bad)
 
 
+@pytest.mark.samples
 def test_lite0_embeds_normalised_vectors(lite0, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     photos = sample_photos(4, out_dir=tmp_path)
     images = [load_image(p) for p in photos]
@@ -44,6 +45,7 @@ def test_lite0_embeds_normalised_vectors(lite0, tmp_path: Path) -> None:  # type
     assert float(vecs[0] @ vecs[1]) < 0.9
 
 
+@pytest.mark.samples
 def test_embed_rotations_gives_each_rotation(lite0, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     img = load_image(sample_photos(1, out_dir=tmp_path)[0])
     rots = lite0.embed_rotations([img])
@@ -55,6 +57,7 @@ def test_embed_rotations_gives_each_rotation(lite0, tmp_path: Path) -> None:  # 
     assert max(float(rots[0, k] @ plain_turned) for k in range(4)) > 0.97
 
 
+@pytest.mark.samples
 def test_default_rot4_embedding_is_rotation_invariant(lite0_default, lite0, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     img = load_image(sample_photos(2, out_dir=tmp_path)[1])
     turned = load_image(_jpeg_bytes(img.transpose(Image.Transpose.ROTATE_270)))  # a phone's turn, no EXIF
@@ -74,6 +77,7 @@ def _jpeg_bytes(img: Image.Image) -> bytes:
     return buf.getvalue()
 
 
+@pytest.mark.samples
 def test_lite0_weights_are_really_pretrained(lite0) -> None:  # type: ignore[no-untyped-def]
     """The shared photos are named <wnid>_<label>.jpg: the classifier head must get most of them right."""
     from timm.data import ImageNetInfo
@@ -101,6 +105,7 @@ def _have_shared_photos() -> bool:
         return False
 
 
+@pytest.mark.samples
 def test_places365_loads_the_csail_checkpoint(places_checkpoint: Path, tmp_path: Path) -> None:
     """Loaded into torchvision's resnet50 exactly: our feature equals the reference model's avg-pool output."""
     from torchvision.models import resnet50

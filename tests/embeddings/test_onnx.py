@@ -15,11 +15,13 @@ from core.settings import REPO_ROOT, load_settings
 from embeddings.loading import load_image
 from embeddings.models import MODELS, ModelUnavailable, clear_cache, get_embedder
 from embeddings.preprocess import PREPROCESSES
+from tests.selection import reads_samples
 
 SPECS = [f"{pre}{variant}" for pre in PREPROCESSES for variant in ("+rot4", "")]
 
 
 @pytest.fixture(scope="module")
+@reads_samples
 def photos(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     paths = sample_photos(2, out_dir=tmp_path_factory.mktemp("onnx-photos"))
     return [load_image(p) for p in paths]

@@ -49,6 +49,7 @@ TRANSFORMS = {
 }
 
 
+@pytest.mark.samples
 def test_transformed_copies_find_their_originals(lite0_default, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     if sample_data_dir() is None:
         pytest.skip("a property of real photos: needs the sample photos (SAMPLE_DATA_DIR); "
@@ -72,6 +73,7 @@ def test_transformed_copies_find_their_originals(lite0_default, tmp_path: Path) 
     assert len(misses) <= total // 50, misses  # >= 98% recall@1
 
 
+@pytest.mark.samples
 def test_verified_ranking_finds_originals_first(lite0_default, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """The server's path: rotation queries give candidates, verification puts the copy's original first."""
     from duplicates.fingerprint import fingerprint

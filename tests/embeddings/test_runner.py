@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from PIL import Image
 
 from core.sample_data import sample_formats_dir, sample_photos
@@ -26,6 +27,7 @@ def _ledger(db) -> dict[int, tuple]:  # type: ignore[no-untyped-def]
     return {r[0]: r[1:] for r in rows.fetchall()}
 
 
+@pytest.mark.samples
 def test_pending_batch_writes_a_part_and_the_ledger_idempotently(db, settings, lite0, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     photos = sample_photos(6, out_dir=tmp_path / "gen")
     event = add_event(db)
@@ -75,6 +77,7 @@ def test_pending_batch_writes_a_part_and_the_ledger_idempotently(db, settings, l
     assert np.allclose(read_vectors(latest), vecs, atol=1e-5)
 
 
+@pytest.mark.samples
 def test_reembedding_keeps_the_latest_row_per_image(db, settings, lite0, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     photos = sample_photos(3, out_dir=tmp_path / "gen")
     event = add_event(db)
@@ -106,6 +109,7 @@ def test_reembedding_keeps_the_latest_row_per_image(db, settings, lite0, tmp_pat
     assert {v[4] for v in _ledger(db).values()} == {rel}
 
 
+@pytest.mark.samples
 def test_every_format_file_is_embedded_or_failed_while_the_rest_embeds(db, settings, lite0, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     root = settings.resolved_image_root
     event = add_event(db)
@@ -164,6 +168,7 @@ def test_read_latest_of_nothing_has_the_schema(settings) -> None:  # type: ignor
     assert len(table) == 0 and table.schema.field("vector").type == pa.list_(pa.float32(), 1280)
 
 
+@pytest.mark.samples
 def test_parts_written_before_fingerprints_read_and_compact(db, settings, lite0, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """The extension columns: new parts carry each image's duplicate fingerprint; parts written before
     them read as nulls (unverifiable images) and compact together with new ones."""
@@ -189,6 +194,7 @@ def test_parts_written_before_fingerprints_read_and_compact(db, settings, lite0,
             assert fp.sha256 == hashlib.sha256(path.read_bytes()).digest()
 
 
+@pytest.mark.samples
 def test_a_run_that_lost_its_images_records_none_of_them(db, settings, lite0, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """A run whose claims ended mid-batch (its connection dropped, another run took the images over and
     embedded them) writes its part but records nothing: each image has one ledger outcome, the other run's."""

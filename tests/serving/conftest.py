@@ -29,6 +29,8 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from tests.selection import reads_samples
+
 MODEL = "efficientnet-lite0"
 N_PHOTOS = 24
 
@@ -95,6 +97,7 @@ def settings_for(conninfo: str, data_dir: Path, image_root: Path, **overrides: A
 
 
 @pytest.fixture(scope="session")
+@reads_samples
 def base(pg_database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Base]:
     import torch
     from PIL import Image

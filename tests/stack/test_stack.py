@@ -6,7 +6,7 @@ their own (supervisord), with nothing lost or embedded twice; a second `make sta
 `make stack-stop` after the launcher was killed leaves no process behind.
 
 One stack for the module, because each step builds on the last (minutes, not seconds: marked slow,
-still run by make test). The stack runs its own PostgreSQL (STACK_PRIVATE_PG=1) so that killing it
+run by make test-slow). The stack runs its own PostgreSQL (STACK_PRIVATE_PG=1) so that killing it
 does not touch the machine's shared server.
 """
 
@@ -34,8 +34,8 @@ import psycopg
 import pyarrow.parquet as pq
 import pytest
 
+from core.sample_data import generate_photos
 from tests.embeddings.helpers import add_event, add_files
-from tests.helpers import sample_photos
 
 pytestmark = pytest.mark.slow
 
@@ -80,7 +80,9 @@ def stack_env() -> Iterator[dict[str, Any]]:
     root = Path(tempfile.mkdtemp(prefix="imgsim-stack-test-"))
     home = root / "stack"
     (root / "images").mkdir()
-    photos = sample_photos(22, out_dir=root / "generated")
+    # Generated photos, with or without the sample folder: this is the topology's proof, not the model's, and
+    # so a clone (no sample data) runs exactly what CI runs (tests/selection.py: no second pass needed).
+    photos = generate_photos(root / "generated", 22)
     suffix = uuid.uuid4().hex[:8]
     config = StackConfig(home=home, airflow_port=free_port(), search_port=free_port(),
                          redis_url=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),

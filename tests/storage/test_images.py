@@ -40,6 +40,7 @@ from embeddings.loading import (
 from storage.images import ImageFiles
 from storage.objects import StorageUnavailable
 from tests.embeddings.helpers import add_event, register
+from tests.selection import reads_samples
 
 MODEL = "efficientnet-lite0+plain"  # EMBEDDING_MODEL=efficientnet-lite0 without the 4x rotation variant
 REPO = Path(__file__).resolve().parents[2]
@@ -179,6 +180,7 @@ def s3_root(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.
 
 
 @pytest.fixture(scope="module")
+@reads_samples
 def photos(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     return sample_photos(3, out_dir=tmp_path_factory.mktemp("photos"))
 
