@@ -115,21 +115,23 @@ def push_version(store: IndexStore, version: int, *, recheck: bool = False) -> N
     objects.put_file(store.settings, remote, f"{version_name(version)}/{MANIFEST_FILE}", folder / MANIFEST_FILE)
 
 
-def _local_copies(store: IndexStore, manifest: Manifest) -> dict[str, Path]:
-    """{file: a local file of another cached version with the same sha256 and size} (a merge's base)."""
-    found: dict[str, Path] = {}
+def _local_copies(store: IndexStore, manifest: Manifest) -> dict[str, tuple[Path, bool]]:
+    """{file: (a local file of another cached version with the same sha256 and size, whether this process
+    hashed that version in full)} (a merge's base, in the version a replica serves)."""
+    found: dict[str, tuple[Path, bool]] = {}
     wanted = {sha: fname for fname, sha in manifest.sha256.items()}
     for other in store.versions():
         if other == manifest.version:
             continue
         try:
             theirs = store.read_manifest(other)
-        except IndexCorrupt:
+            hashed = _VERIFIED.get((str(store.root), other)) == (store.version_dir(other) / MANIFEST_FILE).read_bytes()
+        except (IndexCorrupt, OSError):
             continue
         for fname, sha in theirs.sha256.items():
             mine = wanted.get(sha)
             if mine and mine not in found and theirs.sizes.get(fname) == manifest.sizes.get(mine):
-                found[mine] = store.version_dir(other) / fname
+                found[mine] = (store.version_dir(other) / fname, hashed)
     return found
 
 
@@ -168,7 +170,8 @@ def pull_version(store: IndexStore, version: int) -> bool:
     reuse = _local_copies(store, manifest)
     try:
         for fname in manifest.files:
-            if fname in reuse and _link_verified(reuse[fname], tmp / fname, manifest.sha256[fname]):
+            if fname in reuse and _link_cached(*reuse[fname], tmp / fname, manifest.sha256[fname],
+                                               manifest.sizes.get(fname)):
                 continue  # a segment this cache already holds (a merge shares its parent's base)
             _download(store, remote, manifest, name, fname, tmp / fname)
             make_read_only(tmp / fname)
@@ -201,10 +204,16 @@ def _download(store: IndexStore, remote: Location, manifest: Manifest, name: str
     raise IndexCorrupt(f"{remote.url}/{keys[0]} ({name}/{fname}): missing")
 
 
-def _link_verified(src: Path, dst: Path, sha256: str) -> bool:
-    """Hard-link a cached segment into a version being pulled once its bytes hash to `sha256`."""
+def _link_cached(src: Path, hashed: bool, dst: Path, sha256: str, size: int | None) -> bool:
+    """Hard-link a cached segment into a version being pulled: hashed first, unless this process hashed its
+    version in full already (then, as every poll of that version does, its size is checked). Either way the
+    loader hashes the private copy it serves; a load that finds damage calls forget(), which makes every
+    cached version of the store be hashed again before anything is linked from it."""
     try:
-        if sha256_file(src) != sha256:
+        if hashed:
+            if size is not None and src.stat().st_size != size:
+                return False
+        elif sha256_file(src) != sha256:
             return False
         os.link(src, dst)
         return True
@@ -222,8 +231,12 @@ def fetched(store: IndexStore, version: int) -> bool:
 
 
 def forget(store: IndexStore, version: int) -> None:
-    """A local copy was found damaged (a load refused it): the next pull hashes it again and refetches."""
-    _VERIFIED.pop((str(store.root), version), None)
+    """A local copy was found damaged (a load refused it): the next pull hashes it again and refetches. Every
+    cached version of the store is forgotten with it: they may share the damaged file by a hard link."""
+    del version
+    root = str(store.root)
+    for memo in [m for m in _VERIFIED if m[0] == root]:
+        del _VERIFIED[memo]
 
 
 def pull_pointer(store: IndexStore, *, fetch: bool = False) -> CurrentPointer:

@@ -416,3 +416,37 @@ def test_a_version_uploaded_before_objects_were_shared_still_pulls(scene, db, tm
     holder = IndexHolder(_role(monkeypatch, tmp_path, "replica", bucket), lambda: mv)
     holder.refresh()
     assert holder.current is not None and (holder.current.version, holder.current.source) == (v, "store")
+
+
+def test_a_damaged_cached_base_linked_into_the_next_version_is_fetched_again(  # type: ignore[no-untyped-def]
+        scene, db, tmp_path, monkeypatch) -> None:
+    """A replica links its cached base into the merged version by size (it hashed it when it pulled it); the
+    load hashes what it serves, refuses the damage, and the next poll hashes the cache and downloads the base."""
+    from indexing import pipeline
+    from indexing.store.layout import IndexStore
+    from serving.holder import IndexHolder
+    from tests.helpers import flip_byte
+
+    conninfo, bucket = scene["conninfo"], scene["bucket"]
+    w = _role(monkeypatch, tmp_path, "worker", bucket)
+    mv = _embed(w, conninfo, scene["ids"][:6], "run-a")["model_version"]
+    b = _role(monkeypatch, tmp_path, "builder", bucket)
+    v1 = pipeline.build(conninfo, b, mv, mode="rebuild")["version"]
+    pipeline.publish(conninfo, b, mv, v1)
+    r = _role(monkeypatch, tmp_path, "replica", bucket)
+    holder = IndexHolder(r, lambda: mv)
+    holder.refresh()
+    assert holder.current is not None and holder.current.version == v1
+    cached = IndexStore(r, mv).version_dir(v1) / "index.faiss"
+    cached.chmod(0o644)
+    flip_byte(cached)  # after the replica verified it: the served private copy is still good
+
+    _embed(w, conninfo, scene["ids"][6:], "run-b")
+    v2 = pipeline.build(conninfo, b, mv, mode="merge")["version"]
+    pipeline.publish(conninfo, b, mv, v2)
+    holder.refresh()  # v2 pulled with the damaged base linked; its load refuses it; v1 stays served
+    assert holder.current.version == v1 and "checksum" in (holder.stats.last_error or ""), holder.stats.last_error
+    holder.refresh()  # the cache is hashed again: the base is downloaded, v2 serves
+    assert (holder.current.version, holder.current.source) == (v2, "store"), holder.degraded
+    store = IndexStore(r, mv)
+    store.check_files(v2, store.read_manifest(v2))
