@@ -113,6 +113,9 @@ def push_version(store: IndexStore, version: int, *, recheck: bool = False) -> N
                                "uploaded (sha256 after upload)")
         stored[sha] = got_size
     objects.put_file(store.settings, remote, f"{version_name(version)}/{MANIFEST_FILE}", folder / MANIFEST_FILE)
+    # What was just uploaded and proven is this process's verified copy: the next pull of it (verify's, right
+    # after the build) checks sizes, as for a version it downloaded; verify's load hashes every file anyway.
+    _VERIFIED[(str(store.root), version)] = (folder / MANIFEST_FILE).read_bytes()
 
 
 def _local_copies(store: IndexStore, manifest: Manifest) -> dict[str, tuple[Path, bool]]:
