@@ -5,10 +5,12 @@
 Pairs (duplicates/labelled.py): the generated set (every edit of synthetic photos, other shots of synthetic
 scenes, different pictures; fixed seeds) and, when the sample-data folder is there (SAMPLE_DATA_DIR), every
 edit of `--photos` shared photos (spread over the folder), every within-group pair of the shared same-scene
-photos, and neighbouring shared photos as different pictures. Each pair is measured once (query = the edit
-or the later shot) and decided on its Evidence (rules.decide); relate() is not run, so a pair the rules
-would judge again from the other side is counted one way here (the golden table and bench/duplicates.py
-count relate()).
+photos, and neighbouring shared photos as different pictures. Besides the near-static frames of the generated set,
+a held-out set of them (`--stills` scenes per kind, `--still-copies` of them with every edit; seeds
+labelled.STILL_HELD_OUT_SEED, fixed before any rule looked at them) is measured too. Each pair is measured once
+(query = the edit or the later shot) and decided on its Evidence (rules.decide); relate() is not run, so a pair the
+rules would judge again from the other side is counted one way here (the golden table and bench/duplicates.py count
+relate()).
 
 Prints, per threshold of duplicates/thresholds.toml that one rule compares one Evidence field with:
 - the margin to the nearest copy: how far the closest true copy that passes every other copy rule is from the
@@ -16,7 +18,9 @@ Prints, per threshold of duplicates/thresholds.toml that one rule compares one E
 - the margin to the nearest other shot or different picture that passes every other copy rule (negative:
   it stays out; positive: a false copy this threshold alone lets in);
 - a sweep of the threshold (x0.5 ... x2): copy recall and false copies, every other threshold as it is.
-Then the operating point: per true relation, what the rules decided. The Evidence goes to Parquet (--out).
+Then the operating point: per true relation, what the rules decided, and per set of pairs (generated, near-static
+frames, held-out near-static frames, shared) the copy recall, its worst edit, and the other pairs called copies.
+The Evidence goes to Parquet (--out).
 """
 
 from __future__ import annotations
@@ -87,17 +91,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--photos", type=int, default=12, help="shared photos whose every edit is a copy pair")
     parser.add_argument("--out", type=Path, default=None, help="write the Evidence table here (Parquet)")
+    parser.add_argument("--stills", type=int, default=40,
+                        help="held-out near-static scenes per kind (hand, video): frame 1 against frame 0")
+    parser.add_argument("--still-copies", type=int, default=4,
+                        help="of those, scenes per kind whose frame 0 gets every edit as a copy")
     args = parser.parse_args(argv)
 
     import pandas as pd
 
     from duplicates import opencv, rules
-    from duplicates.labelled import generated_pairs, measure_pair
+    from duplicates.labelled import STILL_HELD_OUT_SEED, generated_pairs, measure_pair, still_pairs
     from duplicates.verify import RULES_VERSION, Evidence
 
     opencv.cv2()
     started = time.perf_counter()
-    rows = [measure_pair(p) for p in itertools.chain(generated_pairs(), shared_pairs(args.photos))]
+    held_out = still_pairs(STILL_HELD_OUT_SEED, args.stills, args.still_copies, prefix="held-out")
+    rows = [measure_pair(p) for p in itertools.chain(generated_pairs(), held_out, shared_pairs(args.photos))]
     table = pd.DataFrame([r.flat() for r in rows])
     print(f"rules {RULES_VERSION}: {len(table)} labelled pairs measured in {time.perf_counter() - started:.0f} s "
           f"({dict(Counter(table['truth']))})")
@@ -157,7 +166,34 @@ def main(argv: list[str] | None = None) -> int:
     recall, false = rates(found)
     non_copies = sum(t is not Relation.COPY for t in truth)
     print(f"  copy recall {recall:.3f}; other shots or different pictures called copies: {false} of {non_copies}")
+
+    print("\nper set (one way): copies found (worst edit), other pairs called copies")
+    for name, members in _by_set([r.name for r in rows]).items():
+        copies = [i for i in members if truth[i] is Relation.COPY]
+        others = [i for i in members if truth[i] is not Relation.COPY]
+        per_edit: dict[str, list[bool]] = {}
+        for i in copies:
+            per_edit.setdefault(rows[i].name.rsplit("/", 1)[1], []).append(found[i] is Relation.COPY)
+        worst = min(per_edit.items(), key=lambda kv: sum(kv[1]) / len(kv[1]), default=None)
+        found_copies = sum(found[i] is Relation.COPY for i in copies)
+        called = sum(found[i] is Relation.COPY for i in others)
+        worst_text = "" if worst is None else " (every edit)" if all(worst[1]) else \
+            f" (worst {worst[0]} {sum(worst[1])}/{len(worst[1])})"
+        print(f"  {name:<26} copies {found_copies:>4}/{len(copies):<4}{worst_text:<34} "
+              f"called copies {called:>3}/{len(others)}")
     return 0
+
+
+def _by_set(names: list[str]) -> dict[str, list[int]]:
+    """Row indices per set of pairs, by the pair's name (duplicates/labelled.py and shared_pairs name them)."""
+    sets: dict[str, list[int]] = {}
+    for i, name in enumerate(names):
+        key = ("near-static (golden)" if name.startswith("still-") else
+               "near-static (held out)" if name.startswith("held-out-") else
+               "shared photos" if name.startswith("shared/") else
+               "shared scenes" if name.startswith("scene/") else "generated photos, scenes")
+        sets.setdefault(key, []).append(i)
+    return sets
 
 
 if __name__ == "__main__":

@@ -45,11 +45,11 @@ def _texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return out / (np.abs(out).max() + 1e-6)
 
 
-def _world(seed: int) -> tuple[np.ndarray, list[_Blob]]:
+def _world(seed: int, size: tuple[int, int] = WORLD) -> tuple[np.ndarray, list[_Blob]]:
     import cv2
 
     rng = np.random.default_rng(seed)
-    w, h = WORLD
+    w, h = size
     base = rng.integers(40, 200, 3).astype(np.float32)
     tint = rng.normal(0, 40, 3).astype(np.float32)
     tex = _texture(rng, h, w)
@@ -140,3 +140,117 @@ def scene_groups(count: int, shots: int = 2, seed: int = 1000) -> list[list[Imag
 def photos(count: int, seed: int = 5000) -> list[Image.Image]:
     """`count` distinct synthetic photos (one shot of as many scenes)."""
     return [shot(seed + i, 0) for i in range(count)]
+
+
+# --- near-static frames (issue 26): a fixed or nearly fixed camera, one small figure moved a few pixels ---
+# Two frames 0.5 s apart from a camera on a tripod where only a hand moved, or two frames of a video 1/25 s apart
+# where the camera drifted about a pixel and people moved a little: at the 160-px thumbnail the motion is one or two
+# pixels, and everything else is the same picture under new sensor noise. They are other shots, not copies.
+STILL = (1600, 900)  # frame size (w, h): the size the held-out frames had
+STILL_KINDS = ("hand", "video")
+
+
+@dataclass(frozen=True)
+class _Figure:
+    """A compact foreground figure: an ellipse (palm or body) with smaller ellipses (fingers, or a head)."""
+
+    x: float
+    y: float
+    parts: tuple[tuple[float, float, float, float, float], ...]  # (dx, dy, rx, ry, angle) from (x, y)
+    colour: tuple[float, float, float]
+    seed: int
+
+
+def _figure_patch(fig: _Figure, angle: float) -> tuple[np.ndarray, np.ndarray, int]:
+    """The figure drawn on its own patch (float32 RGB, coverage 0..1), turned by `angle` degrees, and the patch's
+    half size: its texture goes where it goes."""
+    import cv2
+
+    half = int(max(max(abs(dx) + r, abs(dy) + r) for dx, dy, rx, ry, _ in fig.parts for r in (rx, ry))) + 8
+    size = 2 * half + 1
+    cover = np.zeros((size, size), np.float32)
+    for dx, dy, rx, ry, a in fig.parts:
+        cv2.ellipse(cover, (half + round(dx), half + round(dy)), (int(rx), int(ry)), a, 0, 360, 1.0, -1,
+                    cv2.LINE_AA)
+    rng = np.random.default_rng(fig.seed)
+    tex = _texture(rng, size, size)
+    shade = np.linspace(-18, 18, size, dtype=np.float32)[None, :, None]  # lit from one side: edges inside it
+    patch = np.asarray(fig.colour, np.float32) + 40 * tex[..., None] + shade
+    if angle:
+        m = cv2.getRotationMatrix2D((half, half), angle, 1.0)
+        patch = cv2.warpAffine(patch, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        cover = cv2.warpAffine(cover, m, (size, size), flags=cv2.INTER_LINEAR)
+    return patch, np.clip(cover, 0, 1), half
+
+
+def _paste(img: np.ndarray, fig: _Figure, dx: float, dy: float, angle: float) -> None:
+    """Composite `fig` onto `img` at its place moved by (dx, dy) (sub-pixel: a warp, anti-aliased)."""
+    import cv2
+
+    patch, cover, half = _figure_patch(fig, angle)
+    h, w = img.shape[:2]
+    m = np.float32([[1, 0, fig.x + dx - half], [0, 1, fig.y + dy - half]])
+    warped = cv2.warpAffine(patch, m, (w, h), flags=cv2.INTER_LINEAR)
+    alpha = cv2.warpAffine(cover, m, (w, h), flags=cv2.INTER_LINEAR)[..., None]
+    img[:] = img * (1 - alpha) + warped * alpha
+
+
+def _hand(rng: np.random.Generator, w: int, h: int) -> _Figure:
+    """A hand (palm and fingers) covering 1-4% of the frame."""
+    palm = float(rng.uniform(0.035, 0.06) * w)
+    parts = [(0.0, 0.0, palm * 0.8, palm, float(rng.uniform(-20, 20)))]
+    for k in range(4):
+        parts.append((palm * (-0.6 + 0.4 * k), -palm * 1.5, palm * 0.17, palm * 0.65, float(rng.uniform(-12, 12))))
+    parts.append((palm * 0.95, -palm * 0.2, palm * 0.18, palm * 0.55, 50.0))  # thumb
+    return _Figure(float(rng.uniform(0.2, 0.8) * w), float(rng.uniform(0.3, 0.75) * h), tuple(parts),
+                   tuple(float(v) for v in rng.integers(30, 230, 3)), int(rng.integers(1 << 30)))
+
+
+def _person(rng: np.random.Generator, w: int, h: int) -> _Figure:
+    """A person (body and head) a fifth to a third of the frame tall."""
+    body = float(rng.uniform(0.07, 0.12) * h)
+    parts = ((0.0, 0.0, body * 0.45, body, 0.0), (0.0, -body * 1.35, body * 0.3, body * 0.36, 0.0))
+    return _Figure(float(rng.uniform(0.15, 0.85) * w), float(rng.uniform(0.45, 0.75) * h), parts,
+                   tuple(float(v) for v in rng.integers(30, 230, 3)), int(rng.integers(1 << 30)))
+
+
+@functools.lru_cache(maxsize=8)
+def _still_scene(seed: int, kind: str) -> tuple[np.ndarray, tuple[_Figure, ...]]:
+    """The static background of a near-static scene (a 1600x900 world) and its figures."""
+    world, _ = _world(seed, STILL)
+    rng = np.random.default_rng(seed * 31 + 17)
+    w, h = STILL
+    figures = (_hand(rng, w, h),) if kind == "hand" else tuple(_person(rng, w, h)
+                                                                for _ in range(int(rng.integers(2, 4))))
+    return world.astype(np.float32), figures
+
+
+def still_frame(seed: int, kind: str, index: int) -> Image.Image:
+    """Frame `index` of near-static scene `seed` (`kind` "hand": a fixed camera, one hand moved 5-20 px at 1600 px
+    between frames; "video": frames 1/25 s apart, the camera drifted 0.3-1.5 px and turned a little, each person
+    moved 2-10 px). Frame 0 is the reference; every frame has its own sensor noise and exposure."""
+    import cv2
+
+    if kind not in STILL_KINDS:
+        raise ValueError(f"kind {kind!r}: one of {STILL_KINDS}")
+    world, figures = _still_scene(seed, kind)
+    rng = np.random.default_rng(seed * 7919 + index * 13 + (1 if kind == "hand" else 2))
+    img = world.copy()
+    reach = (5.0, 20.0) if kind == "hand" else (2.0, 10.0)
+    for fig in figures:
+        dx = dy = angle = 0.0
+        if index:
+            step, way = float(rng.uniform(*reach)), float(rng.uniform(0, 2 * np.pi))
+            dx, dy = step * float(np.cos(way)), step * float(np.sin(way))
+            angle = float(rng.uniform(-4, 4)) if kind == "hand" else 0.0
+        _paste(img, fig, dx, dy, angle)
+    if index and kind == "video":  # the hand-held camera drifted about a pixel and turned a hair
+        w, h = STILL
+        drift, way = float(rng.uniform(0.3, 1.5)), float(rng.uniform(0, 2 * np.pi))
+        m = cv2.getRotationMatrix2D((w / 2, h / 2), float(rng.uniform(-0.05, 0.05)), 1.0)
+        m[:, 2] += (drift * np.cos(way), drift * np.sin(way))
+        img = cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    gain = float(rng.uniform(0.98, 1.02)) if index else 1.0
+    img = img * gain + rng.normal(0, 2.5, img.shape).astype(np.float32)
+    img = cv2.GaussianBlur(img, (0, 0), 0.7)
+    return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
