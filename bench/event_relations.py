@@ -4,9 +4,7 @@ One event of --photos images (the sample photos, two edited copies of every thir
 filler), registered in a private database and embedded the real way (`embeddings.runner.embed_batch`:
 vectors and fingerprints in Parquet, ledger rows). Then, same run, same machine:
   build       `indexing.pipeline.build` (rebuild) + publish: the event's relations verified into the
-              version (the manifest's `relations`: seconds, pairs) beside the index build itself, on
-              RELATIONS_THREADS threads (default one per core), against the peer: the same rebuild on
-              one thread; both must store the same verdicts
+              version (the manifest's `relations`: seconds, pairs) beside the index build itself
   first GET   /events/{code}/duplicates on a fresh server (uvicorn in this process): answered from the
               version's relations, against the peer: a server whose RULES_VERSION differs from the
               file's ignores it and verifies the event itself (the path every first request took before)
@@ -22,7 +20,6 @@ Times are wall seconds and this process's CPU seconds (every thread: the pipelin
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 import tempfile
@@ -177,26 +174,6 @@ def main(argv: list[str] | None = None) -> int:
               f"pairs ({1000 * rel['cpu_seconds'] / max(1, rel['images']):.1f} ms CPU per image); relations.parquet "
               f"{size / 1e6:.2f} MB")
 
-        # Peer: the same rebuild verifying on one thread (RELATIONS_THREADS=1), under a rules version of its own so
-        # that nothing is copied from the version above; not published. Both must store the same verdicts.
-        from duplicates import verify
-        from indexing.relations.format import RelationsFile
-        from indexing.store.layout import RELATIONS_FILE
-
-        real_rules = verify.RULES_VERSION
-        verify.RULES_VERSION = "bench-one-thread"
-        try:
-            serial, s_wall, s_cpu = _timed(lambda: pipeline.build(
-                info, settings.model_copy(update={"relations_threads": 1}), mv, mode="rebuild"))
-        finally:
-            verify.RULES_VERSION = real_rules
-        srel = serial["relations"]
-        store = IndexStore(settings, mv)
-        threaded_pairs, serial_pairs = (f.verdicts(event, f.events[event]) for f in (
-            RelationsFile(store.version_dir(b["version"]) / RELATIONS_FILE, "base") for b in (built, serial)))
-        same_threaded = threaded_pairs == serial_pairs
-        threads = settings.relations_threads or os.cpu_count() or 1
-
         path = f"/events/{event}/duplicates"
         srv = _Server(settings)
         servers.append(srv)
@@ -205,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
         _, shots_wall, _ = srv.timed_get(f"/events/{event}/similar-shots")
         srv.stop()
 
+        from duplicates import verify
+
+        real_rules = verify.RULES_VERSION
         verify.RULES_VERSION = "bench-peer"  # this server ignores the version's relations: it verifies itself
         try:
             peer = _Server(settings.model_copy(update={"relations_wait_seconds": 60}))  # (it verifies: minutes)
@@ -230,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             ParentVerdicts.event = lend  # type: ignore[method-assign]
         wrel = whole["relations"]
+        store = IndexStore(settings, mv)
         now_pairs, peer_pairs = (f.verdicts(event, f.events[event]) for f in (
             RelationsFile(store.version_dir(b["version"]) / RELATIONS_DELTA_FILE, "delta")
             for b in (merged, whole)))
@@ -240,11 +221,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'event of ' + str(n) + ' photos':<52}{'wall s':>10}{'CPU s':>10}")
         print(f"{'pipeline: relations in the rebuild':<52}{rel['seconds']:>10.1f}{rel['cpu_seconds']:>10.1f}")
         print(f"{'pipeline: whole rebuild (index + relations)':<52}{b_wall:>10.1f}{b_cpu:>10.1f}")
-        print(f"{'  relations on one thread (peer, RELATIONS_THREADS=1)':<52}{srel['seconds']:>10.1f}"
-              f"{srel['cpu_seconds']:>10.1f}   (whole rebuild {s_wall:.1f} s wall, {s_cpu:.1f} s CPU)")
-        print(f"{'  ratio ' + str(threads) + ' threads / one (relations)':<52}"
-              f"{rel['seconds'] / max(srel['seconds'], 1e-9):>10.4f}"
-              f"{rel['cpu_seconds'] / max(srel['cpu_seconds'], 1e-9):>10.4f}")
         print(f"{'pipeline: merge of ' + str(len(more)) + ' photos, new pairs only (now)':<52}{m_wall:>10.1f}"
               f"{m_cpu:>10.1f}   (relations {mrel['seconds']:.1f} s wall, {mrel['cpu_seconds']:.1f} s CPU: "
               f"{mrel['pairs'] - mrel['reused']} pairs verified, {mrel['reused']} the parent's)")
@@ -259,8 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'next GET /duplicates (cached), first /similar-shots':<52}{again_wall:>10.3f}{shots_wall:>10.3f}")
         print(f"groups: {len(pre['groups'])} copy groups; identical to the server's own computation: {same}")
         print(f"merge: the event's verdicts identical to the peer's, pair for pair: {same_pairs}")
-        print(f"rebuild: {threads} threads' verdicts identical to one thread's, pair for pair: {same_threaded}")
-        return 0 if same and same_pairs and same_threaded else 1
+        return 0 if same and same_pairs else 1
     finally:
         for s in servers:
             s.stop()

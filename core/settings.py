@@ -92,10 +92,6 @@ class Settings(BaseSettings):
     index_recheck_seconds: float = Field(
         600.0, gt=0, description="the server re-hashes the files of the version it serves this often"
     )
-    relations_threads: int = Field(
-        0, ge=0, le=64, description="threads that verify a build's candidate duplicate pairs (OpenCV releases "
-        "the GIL: bench/event_relations.py); 0: one per core"
-    )
 
     # Object storage (only read when a folder setting is a URL). The standard AWS variables, as boto3 reads them.
     aws_endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, Ceph, ...); "

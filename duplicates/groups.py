@@ -10,7 +10,6 @@ Only verified relations make a group.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from concurrent.futures import Executor
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,8 +59,7 @@ def candidate_pairs(vectors: np.ndarray, k: int = NEIGHBOURS, floor: float = CAN
 
 
 def verified_pairs(ids: Sequence[int], vectors: np.ndarray, fingerprints: Mapping[int, Fingerprint],
-                   known: Mapping[tuple[int, int], Verdict] | None = None,
-                   pool: Executor | None = None) -> dict[tuple[int, int], Verdict]:
+                   known: Mapping[tuple[int, int], Verdict] | None = None) -> dict[tuple[int, int], Verdict]:
     """{(row i, row j): verdict} for candidate pairs whose both fingerprints are known.
 
     `known`: verdicts decided before, keyed (id of the earlier row, id of the later row), the order
@@ -70,10 +68,8 @@ def verified_pairs(ids: Sequence[int], vectors: np.ndarray, fingerprints: Mappin
     the same two fingerprints (indexing/relations/reuse.py: unchanged ids and embedded_at). A verdict's one
     input besides them is the cosine, which only a related verdict carries (its score): one whose
     score is not this pair's cosine is verified again, so the answer is exactly the one without `known`.
-    `pool`: verify the pairs on its threads (the build's; OpenCV releases the GIL), same answer, same order.
     """
-    out: dict[tuple[int, int], Verdict | None] = {}
-    todo: list[tuple[tuple[int, int], Fingerprint, Fingerprint, float]] = []
+    out: dict[tuple[int, int], Verdict] = {}
     by_row = [fingerprints.get(int(x)) for x in ids]
     for (i, j), cos in candidate_pairs(vectors, fingerprints=by_row).items():
         a, b = int(ids[i]), int(ids[j])
@@ -81,18 +77,8 @@ def verified_pairs(ids: Sequence[int], vectors: np.ndarray, fingerprints: Mappin
         if fi is None or fj is None:
             continue
         before = known.get((a, b)) if known else None
-        if before is not None and _holds(before, cos):
-            out[(i, j)] = before
-        else:
-            out[(i, j)] = None  # (keeps the pair's place: the answer's order is the serial one)
-            todo.append(((i, j), fi, fj, cos))
-    if pool is None or len(todo) < 2:
-        found = [relate(fi, fj, cos) for _, fi, fj, cos in todo]
-    else:
-        found = list(pool.map(lambda t: relate(t[1], t[2], t[3]), todo))
-    for (pair, *_), verdict in zip(todo, found, strict=True):
-        out[pair] = verdict
-    return {pair: v for pair, v in out.items() if v is not None}
+        out[(i, j)] = before if before is not None and _holds(before, cos) else relate(fi, fj, cos)
+    return out
 
 
 def _holds(verdict: Verdict, cosine: float) -> bool:

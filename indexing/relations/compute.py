@@ -15,10 +15,8 @@ version's relations (the changed events computed, the others kept from the paren
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -60,21 +58,19 @@ log = logging.getLogger(__name__)
 
 
 def event_verdicts(ids: np.ndarray, vectors: np.ndarray, fingerprints: Mapping[int, Fingerprint | None],
-                   known: Mapping[tuple[int, int], Verdict] | None = None,
-                   pool: Executor | None = None) -> EventVerdicts:
+                   known: Mapping[tuple[int, int], Verdict] | None = None) -> EventVerdicts:
     """The event's verified candidate pairs, from its ids and vectors in the version's row order.
 
     The one place for this rule (the build and the server's own computation both call it).
     Images without a fingerprint are unverifiable: `verified_pairs` skips their pairs, so with
     fewer than two fingerprints there is nothing to verify and the neighbour search is skipped.
-    `known` (a merge: `EarlierEvent.known`) lends verdicts of unchanged pairs; `pool` (the build's threads)
-    verifies pairs side by side; the answer is the same either way.
+    `known` (a merge: `EarlierEvent.known`) lends verdicts of unchanged pairs; the answer is the same.
     """
     from duplicates.groups import verified_pairs
 
     started = time.perf_counter()
     usable = {int(i): fp for i, fp in fingerprints.items() if fp is not None}
-    by_rows = verified_pairs(ids, vectors, usable, known, pool) if len(usable) >= 2 else {}
+    by_rows = verified_pairs(ids, vectors, usable, known) if len(usable) >= 2 else {}
     verdicts: dict[tuple[int, int], Verdict] = {}
     reused = 0
     for (i, j), verdict in by_rows.items():
@@ -119,18 +115,11 @@ class EventRows:
 
 
 class _Computer:
-    """Computes events into a writer (fingerprints read as the server reads them), verifying each event's
-    pairs on RELATIONS_THREADS threads (one per core by default): the build is a batch job, the cores are its."""
+    """Computes events into a writer (fingerprints read as the server reads them)."""
 
     def __init__(self, settings: Settings, model_version: str, report: RelationsReport) -> None:
         self.reader = FingerprintReader(settings, model_version)
         self.report = report
-        threads = settings.relations_threads or os.cpu_count() or 1
-        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="relations") if threads > 1 else None
-
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown()
 
     def compute(self, code: str, rows: EventRows, writer: RelationsWriter,
                 earlier: EarlierEvent | None = None) -> None:
@@ -146,7 +135,7 @@ class _Computer:
         vectors = rows.vectors() if usable >= 2 else np.empty((len(rows.ids), 0), np.float32)
         known = earlier.known(rows.ids, rows.embedded_at_us) if earlier is not None else None
         cpu = time.process_time()
-        found = event_verdicts(rows.ids, vectors, fps, known, pool=self.pool)
+        found = event_verdicts(rows.ids, vectors, fps, known)
         self.report.cpu_seconds += time.process_time() - cpu
         writer.add(code, rows.ids, rows.embedded_at_us, found)
         r = self.report
@@ -189,16 +178,13 @@ def for_rebuild(settings: Settings, model_version: str, frame: pd.DataFrame, vec
         changed = [code for code, _, _ in events
                    if (found := reuse.lookup(code)) is not None and found[1].content_hash != contents[code]]
         earlier = ParentVerdicts.open(parent[0], parent[1], reuse, changed) if changed else None
-    try:
-        for code, lo, hi in events:
-            if reuse is not None and copy_unchanged(reuse, code, contents[code], writer):
-                report.kept += 1
-                continue
-            computer.compute(code, EventRows(ids[lo:hi], at[lo:hi], parts[lo:hi],
-                                             lambda lo=lo, hi=hi: np.asarray(vectors[lo:hi], dtype=np.float32)),
-                             writer, earlier.event(code) if earlier is not None else None)
-    finally:
-        computer.close()
+    for code, lo, hi in events:
+        if reuse is not None and copy_unchanged(reuse, code, contents[code], writer):
+            report.kept += 1
+            continue
+        computer.compute(code, EventRows(ids[lo:hi], at[lo:hi], parts[lo:hi],
+                                         lambda lo=lo, hi=hi: np.asarray(vectors[lo:hi], dtype=np.float32)), writer,
+                         earlier.event(code) if earlier is not None else None)
     writer.close()
     return report
 
@@ -281,7 +267,6 @@ def for_merge(settings: Settings, model_version: str, *, parent_dir: Path, paren
                 computer.compute(code, rows, writer, earlier.event(code) if earlier is not None else None)
         finally:
             index.close()
-            computer.close()
     if not writer.empty:
         writer.close()
     return report, inherited

@@ -72,17 +72,6 @@ def test_event_copy_groups_are_exactly_the_planted_copies(event) -> None:
         assert g.members[0] in (100, 102, 108, 111)
 
 
-def test_verifying_on_threads_gives_the_same_verdicts_in_the_same_order(event) -> None:
-    """The build verifies an event's pairs on RELATIONS_THREADS threads: nothing may change but the time."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    ids, vectors, fps = event
-    serial = verified_pairs(ids, vectors, fps)
-    with ThreadPoolExecutor(3) as pool:
-        threaded = verified_pairs(ids, vectors, fps, pool=pool)
-    assert list(threaded.items()) == list(serial.items()) and len(serial) >= 10
-
-
 def test_scene_groups_hold_the_scene_pairs_with_copies_collapsed(event) -> None:
     ids, vectors, fps = event
     groups = [sorted(g.members) for g in scene_groups(ids, vectors, fps)]

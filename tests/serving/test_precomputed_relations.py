@@ -92,9 +92,9 @@ def test_a_merge_verifies_only_the_changed_events(scenario, live_server, base, m
     verified: list[list[int]] = []
     real = relations.event_verdicts
 
-    def counting(ids, vectors, fingerprints, known=None, pool=None):  # type: ignore[no-untyped-def]
+    def counting(ids, vectors, fingerprints, known=None):  # type: ignore[no-untyped-def]
         verified.append(sorted(int(i) for i in ids))
-        return real(ids, vectors, fingerprints, known, pool=pool)
+        return real(ids, vectors, fingerprints, known)
 
     monkeypatch.setattr(relations, "event_verdicts", counting)
     event_b = [i for n, i in enumerate(base.ids) if 14 <= n < 24]
@@ -248,9 +248,9 @@ def test_a_rebuild_in_place_of_a_merge_reuses_unchanged_events(scenario, base, m
     found: list[tuple] = []  # type: ignore[type-arg]
     real = relations.event_verdicts
 
-    def counting(ids, vecs, fps, known=None, pool=None):  # type: ignore[no-untyped-def]
+    def counting(ids, vecs, fps, known=None):  # type: ignore[no-untyped-def]
         verified.append(len(ids))
-        found.append((real(ids, vecs, fps, known, pool=pool), real(ids, vecs, fps)))  # lent to, and from scratch
+        found.append((real(ids, vecs, fps, known), real(ids, vecs, fps)))  # lent to, and from scratch
         return found[-1][0]
 
     monkeypatch.setattr(relations, "event_verdicts", counting)
@@ -298,9 +298,9 @@ def test_a_merge_verifies_only_the_pairs_it_has_no_verdict_for(scenario, base, m
     id_of: dict[int, int] = {}
     real_verdicts, real_relate = relations.event_verdicts, groups.relate
 
-    def capturing(ids, vectors, fps, known=None, pool=None):  # type: ignore[no-untyped-def]
+    def capturing(ids, vectors, fps, known=None):  # type: ignore[no-untyped-def]
         id_of.update({id(fp): i for i, fp in fps.items() if fp is not None})
-        found = real_verdicts(ids, vectors, fps, known, pool=pool)
+        found = real_verdicts(ids, vectors, fps, known)
         seen.append((np.array(ids), np.array(vectors), dict(fps), known, found))
         return found
 
