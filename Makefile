@@ -69,7 +69,7 @@ NO_SAMPLES := $(CURDIR)/.no-sample-data-here
 test-no-samples: setup
 	@SAMPLE_DATA_DIR=$(NO_SAMPLES) $(PY) -c 'from core.settings import sample_data_dir as d; assert d() is None, d(); print("sample data: none (as a clone without ../shared)")'
 	SAMPLE_DATA_DIR=$(NO_SAMPLES) $(VENV)/bin/pytest -q -m samples
-	@if [ -f clients/node/package.json ]; then cd clients/node && npm ci --no-audit --no-fund && SAMPLE_DATA_DIR=$(NO_SAMPLES) npm test; fi
+	@if [ -f clients/node/package.json ]; then cd clients/node && npm ci --no-audit --no-fund && SAMPLE_DATA_DIR=$(NO_SAMPLES) NODE_VERSIONS=lts npm run test:node-versions; fi
 
 migrate: setup
 	$(PY) -m core.migrate
