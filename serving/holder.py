@@ -231,7 +231,10 @@ class IndexHolder:
         version, source = key
         started = time.perf_counter()
         try:
-            loaded = open_version(store, version)
+            serving = self._current
+            # The served version's verified copies of the files that did not change (a merge's base) are
+            # used as they are: a swap copies and hashes what changed, not the whole index.
+            loaded = open_version(store, version, reuse=serving.loaded if serving is not None else None)
             try:
                 check_loaded(loaded)
             except VerificationFailed:
@@ -249,9 +252,11 @@ class IndexHolder:
         self.stats.swaps += 1 if old is not None else 0
         self.stats.last_swap_at = datetime.now(UTC)
         self.reason = None
-        log.info("serving index version %s from the %s (%s vectors, %s), verified and loaded in %.2fs%s", version,
+        reused = loaded.reused_bytes
+        log.info("serving index version %s from the %s (%s vectors, %s), verified and loaded in %.2fs%s%s", version,
                  source, served.count, served.index_type, time.perf_counter() - started,
-                 f", was {old.version}" if old is not None else "")
+                 f", was {old.version}" if old is not None else "",
+                 f" ({reused / 1e6:.0f} MB unchanged, shared with it)" if reused else "")
         return True
 
     def _explain(self, pointer: CurrentPointer) -> str | None:

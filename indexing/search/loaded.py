@@ -18,6 +18,7 @@ HNSW and IVF-PQ searches go through FAISS.
 from __future__ import annotations
 
 import io
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ from indexing.search.halfscan import (
     exact_top_k,
 )
 from indexing.search.halfscan import top_k as _top_k
-from indexing.store.integrity import IndexCorrupt, PrivateCopy, check_file, read_verified
+from indexing.store.integrity import IndexCorrupt, PrivateCopy, check_file, file_identity, read_verified
 from indexing.store.layout import (
     DELTA_FILE,
     INDEX_FILE,
@@ -64,6 +65,7 @@ class _Segment:
     vectors: np.ndarray  # (n, dim) float32, row order, read-only view (mapped): FAISS's own searches read it
     exact: ExactRows  # the same rows, read by pread (re-scoring, vector(), event_vectors())
     half: HalfVectors | None = None  # None: HNSW (FAISS reads the float32 storage anyway) or not float16-safe
+    made_from: tuple[Any, ...] = ()  # what it was opened from and how (_segment): equal -> the same segment
 
 
 def _open_faiss(copy: PrivateCopy, dim: int) -> Any:
@@ -99,13 +101,19 @@ def _segment(copy: PrivateCopy, dim: int, raw: PrivateCopy | None = None, *, hal
     if vectors.shape != (len(ids), dim):
         raise IndexCorrupt(f"{copy.source}: {vectors.shape[0]} vectors for {len(ids)} ids")
     exact = ExactRows.of(vectors, source.fh if source.mappable else None)
-    segment = _Segment(index, ids, vectors, exact)
+    segment = _Segment(index, ids, vectors, exact, made_from=_made_from(copy, raw, half))
     if half:
         try:
             segment.half = HalfVectors(exact)
         except NotHalfable:
             segment.half = None  # scanned in float32 where it is mapped, as FAISS would
     return segment
+
+
+def _made_from(copy: PrivateCopy, raw: PrivateCopy | None, half: bool) -> tuple[Any, ...]:
+    """A segment's identity: the very private copies it reads (not their digests: one copy, one mapping)
+    and whether it has a float16 copy."""
+    return (id(copy), id(raw) if raw is not None else None, half)
 
 
 def _as_queries(queries: np.ndarray, dim: int) -> np.ndarray:
@@ -126,7 +134,7 @@ class LoadedIndex:
     """
 
     def __init__(self, store: IndexStore, version: int, manifest: Manifest, tmp_dir: Path | None = None, *,
-                 float16: bool = True) -> None:
+                 float16: bool = True, reuse: LoadedIndex | None = None) -> None:
         import pyarrow.parquet as pq
 
         self.store = store
@@ -136,12 +144,16 @@ class LoadedIndex:
         self.dim = int(manifest.dim)
         self.index_type: str = manifest.index_type
         self.folder = store.version_dir(version)
-        self._copies: list[PrivateCopy] = []
+        self._copies: list[PrivateCopy] = []  # every private copy this version reads (recheck() hashes them)
+        self._own: list[PrivateCopy] = []  # ... of them the ones it made (close() closes only those)
+        # A merge's unchanged base, already verified and opened by the version served: used as it is.
+        self._reuse = reuse if reuse is not None and reuse.dim == self.dim and reuse.index_type == self.index_type \
+            and reuse.manifest.params == manifest.params else None
         try:
             base = self._copy(INDEX_FILE, tmp_dir)
             raw = self._copy(VECTORS_FILE, tmp_dir) if manifest.has(VECTORS_FILE) else None
-            self._base = _segment(base, self.dim, raw, half=float16 and self.index_type != "hnsw")
-            self._delta = (_segment(self._copy(DELTA_FILE, tmp_dir), self.dim, half=float16)
+            self._base = self._open_segment(base, raw, half=float16 and self.index_type != "hnsw")
+            self._delta = (self._open_segment(self._copy(DELTA_FILE, tmp_dir), None, half=float16)
                            if manifest.has(DELTA_FILE) else None)
             # Files the server reads later (precomputed duplicate relations): verified private copies too.
             self.sidecars = {f: self._copy(f, tmp_dir) for f in SIDECAR_FILES if manifest.has(f)}
@@ -155,6 +167,8 @@ class LoadedIndex:
         except BaseException:
             self.close()
             raise
+        finally:
+            self._reuse = None  # never a chain of every version served
         self.meta = table.select(list(META_COLUMNS)).to_pandas()
         self.ids: np.ndarray = self.meta["image_id"].to_numpy(dtype=np.int64)
         self.count = len(self.ids)
@@ -190,16 +204,48 @@ class LoadedIndex:
         return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
 
     def _copy(self, fname: str, tmp_dir: Path | None) -> PrivateCopy:
-        copy = PrivateCopy(self.folder / fname, self.manifest, tmp_dir)
+        """A verified private copy of the file: the one the version in `reuse` made of this very file (a hard
+        link of it, unwritten since: same inode, size and mtime, and the same sha256 in both manifests; it
+        was hashed then, and recheck() keeps hashing it and the file), else a new one, hashed as copied."""
+        source = self.folder / fname
+        if self._reuse is not None:
+            try:
+                here = file_identity(os.stat(source))
+            except OSError:
+                here = None  # missing: the new copy below says so
+            sha256, size = self.manifest.sha256[fname], self.manifest.sizes.get(fname)
+            held = next((c for c in self._reuse._copies if here is not None and c.origin == here
+                         and c.sha256 == sha256 and c.size == size), None)
+            if held is not None:
+                self._copies.append(held)
+                return held
+        copy = PrivateCopy(source, self.manifest, tmp_dir)
         self._copies.append(copy)
+        self._own.append(copy)
         return copy
 
+    def _open_segment(self, copy: PrivateCopy, raw: PrivateCopy | None, *, half: bool) -> _Segment:
+        """The segment `reuse` opened from these very copies (its mapping and float16 copy: nothing in a
+        segment changes after load), else one opened now."""
+        if self._reuse is not None:
+            made_from = _made_from(copy, raw, half)
+            for held in (self._reuse._base, self._reuse._delta):
+                if held is not None and held.made_from == made_from:
+                    return held
+        return _segment(copy, self.dim, raw, half=half)
+
+    @property
+    def reused_bytes(self) -> int:
+        """Bytes of private copies taken over from the version it replaced (not copied, not hashed again)."""
+        return sum(c.size or 0 for c in self._copies if c not in self._own)
+
     def close(self) -> None:
-        """Release the private copies' descriptors (their space is freed once unmapped too).
+        """Release the private copies this version made (their space is freed once unmapped too); those
+        it shares with the version it replaced stay open for that one.
 
         Only for a version nobody searches any more (a failed load, a CLI check): a served version is
         simply dropped, and freed with its last request."""
-        for copy in self._copies:
+        for copy in self._own:
             copy.close()
 
     def recheck(self) -> tuple[str | None, str | None]:
@@ -536,12 +582,14 @@ def _text(value: Any) -> str | None:
 
 
 def open_version(store: IndexStore, version: int, *, tmp_dir: Path | None = None,
-                 float16: bool = True) -> LoadedIndex:
+                 float16: bool = True, reuse: LoadedIndex | None = None) -> LoadedIndex:
     """Read and verify one version of `store` (sizes and checksums of every file, shapes, ids).
 
     Raises IndexCorrupt with a one-line reason naming the file; a damaged version is never returned.
     `tmp_dir` is where the private copies go (default: beside the store). `float16=False` skips the
     float16 copies exact searches scan (a version opened only to be checked: searches then read float32).
+    `reuse`: the version served now; files of the same content (a merge's base) are taken from its verified
+    private copies, already opened, instead of copied and hashed again (what a swap costs is the change).
     """
     manifest = store.read_manifest(version)
     for fname in manifest.files:  # cheap first: a missing or truncated file fails before any copying
@@ -549,7 +597,7 @@ def open_version(store: IndexStore, version: int, *, tmp_dir: Path | None = None
                    checksums=False)
     try:
         return LoadedIndex(store, version, manifest, tmp_dir if tmp_dir is not None else store.root.parent,
-                           float16=float16)
+                           float16=float16, reuse=reuse)
     except IndexCorrupt:
         raise
     except (RuntimeError, OSError, ValueError, KeyError, TypeError) as exc:

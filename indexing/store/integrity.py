@@ -95,6 +95,15 @@ def read_verified(path: Path, manifest: Recorded) -> bytes:
     return data
 
 
+FileIdentity = tuple[int, int, int, int]
+
+
+def file_identity(st: os.stat_result) -> FileIdentity:
+    """Which file, in which state: device, inode, size, modification time. Equal for the hard links of one
+    file (a merge shares its parent's base that way) until someone writes to it."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 class PrivateCopy:
     """A verified copy of one segment in a nameless temp file: nobody else can truncate what we map."""
 
@@ -103,8 +112,10 @@ class PrivateCopy:
         self.sha256 = manifest.sha256[source.name]
         self.size = manifest.sizes.get(source.name)
         self.fh: BinaryIO = _temp_file(tmp_dir)
+        self.origin: FileIdentity | None = None
         try:
             with open(source, "rb", buffering=0) as src:
+                self.origin = file_identity(os.fstat(src.fileno()))
                 digest, written = hash_stream(src, self.fh, CHUNK)
             self.fh.flush()
         except FileNotFoundError:
