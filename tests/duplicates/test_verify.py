@@ -113,9 +113,10 @@ def test_moved_content_is_told_from_added_content() -> None:
     import numpy as np
 
     from duplicates import verify
+    from duplicates.features import pixels
     from duplicates.synthetic import shot
 
-    q = verify._prepare(np.asarray(shot(5001, 0).convert("L").resize((160, 120)), np.float32))
+    q = pixels.prepare(np.asarray(shot(5001, 0).convert("L").resize((160, 120)), np.float32))
     mask = np.ones(q.shape, bool)
     moved = q.copy()
     moved[10:50, 120:150] = q[10:50, 125:155]  # a figure near the right edge, 5 px to the left
@@ -123,10 +124,10 @@ def test_moved_content_is_told_from_added_content() -> None:
     logo[10:40, 120:150] = 90.0
 
     def judged_moved(c: np.ndarray) -> bool:
-        a = verify._agreement(q, c, mask, motion=True)
+        a = pixels.agreement(q, c, mask, T.max_noise, motion=True)
         return rules.is_moved(verify.Evidence(moved=a.moved, edge_bad=a.edge_bad))
 
-    assert verify._agreement(q, q.copy(), mask, motion=True).moved == 0.0
+    assert pixels.agreement(q, q.copy(), mask, T.max_noise, motion=True).moved == 0.0
     assert judged_moved(moved)
     assert not judged_moved(logo)
 
@@ -182,17 +183,18 @@ def test_a_photo_with_few_keypoints_is_judged_whole_frame_and_only_against_like_
     from PIL import ImageFilter
 
     from duplicates import verify
+    from duplicates.features import pixels, whole_frame
     from duplicates.synthetic import shot
 
     soft = shot(5003, 0).filter(ImageFilter.GaussianBlur(8))
     original = _fp(encode(soft))
-    assert len(original.keypoints) < verify.FEW_KEYPOINTS
+    assert len(original.keypoints) < whole_frame.FEW_KEYPOINTS
     copy = verify.measure(_fp(encode(EDITS["jpeg_q30"](soft))), original)
     assert copy.whole_frame and verify.is_copy(copy)
 
     calls = []
-    real = verify._warp_compare
-    monkeypatch.setattr(verify, "_warp_compare", lambda *a: calls.append(a) or real(*a))
+    real = pixels.warp_compare
+    monkeypatch.setattr(pixels, "warp_compare", lambda *a: calls.append(a) or real(*a))
     other = verify.measure(_fp(encode(shot(5004, 0).filter(ImageFilter.GaussianBlur(8)))), original)
     assert not verify.is_copy(other) and calls == []
 
