@@ -1,0 +1,65 @@
+"""features/geometry.py: the similarity fit finds the turn, the mirror image, the scale; strangers get none."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from duplicates.features import geometry
+from duplicates.fingerprint import Fingerprint
+from duplicates.synthetic import shot
+
+
+def _angle_scale(m: np.ndarray) -> tuple[float, float]:
+    return math.degrees(math.atan2(m[1, 0], m[0, 0])), float(math.hypot(m[0, 0], m[1, 0]))
+
+
+def test_the_fit_finds_a_quarter_turn(fp_of: Callable[[Image.Image], Fingerprint]) -> None:
+    photo = shot(5001, 0)
+    fit = geometry.best_fit(fp_of(photo.transpose(Image.Transpose.ROTATE_90)), fp_of(photo))
+    assert fit.m is not None and fit.inliers >= 50 and not fit.mirrored
+    angle, scale = _angle_scale(fit.m)
+    assert abs(angle + 90) < 1.0 and abs(scale - 1) < 0.02, (angle, scale)  # (x, y) -> (y, w - 1 - x)
+    assert fit.residual < 1.0 and fit.matches >= fit.inliers
+
+
+def test_the_fit_finds_a_mirror_image_and_a_half_size_copy(fp_of: Callable[[Image.Image], Fingerprint]) -> None:
+    photo = shot(5002, 0)
+    original = fp_of(photo)
+    mirrored = geometry.best_fit(fp_of(ImageOps.mirror(photo)), original)
+    assert mirrored.mirrored and mirrored.inliers >= 50
+    assert abs(_angle_scale(mirrored.m)[0]) < 1.0  # type: ignore[arg-type]
+    small = fp_of(photo.resize((photo.width // 2, photo.height // 2)))
+    fit = geometry.best_fit(small, original)
+    assert fit.m is not None and not fit.mirrored
+    # Feature images are at least MIN_FEATURE_SIDE on their long side: the fit is between those.
+    expected = small.feature_size[0] / original.feature_size[0]
+    assert abs(_angle_scale(fit.m)[1] - expected) < 0.02
+
+
+def test_two_different_photos_get_no_fit_worth_keeping(fp_of: Callable[[Image.Image], Fingerprint]) -> None:
+    fit = geometry.best_fit(fp_of(shot(5003, 0)), fp_of(shot(5004, 0)))
+    assert fit.inliers < geometry.MIN_INLIERS
+
+
+def test_the_projective_statistic_tells_a_bend_from_a_similarity() -> None:
+    rng = np.random.default_rng(1)
+    c = rng.uniform(0, 480, (60, 2))
+    theta, s = 0.3, 1.2
+    rot = s * np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])
+    similar = c @ rot.T + (10, 20) + rng.normal(0, 0.3, c.shape)
+    assert geometry.projective(similar, c) < 5
+    h = np.array([[1.0, 0.05, 5], [0.02, 1.0, 3], [2e-4, 1e-4, 1.0]])
+    ph = np.c_[c, np.ones(len(c))] @ h.T
+    bent = ph[:, :2] / ph[:, 2:] + rng.normal(0, 0.3, c.shape)
+    assert geometry.projective(bent, c) > 50
+    assert geometry.projective(similar[:9], c[:9]) == 0.0  # too few inliers to tell
+
+
+def test_the_thumbnail_affine_of_the_identity_is_the_identity(fp_of: Callable[[Image.Image], Fingerprint]) -> None:
+    fp = fp_of(shot(5001, 0))
+    a = geometry.thumb_affine(np.array([[1.0, 0, 0], [0, 1.0, 0]]), fp, fp)
+    assert np.allclose(a, [[1, 0, 0], [0, 1, 0]])
