@@ -4,7 +4,8 @@ Airflow 3 plugin interface: `fastapi_apps` mounts the status app on the
 api-server under /image-similarity, and `external_views` adds it to the UI's
 navigation (Browse menu), rendered in the UI's frame. The page shows, per
 model version, images total / embedded / failed with the latest reasons, the
-current index version, recent versions and a link to the search server.
+current index version, recent versions and links to the search server and to
+its pages of each event's copies and similar shots (shown as thumbnails).
 """
 
 from __future__ import annotations

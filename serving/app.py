@@ -13,7 +13,7 @@ from core.settings import Settings, get_settings
 from indexing.search import ann
 from serving import errors
 from serving.metrics import MetricsMiddleware
-from serving.routes import api_router
+from serving.routes import api_router, pages
 from serving.state import ServerState
 
 DESCRIPTION = """Read-only similarity search over the published FAISS index of the served model.
@@ -68,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _exact_openapi(app, settings)
     errors.install(app)
     app.include_router(api_router)
+    app.include_router(pages.router)  # HTML pages for people (not in the OpenAPI schema): docs/api.md
     app.add_middleware(errors.BodyLimitMiddleware, limit=int(settings.max_upload_mb * 2**20))
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
     return app

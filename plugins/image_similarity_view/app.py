@@ -227,12 +227,21 @@ def _runs_section(runs: list[RunProgress]) -> str:
     return "".join(rows)
 
 
+def events_page_url(search_server_url: str) -> str:
+    """The search server's page listing the events, each linking to its copies and similar shots."""
+    return search_server_url.rstrip("/") + "/pages/events"
+
+
 def render(status: Status) -> str:
     """The whole page; every value from the database is HTML-escaped."""
     url = html.escape(status.search_server_url, quote=True)
+    # The search server's pages for people: each event's copies and similar shots as thumbnails, with the
+    # relation and the rule that decided it, and a form that checks an upload (serving/routes/pages.py).
+    pages = html.escape(events_page_url(status.search_server_url), quote=True)
     head = (
         f"<p>{status.images_total} images in {status.events_total} events · "
         f"search server: <a href='{url}' target='_blank' rel='noopener'>{url}</a> · "
+        f"<a href='{pages}' target='_blank' rel='noopener'>copies and similar shots, by event</a> · "
         "<a href='api/status'>JSON</a></p>"
     )
     runs = "<section><h2>Embedding runs in progress</h2>" + _runs_section(status.runs) + "</section>"
