@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup setup-server test test-slow test-no-samples lint pytest pytest-ems node-test migrate demo weights serve stack stack-stop stack-status clean
+.PHONY: setup setup-server setup-browser test test-slow test-no-samples lint pytest pytest-ems node-test migrate demo weights serve stack stack-stop stack-status clean
 
 setup: $(STAMP)
 
@@ -39,10 +39,20 @@ pytest: setup
 
 # The slow scenarios (make stack for real with its faults, the demo end to end, a backfill, the API fuzzer),
 # then the EMS-shaped pass and the Node client under its engines minimum; CI (.ci/run) runs them after make test.
-test-slow: setup
+test-slow: setup setup-browser
 	$(VENV)/bin/pytest -m slow
 	$(MAKE) pytest-ems
 	$(MAKE) node-test NODE_VERSIONS=minimum
+
+# Debian's Chromium for the browser test of the search server's pages (tests/serving/test_pages.py, marked slow;
+# playwright from requirements-dev.txt drives /usr/bin/chromium: no browser download). Installed only when missing
+# (as root, like CI; the package lists are refreshed only when the install needs it). make test does not need it;
+# without it the browser test skips, except under CI or REQUIRE_BROWSER=1, where it fails.
+setup-browser:
+	@test -x /usr/bin/chromium || { export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -qq --no-install-recommends chromium \
+	  || { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium; }; }
+	@/usr/bin/chromium --version 2>/dev/null
 
 # The tests that use the database again (marked `db` by tests/selection.py: every test whose fixtures reach the
 # test database), on one made the way an Event Management System made it (the original service's DDL,
