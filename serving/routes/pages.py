@@ -75,9 +75,14 @@ e = html.escape
 
 # --- small helpers ------------------------------------------------------------------------------------
 
-def _root(request: Request) -> str:
+def _prefix(request: Request) -> str:
     """The prefix the server is mounted under (a proxy's root_path), so links work behind one."""
     return str(request.scope.get("root_path") or "").rstrip("/")
+
+
+def _root(request: Request) -> str:
+    """`_prefix` for an HTML attribute."""
+    return e(_prefix(request), quote=True)
 
 
 def _page(title: str, body: str, status: int = 200, headers: dict[str, str] | None = None,
@@ -167,7 +172,7 @@ async def _event_name(state: ServerState, event: str) -> str | None:
     return str(rows[0][0]) if rows and rows[0][0] is not None else None
 
 
-async def _known(request: Request, state: ServerState, event_code: str) -> tuple[ServedIndex, str]:
+async def _known(state: ServerState, event_code: str) -> tuple[ServedIndex, str]:
     """The served version and the event's canonical code; HTTPException (rendered as a page) otherwise."""
     served = _served(state)
     try:
@@ -191,7 +196,7 @@ def _head(request: Request, event: str, name: str | None, served: ServedIndex, w
 
 @router.get("", response_class=RedirectResponse)
 async def pages_root(request: Request) -> RedirectResponse:
-    return RedirectResponse(f"{_root(request)}/pages/events", status_code=307)
+    return RedirectResponse(f"{_prefix(request)}/pages/events", status_code=307)
 
 
 @router.get("/events", response_class=HTMLResponse)
@@ -269,7 +274,7 @@ def _group_html(request: Request, served: ServedIndex, members: list[int], score
 async def event_page(request: Request, event_code: str, state: State) -> HTMLResponse:
     """Copy groups and similar shots of one event, as GET /events/{code}/duplicates and /similar-shots answer."""
     try:
-        served, event = await _known(request, state, event_code)
+        served, event = await _known(state, event_code)
         try:
             pairs = await run_in_threadpool(relations.event_pairs, served, state.settings, event, state.metrics)
         except relations.RelationsBusy as exc:
@@ -310,7 +315,7 @@ async def check_page_get(request: Request, event_code: str) -> Response:
         code = str(uuid.UUID(event_code))
     except ValueError:
         return _error(request, 404, f"no event {event_code[:100]!r}: an event code is a UUID")
-    return RedirectResponse(f"{_root(request)}/pages/events/{code}", status_code=303)
+    return RedirectResponse(f"{_prefix(request)}/pages/events/{code}", status_code=303)
 
 
 def _preview(state: ServerState, data: bytes) -> str:
@@ -334,7 +339,7 @@ async def check_page(
     from serving.uploads import process_upload
 
     try:
-        served, event = await _known(request, state, event_code)
+        served, event = await _known(state, event_code)
         if file is None:
             raise HTTPException(422, "choose a photo to check")
         query = await relations.read_query(state, file)
