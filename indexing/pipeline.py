@@ -359,7 +359,8 @@ def prune(settings: Settings, model_version: str, keep: int | None = None, conni
 
     With `conninfo`, the database says which versions were published: failed or never-published
     builds do not take a backup's place, and builds newer than CURRENT that are still on their way
-    to publishing (built, verified) are left alone. Without it every folder counts as published.
+    to publishing (built, verified) are left alone. Without it every folder counts as published (a local
+    store only: an object store's prune needs the database's writers' lock, ValueError otherwise).
     With a damaged CURRENT the last version published stands in for it. Returns the pruned
     versions. Stale temp folders of crashed builds are removed too.
     """
@@ -367,6 +368,11 @@ def prune(settings: Settings, model_version: str, keep: int | None = None, conni
     if keep < 1:
         raise ValueError("keep must be at least 1")
     store = IndexStore(settings, model_version)
+    if store.remote is not None and not conninfo:
+        # Deleting objects no manifest lists is safe only while no other host uploads a version's files
+        # ahead of its manifest: the writers' lock that orders hosts is the database's.
+        raise ValueError(f"prune of {store.remote.url} needs the database (DATABASE_URL): its writers' lock keeps "
+                         "other hosts' builds from uploading while unlisted objects are deleted")
     if not store.root.is_dir() and store.remote is None:
         return []
     pruned: list[int] = []

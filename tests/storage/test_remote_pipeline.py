@@ -342,7 +342,10 @@ def test_a_merge_stores_no_copy_of_its_base_and_prune_keeps_what_kept_versions_u
                                                                                   "imgsim/index-backups"))
     assert base.stat().st_ino != base_copy.stat().st_ino and base.read_bytes() == base_copy.read_bytes()
 
-    # Pruning the parent keeps every object the child lists; a fresh replica serves the child.
+    # Pruning the parent keeps every object the child lists; a fresh replica serves the child. Never without the
+    # database: its lock is what keeps another host's upload from losing the objects it has not listed yet.
+    with pytest.raises(ValueError, match="needs the database"):
+        pipeline.prune(_role(monkeypatch, tmp_path, "ops", bucket), mv, keep=1)
     assert pipeline.prune(_role(monkeypatch, tmp_path, "ops", bucket), mv, keep=1, conninfo=conninfo) == [v1]
     assert not (store_dir / f"v{v1:06d}").exists()
     assert _objects(store_dir) == {m2["sha256"][f]: m2["bytes"][f] for f in m2["sha256"]}
