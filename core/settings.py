@@ -72,6 +72,10 @@ class Settings(BaseSettings):
                                     "read by the DAG file; none = manual runs only")
     embed_batch_size: int = Field(32, ge=1, le=1024)
     embed_decode_workers: int = Field(2, ge=1, le=64)
+    embed_read_ahead: int = Field(
+        8, ge=1, le=256, description="photo reads in flight ahead of the decoders: an object store answers each "
+        "GET after tens of milliseconds, which two decoders reading in turn would wait for"
+    )
     torch_threads: int = Field(0, ge=0, description="model threads, torch or ONNX Runtime; 0 = all cores")
 
     # Index store.

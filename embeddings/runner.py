@@ -13,10 +13,11 @@ a copy) and does not fail the image.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -102,27 +103,37 @@ def embed_stream(
     *,
     batch_size: int,
     workers: int,
+    read_ahead: int = 8,
 ) -> Iterator[Chunk]:
     """Decode `items` (key, path or bytes thunk) in `workers` threads and run the model on full batches as
     they fill.
 
     Up to two batches are decoded ahead of the model, which bounds memory and
-    keeps the decoders busy while a forward pass runs. A decode that raises
-    (StorageUnavailable) ends the stream with that error; the decodes not yet
-    started are cancelled, so an outage costs the few in flight, not the batch.
+    keeps the decoders busy while a forward pass runs. Their files are read by
+    `read_ahead` threads of their own, in order, so a store's latency (an object
+    GET) overlaps the decoding instead of stalling a decoder. A read or decode
+    that raises (StorageUnavailable) ends the stream with that error; what is
+    not yet started is cancelled, so an outage costs the few in flight, not the batch.
     """
     lookahead = max(2 * batch_size, workers)
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
+    window = _ReadWindow(read_ahead + workers)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool, \
+            ThreadPoolExecutor(max_workers=read_ahead, thread_name_prefix="read") as readers:
         queue: deque[Future[Decoded]] = deque()
-        it = iter(items)
+        reads: deque[Future[Path | bytes]] = deque()
+        it = enumerate(items)
 
         def fill() -> None:
             while len(queue) < lookahead:
                 try:
-                    key, source = next(it)
+                    n, (key, source) = next(it)
                 except StopIteration:
                     return
-                queue.append(pool.submit(decode_one, embedder, key, source))
+                read = readers.submit(window.read, n, source)
+                reads.append(read)
+                queue.append(pool.submit(window.decode, embedder, key, read.result))
+            while reads and reads[0].done():
+                reads.popleft()
 
         try:
             fill()
@@ -140,8 +151,42 @@ def embed_stream(
             if chunk.items or chunk.failures:
                 yield _run(embedder, chunk)
         finally:
-            for pending in queue:  # an error or a consumer that stopped early: decode nothing more
+            window.close()  # an error or a consumer that stopped early: nothing more is read or decoded
+            for pending in (*queue, *reads):
                 pending.cancel()
+
+
+class _ReadWindow:
+    """Reads run at most `size` items ahead of the decodes finished: the raw files held in memory at once are
+    bounded (a phone photo is megabytes; two batches of them is not what a worker should hold)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.decoded = 0
+        self.closed = False
+        self.cond = threading.Condition()
+
+    def read(self, n: int, source: Source) -> Path | bytes:
+        """Item n's file, once fewer than `size` read items wait to be decoded. Items start in order, so the
+        oldest undecoded one is always inside the window: no read waits on a decode that waits on it."""
+        with self.cond:
+            self.cond.wait_for(lambda: self.closed or n < self.decoded + self.size)
+            if self.closed:
+                raise CancelledError
+        return source()
+
+    def decode(self, embedder: Embedder, key: Any, source: Source) -> Decoded:
+        try:
+            return decode_one(embedder, key, source)
+        finally:
+            with self.cond:
+                self.decoded += 1
+                self.cond.notify_all()
+
+    def close(self) -> None:
+        with self.cond:
+            self.closed = True
+            self.cond.notify_all()
 
 
 def _run(embedder: Embedder, chunk: Chunk) -> Chunk:
@@ -248,7 +293,7 @@ def _collect(embedder: Embedder, items: list[tuple[Any, Source]], settings: Sett
     fingerprints: list[bytes | None] = []
     failures: list[tuple[Any, str]] = []
     for chunk in embed_stream(embedder, items, batch_size=settings.embed_batch_size,
-                              workers=settings.embed_decode_workers):
+                              workers=settings.embed_decode_workers, read_ahead=settings.embed_read_ahead):
         keys += [d.key for d in chunk.items]
         sizes += [(d.width, d.height) for d in chunk.items]
         fingerprints += [d.fingerprint for d in chunk.items]

@@ -215,3 +215,60 @@ def test_a_run_that_lost_its_images_records_none_of_them(db, settings, lite0, tm
     rows = db.execute("SELECT status, attempts, parquet_part FROM image_embeddings").fetchall()
     assert len(rows) == 4 and {(r[0], r[1]) for r in rows} == {("embedded", 1)}
     assert all("fast" in r[2] for r in rows)
+
+
+def test_reads_overlap_the_decoding_within_a_bounded_window(lite0, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A store's latency is hidden: reads run `read_ahead` at a time ahead of the decoders, never more files
+    read and not yet decoded than the window; an outage mid-stream ends it (StorageUnavailable), no read left
+    waiting."""
+    import threading
+    import time
+
+    from core.sample_data import generate_photos
+    from embeddings.runner import embed_stream
+    from storage.objects import StorageUnavailable
+
+    raw = [p.read_bytes() for p in generate_photos(tmp_path / "gen", 4, size=(96, 64))]
+    lock = threading.Lock()
+    state = {"in_flight": 0, "most_in_flight": 0, "read": 0}
+
+    def source(i: int, fail_at: int | None = None):  # type: ignore[no-untyped-def]
+        def read() -> bytes:
+            with lock:
+                state["in_flight"] += 1
+                state["most_in_flight"] = max(state["most_in_flight"], state["in_flight"])
+            time.sleep(0.03)  # an object GET's latency
+            with lock:
+                state["in_flight"] -= 1
+                state["read"] += 1
+            if i == fail_at:
+                raise StorageUnavailable("the store stopped answering")
+            return raw[i % len(raw)]
+        return read
+
+    decoded: list[int] = []
+    real_prepare = lite0.prepare
+    held: list[int] = []
+
+    def prepare(image):  # type: ignore[no-untyped-def]
+        with lock:
+            held.append(state["read"] - len(decoded))  # files read and not yet decoded, this one included
+            decoded.append(1)
+        time.sleep(0.02)  # decoding slower than the reads: only the window keeps them from running ahead
+        return real_prepare(image)
+
+    lite0.prepare = prepare
+    try:
+        chunks = list(embed_stream(lite0, [(i, source(i)) for i in range(48)], batch_size=8, workers=1,
+                                   read_ahead=6))
+    finally:
+        del lite0.prepare
+    assert sum(len(c.items) for c in chunks) == 48 and not any(c.failures for c in chunks)
+    assert state["most_in_flight"] >= 4, state  # one decoder, yet reads overlapped
+    assert max(held) <= 6 + 1, max(held)  # the window: read_ahead + workers
+
+    state.update(in_flight=0, most_in_flight=0, read=0)
+    with pytest.raises(StorageUnavailable):
+        list(embed_stream(lite0, [(i, source(i, fail_at=20)) for i in range(200)], batch_size=8, workers=1,
+                          read_ahead=6))
+    assert state["in_flight"] == 0 and state["read"] < 60, state  # stopped soon after, nothing left running
