@@ -29,6 +29,7 @@ the builder and the S3 server run on them together), so absolute seconds move wi
 Usage:
   .venv/bin/python -m bench.object_storage [--vectors 100000] [--photos 294] [--rounds 2] [--poll 2]
       [--change 1000] [--publishes 2] [--skip-embedding] [--skip-publish] [--skip-cold] [--phases] [--keep]
+      [--store-latency MS] [--read-ahead N]
 """
 
 from __future__ import annotations
@@ -100,6 +101,34 @@ def start_s3(root: Path, dir_cache_time: str | None):  # type: ignore[no-untyped
     raise RuntimeError("rclone serve s3 did not listen within 20 s")
 
 
+def start_latency_proxy(server: Any, ms: float) -> str:
+    """bench/latency_proxy.py in front of `server` (a child process, stopped with it); its endpoint."""
+    import socket
+    import subprocess
+
+    from stack.objectstore import _free_port
+
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "bench.latency_proxy", "--listen", str(port),
+                             "--to", str(server.port), "--ms", str(ms)], cwd=Path(__file__).resolve().parent.parent)
+    stop = server.stop
+
+    def stop_both() -> None:
+        proc.terminate()
+        proc.wait(10)
+        stop()
+
+    server.stop = stop_both
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return f"http://127.0.0.1:{port}"
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("the latency proxy did not listen within 20 s")
+
+
 # --- the run's resources: a work folder, the S3 server, databases; all removed by close() -------------
 
 @dataclass
@@ -126,6 +155,8 @@ class Run:
         return info
 
     model_threads: int = 0  # the model's threads (0: all cores); 1 when the S3 server has a core of its own
+    endpoint: str | None = None  # the S3 endpoint the pipeline uses (a latency proxy in front of the server)
+    read_ahead: int | None = None  # EMBED_READ_AHEAD (default: the setting's)
 
     def settings(self, kind: str, role: str, conninfo: str, *, data: str, images: str | None = None):  # type: ignore[no-untyped-def]
         """One host's settings: DATA_DIR (and IMAGE_ROOT) local folders or s3:// prefixes, its own cache."""
@@ -135,7 +166,8 @@ class Run:
         extra: dict[str, Any] = {}
         if kind == "s3":
             env = self.s3.env()
-            extra = {"aws_endpoint_url": env["AWS_ENDPOINT_URL"], "aws_access_key_id": env["AWS_ACCESS_KEY_ID"],
+            extra = {"aws_endpoint_url": self.endpoint or env["AWS_ENDPOINT_URL"],
+                     "aws_access_key_id": env["AWS_ACCESS_KEY_ID"],
                      "aws_secret_access_key": env["AWS_SECRET_ACCESS_KEY"],
                      "aws_default_region": env["AWS_DEFAULT_REGION"]}
             data_dir = f"s3://{BUCKET}/{data}"
@@ -149,7 +181,8 @@ class Run:
             data_dir=data_dir, image_root=image_root, storage_cache_dir=self.work / "caches" / f"{kind}-{role}",
             embedding_model=EMBED_MODEL, model_cache_dir=self.model_cache,
             model_weights=self.model_cache / "unused-places365.pth.tar",  # one embedder for both (its cache key)
-            swap_poll_seconds=self.poll, torch_threads=self.model_threads, **extra)
+            swap_poll_seconds=self.poll, torch_threads=self.model_threads, **extra,
+            **({"embed_read_ahead": self.read_ahead} if self.read_ahead else {}))
 
     def close(self, keep: bool = False) -> None:
         from storage.filesystems import clear_cache
@@ -640,6 +673,10 @@ def main() -> int:
     ap.add_argument("--model-cache", type=Path, help="folder for the ONNX export (default: in the temp folder)")
     ap.add_argument("--store-core", action=argparse.BooleanOptionalAction, default=(os.cpu_count() or 1) >= 2,
                     help="the S3 server on a core of its own, the pipeline on the others (default on 2+ cores)")
+    ap.add_argument("--store-latency", type=float, default=0.0, metavar="MS",
+                    help="add MS to each request to the S3 server (bench/latency_proxy.py on the server's core), "
+                         "as an endpoint across a network; default 0 (loopback)")
+    ap.add_argument("--read-ahead", type=int, help="EMBED_READ_AHEAD for the embedding runs (default the setting's)")
     ap.add_argument("--skip-embedding", action="store_true")
     ap.add_argument("--skip-publish", action="store_true", help="skip 2 (and 3, which needs its stores)")
     ap.add_argument("--skip-cold", action="store_true")
@@ -678,12 +715,18 @@ def main() -> int:
         if args.store_core:  # rclone (and the threads it starts) inherit this thread's mask at its start
             os.sched_setaffinity(0, {cores[-1]})
         run.s3 = server = start_s3(work / "s3", args.rclone_dir_cache)
+        run.read_ahead = args.read_ahead
+        if args.store_latency:
+            run.endpoint = start_latency_proxy(server, args.store_latency)
         if args.store_core:  # no thread of ours exists yet: every later one inherits the pipeline's cores
             os.sched_setaffinity(0, set(cores[:-1]))
             run.model_threads = 1
         server.bucket(BUCKET)
         run.model_cache.mkdir(parents=True, exist_ok=True)
         print(f"object storage bench: cpus {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}, "
+              + (f"{args.store_latency:g} ms added to each request (bench/latency_proxy.py), " if args.store_latency
+                 else "")
+              + f"EMBED_READ_AHEAD {args.read_ahead or get_settings().embed_read_ahead}, "
               f"S3 = rclone serve s3 at {server.endpoint} (--dir-cache-time "
               f"{args.rclone_dir_cache or str(objectstore.DIR_CACHE_SECONDS) + 's'}), poll {poll:g} s, "
               + (f"S3 server on core {cores[-1]}, the pipeline on {cores[:-1]} (model threads 1)"
