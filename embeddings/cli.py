@@ -23,6 +23,7 @@ EPILOG = """examples:
   python -m embeddings weights                       # download the Places365 checkpoint (make weights)
   python -m embeddings export                        # the model's ONNX file (also made automatically when missing),
                                                      # published to DATA_DIR/models for server-only hosts
+  python -m embeddings --model efficientnet-lite0+int8 export   # and its int8 quantisation (docs/embeddings.md)
 """
 
 
@@ -98,7 +99,8 @@ def _export(args: argparse.Namespace, settings: Any) -> int:
     )
     from storage.objects import StorageUnavailable
 
-    model = parse_name(args.model or settings.embedding_model).model
+    parsed = parse_name(args.model or settings.embedding_model)
+    model = parsed.model
     missing = missing_export_modules(model)
     if missing:
         raise ModelUnavailable(f"exporting {model} needs {', '.join(missing)}, which this install lacks "
@@ -109,6 +111,15 @@ def _export(args: argparse.Namespace, settings: Any) -> int:
         export(art, settings)
         state = "exported"
     print(f"{art.model}: {state} {art.path} (weights sha256 {art.tag['weights_sha256'][:12]}...)")
+    if parsed.quant:  # `+int8`: the quantised file, made from that export (embeddings/quantize.py)
+        from embeddings import quantize
+
+        fp32, art = art, quantize.artifact(model, settings)
+        state = "already current"
+        if args.force or not is_current(art):
+            quantize.quantize(art, fp32)
+            state = "quantised"
+        print(f"{art.model}: {state} {art.path} (from {fp32.path.name})")
     if not args.no_publish:
         try:
             sent = publish(art, settings)
@@ -206,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     from core.settings import SettingsError
     from embeddings.models import ModelUnavailable
     from embeddings.onnx_export import ExportError
+    from embeddings.quantize import QuantizeError
     from embeddings.weights import WeightsError
 
     try:
@@ -219,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "compact":
             return _compact(args, settings)
         return _scope(args, settings)
-    except (DatabaseUnavailable, SettingsError, ModelUnavailable, WeightsError, ExportError,
+    except (DatabaseUnavailable, SettingsError, ModelUnavailable, WeightsError, ExportError, QuantizeError,
             ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -16,6 +16,12 @@ Runtime (EMBEDDING_RUNTIME): `onnx` (default) runs the model's ONNX export in
 ONNX Runtime, pipeline and server alike, so both compute the same vectors and
 the server holds no torch; `torch` runs the torch module the file is exported
 from. embeddings/backends.py and embeddings/onnx_export.py say how.
+
+Quantisation: `+int8` (after the variant: `efficientnet-lite0+int8` =
+`efficientnet-lite0@crop224+rot4+int8`) runs an int8 model made from the ONNX
+export by onnxruntime.quantization (embeddings/quantize.py), always on ONNX
+Runtime. Its vectors differ from fp32's (cosine ~0.99), so it is a model version
+of its own.
 """
 
 from __future__ import annotations
@@ -51,6 +57,9 @@ class ModelSpec:
     norm: Normalisation
     channels_last: bool  # the torch runtime's faster layout (bench/embed_throughput.py)
     build: Callable[[Settings], torch.nn.Module]
+    # `+int8` (embeddings/quantize.py): the ONNX node-name prefixes left in fp32, as measured (bench/int8.py);
+    # None: no int8 model (not measured).
+    int8_fp32_nodes: tuple[str, ...] | None = None
 
 
 def _build_places365(settings: Settings) -> torch.nn.Module:
@@ -88,9 +97,13 @@ MODELS: dict[str, ModelSpec] = {
     "places365-resnet50": ModelSpec("places365-resnet50", 2048, "crop224", "rot4", IMAGENET, True,
                                     _build_places365),
     "efficientnet-lite0": ModelSpec("efficientnet-lite0", 1280, "crop224", "rot4", HALF, True,
-                                    _build_efficientnet_lite0),
+                                    _build_efficientnet_lite0,
+                                    # the stem and the first two stages (their int8 error dominated), the pooling
+                                    int8_fp32_nodes=("/conv_stem/", "/bn1/", "/blocks/blocks.0/",
+                                                     "/blocks/blocks.1/", "/global_pool/")),
 }
 VARIANTS = ("rot4", "plain")
+QUANTISATIONS = ("int8",)  # a last `+` part: the model runs quantised (embeddings/quantize.py)
 
 
 @dataclass(frozen=True)
@@ -98,10 +111,12 @@ class ParsedName:
     model: str
     preprocess: str
     variant: str | None
+    quant: str | None = None  # "int8": the quantised model (its vectors are not fp32's)
 
     @property
     def model_version(self) -> str:
-        return f"{self.model}@{self.preprocess}" + (f"+{self.variant}" if self.variant else "")
+        return (f"{self.model}@{self.preprocess}" + (f"+{self.variant}" if self.variant else "")
+                + (f"+{self.quant}" if self.quant else ""))
 
 
 def parse_name(spec: str) -> ParsedName:
@@ -111,13 +126,21 @@ def parse_name(spec: str) -> ParsedName:
     `efficientnet-lite0` → `efficientnet-lite0@crop224+rot4`). A spec naming its
     preprocessing is an exact model version: no `+variant` there means none, so
     every model version string parses back to itself. `+plain` means no variant.
+    A last `+int8` asks for the quantised model: `efficientnet-lite0+int8` →
+    `efficientnet-lite0@crop224+rot4+int8`, `efficientnet-lite0+plain+int8` →
+    `efficientnet-lite0@crop224+int8`.
     """
     text = spec.strip()
     variant: str | None = ""
-    if "+" in text:
-        text, variant = text.split("+", 1)
-        if variant not in VARIANTS:
-            raise ModelUnavailable(f"unknown model variant {variant!r} in {spec!r}: choose from {', '.join(VARIANTS)}")
+    quant: str | None = None
+    text, *suffixes = text.split("+")
+    if suffixes and suffixes[-1] in QUANTISATIONS:
+        quant = suffixes.pop()
+    if len(suffixes) > 1 or (suffixes and suffixes[0] not in VARIANTS):
+        raise ModelUnavailable(f"unknown model variant {'+'.join(suffixes)!r} in {spec!r}: choose from "
+                               f"{', '.join(VARIANTS)}, optionally followed by +{' or +'.join(QUANTISATIONS)}")
+    if suffixes:
+        variant = suffixes[0]
     model, _, pre = text.partition("@")
     if model not in MODELS:
         raise ModelUnavailable(
@@ -127,10 +150,13 @@ def parse_name(spec: str) -> ParsedName:
         variant = None if pre else MODELS[model].default_variant
     elif variant == "plain":
         variant = None
+    if quant and MODELS[model].int8_fp32_nodes is None:
+        raise ModelUnavailable(f"{model} has no +{quant} model (measured for "
+                               f"{', '.join(m for m, s in MODELS.items() if s.int8_fp32_nodes is not None)} only)")
     pre = pre or MODELS[model].default_preprocess
     if pre not in PREPROCESSES:
         raise ModelUnavailable(f"unknown preprocessing {pre!r} in {spec!r}: choose one of {', '.join(PREPROCESSES)}")
-    return ParsedName(model, pre, variant)
+    return ParsedName(model, pre, variant, quant)
 
 
 @dataclass
@@ -225,7 +251,11 @@ def build_torch(spec: ModelSpec, settings: Settings) -> torch.nn.Module:
     return model
 
 
-def _backend(spec: ModelSpec, settings: Settings) -> Backend:
+def _backend(spec: ModelSpec, settings: Settings, quant: str | None = None) -> Backend:
+    if quant == "int8":  # ONNX Runtime whatever EMBEDDING_RUNTIME says: torch has no such model
+        from embeddings.quantize import ensure as ensure_int8
+
+        return OnnxBackend(ensure_int8(spec.name, settings).path, threads=settings.torch_threads)
     if settings.embedding_runtime == "torch":
         return TorchBackend(build_torch(spec, settings), spec.channels_last)
     from embeddings.onnx_export import ensure
@@ -248,9 +278,9 @@ def get_embedder(name: str | None = None, settings: Settings | None = None) -> E
         if key in _CACHE:
             return _CACHE[key]
         spec = MODELS[parsed.model]
-        backend_key = (spec.name, key[1], key[2])
+        backend_key = (spec.name + (f"+{parsed.quant}" if parsed.quant else ""), key[1], key[2])
         if backend_key not in _BACKENDS:
-            _BACKENDS[backend_key] = _backend(spec, settings)
+            _BACKENDS[backend_key] = _backend(spec, settings, parsed.quant)
         embedder = Embedder(
             name=spec.name, dim=spec.dim, model_version=parsed.model_version,
             preprocess=PREPROCESSES[parsed.preprocess], norm=spec.norm, variant=parsed.variant,

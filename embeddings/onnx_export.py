@@ -318,7 +318,8 @@ def publish_for(embedder: Any, settings: Settings) -> None:
         return
     try:
         side = json.loads(path.with_name(path.name + ".json").read_text())
-        art = OnnxArtifact(embedder.name, Path(str(side.get("source", ""))), path, dict(side["tag"]))
+        tag = dict(side["tag"])  # its "model" names the file: the model, or `<model>+int8` (embeddings/quantize.py)
+        art = OnnxArtifact(str(tag.get("model") or embedder.name), Path(str(side.get("source", ""))), path, tag)
     except (OSError, ValueError, KeyError, TypeError):
         return  # no export sidecar: this host runs the published file
     try:
