@@ -32,3 +32,4 @@ def test_the_session_parses_responses_with_it() -> None:
     parser = factory.create_parser("rest-xml")
     assert parser._timestamp_parser is _timestamp
     assert _timestamp("Mon, 07 Dec 2026 05:30:12 GMT") == datetime(2026, 12, 7, 5, 30, 12, tzinfo=UTC)
+

@@ -622,3 +622,26 @@ def test_the_demo_refuses_a_remote_image_root_in_one_line(tmp_path: Path) -> Non
     assert res.returncode == 2, res.stderr
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and "IMAGE_ROOT s3://some-bucket/photos is an object store" in lines[0], res.stderr
+
+
+def test_requests_name_the_pipeline(s3_root) -> None:  # type: ignore[no-untyped-def]
+    """The fixed User-Agent goes on the wire (the store's access log names the pipeline)."""
+    from storage.filesystems import USER_AGENT, filesystem
+
+    root = s3_root
+    fs = filesystem(root.settings.image_location, root.settings)
+    sent: list[str] = []
+
+    def record(request, **_):  # type: ignore[no-untyped-def]
+        ua = request.headers.get("User-Agent")
+        sent.append(ua.decode() if isinstance(ua, bytes) else str(ua))
+
+    async def client():  # type: ignore[no-untyped-def]
+        return await fs.set_session()
+
+    from fsspec.asyn import sync
+
+    sync(fs.loop, client).meta.events.register("before-send.s3", record)
+    root.plant("ua.jpg", b"x")
+    assert root.files.read("ua.jpg") == b"x"
+    assert sent and all(ua.startswith(USER_AGENT) for ua in sent), sent
