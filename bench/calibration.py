@@ -55,6 +55,26 @@ SIMPLE: dict[str, tuple[str, int]] = {
     "copy_textured": ("textured", +1),
 }
 
+# Measured beside the Evidence, used by no rule (labelled.measure_pair's probe): value -> the limit a candidate rule
+# would set (a copy needs value < limit). The report shows each value's distribution per set (copies, other pairs)
+# and what the rules as shipped plus that candidate rule would decide. shifted (duplicates/residuals.py, issue 26):
+# the largest compact cluster of matches the fit leaves off the same way, on the fingerprints as computed (as every
+# Evidence field here) and, shifted_stored, as stored (keypoint positions rounded to 1/64 px, what the pipeline
+# compares); limit 7 fixed on the golden near-static set and the generated copies (copies 0-4, near-static other
+# shots 3-59) before the held-out set was measured. docs/duplicates.md, "What is left", (g).
+PROBES: dict[str, float] = {"shifted": 7, "shifted_stored": 7}
+
+
+def probe(query: object, cand: object) -> dict[str, float | int]:
+    """The PROBES values of one pair (labelled.Probe)."""
+    from duplicates import residuals
+    from duplicates.fingerprint import Fingerprint
+
+    assert isinstance(query, Fingerprint) and isinstance(cand, Fingerprint)
+    fresh = residuals.measure(query, cand)
+    stored = residuals.measure(Fingerprint.from_bytes(query.to_bytes()), Fingerprint.from_bytes(cand.to_bytes()))
+    return {"shifted": fresh.size, "shifted_px": fresh.px, "shifted_stored": stored.size}
+
 
 def shared_pairs(photos: int) -> Iterator[object]:
     """Labelled pairs from the sample-data folder (nothing when it is absent)."""
@@ -106,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     opencv.cv2()
     started = time.perf_counter()
     held_out = still_pairs(STILL_HELD_OUT_SEED, args.stills, args.still_copies, prefix="held-out")
-    rows = [measure_pair(p) for p in itertools.chain(generated_pairs(), held_out, shared_pairs(args.photos))]
+    pairs = itertools.chain(generated_pairs(), held_out, shared_pairs(args.photos))
+    rows = [measure_pair(p, probe=probe) for p in pairs]
     table = pd.DataFrame([r.flat() for r in rows])
     print(f"rules {RULES_VERSION}: {len(table)} labelled pairs measured in {time.perf_counter() - started:.0f} s "
           f"({dict(Counter(table['truth']))})")
@@ -181,7 +202,31 @@ def main(argv: list[str] | None = None) -> int:
             f" (worst {worst[0]} {sum(worst[1])}/{len(worst[1])})"
         print(f"  {name:<26} copies {found_copies:>4}/{len(copies):<4}{worst_text:<34} "
               f"called copies {called:>3}/{len(others)}")
+    _probe_report(rows, truth, found)
     return 0
+
+
+def _probe_report(rows: list, truth: list, found: list) -> None:
+    """PROBES: per set, the values for copies and for other pairs (those the rules call copies marked *), and
+    copies found / other pairs called copies with the candidate rule added to the rules as shipped."""
+    for field, limit in PROBES.items():
+        value = {i: rows[i].probed[field] for i in range(len(rows))}
+        print(f"\nmeasured, not used by a rule: {field} (candidate rule: a copy needs {field} < {limit:g})")
+        for name, members in _by_set([r.name for r in rows]).items():
+            copies = [i for i in members if truth[i] is Relation.COPY]
+            others = [i for i in members if truth[i] is not Relation.COPY]
+            values = sorted(value[i] for i in copies)
+            quant = "-" if not values else (f"max {values[-1]:g}, p99 {values[int(0.99 * (len(values) - 1))]:g}, "
+                                            f"median {values[len(values) // 2]:g}")
+            other_values = sorted((value[i], found[i] is Relation.COPY) for i in others)
+            shown = " ".join(f"{v:g}{'*' if c else ''}" for v, c in other_values)
+            print(f"  {name:<26} copies {len(copies):>4}: {quant}")
+            print(f"  {'':<26} others {len(others):>4}: {shown[:600]}")
+            kept = [i for i in copies if found[i] is Relation.COPY and value[i] < limit]
+            lost = [rows[i].name for i in copies if found[i] is Relation.COPY and value[i] >= limit]
+            called = sum(found[i] is Relation.COPY and value[i] < limit for i in others)
+            print(f"  {'':<26} with the rule: copies {len(kept)}/{len(copies)} (lost {lost}), "
+                  f"called copies {called}/{len(others)} (today {sum(found[i] is Relation.COPY for i in others)})")
 
 
 def _by_set(names: list[str]) -> dict[str, list[int]]:

@@ -10,10 +10,17 @@ can pin every verdict; bench/calibration.py adds the shared photos and scenes.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, fields
+from typing import TYPE_CHECKING
 
 from duplicates.relation import Relation
+
+if TYPE_CHECKING:
+    from duplicates.fingerprint import Fingerprint
+
+# A measurement beside the Evidence (bench/calibration.py's probes): (query, candidate) -> named values.
+Probe = Callable[["Fingerprint", "Fingerprint"], dict[str, float | int]]
 
 # The generated set (fixed before any rule is tuned on it: change them only with the golden table).
 PHOTO_SEED = 7100
@@ -84,14 +91,16 @@ class EvidenceRow:
     related: str  # relate(query, candidate): both sides where the rules ask for it
     rule: str  # the rule that decided (rules.decide)
     evidence: dict[str, float | int | bool]
+    probed: dict[str, float | int] = field(default_factory=dict)  # measured beside the Evidence, used by no rule
 
     def flat(self) -> dict[str, object]:
-        out = {k: v for k, v in asdict(self).items() if k != "evidence"}
-        return {**out, **self.evidence}
+        out = {k: v for k, v in asdict(self).items() if k not in ("evidence", "probed")}
+        return {**out, **self.evidence, **self.probed}
 
 
-def measure_pair(pair: LabelledPair, cosine: float = 0.5) -> EvidenceRow:
-    """Fingerprint both files as the pipeline does, measure, decide and relate."""
+def measure_pair(pair: LabelledPair, cosine: float = 0.5, probe: Probe | None = None) -> EvidenceRow:
+    """Fingerprint both files as the pipeline does, measure, decide and relate; `probe` measures more of the
+    same fingerprints (its values in `probed`, which no verdict reads)."""
     from duplicates.fingerprint import fingerprint
     from duplicates.verify import decide, measure, relate
     from embeddings.loading import load_image
@@ -101,7 +110,8 @@ def measure_pair(pair: LabelledPair, cosine: float = 0.5) -> EvidenceRow:
     ev = measure(q, c)
     verdict = decide(ev, cosine)
     return EvidenceRow(pair.name, pair.truth.value, verdict.relation.value, relate(q, c, cosine).relation.value,
-                       verdict.rule, {f.name: getattr(ev, f.name) for f in fields(ev)})
+                       verdict.rule, {f.name: getattr(ev, f.name) for f in fields(ev)},
+                       {} if probe is None else probe(q, c))
 
 
 def write_table(path: str) -> None:
