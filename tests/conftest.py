@@ -73,6 +73,15 @@ def _admin_conninfo() -> str:
     return info
 
 
+@pytest.fixture
+def pg_folder() -> Iterator[Path]:
+    """A folder for a private PostgreSQL, outside pytest's temp root: a concurrent pytest session resets that
+    root to 0700, and as root the server runs as the unprivileged postgres user, who must traverse every parent."""
+    folder = Path(tempfile.mkdtemp(prefix="imgsim-test-pg-"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def pg_database() -> str:
     """Create and migrate this run's database; export DB_* so everything uses it. Returns its conninfo."""

@@ -11,10 +11,10 @@ from core.localpg import LocalPostgres, find_bindir
 
 
 @pytest.mark.skipif(find_bindir() is None, reason="no PostgreSQL binaries and no pgserver package")
-def test_private_server_starts_migrates_and_restarts(tmp_path: Path) -> None:
+def test_private_server_starts_migrates_and_restarts(pg_folder: Path) -> None:
     from core.migrate import apply_migrations
 
-    server = LocalPostgres(tmp_path / "pg").start()
+    server = LocalPostgres(pg_folder / "pg").start()
     try:
         info = psycopg.conninfo.make_conninfo(host="127.0.0.1", port=server.port, user="postgres", dbname="postgres")
         with psycopg.connect(info) as conn:
@@ -22,7 +22,7 @@ def test_private_server_starts_migrates_and_restarts(tmp_path: Path) -> None:
         server.stop()
         assert not server.running()
         # A second start reuses the cluster and its data, on the same port.
-        again = LocalPostgres(tmp_path / "pg").start()
+        again = LocalPostgres(pg_folder / "pg").start()
         assert again.port == server.port
         with psycopg.connect(info) as conn:
             assert apply_migrations(conn) == []

@@ -15,7 +15,6 @@ import contextlib
 import os
 import shutil
 import signal
-import tempfile
 import threading
 import time
 import uuid
@@ -301,17 +300,14 @@ def main(scenario) -> Iterator[tuple[Scenario, LiveServer]]:  # type: ignore[no-
 # --- a private PostgreSQL a test may stop (SIGSTOP) or hang, never the machine's shared one ----------
 
 @pytest.fixture
-def stoppable_pg() -> Iterator:  # type: ignore[type-arg]
-    """Outside pytest's temp root: concurrent pytest sessions reset that to 0700, and as root the server
-    runs as the unprivileged postgres user, who must traverse every parent folder."""
+def stoppable_pg(pg_folder: Path) -> Iterator:  # type: ignore[type-arg]
+    """In its own folder (pg_folder: outside pytest's temp root, which the postgres user may not traverse)."""
     from core.localpg import LocalPostgres
 
-    folder = Path(tempfile.mkdtemp(prefix="imgsim-hung-pg-"))
-    server = LocalPostgres(folder / "pg").start()
+    server = LocalPostgres(pg_folder / "pg").start()
     yield server
     resume(server)
     server.stop()
-    shutil.rmtree(folder, ignore_errors=True)
 
 
 def postgres_pids(server) -> list[int]:  # type: ignore[no-untyped-def]

@@ -50,10 +50,10 @@ def test_deleted_images_are_filtered(scenario, live_server, base) -> None:
 
 
 @pytest.fixture
-def private_pg(tmp_path):  # type: ignore[no-untyped-def]
+def private_pg(pg_folder):  # type: ignore[no-untyped-def]
     from core.localpg import LocalPostgres
 
-    server = LocalPostgres(tmp_path / "pg").start()
+    server = LocalPostgres(pg_folder / "pg").start()
     yield server
     server.stop()
 
