@@ -400,3 +400,22 @@ def test_browser_event_page_and_upload_check(chromium, generated_event, tmp_path
             browser.close()
     print(f"\nbrowser test: {time.monotonic() - started:.1f} s; screenshots in {shots_dir}")
     assert sorted(p.name for p in shots_dir.iterdir()) == ["check-copy.png", "check-not-a-copy.png", "event.png"]
+
+
+def test_without_an_index_the_pages_say_so_and_reload(scenario, base) -> None:  # type: ignore[no-untyped-def]
+    """Nothing published yet: a 503 page with the reason and Retry-After, which reloads itself; never a 500."""
+    scn = scenario("pages-empty", swap_poll_seconds=2)
+    server = LiveServer(scn.settings)
+    try:
+        deadline = time.monotonic() + 30
+        while "no published index" not in server.client.get("/").text and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for path in ("/pages/events", f"/pages/events/{base.event_a}"):
+            r = server.client.get(path)
+            assert r.status_code == 503 and r.headers["content-type"].startswith("text/html"), (path, r.text[:200])
+            assert r.headers["retry-after"] == "2" and "no index loaded" in r.text
+            assert "http-equiv='refresh' content='2'" in r.text
+        r = server.client.get(f"/pages/thumbnails/{base.ids[0]}")
+        assert r.status_code == 503 and "no index loaded" in r.json()["detail"]  # thumbnails answer as the API does
+    finally:
+        server.stop()
