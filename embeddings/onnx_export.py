@@ -183,6 +183,22 @@ def missing_export_modules(model: str) -> list[str]:
     return missing
 
 
+
+def export_in_subprocess(model: str, settings: Settings) -> str | None:
+    """`python -m embeddings --model <model> export --no-publish` in a child process (torch's exporter is
+    loaded there, never in the caller); None when it succeeded, else the reason its last error line gives."""
+    env = {**os.environ, "MODEL_WEIGHTS": str(settings.resolved_model_weights),
+           "MODEL_CACHE_DIR": str(settings.resolved_model_cache_dir),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent.parent),
+                                                       os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run([sys.executable, "-m", "embeddings", "-q", "--model", model, "export", "--no-publish"],
+                          env=env, capture_output=True, text=True, timeout=1800)
+    if proc.returncode == 0:
+        return None
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    return next((ln[len("error: "):] for ln in reversed(lines) if ln.startswith("error: ")),
+                lines[-1] if lines else f"exit code {proc.returncode}")
+
 def ensure(model: str, settings: Settings) -> OnnxArtifact:
     """The current ONNX file for `model`, exported in a subprocess (torch never enters this process) if needed.
 
@@ -212,17 +228,9 @@ def ensure(model: str, settings: Settings) -> OnnxArtifact:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if is_current(art):  # another process exported it while we waited
             return art
-        env = {**os.environ, "MODEL_WEIGHTS": str(settings.resolved_model_weights),
-               "MODEL_CACHE_DIR": str(settings.resolved_model_cache_dir),
-               "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent.parent),
-                                                           os.environ.get("PYTHONPATH")]))}
-        proc = subprocess.run([sys.executable, "-m", "embeddings", "-q", "--model", model, "export", "--no-publish"],
-                              env=env, capture_output=True, text=True, timeout=1800)
-        if proc.returncode != 0 or not is_current(art):
-            lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-            reason = next((ln[len("error: "):] for ln in reversed(lines) if ln.startswith("error: ")),
-                          lines[-1] if lines else f"exit code {proc.returncode}")
-            _FAILED[failed_key] = f"cannot export {model} to ONNX: {reason}"
+        reason = export_in_subprocess(model, settings)
+        if reason is not None or not is_current(art):
+            _FAILED[failed_key] = f"cannot export {model} to ONNX: {reason or 'no file written'}"
             raise ModelUnavailable(_FAILED[failed_key])
     return art
 

@@ -27,8 +27,6 @@ import fcntl
 import hashlib
 import json
 import os
-import subprocess
-import sys
 import tempfile
 from importlib import metadata
 from pathlib import Path
@@ -201,16 +199,8 @@ def ensure(model: str, settings: Settings) -> OnnxArtifact:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if is_current(art):  # another process made it while we waited
             return art
-        env = {**os.environ, "MODEL_WEIGHTS": str(settings.resolved_model_weights),
-               "MODEL_CACHE_DIR": str(settings.resolved_model_cache_dir),
-               "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent.parent),
-                                                           os.environ.get("PYTHONPATH")]))}
-        proc = subprocess.run([sys.executable, "-m", "embeddings", "-q", "--model", f"{model}+plain+{SUFFIX}",
-                               "export", "--no-publish"], env=env, capture_output=True, text=True, timeout=1800)
-        if proc.returncode != 0 or not is_current(art):
-            lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-            reason = next((ln[len("error: "):] for ln in reversed(lines) if ln.startswith("error: ")),
-                          lines[-1] if lines else f"exit code {proc.returncode}")
-            _FAILED[failed_key] = f"cannot quantise {model} to int8: {reason}"
+        reason = onnx_export.export_in_subprocess(f"{model}+plain+{SUFFIX}", settings)
+        if reason is not None or not is_current(art):
+            _FAILED[failed_key] = f"cannot quantise {model} to int8: {reason or 'no file written'}"
             raise ModelUnavailable(_FAILED[failed_key])
     return art
