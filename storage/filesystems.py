@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass
+from datetime import datetime
+from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
 from storage.location import Location
@@ -99,9 +101,6 @@ def _s3_session() -> Any:
 def _timestamp(value: Any) -> Any:
     """An S3 timestamp as an aware datetime: HTTP dates (headers) and ISO 8601 (listings) directly, anything
     else by botocore's parser."""
-    from datetime import datetime
-    from email.utils import parsedate_to_datetime
-
     if isinstance(value, str):
         try:
             if value.endswith("GMT"):
