@@ -373,13 +373,14 @@ def report(configs: list[Config], bare: dict[str, tuple[float, float]], n: int, 
                     "index build": r["build_cpu"] - r["rel"]["cpu_seconds"]}
     for name in stage[cols[0]]:
         print(f"  {name:<38}" + "".join(
-            f"{1000 * stage[c][name] / n:>10.2f} ({100 * stage[c][name] / sum(stage[c].values()):>3.0f}%)"
+            f"{1000 * stage[c][name] / n:>11.2f} ({100 * stage[c][name] / sum(stage[c].values()):>3.0f}%)"
             for c in cols))
     print(f"  {'total (embed + build CPU)':<38}" + "".join(
-        f"{1000 * sum(stage[c].values()) / n:>10.2f} (100%)" for c in cols))
-    print(f"  {'model alone, bare forward (see below)':<38}" + "".join(f"{bare[c][1]:>10.2f}{'':>8}" for c in cols))
-    print("  (decode, fingerprint, write: thread CPU inside the runner's functions; model: the embed step's CPU minus "
-          "those; relations: the build report's cpu_seconds; index build: the build's CPU minus the relations')")
+        f"{1000 * sum(stage[c].values()) / n:>11.2f} (100%)" for c in cols))
+    print(f"  {'model alone, bare forward (see below)':<38}" + "".join(f"{bare[c][1]:>11.2f}{'':>7}" for c in cols))
+    print("  (decode, fingerprint, write: thread CPU inside the runner's functions; model: the embed step's CPU\n"
+          "   minus those; relations: the build report's cpu_seconds; index build: the build's CPU minus the\n"
+          "   relations'; the bare forward: the config's embedder alone, prepared arrays, batch 32)")
 
     bw, bc = bare["bound"]
     print(f"\nbound: {BOUND} alone on ONNX Runtime, prepared arrays, batch 32, {os.cpu_count()} threads: "
