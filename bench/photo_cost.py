@@ -338,12 +338,12 @@ def code_state() -> str:
     return head + (f" + uncommitted {', '.join(changed)}" if changed else "")
 
 
-def report(configs: list[Config], bare: dict[str, tuple[float, float]], n: int, source: str) -> None:
+def report(configs: list[Config], bare: dict[str, tuple[float, float]], n: int, source: str, code: str) -> None:
     cols = [c.label for c in configs]
     res = {c.label: c.res for c in configs}
     head = "".join(f"{c:>18}" for c in cols)
     print(f"\nevent of {n} photos ({source}); {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; "
-          f"code: {code_state()}")
+          f"code at the start: {code}")
     for c in configs:
         print(f"  {c.label}: {c.res['mv']} on {c.settings.embedding_runtime}, {c.res['parts']} Parquet parts")
     print(f"{'':<40}{head}")
@@ -459,6 +459,7 @@ def main(argv: list[str] | None = None) -> int:
     originals = args.originals if args.originals is not None else n // 4
     scenes = args.scenes if args.scenes is not None else max(1, n // 20)
 
+    code = code_state()  # the tree is shared: what this process imports is the state at its start
     workdir = Path(tempfile.mkdtemp(prefix="imgsim-bench-cost-"))
     admin, private_pg = admin_conninfo(workdir)
     try:
@@ -478,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
         for cfg in configs:
             run_config(cfg, photos, uploads, admin, workdir, cache, latency=cfg.label == "new")
         bare = bare_models(configs, photos, args.bare_photos)
-        report(configs, bare, n, source)
+        report(configs, bare, n, source, code)
         print(f"({time.perf_counter() - started:.0f} s)")
         return 0
     finally:
