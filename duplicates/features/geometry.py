@@ -63,13 +63,33 @@ def best_fit(query: Fingerprint, cand: Fingerprint) -> Fit:
 
 def nearest(q: Keypoints, c: Keypoints) -> np.ndarray:
     """Each query descriptor's two nearest candidate descriptors: rows (query index, nearest index,
-    nearest distance, second distance). One search serves every ratio test of the pair."""
-    cv2 = opencv.cv2()
+    nearest distance, second distance). One search serves every ratio test of the pair.
+
+    What a brute-force k=2 Hamming search (OpenCV's BFMatcher.knnMatch) gives, row for row: the nearest is the
+    lowest-indexed candidate at the smallest distance, the second distance the next smallest (equal to the first
+    when two candidates tie). All distances at once (hamming_distances) cost a tenth of the matcher's search and
+    its per-match objects (tests/duplicates/features/test_geometry.py holds them equal)."""
     if len(q) < 2 or len(c) < 2:
         return np.zeros((0, 4))
-    pairs = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(q.desc, c.desc, k=2)
-    rows = [(m.queryIdx, m.trainIdx, m.distance, n.distance) for m, n in (p for p in pairs if len(p) == 2)]
-    return np.array(rows, np.float64).reshape(-1, 4)
+    dist = hamming_distances(q.desc, c.desc)
+    rows = np.arange(len(dist))
+    best = dist.argmin(axis=1)  # the first of equal minima: the lowest index, as the matcher keeps it
+    first = dist[rows, best]
+    dist[rows, best] = np.iinfo(dist.dtype).max
+    return np.column_stack([rows, best, first, dist.min(axis=1)]).astype(np.float64)
+
+
+def hamming_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """int32 (len(a), len(b)) Hamming distances between two sets of binary descriptors (uint8 rows of one width)."""
+    import faiss
+
+    a, b = np.ascontiguousarray(a, np.uint8), np.ascontiguousarray(b, np.uint8)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+        raise ValueError(f"descriptors of different widths: {a.shape}, {b.shape}")
+    out = np.empty((len(a), len(b)), np.int32)
+    if out.size:
+        faiss.hammings(faiss.swig_ptr(a), faiss.swig_ptr(b), len(a), len(b), a.shape[1], faiss.swig_ptr(out))
+    return out
 
 
 def match(q: Keypoints, c: Keypoints, near: np.ndarray, ratio: float) -> tuple[np.ndarray, np.ndarray]:

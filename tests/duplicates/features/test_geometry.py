@@ -63,3 +63,45 @@ def test_the_thumbnail_affine_of_the_identity_is_the_identity(fp_of: Callable[[I
     fp = fp_of(shot(5001, 0))
     a = geometry.thumb_affine(np.array([[1.0, 0, 0], [0, 1.0, 0]]), fp, fp)
     assert np.allclose(a, [[1, 0, 0], [0, 1, 0]])
+
+
+def _knn_rows(q: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """nearest()'s rows as OpenCV's brute-force matcher gives them (what nearest() computed before issue 28)."""
+    import cv2
+
+    pairs = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(q, c, k=2)
+    rows = [(m.queryIdx, m.trainIdx, m.distance, n.distance) for m, n in (p for p in pairs if len(p) == 2)]
+    return np.array(rows, np.float64).reshape(-1, 4)
+
+
+def test_nearest_is_the_brute_force_matchers_answer_ties_included(fp_of: Callable[[Image.Image], Fingerprint]
+                                                                    ) -> None:
+    """Row for row and bit for bit: the nearest index (the lowest of tied ones), both distances."""
+    from duplicates.fingerprint import Keypoints
+
+    a, b = fp_of(shot(5005, 0)), fp_of(shot(5005, 1))
+    cases = [(a.keypoints.desc, b.keypoints.desc), (a.mirrored.desc, b.keypoints.desc),
+             (b.keypoints.desc, a.mirrored.desc)]
+    rng = np.random.default_rng(3)
+    few = rng.integers(0, 256, (6, 32), dtype=np.uint8)  # descriptors drawn from a few: ties everywhere
+    cases += [(few[rng.integers(0, 6, 40)], few[rng.integers(0, 6, 70)]),
+              (rng.integers(0, 256, (50, 32), dtype=np.uint8), rng.integers(0, 256, (2, 32), dtype=np.uint8)),
+              (rng.integers(0, 256, (2, 32), dtype=np.uint8), rng.integers(0, 256, (300, 32), dtype=np.uint8))]
+    tied = 0
+    for q, c in cases:
+        got = geometry.nearest(Keypoints(np.zeros((len(q), 2), np.float32), q),
+                               Keypoints(np.zeros((len(c), 2), np.float32), c))
+        want = _knn_rows(q, c)
+        assert got.dtype == want.dtype and got.shape == want.shape and np.array_equal(got, want)
+        tied += int((want[:, 2] == want[:, 3]).sum())
+    assert tied > 30  # the tie-break was exercised
+    one = Keypoints(np.zeros((1, 2), np.float32), few[:1])
+    assert geometry.nearest(one, Keypoints(np.zeros((6, 2), np.float32), few)).shape == (0, 4)
+
+
+def test_hamming_distances_count_differing_bits() -> None:
+    rng = np.random.default_rng(4)
+    a, b = rng.integers(0, 256, (7, 32), dtype=np.uint8), rng.integers(0, 256, (5, 32), dtype=np.uint8)
+    bits = np.unpackbits(a[:, None, :] ^ b[None, :, :], axis=2).sum(axis=2)
+    assert np.array_equal(geometry.hamming_distances(a, b), bits)
+    assert geometry.hamming_distances(a[:0], b).shape == (0, 5)
