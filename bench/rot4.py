@@ -1,7 +1,7 @@
 """What the 4-rotation embedding (`+rot4`) still buys now that candidates are also voted by keypoints (issue 28).
 
   TORCH_THREADS=1 OMP_NUM_THREADS=1 .venv/bin/python -m bench.rot4 [--source shared|generated|both]
-      [--photos 40] [--filler 100] [--scenes 40] [--top-k 10]
+      [--photos 40] [--filler 100] [--scenes 40] [--top-k 10] [--edits a,b] [--groups-only]
 
 For efficientnet-lite0 `+plain` and `+rot4` (the default), side by side, on the shared sample photos
 (core.settings.sample_data_dir(), photos/) when present and on generated photos (core.sample_data.generate_photos)
@@ -50,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("TORCH_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-MODELS = {"plain": "efficientnet-lite0+plain", "rot4": "efficientnet-lite0"}
+MODELS = {"plain": "efficientnet-lite0+plain", "rot4": "efficientnet-lite0+rot4"}
 TURNS = ("rotate_90", "rotate_180", "rotate_270")
 WITH = ("crop_80", "jpeg_q30", "text_bar", "resize_50")  # edits combined with a turn
 UNTURNED = (*WITH, "thumb_96", "screenshot")
@@ -251,10 +251,12 @@ def measure(source: str, args: argparse.Namespace) -> dict[str, Any]:
     library = orig_ids + filler_ids + scene_a
     res: dict[str, Any] = {"ms": ms, "n": len(orig_ids), "scenes": len(scene_pairs), "edits": {}, "misses": []}
     for version, m in enumerate(MODELS, 1):
+        if m not in args.models.split(","):
+            continue
         index = serve(m, library, stored, version)
         for e in edits:
             s_hits, c_hits = [], []
-            for o, c in zip(orig_ids, copies[e], strict=True):
+            for o, c in zip(orig_ids, copies[e], strict=True) if not args.groups_only else ():
                 hits, matches = routes(index, uploads[c][m], stored[c].fp, args.top_k, loop)
                 s_hits.append(any(h["id"] == o for h in hits))
                 c_hits.append(any(h["id"] == o and h["relation"] == "copy" for h in matches))
@@ -271,7 +273,7 @@ def measure(source: str, args: argparse.Namespace) -> dict[str, Any]:
             res["edits"].setdefault(e, {})[m] = (rate(s_hits), rate(c_hits), rate(g_hits))
             print(f"[{source}] {m} {e}: {res['edits'][e][m]}", file=sys.stderr, flush=True)
         false_check = 0
-        for b in scene_b:
+        for b in scene_b if not args.groups_only else ():
             _, matches = routes(index, uploads[b][m], stored[b].fp, args.top_k, loop)
             false_check += any(h["relation"] == "copy" for h in matches)
         groups = copy_groups_of(m, orig_ids + filler_ids + scene_a + scene_b, stored)
@@ -282,7 +284,13 @@ def measure(source: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def report(source: str, res: dict[str, Any]) -> None:
-    """One table: per edit, search / check / groups, plain against rot4."""
+    """One table: per edit, search / check / groups, plain against rot4 (nan: not measured, --models)."""
+    nan = (float("nan"),) * 3
+    for by in res["edits"].values():
+        for m in MODELS:
+            by.setdefault(m, nan)
+    for m in MODELS:
+        res.setdefault("scene", {}).setdefault(m, ("-", "-"))
     print(f"\n{source}: {res['n']} originals, copy recall (plain / rot4)")
     print(f"{'copy':<22}{'search':>16}{'check':>16}{'groups':>16}")
     for e, by in res["edits"].items():
@@ -311,6 +319,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenes", type=int, default=40, help="same-scene pairs")
     parser.add_argument("--edits", default=None, help="comma-separated subset of the copies (default: all)")
     parser.add_argument("--top-k", type=int, default=10, help="the routes' top_k (their default 10)")
+    parser.add_argument("--models", default="plain,rot4", help="which of plain,rot4 to measure (the other's cells "
+                        "print nan)")
+    parser.add_argument("--groups-only", action="store_true",
+                        help="only the event groups (a change to the event's candidate pairs); search and check "
+                             "print nan")
     args = parser.parse_args(argv)
 
     import cv2

@@ -33,7 +33,8 @@ class Group:
 def candidate_pairs(vectors: np.ndarray, k: int = NEIGHBOURS, floor: float = CANDIDATE_COSINE,
                     fingerprints: Sequence[Fingerprint | None] | None = None) -> dict[tuple[int, int], float]:
     """{(i, j) row pairs with i < j: cosine} for each row's top-k neighbours above `floor`, and, given the
-    rows' fingerprints, the keypoint-voted ones among its GROUP_WIDE nearest (duplicates.shortlist)."""
+    rows' fingerprints, the keypoint-voted ones among the rest of its GROUP_WIDE nearest, whatever their
+    cosine (duplicates.shortlist): a turned copy's plain vector can fall under the floor, its keypoints do not."""
     vecs = np.ascontiguousarray(vectors, dtype=np.float32)
     n = len(vecs)
     pairs: dict[tuple[int, int], float] = {}
@@ -49,10 +50,11 @@ def candidate_pairs(vectors: np.ndarray, k: int = NEIGHBOURS, floor: float = CAN
         for r, cols in enumerate(top):
             i = start + r
             cols = cols[np.argsort(-sims[r, cols], kind="stable")]
-            cols = cols[sims[r, cols] >= floor]
-            chosen = cols[:k]
-            if fingerprints is not None and fingerprints[i] is not None and len(cols) > k:
-                chosen = cols[to_verify(fingerprints[i], [fingerprints[j] for j in cols], k, len(cols))]
+            head = int(np.count_nonzero(sims[r, cols[:k]] >= floor))  # the top-k above the floor
+            chosen = cols[:head]
+            if fingerprints is not None and fingerprints[i] is not None and len(cols) > head:
+                # Votes look past the floor: a turned copy's plain vector can sit under it (docs/embeddings.md).
+                chosen = cols[to_verify(fingerprints[i], [fingerprints[j] for j in cols], head, len(cols))]
             for j in chosen.tolist():
                 pairs[(min(i, j), max(i, j))] = float(sims[r, j])
     return pairs

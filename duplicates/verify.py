@@ -25,18 +25,18 @@ import pkgutil
 import sys
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from types import ModuleType
 
 from duplicates import features, fingerprint, opencv, rules, shortlist
 from duplicates.features import framing, geometry, pixels, whole_frame
 from duplicates.fingerprint import Fingerprint
 from duplicates.relation import Relation, Verdict
 
-# Relations computed under other rules are stale: RULES_VERSION is derived from the measurement's code (this module,
-# duplicates/features/, the fingerprint, the shortlist), the rules and the thresholds (rules_version below), so any
-# change to them re-verifies stored relations; the pinned value in tests/duplicates/test_rules.py makes such a change
-# visible in review. History of the hand-made versions: v10 colour that moved counts; v9 faint motion; v8 edge motion,
-# overlay bands; v7 overlay depth; v6 another shot judged from both sides; v5 keypoint-vote candidates, loose weak fits.
+# Relations computed under other rules are stale: RULES_VERSION is derived from the measurement's code (this
+# module, duplicates/features/, the fingerprint, the candidate pairs), the rules and the thresholds (rules_version
+# below), so any change to them re-verifies stored relations; the pinned value in tests/duplicates/test_rules.py
+# makes such a change visible in review. History of the hand-made versions: v10 colour that moved counts; v9 faint
+# motion; v8 edge motion, overlay bands; v7 overlay depth; v6 another shot judged from both sides; v5 keypoint-vote
+# candidates, loose weak fits.
 
 
 @dataclass(frozen=True)
@@ -125,21 +125,22 @@ def relate(query: Fingerprint, candidate: Fingerprint, cosine: float) -> Verdict
     return verdict
 
 
-def measurement_modules() -> list[ModuleType]:
-    """The modules whose code a verdict depends on: the fingerprint, the shortlist of candidate pairs, every
-    feature module, this one (and rules.py, the decision)."""
+def measurement_files() -> list[Path]:
+    """The source files a verdict depends on: the fingerprint, the candidate pairs (shortlist, and groups, read
+    as a file: it imports this module), every feature module, this one (and rules.py, the decision)."""
     found = [importlib.import_module(f"{features.__name__}.{m.name}")
              for m in sorted(pkgutil.iter_modules(features.__path__), key=lambda m: m.name)]
-    return [fingerprint, shortlist, rules, features, *found, sys.modules[__name__]]
+    modules = [fingerprint, shortlist, rules, features, *found, sys.modules[__name__]]
+    return [*(Path(str(m.__file__)) for m in modules), Path(__file__).with_name("groups.py")]
 
 
 def rules_version() -> str:
-    """A digest of what a verdict depends on: the code of the measurement (measurement_modules()), the rules, and
+    """A digest of what a verdict depends on: the code of the measurement (measurement_files()), the rules, and
     the thresholds' values. Comments and docstrings do not count (the code is compared as parsed, docstrings
     dropped), so only a change that can change a verdict makes stored relations stale."""
     digest = hashlib.sha256()
-    for module in measurement_modules():
-        tree = ast.parse(Path(str(module.__file__)).read_text())
+    for path in measurement_files():
+        tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
             body = getattr(node, "body", None)
             if (isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef) and body

@@ -68,3 +68,19 @@ def test_candidate_pairs_add_the_voted_copy(library: list[Fingerprint], photos: 
     voted = candidate_pairs(vectors, k=1, floor=0.0, fingerprints=fps)
     assert (3, 30) not in plain and (3, 30) in voted
     assert set(plain) <= set(voted) and len(voted) <= len(plain) + 31 * 5
+
+
+def test_votes_look_past_the_cosine_floor(library: list[Fingerprint], photos: list[Image.Image]) -> None:
+    """Row 30 is row 3 turned 90 degrees, its vector under the floor (a plain embedding's turned copy can sit at
+    cosine 0.27): the floor keeps it out of the cosine head, the keypoints vote it in all the same."""
+    fps = [*library, fingerprint(load_image(encode(EDITS["rotate_90"](photos[3]))))]
+    rng = np.random.default_rng(2)
+    vectors = rng.normal(0, 1, (31, 64)).astype(np.float32)  # strangers: cosines around 0
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    other = vectors[30] - (vectors[30] @ vectors[3]) * vectors[3]
+    vectors[30] = 0.25 * vectors[3] + np.sqrt(1 - 0.25**2) * other / np.linalg.norm(other)  # cosine 0.25 to row 3
+    assert abs(float(vectors[3] @ vectors[30]) - 0.25) < 1e-5
+    plain = candidate_pairs(vectors, k=2, floor=0.30)
+    voted = candidate_pairs(vectors, k=2, floor=0.30, fingerprints=fps)
+    assert (3, 30) not in plain and (3, 30) in voted
+    assert all(cos >= 0.30 for cos in plain.values())  # without fingerprints the floor holds
