@@ -278,7 +278,7 @@ def measure(source: str, args: argparse.Namespace) -> dict[str, Any]:
             false_check += any(h["relation"] == "copy" for h in matches)
         groups = copy_groups_of(m, orig_ids + filler_ids + scene_a + scene_b, stored)
         false_groups = sum(together(groups, a, b) for a, b in zip(scene_a, scene_b, strict=True))
-        res.setdefault("scene", {})[m] = (false_check, false_groups)
+        res.setdefault("scene", {})[m] = ("-" if args.groups_only else false_check, false_groups)
     loop.close()
     return res
 
