@@ -29,17 +29,26 @@ def cell_means(values: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.nda
     return np.where(used, sums / np.maximum(cover, 1), 0.0), used
 
 
-def cell_ncc(q: np.ndarray, c: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def window_moments(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and variance of `img` over the (2 CELL)-wide window around each pixel (cell_ncc's windows)."""
+    cv2 = opencv.cv2()
+    k = (2 * CELL, 2 * CELL)
+    mean = cv2.blur(img, k)
+    return mean, np.maximum(cv2.blur(img * img, k) - mean * mean, 0)
+
+
+def cell_ncc(q: np.ndarray, c: np.ndarray, m: np.ndarray,
+             q_moments: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Normalised cross-correlation of q and c over a (2 CELL)-wide window centred on each cell,
     and the two windows' standard deviations.
 
     Flat in both (std under FLAT_STD): 1 (nothing to disagree about); flat in one only: 0.
+    `q_moments`: window_moments(q), when q is compared with more than one image.
     """
     cv2 = opencv.cv2()
     k = (2 * CELL, 2 * CELL)
-    mq, mc = cv2.blur(q, k), cv2.blur(c, k)
-    vq = np.maximum(cv2.blur(q * q, k) - mq * mq, 0)
-    vc = np.maximum(cv2.blur(c * c, k) - mc * mc, 0)
+    mq, vq = window_moments(q) if q_moments is None else q_moments
+    mc, vc = window_moments(c)
     cov = cv2.blur(q * c, k) - mq * mc
     ncc = cov / np.sqrt(vq * vc + 1e-6)
     flat_q, flat_c = vq < FLAT_STD**2, vc < FLAT_STD**2

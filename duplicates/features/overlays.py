@@ -33,21 +33,24 @@ def overlay_like(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def overlay_cells(bad: np.ndarray, q: np.ndarray, c: np.ndarray, mask: np.ndarray, std_q: np.ndarray,
-                  std_c: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+                  std_c: np.ndarray, box: tuple[int, int, int, int],
+                  levels: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Disagreeing cells that belong to an overlay: a connected disagreeing region touching the
     overlap's edge, staying within OVERLAY_DEPTH of it, that is a band across the overlap or whose
     cells are mostly saturated (black/white) or flat on one side only.
 
     A caption bar reaches into the interior past the edge band (and blurring widens it); a person who
     moved is textured on both sides and is rarely a solid black or white slab.
+    `levels`: q's and c's cell means over `mask` (cells.cell_means), when the caller has them.
     """
     cv2 = opencv.cv2()
     out = np.zeros_like(bad)
     if not bad.any():
         return out
-    m = mask.astype(np.float32)
-    mq, _ = cell_means(q, m)
-    mc, _ = cell_means(c, m)
+    if levels is None:
+        m = mask.astype(np.float32)
+        levels = cell_means(q, m)[0], cell_means(c, m)[0]
+    mq, mc = levels
     saturated = overlay_like(mq, mc)
     flat_one = (std_q < FLAT_STD) ^ (std_c < FLAT_STD)
     looks = saturated | flat_one

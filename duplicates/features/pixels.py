@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from duplicates import opencv
-from duplicates.features.cells import CELL, TEXTURE_STD, cell_means, cell_ncc, differ_tol
+from duplicates.features.cells import CELL, TEXTURE_STD, cell_means, cell_ncc, differ_tol, window_moments
 from duplicates.features.motion import colour_motion, grey_motion
 from duplicates.features.overlays import overlay_cells
 from duplicates.features.tone import tone_curve, tone_pairs
@@ -110,7 +110,8 @@ def _agreement_one_way(q: np.ndarray, c: np.ndarray, mask: np.ndarray, motion: f
     if mask.sum() < 4 * CELL * CELL:
         return NOTHING
     xs, ys = tone_curve(*tone_pairs(c[mask], q[mask]))
-    signed = (q - np.interp(c, xs, ys)).astype(np.float32) * mask
+    mapped = np.interp(c, xs, ys)  # c's tones mapped onto q's
+    signed = (q - mapped).astype(np.float32) * mask
     # Colour filters move the luma of some hues more than others: remove the slow part of the
     # difference (clipped, so a moved person or an overlay does not explain itself away).
     m = mask.astype(np.float32)
@@ -124,19 +125,21 @@ def _agreement_one_way(q: np.ndarray, c: np.ndarray, mask: np.ndarray, motion: f
     noise = float(np.median(means[used]))
     # A cell disagrees when it differs in level AND in structure: a colour filter shifts the level
     # of some hues (structure kept); a moved arm, parallax or an overlay changes the structure.
-    cm = np.interp(c, xs, ys).astype(np.float32)
-    ncc, _, _ = cell_ncc(q, cm, m)
-    _, raw_q, raw_c = cell_ncc(q, c, m)  # the unmapped sides (the overlay test looks at them too)
+    cm = mapped.astype(np.float32)
+    q_moments = window_moments(q)
+    ncc, _, _ = cell_ncc(q, cm, m, q_moments)
+    _, raw_q, raw_c = cell_ncc(q, c, m, q_moments)  # the unmapped sides (the overlay test looks at them too)
     # Cells without structure on either side (clipped, or untextured both: a flat colour whose level a
     # filter moved apart from the rest, film grain against film grain) hold nothing to disagree about.
-    blank = _clipped(q, c, m) | ((raw_q < TEXTURE_STD) & (raw_c < TEXTURE_STD))
+    levels = cell_means(q, m)[0], cell_means(c, m)[0]  # each side's cell means (the clip and overlay tests)
+    blank = _clipped(*levels) | ((raw_q < TEXTURE_STD) & (raw_c < TEXTURE_STD))
     bad = used & (means > differ_tol(noise)) & (ncc < CELL_NCC) & ~blank
     both = used & (raw_q >= TEXTURE_STD) & (raw_c >= TEXTURE_STD)  # unmapped: a steep tone curve amplifies grain
     textured = float((both & ~bad).sum() / used.sum())
     structure = float(np.median(ncc[both])) if both.any() else 0.0
     rows, cols = np.nonzero(used)
     r0, r1, c0, c1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
-    overlay = overlay_cells(bad, q, c, mask, raw_q, raw_c, (r0, r1, c0, c1))
+    overlay = overlay_cells(bad, q, c, mask, raw_q, raw_c, (r0, r1, c0, c1), levels)
     band_r = max(1, round((r1 - r0) * EDGE_BAND))
     band_c = max(1, round((c1 - c0) * EDGE_BAND))
     interior = np.zeros_like(used)
@@ -158,15 +161,14 @@ def _agreement_one_way(q: np.ndarray, c: np.ndarray, mask: np.ndarray, motion: f
                      edge_bad=float(edge.sum() / used.sum()), faint=faint, calm=calm_cells)
 
 
-def _clipped(q: np.ndarray, c: np.ndarray, m: np.ndarray) -> np.ndarray:
+def _clipped(mq: np.ndarray, mc: np.ndarray) -> np.ndarray:
     """Cells burnt out to white or crushed to black on either side: they hold no structure to compare.
 
     A brightened or saturated copy clips highlights the original still shows
     (a white fur patch becomes flat 255); its structure there is gone, which is
     no evidence of another shot. Overlays stay disagreeing at the edges anyway.
+    `mq`, `mc`: the two sides' cell means (cells.cell_means over the overlap).
     """
-    mq, _ = cell_means(q, m)
-    mc, _ = cell_means(c, m)
     return (mq >= CLIP_LIGHT) | (mc >= CLIP_LIGHT) | (mq <= CLIP_DARK) | (mc <= CLIP_DARK)
 
 

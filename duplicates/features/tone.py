@@ -20,18 +20,24 @@ def tone_curve(c: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     Pairs (not histograms) so an overlay covering part of one image does not
     bend the curve; medians so it covers any tone change a filter makes.
     """
-    edges = np.unique(np.percentile(c, np.linspace(0, 100, TONE_BINS + 1)))
+    cs = np.sort(c)
+    edges = np.unique(np.percentile(cs, np.linspace(0, 100, TONE_BINS + 1)))
     if len(edges) < 2:
         return np.array([float(c.mean())]), np.array([float(np.median(q))])
     # Bin b holds edges[b] <= c < edges[b + 1] (the last one its upper edge too): slices of the pairs sorted by c.
-    order = np.argsort(c, kind="stable")
-    cs, qs = c[order], q[order]
-    cuts = np.searchsorted(cs, edges[1:-1], side="left").tolist()
-    xs, ys = [], []
-    for lo, hi in zip([0, *cuts], [*cuts, len(cs)], strict=True):
-        if hi > lo:
-            xs.append(float(cs[(lo + hi - 1) // 2] + cs[(lo + hi) // 2]) / 2)  # the median of a sorted slice
-            ys.append(float(np.median(qs[lo:hi])))
+    # Which pairs a bin holds depends on c's values alone, so its q's are gathered by bin number (no sort of the
+    # pairs) and its median taken as np.median takes it: the mean of the middle one or two of its sorted q's.
+    inner = edges[1:-1]
+    cuts = np.searchsorted(cs, inner, side="left")
+    qs = q[np.argsort(np.searchsorted(inner, c, side="right").astype(np.uint8), kind="stable")]
+    bounds = np.concatenate([[0], cuts, [len(cs)]])
+    lo, hi = bounds[:-1][bounds[1:] > bounds[:-1]], bounds[1:][bounds[1:] > bounds[:-1]]
+    xs = ((cs[(lo + hi - 1) // 2] + cs[(lo + hi) // 2]).astype(np.float64) / 2).tolist()  # medians of sorted slices
+    middle = np.empty((len(lo), 2), qs.dtype)
+    for b, (start, end) in enumerate(zip(lo.tolist(), hi.tolist(), strict=True)):
+        kth = [(end - start - 1) // 2, (end - start) // 2]
+        middle[b] = np.partition(qs[start:end], kth)[kth]
+    ys = middle.mean(axis=1).astype(np.float64).tolist()
     # Beyond the outer bins' medians the curve goes on with its overall slope (clamping would turn
     # every highlight and shadow into a difference).
     # Monotone: a filter keeps dark things darker; a bin mostly under an overlay (a dark text bar over

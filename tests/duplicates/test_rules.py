@@ -27,7 +27,10 @@ GOLDEN = Path(__file__).with_name("golden_pairs.csv")
 # r-1ae04aed7f71 (issue 28): geometry.nearest's two nearest descriptors from all Hamming distances at once (faiss)
 # instead of OpenCV's matcher, the same rows bit for bit (ties included); Evidence and verdicts byte-identical on
 # every golden pair both ways and 3,052 pairs of a 300-photo event.
-PINNED_RULES_VERSION = "r-1ae04aed7f71"
+# r-d8137fca38ac (issue 28): groups.py counted (4f40617: votes past the cosine floor); the tone curve's bins
+# gathered by number and their medians by partition, the pixel comparison's shared parts (tone mapping, cell
+# levels, the query's window moments) computed once: byte-identical Evidence and verdicts on the same pairs.
+PINNED_RULES_VERSION = "r-d8137fca38ac"
 
 
 def _golden() -> list[dict[str, str]]:

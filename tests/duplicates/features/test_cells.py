@@ -36,3 +36,13 @@ def test_cell_ncc_tells_structure_from_level_and_flat_from_textured(grey: np.nda
 def test_a_cell_differs_beyond_the_tolerance_or_the_pairs_noise() -> None:
     assert differ_tol(0.0) == CELL_TOL
     assert differ_tol(10.0) == NOISE_FACTOR * 10.0
+
+
+def test_cell_ncc_with_the_query_moments_given_is_the_same(grey: np.ndarray) -> None:
+    from duplicates.features.cells import window_moments
+
+    m = np.ones(grey.shape, np.float32)
+    other = np.roll(grey, 3, axis=1)
+    for c in (0.5 * grey + 40, other):
+        got, want = cell_ncc(grey, c, m, window_moments(grey)), cell_ncc(grey, c, m)
+        assert all(g.tobytes() == w.tobytes() for g, w in zip(got, want, strict=True))

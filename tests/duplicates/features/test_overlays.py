@@ -55,3 +55,17 @@ def test_a_region_reaching_past_a_third_from_the_edge_is_content(grey: np.ndarra
     bad, m, sq, sc = _bad_where_changed(grey, deep)
     assert bad[-1].any() and bad[h // CELL // 2].any()
     assert not overlay_cells(bad, grey, deep, m, sq, sc, (0, h // CELL, 0, w // CELL)).any()
+
+
+def test_overlay_cells_given_the_cell_levels_are_the_same(grey: np.ndarray) -> None:
+    h, w = grey.shape
+    m = np.ones(grey.shape, np.float32)
+    bar = grey.copy()
+    bar[int(h * 0.85):] = 0.0
+    diff, used = cell_means(np.abs(grey - bar), m)
+    _, sq, sc = cell_ncc(grey, bar, m)
+    bad = used & (diff > 12)
+    box = (0, h // CELL, 0, w // CELL)
+    levels = cell_means(grey, m)[0], cell_means(bar, m)[0]
+    want = overlay_cells(bad, grey, bar, m, sq, sc, box)
+    assert want.any() and np.array_equal(overlay_cells(bad, grey, bar, m, sq, sc, box, levels), want)

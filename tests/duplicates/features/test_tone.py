@@ -37,3 +37,38 @@ def test_pairs_under_an_overlay_do_not_teach_the_curve(grey: np.ndarray) -> None
     assert worst(*tone_curve(c, q)) > 20.0  # (what learning from every pair does)
     all_black = np.zeros(100)
     assert len(tone_pairs(all_black, np.full(100, 200.0))[0]) == 100  # too few would remain: all kept
+
+
+def _curve_by_sorting_the_pairs(c: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """tone_curve as it was computed before issue 28 (the pairs sorted by c, np.median per bin): the reference."""
+    from duplicates.features.tone import TONE_BINS
+
+    edges = np.unique(np.percentile(c, np.linspace(0, 100, TONE_BINS + 1)))
+    if len(edges) < 2:
+        return np.array([float(c.mean())]), np.array([float(np.median(q))])
+    order = np.argsort(c, kind="stable")
+    cs, qs = c[order], q[order]
+    cuts = np.searchsorted(cs, edges[1:-1], side="left").tolist()
+    xs, ys = [], []
+    for lo, hi in zip([0, *cuts], [*cuts, len(cs)], strict=True):
+        if hi > lo:
+            xs.append(float(cs[(lo + hi - 1) // 2] + cs[(lo + hi) // 2]) / 2)
+            ys.append(float(np.median(qs[lo:hi])))
+    ys = np.maximum.accumulate(np.asarray(ys)).tolist()
+    k = (ys[-1] - ys[0]) / (xs[-1] - xs[0]) if len(xs) > 1 and xs[-1] > xs[0] else 1.0
+    return np.asarray([xs[0] - 256.0, *xs, xs[-1] + 256.0]), np.asarray([ys[0] - 256.0 * k, *ys, ys[-1] + 256.0 * k])
+
+
+def test_the_curve_is_bit_for_bit_the_sorted_pairs_medians(grey: np.ndarray) -> None:
+    """Bins gathered by number and medians by partition give exactly what sorting the pairs gave (issue 28): float32
+    and float64 pixels, tied levels, bins of odd and even sizes, empty bins, a flat side."""
+    rng = np.random.default_rng(5)
+    q = grey.ravel()
+    cases = [(255 * (q / 255) ** 1.8, q), (np.round(q / 40) * 40, q), (q, np.round(q / 40) * 40)]
+    for n in (1, 2, 3, 17, 33, 500, 4001):
+        cases += [(rng.normal(128, 40, n).astype(np.float32), rng.uniform(0, 255, n).astype(np.float32)),
+                  (rng.integers(0, 4, n).astype(np.float32) * 60, rng.integers(0, 256, n).astype(np.float32)),
+                  (rng.normal(0, 1, n), rng.normal(0, 1, n)), (np.full(n, 7.0, np.float32), rng.normal(9, 3, n))]
+    for c, qq in cases:
+        got, want = tone_curve(c, qq), _curve_by_sorting_the_pairs(c, qq)
+        assert all(g.dtype == w.dtype and g.tobytes() == w.tobytes() for g, w in zip(got, want, strict=True))
