@@ -419,3 +419,39 @@ def test_without_an_index_the_pages_say_so_and_reload(scenario, base) -> None:  
         assert r.status_code == 503 and "no index loaded" in r.json()["detail"]  # thumbnails answer as the API does
     finally:
         server.stop()
+
+
+def test_while_relations_are_computed_the_event_page_says_so_and_reloads(scenario, base, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A version without relations of the current rules: the server computes the event's in the background; the
+    page meanwhile is a 503 page saying so, with Retry-After and a self-reload, then the groups once they are in."""
+    import threading
+
+    from serving import relations
+
+    scn = scenario("pages-busy", relations_concurrency=1, relations_wait_seconds=0.5)
+    scn.publish()
+    monkeypatch.setattr("duplicates.verify.RULES_VERSION", "pages-busy")  # the version's relations: other rules
+    gate = threading.Event()
+    real = relations.event_verdicts
+
+    def slow(*args, **kwargs):  # type: ignore[no-untyped-def]
+        gate.wait(60)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(relations, "event_verdicts", slow)
+    server = LiveServer(scn.settings)
+    try:
+        server.wait_ready()
+        r = server.client.get(f"/pages/events/{base.event_a}")
+        assert r.status_code == 503 and r.headers["content-type"].startswith("text/html"), r.text[:300]
+        assert "being computed" in r.text and 1 <= int(r.headers["retry-after"]) <= 60
+        assert "http-equiv='refresh'" in r.text and "Traceback" not in r.text
+        gate.set()
+        deadline = time.monotonic() + 30
+        while (r := server.client.get(f"/pages/events/{base.event_a}")).status_code == 503 \
+                and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert r.status_code == 200 and "data-relation='copy'" in r.text, r.text[:300]
+    finally:
+        gate.set()
+        server.stop()
