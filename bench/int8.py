@@ -51,7 +51,7 @@ from bench.rot4 import (  # the routes and the stored-image stand-ins are bench/
     together,
 )
 
-MODELS = {"fp32": "efficientnet-lite0", "int8": "efficientnet-lite0+int8"}  # the default version and its int8
+MODELS = {"fp32": "efficientnet-lite0+rot4", "int8": "efficientnet-lite0+rot4+int8"}  # rot4 and its int8
 PLAIN = {"fp32": "efficientnet-lite0+plain", "int8": "efficientnet-lite0+plain+int8"}  # one forward per photo
 AGREE_SEED = 11
 

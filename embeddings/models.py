@@ -6,11 +6,13 @@ resulting `Embedder.model_version` always spells out all three parts that are
 set (preprocessing included), because vectors from different pipelines must
 never meet in one index.
 
-Variants: `rot4` (the default) averages the features of the 0/90/180/270-degree
-rotations: a rotation-invariant embedding, so a photo a phone stored sideways
-(pixels rotated, no EXIF tag) is a duplicate of its original even between two
-stored vectors, at 4x the model cost. `+plain` turns it off (model version
-without a suffix). bench/quality.py and docs/embeddings.md have the figures.
+Variants: `rot4` averages the features of the 0/90/180/270-degree rotations: a
+rotation-invariant embedding, so a photo a phone stored sideways (pixels rotated,
+no EXIF tag) is near its original even between two stored vectors, at 4x the
+model cost. It is Places365's default; efficientnet-lite0's is plain (no suffix)
+since keypoint votes find turned copies in events and the server searches an
+upload in its 4 rotations (bench/rot4.py, docs/embeddings.md "Does +rot4 still
+pay?"). `+plain` turns it off, `+rot4` asks for it.
 
 Runtime (EMBEDDING_RUNTIME): `onnx` (default) runs the model's ONNX export in
 ONNX Runtime, pipeline and server alike, so both compute the same vectors and
@@ -18,7 +20,7 @@ the server holds no torch; `torch` runs the torch module the file is exported
 from. embeddings/backends.py and embeddings/onnx_export.py say how.
 
 Quantisation: `+int8` (after the variant: `efficientnet-lite0+int8` =
-`efficientnet-lite0@crop224+rot4+int8`) runs an int8 model made from the ONNX
+`efficientnet-lite0@crop224+int8`) runs an int8 model made from the ONNX
 export by onnxruntime.quantization (embeddings/quantize.py), always on ONNX
 Runtime. Its vectors differ from fp32's (cosine ~0.99), so it is a model version
 of its own.
@@ -96,7 +98,8 @@ def _build_efficientnet_lite0(settings: Settings) -> torch.nn.Module:
 MODELS: dict[str, ModelSpec] = {
     "places365-resnet50": ModelSpec("places365-resnet50", 2048, "crop224", "rot4", IMAGENET, True,
                                     _build_places365),
-    "efficientnet-lite0": ModelSpec("efficientnet-lite0", 1280, "crop224", "rot4", HALF, True,
+    # efficientnet-lite0: plain by default (issue 28, bench/rot4.py); Places365 keeps rot4 (not measured here).
+    "efficientnet-lite0": ModelSpec("efficientnet-lite0", 1280, "crop224", None, HALF, True,
                                     _build_efficientnet_lite0,
                                     # the stem and the first two stages (their int8 error dominated), the pooling
                                     int8_fp32_nodes=("/conv_stem/", "/bn1/", "/blocks/blocks.0/",
@@ -123,12 +126,13 @@ def parse_name(spec: str) -> ParsedName:
     """`name[@preprocess][+variant]` → its parts with defaults filled in; ModelUnavailable if unknown.
 
     A bare name takes the model's defaults (preprocessing and variant: e.g.
-    `efficientnet-lite0` → `efficientnet-lite0@crop224+rot4`). A spec naming its
+    `efficientnet-lite0` → `efficientnet-lite0@crop224`, `places365-resnet50` →
+    `places365-resnet50@crop224+rot4`). A spec naming its
     preprocessing is an exact model version: no `+variant` there means none, so
     every model version string parses back to itself. `+plain` means no variant.
     A last `+int8` asks for the quantised model: `efficientnet-lite0+int8` →
-    `efficientnet-lite0@crop224+rot4+int8`, `efficientnet-lite0+plain+int8` →
-    `efficientnet-lite0@crop224+int8`.
+    `efficientnet-lite0@crop224+int8`, `efficientnet-lite0+rot4+int8` →
+    `efficientnet-lite0@crop224+rot4+int8`.
     """
     text = spec.strip()
     variant: str | None = ""

@@ -86,6 +86,7 @@ class IndexHolder:
         self.degraded: str | None = None  # why the served version is not CURRENT's store copy
         self.storage_problem: str | None = None  # an object-store DATA_DIR that did not answer the last pull
         self.pointer = CurrentPointer(None)
+        self._hint: str | None = None  # _other_variant_hint's answer, once known
 
     @property
     def current(self) -> ServedIndex | None:
@@ -154,7 +155,7 @@ class IndexHolder:
         if not candidates and served is None:
             self.reason = (pointer.problem + "; no version to fall back to") if pointer.damaged else (
                 f"no published index version for model {self._model_version} under {store.root} "
-                "(run the image_index DAG or `python -m indexing`)")
+                "(run the image_index DAG or `python -m indexing`)" + self._other_variant_hint())
         swapped = False
         for key in candidates:
             if key in self._failed:
@@ -171,6 +172,30 @@ class IndexHolder:
             keep = {v for v in (pointer.version, self._current.version if self._current else None) if v}
             remote.evict(store, keep)  # the cache holds what is served and what CURRENT names
         return swapped
+
+    def _other_variant_hint(self) -> str:
+        """When the same model's other variant (plain or +rot4) has published versions, what to do: an upgrade
+        that changed efficientnet-lite0's default from +rot4 to plain (issue 28) leaves the old index under its
+        own version. Asked of the database once per process (None: it did not answer; try again later)."""
+        if self._hint is None and self._model_version is not None:
+            from embeddings.models import ParsedName, parse_name
+
+            own = parse_name(self._model_version)
+            hint = ""
+            for variant in (None, "rot4"):
+                other = ParsedName(own.model, own.preprocess, variant, own.quant).model_version
+                if variant == own.variant:
+                    continue
+                published = self._published_versions(other)
+                if published is None:
+                    return ""
+                if published:
+                    hint = (f"; {other} has published versions (newest {published[0]}): the model's default version "
+                            f"may have changed (docs/embeddings.md, 'Does +rot4 still pay?'). Set "
+                            f"EMBEDDING_MODEL={other} on the servers and the DAGs to serve it, or let the pipeline "
+                            f"embed and index {self._model_version}")
+            self._hint = hint
+        return self._hint or ""
 
     def _pull(self, store: IndexStore) -> None:
         """Object-store DATA_DIR: bring CURRENT's version into this replica's cache, verified, before CURRENT

@@ -33,7 +33,7 @@ INDEX_ASSETS: tuple[Asset, ...] = tuple(index_asset(m) for m in MODEL_NAMES)
 
 
 def base_model(spec: str) -> str:
-    """`efficientnet-lite0@seed-pad224+rot4` -> `efficientnet-lite0` (a spec is name[@preprocess][+variant])."""
+    """`places365-resnet50@seed-pad224+rot4` -> `places365-resnet50` (a spec is name[@preprocess][+variant])."""
     return spec.strip().split("+", 1)[0].split("@", 1)[0]
 
 

@@ -55,7 +55,7 @@ def embedding_params() -> dict[str, Param]:
             examples=model_choices(),
             title="Model",
             description="Embedding model: a registry name or an exact model version such as "
-            "efficientnet-lite0@crop224+rot4. Scheduled runs use EMBEDDING_MODEL.",
+            "efficientnet-lite0@crop224. Scheduled runs use EMBEDDING_MODEL.",
         ),
         "scope": Param(
             "pending",

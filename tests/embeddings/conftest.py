@@ -21,11 +21,20 @@ def lite0():
 
 @pytest.fixture(scope="session")
 def lite0_default():
-    """What EMBEDDING_MODEL=efficientnet-lite0 gives: crop224, rotation-invariant (rot4)."""
+    """What EMBEDDING_MODEL=efficientnet-lite0 gives: crop224, plain (one forward per photo)."""
     from core.settings import load_settings
     from embeddings.models import get_embedder
 
     return get_embedder("efficientnet-lite0", load_settings())
+
+
+@pytest.fixture(scope="session")
+def lite0_rot4():
+    """EMBEDDING_MODEL=efficientnet-lite0+rot4: crop224, rotation-invariant (Places365's default variant)."""
+    from core.settings import load_settings
+    from embeddings.models import get_embedder
+
+    return get_embedder("efficientnet-lite0+rot4", load_settings())
 
 
 @pytest.fixture(scope="session")

@@ -99,7 +99,7 @@ def test_pending_event_and_files_commands(db, settings, lite0_default, tmp_path:
     assert table["path"].to_pylist() == [str(p) for p in photos]
     assert table.schema.field("vector").type.list_size == 1280
     assert len(ids) == 3
-    assert set(table["model_version"].to_pylist()) == {"efficientnet-lite0@crop224+rot4"}
+    assert set(table["model_version"].to_pylist()) == {"efficientnet-lite0@crop224"}
 
 
 @pytest.mark.samples

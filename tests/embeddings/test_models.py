@@ -19,7 +19,9 @@ from embeddings.models import ModelUnavailable, get_embedder, parse_name
 def test_model_versions_spell_out_the_preprocessing() -> None:
     assert parse_name("efficientnet-lite0@seed-pad224").model_version == "efficientnet-lite0@seed-pad224"
     assert parse_name("places365-resnet50@crop224+rot4").model_version == "places365-resnet50@crop224+rot4"
-    assert parse_name("efficientnet-lite0").model_version == "efficientnet-lite0@crop224+rot4"  # the defaults
+    assert parse_name("efficientnet-lite0").model_version == "efficientnet-lite0@crop224"  # the defaults: plain
+    assert parse_name("places365-resnet50").model_version == "places365-resnet50@crop224+rot4"  # ... rot4
+    assert parse_name("efficientnet-lite0+rot4").model_version == "efficientnet-lite0@crop224+rot4"
     assert parse_name("efficientnet-lite0+plain").model_version == "efficientnet-lite0@crop224"
     for spec in ("efficientnet-lite0", "efficientnet-lite0+plain", "places365-resnet50@seed-pad224",
                  "places365-resnet50@pad224+rot4"):
@@ -58,14 +60,14 @@ def test_embed_rotations_gives_each_rotation(lite0, tmp_path: Path) -> None:  # 
 
 
 @pytest.mark.samples
-def test_default_rot4_embedding_is_rotation_invariant(lite0_default, lite0, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_rot4_embedding_is_rotation_invariant(lite0_rot4, lite0, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     img = load_image(sample_photos(2, out_dir=tmp_path)[1])
     turned = load_image(_jpeg_bytes(img.transpose(Image.Transpose.ROTATE_270)))  # a phone's turn, no EXIF
-    inv = lite0_default.embed_images([img, turned])
+    inv = lite0_rot4.embed_images([img, turned])
     assert float(inv[0] @ inv[1]) > 0.99
     plain = lite0.embed_images([img, turned])
     assert float(plain[0] @ plain[1]) < float(inv[0] @ inv[1])
-    rots = lite0_default.embed_rotations([img])
+    rots = lite0_rot4.embed_rotations([img])
     assert rots.shape == (1, 4, 1280) and np.allclose(rots[0], inv[0], atol=1e-5)
 
 

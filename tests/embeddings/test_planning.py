@@ -23,7 +23,7 @@ from embeddings.planning import (
 )
 from tests.embeddings.helpers import add_event, register
 
-MV = "efficientnet-lite0@crop224+rot4"
+MV = "efficientnet-lite0@crop224"
 REPO = Path(__file__).resolve().parents[2]
 
 

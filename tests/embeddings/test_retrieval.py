@@ -54,7 +54,7 @@ def test_transformed_copies_find_their_originals(lite0_default, tmp_path: Path) 
     if sample_data_dir() is None:
         pytest.skip("a property of real photos: needs the sample photos (SAMPLE_DATA_DIR); "
                     "test_verified_ranking_finds_originals_first covers copies on generated pictures")
-    lite0 = lite0_default  # the shipped configuration: crop224, rotation-invariant
+    lite0 = lite0_default  # the shipped configuration: crop224, plain
     photos = sample_photos(16, out_dir=tmp_path)
     originals = [load_image(p) for p in photos]
     library = lite0.embed_images(originals)

@@ -42,6 +42,19 @@ def test_no_index_is_503_with_reason_until_a_publish(scenario, live_server, base
     assert srv.client.post("/search", json={"vector": [0.1] * 1280}).status_code == 200
 
 
+def test_no_index_for_the_model_version_names_the_other_variant_published(scenario, live_server) -> None:
+    """An upgrade changed efficientnet-lite0's default variant (+rot4 -> plain): a server whose version has no
+    index, while the same model's other variant has one, says which and how to serve it."""
+    scn = scenario("variant", swap_poll_seconds=60)
+    scn.publish()  # the base's version, efficientnet-lite0@crop224 (plain)
+    srv = live_server(scn.settings.model_copy(update={"embedding_model": "efficientnet-lite0+rot4"}))
+    _wait(lambda: "no published index" in srv.client.get("/").text, what="a reason in GET /")
+    reason = srv.client.get("/").json()["reason"]
+    assert "for model efficientnet-lite0@crop224+rot4" in reason
+    assert "efficientnet-lite0@crop224 has published versions (newest 1)" in reason
+    assert "EMBEDDING_MODEL=efficientnet-lite0@crop224 " in reason
+
+
 def test_hot_swap_under_concurrent_load_fails_no_request(scenario, live_server, base) -> None:
     scn = scenario("swap", swap_poll_seconds=0.2)
     scn.publish()

