@@ -82,10 +82,10 @@ def measure(query: Fingerprint, cand: Fingerprint) -> Evidence:
                       reframed=framing.reframed(query, cand, fit.m, fit.mirrored, t.reframe_max),
                       edge_bad=agr.edge_bad)
         if inputs is not None and is_copy(ev):
-            # Only a would-be copy needs to know whether something moved (the flow costs more than the rest).
+            # Only a would-be copy needs to know whether something moved (the flow costs more than the rest),
+            # measured on the comparison chosen (pixels.motion_of: what compare_at(*inputs, motion=True) gives).
             colour = pixels.colour_planes(query, cand, a, fit.mirrored)
-            motion, _ = pixels.compare_at(*inputs, t.max_noise, motion=True, colour=colour,
-                                          colour_floor=t.colour_moved)
+            motion = pixels.motion_of(agr, inputs, colour, t.colour_moved)
             ev = replace(ev, moved=motion.moved, faint=motion.faint, colour_moved=motion.colour_moved)
         return ev
     whole = whole_frame.whole_frame(query, cand, t.max_noise) if whole_frame.starved(query, cand) else None

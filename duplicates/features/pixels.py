@@ -11,6 +11,7 @@ agreement means is the rules' business.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
@@ -51,6 +52,9 @@ class Agreement:
     colour_moved: float = 0.0  # the same region's cells whose colour differs where a local shift explains it
     # (motion.colour_motion; measured with `moved` when both sides have colour)
     calm: np.ndarray | None = field(default=None, repr=False, compare=False)  # that region (cells), with `moved`
+    # What grey_motion needs of this comparison but its magnification (aligned q, tone-mapped c, mask, used, bad,
+    # overlay and edge cells, noise), so a would-be copy's motion is measured without comparing again (motion_of)
+    motion_inputs: tuple[Any, ...] | None = field(default=None, repr=False, compare=False)
 
 
 NOTHING = Agreement(0.0, 1.0, 99.0)  # too little overlap to judge
@@ -87,15 +91,27 @@ def agreement(q: np.ndarray, c: np.ndarray, mask: np.ndarray, max_noise: float, 
     the side being mapped would claim a whole band of tones. `max_noise`: the typical
     cell difference beyond which a comparison is broken (preference).
     """
-    one = _agreement_one_way(q, c, mask, motion)
+    one = _agreement_one_way(q, c, mask)
     if one.interior_bad == 0.0 and one.noise <= max_noise:
-        return one
-    two = _agreement_one_way(c, q, mask, motion)
-    # A curve bent by an overlay leaves most pixels off (typical difference above max_noise): never pick it.
-    return min(one, two, key=lambda g: preference(g, max_noise))
+        best = one
+    else:
+        two = _agreement_one_way(c, q, mask)
+        # A curve bent by an overlay leaves most pixels off (typical difference above max_noise): never pick it.
+        best = min(one, two, key=lambda g: preference(g, max_noise))
+    # The choice reads no motion measure: what moved is measured on the comparison chosen only.
+    return _with_grey_motion(best, motion) if motion else best
 
 
-def _agreement_one_way(q: np.ndarray, c: np.ndarray, mask: np.ndarray, motion: float = 0.0) -> Agreement:
+def _with_grey_motion(agr: Agreement, coarse: float) -> Agreement:
+    """`agr` with what moved (motion.grey_motion), the candidate magnified `coarse` times, and the region the faint
+    and colour tests look at (`calm`); NOTHING stays NOTHING."""
+    if agr.motion_inputs is None:
+        return agr
+    moved, faint, calm_cells = grey_motion(*agr.motion_inputs, coarse)
+    return replace(agr, moved=moved, faint=faint, calm=calm_cells)
+
+
+def _agreement_one_way(q: np.ndarray, c: np.ndarray, mask: np.ndarray) -> Agreement:
     """Compare aligned, blurred images cell by cell after a robust tone match.
 
     A cell disagrees when its mean difference exceeds both CELL_TOL and
@@ -103,8 +119,7 @@ def _agreement_one_way(q: np.ndarray, c: np.ndarray, mask: np.ndarray, motion: f
     whose every cell is a little off still agrees while a moved arm does not.
     Disagreeing cells near the edges of the overlap are where overlays live
     (text bars, captions, logos, watermarks): they count only in `agree`.
-    `motion` > 0 also measures what moved (motion.grey_motion), the candidate being magnified that much, and keeps
-    the region the faint and colour tests look at (`calm`).
+    What moved is measured on top (_with_grey_motion, from `motion_inputs`).
     """
     cv2 = opencv.cv2()
     if mask.sum() < 4 * CELL * CELL:
@@ -153,12 +168,9 @@ def _agreement_one_way(q: np.ndarray, c: np.ndarray, mask: np.ndarray, motion: f
     # Near the edges disagreement may be an overlay the overlay test missed (a logo over texture): there it
     # counts only when a local shift explains it (content that moved, not content that was added).
     edge = clustered & ~interior & ~overlay
-    moved, faint, calm_cells = 0.0, 0.0, None
-    if motion:
-        moved, faint, calm_cells = grey_motion(q, cm, mask, used, bad, overlay, edge, noise, motion)
     return Agreement(float(1 - bad.sum() / used.sum()), float((clustered & interior & ~overlay).sum() / n_int),
-                     noise, textured=textured, structure=structure, moved=moved,
-                     edge_bad=float(edge.sum() / used.sum()), faint=faint, calm=calm_cells)
+                     noise, textured=textured, structure=structure, edge_bad=float(edge.sum() / used.sum()),
+                     motion_inputs=(q, cm, mask, used, bad, overlay, edge, noise))
 
 
 def _clipped(mq: np.ndarray, mc: np.ndarray) -> np.ndarray:
@@ -203,15 +215,35 @@ def compare_at(qp: np.ndarray, cp: np.ndarray, inv: np.ndarray, max_noise: float
     ones = np.ones(cp.shape, np.uint8)
     mask = cv2.warpAffine(ones, inv, (w, h), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP, borderValue=0)
     mask = cv2.erode(mask, np.ones((3, 3), np.uint8)).astype(bool)
+    agr = agreement(qp, warped, mask, max_noise)
+    if motion:
+        agr = _with_motion(agr, inv, mask, colour, colour_floor)
+    return agr, float(mask.sum())
+
+
+def motion_of(agr: Agreement, inputs: Inputs, colour: Colour | None = None, colour_floor: float = 0.0) -> Agreement:
+    """`agr` (compare_at(*inputs, max_noise): the comparison warp_compare chose) with what moved measured: what
+    compare_at(*inputs, max_noise, motion=True, colour=colour, colour_floor=colour_floor) gives, without comparing
+    again."""
+    mask = agr.motion_inputs[2] if agr.motion_inputs is not None else None
+    return agr if mask is None else _with_motion(agr, inputs[2], mask, colour, colour_floor)
+
+
+def _with_motion(agr: Agreement, inv: np.ndarray, mask: np.ndarray, colour: Colour | None,
+                 colour_floor: float) -> Agreement:
+    """Grey and colour motion of a comparison made with the candidate warped by `inv` over `mask`."""
+    cv2 = opencv.cv2()
+    h, w = mask.shape
     # The candidate's magnification onto the query (a 40% crop's original: 1.6x): its detail, and the flow's,
     # is that much coarser in query pixels.
     coarse = max(1.0, 1.0 / float(np.sqrt(abs(np.linalg.det(inv[:, :2])) + 1e-12)))
-    agr = agreement(qp, warped, mask, max_noise, coarse if motion else 0.0)
-    if motion and colour is not None and agr.calm is not None:
+    agr = _with_grey_motion(agr, coarse)
+    if colour is not None and agr.calm is not None:
         # Colour is judged once, on the region of the grey comparison chosen (tone curves map c's colour onto q's).
+        flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
         cc = np.stack([cv2.warpAffine(p, inv, (w, h), flags=flags, borderValue=0) for p in colour[1]])
         agr = replace(agr, colour_moved=colour_motion(colour[0], cc, mask, agr.calm, colour_floor))
-    return agr, float(mask.sum())
+    return agr
 
 
 def _best_alignment(qp: np.ndarray, cp: np.ndarray, inv: np.ndarray, first: Agreement, max_noise: float

@@ -30,7 +30,9 @@ GOLDEN = Path(__file__).with_name("golden_pairs.csv")
 # r-d8137fca38ac (issue 28): groups.py counted (4f40617: votes past the cosine floor); the tone curve's bins
 # gathered by number and their medians by partition, the pixel comparison's shared parts (tone mapping, cell
 # levels, the query's window moments) computed once: byte-identical Evidence and verdicts on the same pairs.
-PINNED_RULES_VERSION = "r-d8137fca38ac"
+# r-f363bd1e5cff (issue 28): a would-be copy's motion measured on the comparison warp_compare chose
+# (pixels.motion_of) instead of comparing again; byte-identical on the same pairs and 2,660 of an edit-heavy event.
+PINNED_RULES_VERSION = "r-f363bd1e5cff"
 
 
 def _golden() -> list[dict[str, str]]:

@@ -94,3 +94,29 @@ def test_highlights_a_brightened_copy_burnt_out_hold_nothing_to_disagree_about(g
     assert (bright == 255.0).mean() > 0.1
     agr = pixels.agreement(grey, bright, np.ones(grey.shape, bool), MAX_NOISE)
     assert agr.interior_bad <= THRESHOLDS.copy_interior_bad and agr.agree > 0.98, agr  # (cells half clipped may not)
+
+
+def test_motion_of_the_chosen_comparison_is_what_comparing_again_with_motion_gives(
+        fp_of: Callable[[Image.Image], Fingerprint]) -> None:
+    """verify.measure measures a would-be copy's motion on warp_compare's choice (issue 28): the same values, bit for
+    bit, as compare_at(*inputs, motion=True) comparing again."""
+    from dataclasses import fields
+
+    photo = shot(5001, 0)
+    seen = 0.0
+    for query in (EDITS["jpeg_q30"](photo), shot(5001, 1), _changed_region(photo), EDITS["text_bar"](photo)):
+        q, c = fp_of(query), fp_of(photo)
+        agr, _, inputs = pixels.warp_compare(q, c, IDENTITY, False, MAX_NOISE)
+        assert inputs is not None
+        colour = pixels.colour_planes(q, c, IDENTITY, False)
+        for floor in (THRESHOLDS.colour_moved, 0.0):
+            got = pixels.motion_of(agr, inputs, colour, floor)
+            want, _ = pixels.compare_at(*inputs, MAX_NOISE, motion=True, colour=colour, colour_floor=floor)
+            for f in fields(pixels.Agreement):
+                if f.name not in ("aniso", "calm", "motion_inputs"):  # aniso: set by the ECC refinement only
+                    assert repr(getattr(got, f.name)) == repr(getattr(want, f.name)), f.name
+            assert (got.calm is None) == (want.calm is None)
+            assert got.calm is None or np.array_equal(got.calm, want.calm)
+            seen = max(seen, got.moved, got.faint, got.colour_moved)
+    assert seen > 0.0  # motion was measured somewhere
+    assert pixels.motion_of(pixels.NOTHING, inputs) is pixels.NOTHING
