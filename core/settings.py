@@ -77,6 +77,10 @@ class Settings(BaseSettings):
         "GET after tens of milliseconds, which two decoders reading in turn would wait for"
     )
     torch_threads: int = Field(0, ge=0, description="model threads, torch or ONNX Runtime; 0 = all cores")
+    relations_processes: int = Field(
+        0, ge=0, le=64, description="processes an index build verifies events' duplicate relations on at once; "
+        "0 = one per core, 1 = in the build's own process (docs/indexing.md)"
+    )
 
     # Index store.
     index_keep_versions: int = Field(5, ge=1, description="published versions kept as backups")

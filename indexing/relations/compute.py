@@ -15,6 +15,7 @@ version's relations (the changed events computed, the others kept from the paren
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -27,6 +28,7 @@ import pandas as pd
 from core.settings import Settings
 from indexing.relations.fingerprints import FingerprintReader
 from indexing.relations.format import (
+    EventEntry,
     EventVerdicts,
     RelationsFile,
     RelationsUnusable,
@@ -43,8 +45,8 @@ from indexing.relations.reuse import (
     EarlierEvent,
     ParentVerdicts,
     base_members,
-    copy_unchanged,
     parent_events,
+    unchanged_rows,
 )
 from indexing.store.files import link_or_copy
 from indexing.store.integrity import IndexCorrupt, read_verified
@@ -94,7 +96,7 @@ class RelationsReport:
     pairs: int = 0  # pairs of the computed events
     reused: int = 0  # ... of them, verdicts of unchanged pairs taken from the parent (the rest were verified)
     seconds: float = 0.0  # time verifying the computed events (wall)
-    cpu_seconds: float = 0.0  # ... CPU time of this process meanwhile (the same on an idle machine)
+    cpu_seconds: float = 0.0  # ... their CPU time (in the processes that verified them)
     step_seconds: float = 0.0  # the whole step: reads, verification, copies, writing
     slowest: dict[str, Any] | None = None  # {"images", "seconds"} of the costliest event
     base: str = "none"  # relations.parquet: "written", "linked" (the parent's) or "none"
@@ -114,31 +116,114 @@ class EventRows:
     vectors: Callable[[], np.ndarray]  # (n, dim) float32, read only when there is something to verify
 
 
+# Fewer images than this in a window are verified in the build's process: starting the pool (spawned workers
+# importing NumPy, OpenCV and FAISS, ~2 s) would cost more than it saves (verification: ~30-70 ms per image).
+POOL_MIN_IMAGES = 200
+
+
+def _verify_event(args: tuple[Any, ...]) -> tuple[EventVerdicts, float]:
+    """`event_verdicts(*args)` and the CPU seconds it took, in whichever process runs it (a pool's worker)."""
+    cpu = time.process_time()
+    found = event_verdicts(*args)
+    return found, time.process_time() - cpu
+
+
+@dataclass(frozen=True)
+class _Queued:
+    """An event waiting to be written: verified (`args`) or kept from the parent (`kept`: its entry and rows)."""
+
+    code: str
+    rows: EventRows | None = None
+    args: tuple[Any, ...] | None = None  # event_verdicts' arguments: ids, vectors, fingerprints, known
+    kept: tuple[EventEntry, Any] | None = None
+
+
 class _Computer:
-    """Computes events into a writer (fingerprints read as the server reads them)."""
+    """Computes events into a writer (fingerprints read as the server reads them).
+
+    Events are queued and verified a window at a time on RELATIONS_PROCESSES processes (verification is
+    NumPy and OpenCV on thumbnails under the GIL: threads gave 1.01x), then written in queue order, so the
+    file is the one a single process writes. The pool is billiard's (Celery's multiprocessing), which a task
+    in a Celery prefork worker may start where the standard library's refuses ("daemonic processes are not
+    allowed to have children", apache/airflow#14896), with spawned workers (this process may hold FAISS's
+    OpenMP threads, which a fork would copy mid-state). A pool that cannot start or fails leaves the rest to
+    this process, with a warning: the same verdicts, one core. Call `close()` when done.
+    """
 
     def __init__(self, settings: Settings, model_version: str, report: RelationsReport) -> None:
         self.reader = FingerprintReader(settings, model_version)
         self.report = report
+        self.processes = settings.relations_processes or (os.cpu_count() or 1)
+        self.queued: list[_Queued] = []
+        self.pool: Any = None
 
     def compute(self, code: str, rows: EventRows, writer: RelationsWriter,
                 earlier: EarlierEvent | None = None) -> None:
-        """Verify the event into `writer`; with `earlier` (the parent's verdicts), only its new pairs."""
+        """Queue the event's verification into `writer`; with `earlier` (the parent's verdicts), only its new
+        pairs. Written by `drain()` (called here when the window is full)."""
         fps, not_found = self.reader.read(dict(zip(rows.ids.tolist(), rows.parts, strict=True)))
         if not_found:  # a transient read problem must not become "unverifiable" in a version
             log.warning("event %s: no stored row for %d image(s) (e.g. %s): left to the server", code,
                         len(not_found), sorted(not_found)[:3])
             self.report.skipped += 1
+            self.drain(writer)
             writer.withdraw(code)
             return
         usable = sum(fp is not None for fp in fps.values())
         vectors = rows.vectors() if usable >= 2 else np.empty((len(rows.ids), 0), np.float32)
         known = earlier.known(rows.ids, rows.embedded_at_us) if earlier is not None else None
-        cpu = time.process_time()
-        found = event_verdicts(rows.ids, vectors, fps, known)
-        self.report.cpu_seconds += time.process_time() - cpu
+        self.queued.append(_Queued(code, rows, (rows.ids, vectors, fps, known)))
+        if sum(q.args is not None for q in self.queued) >= (2 * self.processes if self.processes > 1 else 1):
+            self.drain(writer)
+
+    def keep(self, code: str, entry: EventEntry, rows: Any, writer: RelationsWriter) -> None:
+        """Write an event kept from the parent, after the events queued before it."""
+        if self.queued:
+            self.queued.append(_Queued(code, kept=(entry, rows)))
+        else:
+            writer.keep(code, entry, rows)
+
+    def drain(self, writer: RelationsWriter) -> None:
+        """Verify the queued events and write them, in the order they were queued."""
+        queued, self.queued = self.queued, []
+        results = iter(self._run([q.args for q in queued if q.args is not None]))
+        for item in queued:
+            if item.kept is not None:
+                writer.keep(item.code, *item.kept)
+            else:
+                assert item.rows is not None
+                self._record(item.code, item.rows, *next(results), writer)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
+            self.pool.join()
+            self.pool = None
+
+    def _run(self, jobs: list[tuple[Any, ...]]) -> list[tuple[EventVerdicts, float]]:
+        if not jobs:
+            return []
+        if self.processes > 1 and len(jobs) > 1 and sum(len(job[0]) for job in jobs) >= POOL_MIN_IMAGES:
+            try:
+                if self.pool is None:
+                    import billiard
+
+                    log.info("relations: verifying events on %d processes", self.processes)
+                    self.pool = billiard.get_context("spawn").Pool(self.processes)
+                return list(self.pool.map(_verify_event, jobs, chunksize=1))
+            except Exception as exc:  # any failure of the pool: this process verifies the rest
+                log.warning("relations: the pool of %d processes failed (%s: %s); verifying in this process",
+                            self.processes, type(exc).__name__, exc)
+                if self.pool is not None:
+                    self.pool.terminate()
+                    self.pool = None
+                self.processes = 1
+        return [_verify_event(job) for job in jobs]
+
+    def _record(self, code: str, rows: EventRows, found: EventVerdicts, cpu: float, writer: RelationsWriter) -> None:
         writer.add(code, rows.ids, rows.embedded_at_us, found)
         r = self.report
+        r.cpu_seconds += cpu
         r.computed += 1
         r.images += len(rows.ids)
         r.pairs += len(found.verdicts)
@@ -178,13 +263,18 @@ def for_rebuild(settings: Settings, model_version: str, frame: pd.DataFrame, vec
         changed = [code for code, _, _ in events
                    if (found := reuse.lookup(code)) is not None and found[1].content_hash != contents[code]]
         earlier = ParentVerdicts.open(parent[0], parent[1], reuse, changed) if changed else None
-    for code, lo, hi in events:
-        if reuse is not None and copy_unchanged(reuse, code, contents[code], writer):
-            report.kept += 1
-            continue
-        computer.compute(code, EventRows(ids[lo:hi], at[lo:hi], parts[lo:hi],
-                                         lambda lo=lo, hi=hi: np.asarray(vectors[lo:hi], dtype=np.float32)), writer,
-                         earlier.event(code) if earlier is not None else None)
+    try:
+        for code, lo, hi in events:
+            if reuse is not None and (kept := unchanged_rows(reuse, code, contents[code])) is not None:
+                computer.keep(code, *kept, writer)
+                report.kept += 1
+                continue
+            computer.compute(code, EventRows(ids[lo:hi], at[lo:hi], parts[lo:hi],
+                                             lambda lo=lo, hi=hi: np.asarray(vectors[lo:hi], dtype=np.float32)),
+                             writer, earlier.event(code) if earlier is not None else None)
+        computer.drain(writer)
+    finally:
+        computer.close()
     writer.close()
     return report
 
@@ -262,10 +352,13 @@ def for_merge(settings: Settings, model_version: str, *, parent_dir: Path, paren
                 rows = _merged_event(base_rows.iloc[base_of.get(code, empty)], delta_frame,
                                      np.sort(delta_of.get(code, empty)), delta_vectors, index)
                 if rows is None:
+                    computer.drain(writer)
                     writer.withdraw(code)  # no image left in this version
                     continue
                 computer.compute(code, rows, writer, earlier.event(code) if earlier is not None else None)
+            computer.drain(writer)
         finally:
+            computer.close()
             index.close()
     if not writer.empty:
         writer.close()

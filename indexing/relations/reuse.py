@@ -1,6 +1,6 @@
 """What a new version's relations take from its parent's, so that only what changed is verified.
 
-Unchanged events are copied (`copy_unchanged`: same ids, order and embedded_at, the content hash of
+Unchanged events are copied (`unchanged_rows`: same ids, order and embedded_at, the content hash of
 their entry). A changed event verifies its new pairs only: a verdict depends on the two fingerprints,
 the order relate() saw them in and (a related one, its score) the cosine, so the parent's verdict of a
 pair of unchanged images (same id and embedded_at) in the same order is lent to `verified_pairs`
@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 
 from indexing.relations.format import (
+    EventEntry,
     RelationsUnusable,
-    RelationsWriter,
     Rules,
     StoredRelations,
     content_hash,
@@ -89,17 +89,18 @@ def read_parent_relations(folder: Path, manifest: Manifest) -> StoredRelations |
     return stored if stored.files else None
 
 
-def copy_unchanged(reuse: StoredRelations, code: str, content: str, writer: RelationsWriter) -> bool:
+def unchanged_rows(reuse: StoredRelations, code: str, content: str) -> tuple[EventEntry, Any] | None:
+    """The parent's entry and rows of an event computed over exactly this content (ids, order, embedded_at),
+    to keep as they are (`RelationsWriter.keep`); None when it must be verified."""
     found = reuse.lookup(code)
     if found is None or found[1].content_hash != content:
-        return False
+        return None
     source, entry = found
     try:
-        writer.keep(code, entry, source.rows(code, entry))
+        return entry, source.rows(code, entry)
     except RelationsUnusable as exc:
         log.warning("%s", exc)
-        return False
-    return True
+        return None
 
 
 def parent_events(parent_dir: Path, manifest: Manifest, dropped: np.ndarray) -> set[str]:
