@@ -9,7 +9,8 @@ Only verified relations make a group.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,37 +32,54 @@ class Group:
 
 
 def candidate_pairs(vectors: np.ndarray, k: int = NEIGHBOURS, floor: float = CANDIDATE_COSINE,
-                    fingerprints: Sequence[Fingerprint | None] | None = None) -> dict[tuple[int, int], float]:
+                    fingerprints: Sequence[Fingerprint | None] | None = None,
+                    threads: int = 1) -> dict[tuple[int, int], float]:
     """{(i, j) row pairs with i < j: cosine} for each row's top-k neighbours above `floor`, and, given the
     rows' fingerprints, the keypoint-voted ones among the rest of its GROUP_WIDE nearest, whatever their
-    cosine (duplicates.shortlist): a turned copy's plain vector can fall under the floor, its keypoints do not."""
+    cosine (duplicates.shortlist): a turned copy's plain vector can fall under the floor, its keypoints do not.
+    `threads`: rows voted on at once (FAISS searches without the GIL); the pairs are the same, in the same order."""
     vecs = np.ascontiguousarray(vectors, dtype=np.float32)
     n = len(vecs)
     pairs: dict[tuple[int, int], float] = {}
     if n < 2:
         return pairs
     k = min(k, n - 1)
-    for start in range(0, n, _BLOCK):
-        sims = vecs[start:start + _BLOCK] @ vecs.T
-        for r in range(len(sims)):
-            sims[r, start + r] = -2.0
-        wide = min(max(k, GROUP_WIDE if fingerprints is not None else k), n - 1)
-        top = np.argpartition(-sims, wide - 1, axis=1)[:, :wide]
-        for r, cols in enumerate(top):
-            i = start + r
-            cols = cols[np.argsort(-sims[r, cols], kind="stable")]
-            head = int(np.count_nonzero(sims[r, cols[:k]] >= floor))  # the top-k above the floor
-            chosen = cols[:head]
-            if fingerprints is not None and fingerprints[i] is not None and len(cols) > head:
-                # Votes look past the floor: a turned copy's plain vector can sit under it (docs/embeddings.md).
-                chosen = cols[to_verify(fingerprints[i], [fingerprints[j] for j in cols], head, len(cols))]
-            for j in chosen.tolist():
-                pairs[(min(i, j), max(i, j))] = float(sims[r, j])
+    pool = ThreadPoolExecutor(threads) if threads > 1 and fingerprints is not None else None
+    try:
+        for start in range(0, n, _BLOCK):
+            sims = vecs[start:start + _BLOCK] @ vecs.T
+            for r in range(len(sims)):
+                sims[r, start + r] = -2.0
+            wide = min(max(k, GROUP_WIDE if fingerprints is not None else k), n - 1)
+            top = np.argpartition(-sims, wide - 1, axis=1)[:, :wide]
+
+            def row(r: int, sims: np.ndarray = sims, top: np.ndarray = top, start: int = start) -> np.ndarray:
+                i = start + r
+                cols = top[r][np.argsort(-sims[r, top[r]], kind="stable")]
+                head = int(np.count_nonzero(sims[r, cols[:k]] >= floor))  # the top-k above the floor
+                if fingerprints is not None and fingerprints[i] is not None and len(cols) > head:
+                    # Votes look past the floor: a turned copy's plain vector can sit under it (docs/embeddings.md).
+                    return cols[to_verify(fingerprints[i], [fingerprints[j] for j in cols], head, len(cols))]
+                return cols[:head]
+
+            rows = pool.map(row, range(len(sims))) if pool is not None else map(row, range(len(sims)))
+            for r, chosen in enumerate(rows):
+                i = start + r
+                for j in chosen.tolist():
+                    pairs[(min(i, j), max(i, j))] = float(sims[r, j])
+    finally:
+        if pool is not None:
+            pool.shutdown()
     return pairs
 
 
+Pair = tuple[Fingerprint, Fingerprint, float]  # relate()'s arguments: query, candidate, cosine
+
+
 def verified_pairs(ids: Sequence[int], vectors: np.ndarray, fingerprints: Mapping[int, Fingerprint],
-                   known: Mapping[tuple[int, int], Verdict] | None = None) -> dict[tuple[int, int], Verdict]:
+                   known: Mapping[tuple[int, int], Verdict] | None = None, *, threads: int = 1,
+                   relate_all: Callable[[list[Pair]], list[Verdict]] | None = None,
+                   ) -> dict[tuple[int, int], Verdict]:
     """{(row i, row j): verdict} for candidate pairs whose both fingerprints are known.
 
     `known`: verdicts decided before, keyed (id of the earlier row, id of the later row), the order
@@ -70,17 +88,25 @@ def verified_pairs(ids: Sequence[int], vectors: np.ndarray, fingerprints: Mappin
     the same two fingerprints (indexing/relations/reuse.py: unchanged ids and embedded_at). A verdict's one
     input besides them is the cosine, which only a related verdict carries (its score): one whose
     score is not this pair's cosine is verified again, so the answer is exactly the one without `known`.
+    `threads` (candidate_pairs) and `relate_all` (the pairs to verify, in order, verified elsewhere: the index
+    build's processes) change where the work runs, never the answer.
     """
-    out: dict[tuple[int, int], Verdict] = {}
+    out: dict[tuple[int, int], Verdict | int] = {}
+    todo: list[Pair] = []
     by_row = [fingerprints.get(int(x)) for x in ids]
-    for (i, j), cos in candidate_pairs(vectors, fingerprints=by_row).items():
+    for (i, j), cos in candidate_pairs(vectors, fingerprints=by_row, threads=threads).items():
         a, b = int(ids[i]), int(ids[j])
         fi, fj = fingerprints.get(a), fingerprints.get(b)
         if fi is None or fj is None:
             continue
         before = known.get((a, b)) if known else None
-        out[(i, j)] = before if before is not None and _holds(before, cos) else relate(fi, fj, cos)
-    return out
+        if before is not None and _holds(before, cos):
+            out[(i, j)] = before
+        else:
+            out[(i, j)] = len(todo)
+            todo.append((fi, fj, cos))
+    verdicts = relate_all(todo) if relate_all is not None and todo else [relate(*pair) for pair in todo]
+    return {key: verdicts[v] if isinstance(v, int) else v for key, v in out.items()}
 
 
 def _holds(verdict: Verdict, cosine: float) -> bool:

@@ -54,25 +54,29 @@ from indexing.store.layout import RELATIONS_DELTA_FILE, RELATIONS_FILE, Manifest
 
 if TYPE_CHECKING:
     from duplicates.fingerprint import Fingerprint
+    from duplicates.groups import Pair
     from duplicates.relation import Verdict
 
 log = logging.getLogger(__name__)
 
 
 def event_verdicts(ids: np.ndarray, vectors: np.ndarray, fingerprints: Mapping[int, Fingerprint | None],
-                   known: Mapping[tuple[int, int], Verdict] | None = None) -> EventVerdicts:
+                   known: Mapping[tuple[int, int], Verdict] | None = None, *, threads: int = 1,
+                   relate_all: Callable[[list[Pair]], list[Verdict]] | None = None) -> EventVerdicts:
     """The event's verified candidate pairs, from its ids and vectors in the version's row order.
 
     The one place for this rule (the build and the server's own computation both call it).
     Images without a fingerprint are unverifiable: `verified_pairs` skips their pairs, so with
     fewer than two fingerprints there is nothing to verify and the neighbour search is skipped.
     `known` (a merge: `EarlierEvent.known`) lends verdicts of unchanged pairs; the answer is the same.
+    `threads` and `relate_all` (the build's processes, `_Computer`) change where the work runs, not the answer.
     """
     from duplicates.groups import verified_pairs
 
     started = time.perf_counter()
     usable = {int(i): fp for i, fp in fingerprints.items() if fp is not None}
-    by_rows = verified_pairs(ids, vectors, usable, known) if len(usable) >= 2 else {}
+    by_rows = (verified_pairs(ids, vectors, usable, known, threads=threads, relate_all=relate_all)
+               if len(usable) >= 2 else {})
     verdicts: dict[tuple[int, int], Verdict] = {}
     reused = 0
     for (i, j), verdict in by_rows.items():
@@ -126,6 +130,16 @@ def _verify_event(args: tuple[Any, ...]) -> tuple[EventVerdicts, float]:
     cpu = time.process_time()
     found = event_verdicts(*args)
     return found, time.process_time() - cpu
+
+
+def _relate_chunk(args: tuple[dict[int, Fingerprint], list[tuple[int, int, float]]]) -> tuple[list[Verdict], float]:
+    """relate() over a share of one event's pairs (fingerprints by position in the event) and its CPU seconds."""
+    from duplicates.verify import relate
+
+    fps, pairs = args
+    cpu = time.process_time()
+    verdicts = [relate(fps[a], fps[b], cos) for a, b, cos in pairs]
+    return verdicts, time.process_time() - cpu
 
 
 @dataclass(frozen=True)
@@ -201,24 +215,82 @@ class _Computer:
             self.pool = None
 
     def _run(self, jobs: list[tuple[Any, ...]]) -> list[tuple[EventVerdicts, float]]:
-        if not jobs:
-            return []
-        if self.processes > 1 and len(jobs) > 1 and sum(len(job[0]) for job in jobs) >= POOL_MIN_IMAGES:
+        """Each job's verdicts and CPU seconds: an event of POOL_MIN_IMAGES or more alone, its pairs shared
+        among the processes (its keypoint votes on as many threads here); smaller ones a whole event each."""
+        out: list[tuple[EventVerdicts, float] | None] = [None] * len(jobs)
+        small = [k for k, job in enumerate(jobs) if len(job[0]) < POOL_MIN_IMAGES]
+        for k in (k for k in range(len(jobs)) if k not in small):
+            out[k] = self._split(jobs[k])
+        batch = [jobs[k] for k in small]
+        if len(batch) > 1 and sum(len(job[0]) for job in batch) >= POOL_MIN_IMAGES and self._pool() is not None:
             try:
-                if self.pool is None:
-                    import billiard
-
-                    log.info("relations: verifying events on %d processes", self.processes)
-                    self.pool = billiard.get_context("spawn").Pool(self.processes)
-                return list(self.pool.map(_verify_event, jobs, chunksize=1))
+                done = list(self.pool.map(_verify_event, batch, chunksize=1))
             except Exception as exc:  # any failure of the pool: this process verifies the rest
-                log.warning("relations: the pool of %d processes failed (%s: %s); verifying in this process",
-                            self.processes, type(exc).__name__, exc)
-                if self.pool is not None:
-                    self.pool.terminate()
-                    self.pool = None
-                self.processes = 1
-        return [_verify_event(job) for job in jobs]
+                self._failed(exc)
+                done = [_verify_event(job) for job in batch]
+        else:
+            done = [_verify_event(job) for job in batch]
+        for k, result in zip(small, done, strict=True):
+            out[k] = result
+        return [r for r in out if r is not None]
+
+    def _split(self, job: tuple[Any, ...]) -> tuple[EventVerdicts, float]:
+        """One large event: its candidates here (keypoint votes on `processes` threads), its pairs verified on
+        the pool, a share each (every n-th pair: costs even out), the verdicts put back in order."""
+        from duplicates.verify import relate
+
+        workers_cpu = [0.0]
+
+        def relate_all(pairs: list[Pair]) -> list[Verdict]:
+            if len(pairs) > 1 and self._pool() is not None:
+                slot: dict[int, int] = {}  # a fingerprint object -> its number in this event, sent once a share
+                table: dict[int, Fingerprint] = {}
+
+                def number(fp: Fingerprint) -> int:
+                    k = slot.setdefault(id(fp), len(slot))
+                    table[k] = fp
+                    return k
+
+                numbered = [(number(query), number(candidate), cos) for query, candidate, cos in pairs]
+                n = self.processes
+                shares = [numbered[w::n] for w in range(n)]
+                try:
+                    done = self.pool.map(_relate_chunk, [({k: table[k] for p in share for k in p[:2]}, share)
+                                                         for share in shares], chunksize=1)
+                except Exception as exc:  # any failure of the pool: this process verifies the rest
+                    self._failed(exc)
+                else:
+                    verdicts: list[Verdict] = [None] * len(pairs)  # type: ignore[list-item]
+                    for w, (part, cpu) in enumerate(done):
+                        verdicts[w::n] = part
+                        workers_cpu[0] += cpu
+                    return verdicts
+            return [relate(*pair) for pair in pairs]
+
+        ids, vectors, fps, known = job
+        cpu = time.process_time()
+        found = event_verdicts(ids, vectors, fps, known, threads=self.processes, relate_all=relate_all)
+        return found, time.process_time() - cpu + workers_cpu[0]
+
+    def _pool(self) -> Any:
+        """The pool (started on first use), or None when this build verifies in its own process."""
+        if self.processes > 1 and self.pool is None:
+            try:
+                import billiard
+
+                log.info("relations: verifying events on %d processes", self.processes)
+                self.pool = billiard.get_context("spawn").Pool(self.processes)
+            except Exception as exc:  # no processes to be had: this process verifies
+                self._failed(exc)
+        return self.pool
+
+    def _failed(self, exc: BaseException) -> None:
+        log.warning("relations: the pool of %d processes failed (%s: %s); verifying in this process",
+                    self.processes, type(exc).__name__, exc)
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool = None
+        self.processes = 1
 
     def _record(self, code: str, rows: EventRows, found: EventVerdicts, cpu: float, writer: RelationsWriter) -> None:
         writer.add(code, rows.ids, rows.embedded_at_us, found)

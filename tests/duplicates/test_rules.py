@@ -32,7 +32,9 @@ GOLDEN = Path(__file__).with_name("golden_pairs.csv")
 # levels, the query's window moments) computed once: byte-identical Evidence and verdicts on the same pairs.
 # r-f363bd1e5cff (issue 28): a would-be copy's motion measured on the comparison warp_compare chose
 # (pixels.motion_of) instead of comparing again; byte-identical on the same pairs and 2,660 of an edit-heavy event.
-PINNED_RULES_VERSION = "r-f363bd1e5cff"
+# r-518897e018e9 (issue 28): groups.py's candidate rows voted on threads and the pairs to verify handed over in
+# order (verified_pairs' relate_all, the index build's processes); the same pairs and verdicts.
+PINNED_RULES_VERSION = "r-518897e018e9"
 
 
 def _golden() -> list[dict[str, str]]:

@@ -84,3 +84,12 @@ def test_votes_look_past_the_cosine_floor(library: list[Fingerprint], photos: li
     voted = candidate_pairs(vectors, k=2, floor=0.30, fingerprints=fps)
     assert (3, 30) not in plain and (3, 30) in voted
     assert all(cos >= 0.30 for cos in plain.values())  # without fingerprints the floor holds
+
+
+def test_rows_voted_on_threads_give_the_same_pairs_in_the_same_order(library: list[Fingerprint]) -> None:
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(0, 1, (30, 16)).astype(np.float32) + 1.0
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    one = candidate_pairs(vectors, k=3, floor=0.5, fingerprints=library)
+    two = candidate_pairs(vectors, k=3, floor=0.5, fingerprints=library, threads=2)
+    assert list(two.items()) == list(one.items()) and len(one) > 30

@@ -403,12 +403,15 @@ def test_events_verified_on_a_pool_write_the_file_one_process_writes(scenario, m
         return [(code, replace(e, seconds=0.0), f.rows(code, e).to_pylist()) for code, e in f.events.items()]
 
     one = relations_of("pool-one", 1)
-    monkeypatch.setattr(compute, "POOL_MIN_IMAGES", 0)  # the session's events are small
     monkeypatch.setitem(multiprocessing.current_process()._config, "daemon", True)  # as in a Celery worker
-    with caplog.at_level(logging.INFO, logger="indexing.relations.compute"):
-        assert relations_of("pool-two", 2) == one
-    assert "verifying events on 2 processes" in caplog.text and "failed" not in caplog.text
-    caplog.clear()
+    # The session's events (10 and 14 images) as two small events verified whole, one per process, and as two
+    # large ones, each verified alone with its pairs shared among the processes.
+    for name, least in (("pool-events", 15), ("pool-pairs", 0)):
+        monkeypatch.setattr(compute, "POOL_MIN_IMAGES", least)
+        with caplog.at_level(logging.INFO, logger="indexing.relations.compute"):
+            assert relations_of(name, 2) == one, name
+        assert "verifying events on 2 processes" in caplog.text and "failed" not in caplog.text
+        caplog.clear()
 
     def no_pool(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise OSError("no processes left")
