@@ -36,8 +36,8 @@ CPU per photo, per stage (this process's CPU; the run is alone in it while it is
                         with the runner's planning, claims and stacking; beside it, the bare forward's CPU (the
                         config's embedder on prepared arrays of these photos, batch 32, rot4.model_ms)
   relations             the build's report: CPU of the verification (indexing/relations/compute.py cpu_seconds)
-  index build           the build's process CPU minus the relations' (ledger and Parquet reads, FAISS, manifest,
-                        relations file)
+  index build           the build's CPU (its process and the relations' worker processes) minus the relations'
+                        (ledger and Parquet reads, FAISS, manifest, relations file)
 The bound: efficientnet-lite0+plain on ONNX Runtime, every core, prepared arrays of these photos, batch 32 (the
 model alone: no decoding, no fingerprint), photos/s measured in this run (bench/rot4.py's model_ms, best of two).
 
@@ -290,8 +290,9 @@ def run_config(cfg: Config, photos: list[Photo], uploads: list[tuple[str, bytes]
 
 
 def build_apart(info: str, settings: Any, mv: str) -> tuple[dict[str, Any], float, float, tuple[float, float], float]:
-    """pipeline.build (rebuild) timed in this (spawned) process: (result, wall s, CPU s, (user, system) s, the
-    verifying thread's own CPU s). The modules it uses are imported before the clock starts."""
+    """pipeline.build (rebuild) timed in this (spawned) process: (result, wall s, CPU s and (user, system) s of
+    it and its relations workers, the CPU of the thread that called event_verdicts). The modules it uses are
+    imported before the clock starts."""
     import importlib
 
     from indexing import pipeline
@@ -303,9 +304,13 @@ def build_apart(info: str, settings: Any, mv: str) -> tuple[dict[str, Any], floa
     clock.watch(compute, "event_verdicts", "relations")
     before = os.times()
     with clock:
-        built, wall, cpu = timed(lambda: pipeline.build(info, settings, mv, mode="rebuild"))
+        built, wall, _ = timed(lambda: pipeline.build(info, settings, mv, mode="rebuild"))
     after = os.times()
-    return built, wall, cpu, (after.user - before.user, after.system - before.system), clock.cpu["relations"]
+    # With the relations' worker processes (RELATIONS_PROCESSES; joined when the build ends, so counted as
+    # this process's children).
+    user = after.user + after.children_user - before.user - before.children_user
+    system = after.system + after.children_system - before.system - before.children_system
+    return built, wall, user + system, (user, system), clock.cpu["relations"]
 
 
 def check_latency(server: _Server, event: str, uploads: list[tuple[str, bytes]]) -> dict[str, Any]:
