@@ -110,14 +110,11 @@ def airflow_environment(workdir: Path, model: str, model_cache: Path) -> None:
     airflow_home = workdir / "airflow"
     airflow_home.mkdir(parents=True, exist_ok=True)
     (workdir / "images").mkdir(parents=True, exist_ok=True)
+    from tests.helpers import airflow_environment
+
     os.environ.update(
         {
-            "AIRFLOW_HOME": str(airflow_home),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",
-            "AIRFLOW__CORE__UNIT_TEST_MODE": "True",
+            **airflow_environment(airflow_home, REPO),
             "DATA_DIR": str(workdir / "data"),
             "IMAGE_ROOT": str(workdir / "images"),
             "MODEL_CACHE_DIR": str(model_cache),

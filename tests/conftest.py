@@ -20,7 +20,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.helpers import TABLES
+from tests.helpers import TABLES, airflow_environment
 
 pytest_plugins = ["tests.selection"]  # the `samples` and `db` marks: which tests CI's second passes run again
 
@@ -35,12 +35,7 @@ def pytest_configure(config: pytest.Config) -> None:
     repo = Path(__file__).resolve().parent.parent
     os.environ.update(
         {
-            "AIRFLOW_HOME": str(airflow_home),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__DAGS_FOLDER": str(repo / "dags"),
-            "AIRFLOW__CORE__PLUGINS_FOLDER": str(repo / "plugins"),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",
-            "AIRFLOW__CORE__UNIT_TEST_MODE": "True",
+            **airflow_environment(airflow_home, repo),
             "DATA_DIR": str(_RUN_DIR / "data"),
             # The ONNX exports of the models, made once per run (tests give each DATA_DIR its own folder).
             "MODEL_CACHE_DIR": str(_RUN_DIR / "model-cache"),

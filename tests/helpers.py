@@ -10,6 +10,19 @@ __all__ = ["TABLES", "generate_photos", "sample_formats_dir", "sample_photos"]
 TABLES = ("image_embeddings", "embedding_runs", "index_versions", "index_current", "images", "events")
 
 
+def airflow_environment(airflow_home, repo) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """A private Airflow (SQLite metadata under `airflow_home`, the repo's DAGs and plugins) as the tests run it;
+    set it in os.environ before Airflow is imported (it reads its config at import)."""
+    return {
+        "AIRFLOW_HOME": str(airflow_home),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(repo / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(repo / "plugins"),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "True",
+    }
+
+
 def overwrite(path, data: bytes) -> None:  # type: ignore[no-untyped-def]
     """Damage a file the way a disk fault or a careless hand would, even though segments are read-only
     (root ignores the mode; other users must add the write bit first, as an operator's tool would)."""
