@@ -29,6 +29,9 @@ DRIFT_SIGMA = 8.0
 EDGE_BAND = 0.2  # disagreement within this share of the overlap's edges may be an overlay
 ECC_ITERS = 30
 ECC_RESCUE = 0.15  # refine the alignment only when this share of interior cells or fewer disagree
+ECC_STRUCTURE = 0.40  # ... and the textured cells' median correlation is at least this (docs/duplicates.md: where
+# the refinement won for a true relation, it was >= 0.60 (copies >= 0.95); chance fits of two different photos sit
+# under 0.30 and cost the refinement its 30 iterations, ~45 ms a pair)
 MAX_ANISO = 1.2  # singular value ratio of a refined alignment (copies: <= 1.004 real, <= 1.053 generated)
 MIN_OVERLAP = 0.25  # overlap share of the smaller image needed to judge pixels
 SHARPNESS_RATIO = 1.3  # gradient energies this far apart: blur the sharper side to match
@@ -250,8 +253,9 @@ def _best_alignment(qp: np.ndarray, cp: np.ndarray, inv: np.ndarray, first: Agre
                     ) -> tuple[Agreement, Inputs]:
     """The comparison that agrees best (the fit as given, ECC-refined, sharpness-matched) and its inputs."""
     cv2 = opencv.cv2()
-    if first.interior_bad == 0.0 or first.interior_bad > ECC_RESCUE:
-        # Clean already, or too different for a sub-pixel shift to matter: skip the costly refinement.
+    if first.interior_bad == 0.0 or first.interior_bad > ECC_RESCUE or first.structure < ECC_STRUCTURE:
+        # Clean already, or too different for a sub-pixel shift to matter (a shift by a fraction of a pixel does
+        # not make unrelated detail correlate): skip the costly refinement.
         return first, (qp, cp, inv)
     try:  # sub-pixel refinement: keypoint fits are off by a fraction of a thumbnail pixel
         criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, ECC_ITERS, 1e-4)

@@ -120,3 +120,29 @@ def test_motion_of_the_chosen_comparison_is_what_comparing_again_with_motion_giv
             seen = max(seen, got.moved, got.faint, got.colour_moved)
     assert seen > 0.0  # motion was measured somewhere
     assert pixels.motion_of(pixels.NOTHING, inputs) is pixels.NOTHING
+
+
+@pytest.mark.parametrize("structure, refined", [(0.1, False), (pixels.ECC_STRUCTURE - 0.01, False),
+                                                (pixels.ECC_STRUCTURE, True), (0.95, True)])
+def test_the_refinement_runs_only_where_detail_correlates(grey: np.ndarray, structure: float, refined: bool,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sub-pixel shift rescues a copy's slightly misaligned detail; it cannot make unrelated detail correlate, so a
+    chance fit (most of the interior agreeing in tone, its textured cells not correlating) skips its ~45 ms."""
+    from duplicates import opencv
+
+    cv2 = opencv.cv2()
+    calls: list[int] = []
+    real = cv2.findTransformECC
+
+    def counted(*args: object) -> object:
+        calls.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(cv2, "findTransformECC", counted)
+    shifted = np.ascontiguousarray(np.roll(grey, 1, axis=1))
+    inv = np.float32([[1, 0, 0.5], [0, 1, 0]])
+    first = pixels.Agreement(agree=0.95, interior_bad=0.05, noise=3.0, structure=structure)
+    best, inputs = pixels._best_alignment(grey, shifted, inv, first, MAX_NOISE)
+    assert bool(calls) is refined
+    if not refined:
+        assert best is first and inputs[2] is inv
