@@ -10,6 +10,7 @@ the camera moved.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +23,8 @@ MATCH_RATIOS = (0.8, 0.9)  # Lowe's ratio test; the second only when the first f
 MIN_INLIERS = 10  # inliers of the similarity fit that make it "the same scene geometry"
 RANSAC_PX = 4.0  # inlier distance in feature-image pixels (480 px long side)
 POSITION_NOISE = 0.1  # px: below this inlier position noise a bend is too small to be perspective
+RANSAC_CONFIDENCE = 0.995
+RANSAC_MAX_ITERS = 2000
 
 
 @dataclass(frozen=True)
@@ -104,10 +107,24 @@ def fit(qpts: np.ndarray, cpts: np.ndarray) -> tuple[np.ndarray | None, np.ndarr
     if len(qpts) < MIN_MATCHES:
         return None, np.zeros(len(qpts), bool)
     m, mask = cv2.estimateAffinePartial2D(cpts, qpts, method=cv2.RANSAC, ransacReprojThreshold=RANSAC_PX,
-                                          maxIters=2000, confidence=0.995, refineIters=10)
+                                          maxIters=iterations(len(qpts)), confidence=RANSAC_CONFIDENCE,
+                                          refineIters=10)
     if m is None or mask is None:
         return None, np.zeros(len(qpts), bool)
     return m, mask.ravel().astype(bool)
+
+
+def iterations(matches: int) -> int:
+    """RANSAC iterations that find a fit of MIN_INLIERS among `matches` at RANSAC_CONFIDENCE, at most RANSAC_MAX_ITERS.
+
+    RANSAC stops by this rule once it has a fit (OpenCV's RANSACUpdateNumIters: log(1 - confidence) /
+    log(1 - inlier share ** 2), two points a similarity); before it has one, it ran all 2,000 iterations, which two
+    different photos never end (their best chance fit has a few inliers): most of a different pair's cost. A fit
+    of fewer than MIN_INLIERS decides nothing (verify.measure), so searching longer for one than this only costs."""
+    share = MIN_INLIERS / max(matches, MIN_INLIERS)
+    if share >= 1.0:
+        return RANSAC_MAX_ITERS
+    return min(RANSAC_MAX_ITERS, math.ceil(math.log(1.0 - RANSAC_CONFIDENCE) / math.log(1.0 - share**2)))
 
 
 def projective(qpts: np.ndarray, cpts: np.ndarray) -> float:
