@@ -19,15 +19,18 @@ _RANK = {Relation.COPY: 0, Relation.SAME_SCENE: 1, Relation.RELATED: 2}
 
 
 def rerank(query: Fingerprint, candidates: Sequence[tuple[int, float, Fingerprint | None]],
-           depth: int | None = None) -> list[tuple[int, float, Verdict]]:
+           depth: int | None = None, threads: int = 1) -> list[tuple[int, float, Verdict]]:
     """[(image_id, cosine, verdict)] of the verified candidates: copies first (best agreement first), then
     same scene, then by cosine.
 
     `candidates` come best cosine first. With `depth`, the first `depth` and the keypoint-voted ones of
     the rest are verified and returned (duplicates.shortlist); without it, all of them.
     A candidate without a fingerprint (not computed yet) is judged by cosine alone.
+    `threads`: the keypoint votes' (shortlist.keypoint_votes); the verifications stay on this thread (measured:
+    two threads gained nothing, most of a verification holds the GIL).
     """
-    chosen = range(len(candidates)) if depth is None else to_verify(query, [c[2] for c in candidates], depth)
+    chosen = (range(len(candidates)) if depth is None
+              else to_verify(query, [c[2] for c in candidates], depth, threads=threads))
     out = []
     for k in chosen:
         image_id, cosine, fp = candidates[k]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 import time
 import weakref
@@ -310,6 +311,6 @@ def verify_hits(served: ServedIndex, settings: Settings, query: Query, hits: lis
     else:
         fps = relations_of(served, settings).fingerprints.get(by_id)
         ranked = rerank(query.fingerprint, [(h["id"], h["similarity_score"], fps.get(h["id"])) for h in hits],
-                        depth)
+                        depth, threads=settings.check_threads or (os.cpu_count() or 1))
     return [{**by_id[i], "relation": str(v.relation),
              "verdict": {"score": round(float(v.score), 4), "reason": v.reason}} for i, _, v in ranked[:top_k]]

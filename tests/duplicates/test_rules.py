@@ -38,7 +38,8 @@ GOLDEN = Path(__file__).with_name("golden_pairs.csv")
 # Evidence and verdicts unchanged; 601 labelled pairs and 11,170 pairs of a 1,000-photo event: no copy verdict moved).
 # r-74f040760253 (issue 28): geometry.iterations, RANSAC stops where a fit of MIN_INLIERS would have been found at
 # its confidence instead of 2,000 for every different pair (verdicts and reasons identical on the same pairs).
-PINNED_RULES_VERSION = "r-74f040760253"
+# r-065c94a0515a (issue 28): shortlist.keypoint_votes on threads for an upload (CHECK_THREADS); the same votes.
+PINNED_RULES_VERSION = "r-065c94a0515a"
 
 
 def _golden() -> list[dict[str, str]]:

@@ -93,3 +93,20 @@ def test_rows_voted_on_threads_give_the_same_pairs_in_the_same_order(library: li
     one = candidate_pairs(vectors, k=3, floor=0.5, fingerprints=library)
     two = candidate_pairs(vectors, k=3, floor=0.5, fingerprints=library, threads=2)
     assert list(two.items()) == list(one.items()) and len(one) > 30
+
+
+def test_votes_on_threads_are_the_votes_on_one(library: list[Fingerprint], photos: list[Image.Image]) -> None:
+    query = fingerprint(load_image(encode(EDITS["crop_40_offcentre"](photos[7]))))
+    one = keypoint_votes(query, library)
+    assert one[7] >= MIN_VOTES and one.sum() > one[7]  # the original and chance votes elsewhere
+    for threads in (2, 3):
+        assert np.array_equal(keypoint_votes(query, library, threads), one)
+
+
+def test_an_upload_checked_on_threads_gets_the_same_answer(library: list[Fingerprint], photos: list[Image.Image]
+                                                            ) -> None:
+    query = fingerprint(load_image(encode(EDITS["screenshot"](photos[4]))))
+    candidates = [(i + 1, 0.9 - 0.01 * i, fp) for i, fp in enumerate(library)]
+    one = rerank(query, candidates, depth=5)
+    two = rerank(query, candidates, depth=5, threads=2)
+    assert two == one and one[0][0] == 5
