@@ -131,7 +131,7 @@ def _chroma_size(tw: int, th: int) -> tuple[int, int]:
 
 def chroma_planes(fp: Fingerprint) -> np.ndarray | None:
     """float32 (2, th, tw) Cb and Cr on the thumbnail's grid (upsampled from storage), or None (grey only)."""
-    import cv2
+    cv2 = opencv.cv2()
 
     if fp.chroma is None:
         return None
@@ -141,7 +141,7 @@ def chroma_planes(fp: Fingerprint) -> np.ndarray | None:
 
 def resize_long(gray: np.ndarray, side: int) -> np.ndarray:
     """`gray` resized to `side` px on its long side (area-averaged when shrinking)."""
-    import cv2
+    cv2 = opencv.cv2()
 
     h, w = gray.shape
     scale = side / max(h, w)
@@ -156,7 +156,7 @@ _ORB = None
 def _orb():  # type: ignore[no-untyped-def]
     global _ORB
     if _ORB is None:
-        import cv2
+        cv2 = opencv.cv2()
 
         _ORB = cv2.ORB_create(nfeatures=MAX_KEYPOINTS, scaleFactor=ORB_SCALE, nlevels=6,
                               edgeThreshold=ORB_EDGE, patchSize=ORB_EDGE, fastThreshold=8)
@@ -210,7 +210,7 @@ def fingerprint(image: Image.Image, raw: bytes | None = None) -> Fingerprint:
 
 def _chroma(image: Image.Image, thumb_shape: tuple[int, int]) -> np.ndarray:
     """Cb and Cr of `image` at half the thumbnail's size (area-averaged), uint8 (2, ch, cw)."""
-    import cv2
+    cv2 = opencv.cv2()
 
     cw, ch = _chroma_size(thumb_shape[1], thumb_shape[0])
     ycc = np.asarray(image.convert("YCbCr"), np.uint8)

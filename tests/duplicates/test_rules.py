@@ -39,7 +39,8 @@ GOLDEN = Path(__file__).with_name("golden_pairs.csv")
 # r-74f040760253 (issue 28): geometry.iterations, RANSAC stops where a fit of MIN_INLIERS would have been found at
 # its confidence instead of 2,000 for every different pair (verdicts and reasons identical on the same pairs).
 # r-065c94a0515a (issue 28): shortlist.keypoint_votes on threads for an upload (CHECK_THREADS); the same votes.
-PINNED_RULES_VERSION = "r-065c94a0515a"
+# r-bf18e286ff40 (issue 26): fingerprint.py reaches OpenCV through duplicates.opencv.cv2() like every other module.
+PINNED_RULES_VERSION = "r-bf18e286ff40"
 
 
 def _golden() -> list[dict[str, str]]:
