@@ -59,6 +59,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.provenance import code_state  # noqa: E402 (after the path is set)
+
 PLANTED_EDITS = ("jpeg_q30", "text_bar")  # one copy each of an event's first two photos
 CORES = os.cpu_count() or 1
 
@@ -92,17 +94,6 @@ def quiet(path: Path):  # type: ignore[no-untyped-def]
                 os.close(fd)
             _CONSOLE.close()
             _CONSOLE = sys.stderr
-
-
-def code_state() -> str:
-    """The commit measured, with the pipeline's folders changed in the (shared) tree since."""
-    def git(*argv: str) -> str:
-        return subprocess.run(["git", *argv], cwd=REPO, capture_output=True, text=True).stdout.rstrip()
-
-    changed = [line[3:] for line in git("status", "--porcelain", "--", "core", "dags", "duplicates", "embeddings",
-                                        "indexing", "serving", "storage", "sql").splitlines() if line.strip()]
-    return (git("rev-parse", "--short", "HEAD") or "(no git)") + (
-        f" + uncommitted {', '.join(changed)}" if changed else "")
 
 
 def airflow_environment(workdir: Path, model: str, model_cache: Path) -> None:

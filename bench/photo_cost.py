@@ -68,9 +68,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-# bench/rot4.py sets TORCH_THREADS and OMP_NUM_THREADS to 1 when imported (its figures are single-thread);
-# these figures are on every core: the settings below say so explicitly, whatever the environment holds.
 from bench.event_relations import _Server
+from bench.provenance import code_state
 from bench.rot4 import FILLER_SEED, edit_names, load_source, make_edit, model_ms, together
 
 TODAY = "efficientnet-lite0@crop224+rot4"
@@ -348,23 +347,6 @@ def bare_models(configs: list[Config], photos: list[Photo], count: int) -> dict[
         arrays = [first.prepare(load_image(p.raw, **first.load_kwargs())) for p in photos[:count]]
         out.update(model_ms(group, arrays))
     return out
-
-
-def code_state() -> str:
-    """The commit measured, and the pipeline's folders with uncommitted changes (a shared tree moves)."""
-    import subprocess
-
-    repo = Path(__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "core", "duplicates", "embeddings", "indexing",
-                                "serving", "storage", "sql"], cwd=repo, capture_output=True, text=True,
-                               check=True).stdout.split("\n")
-    except (OSError, subprocess.CalledProcessError):
-        return "(no git)"
-    changed = [line[3:] for line in dirty if line.strip()]
-    return head + (f" + uncommitted {', '.join(changed)}" if changed else "")
 
 
 def report(configs: list[Config], bare: dict[str, tuple[float, float]], n: int, source: str, code: str) -> None:

@@ -47,9 +47,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-os.environ.setdefault("TORCH_THREADS", "1")
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-
 MODELS = {"plain": "efficientnet-lite0+plain", "rot4": "efficientnet-lite0+rot4"}
 TURNS = ("rotate_90", "rotate_180", "rotate_270")
 WITH = ("crop_80", "jpeg_q30", "text_bar", "resize_50")  # edits combined with a turn
@@ -325,6 +322,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="only the event groups (a change to the event's candidate pairs); search and check "
                              "print nan")
     args = parser.parse_args(argv)
+    # Its figures are single-thread (say otherwise in the environment): set here, not on import, so a benchmark
+    # that imports this module's helpers keeps its own threads.
+    os.environ.setdefault("TORCH_THREADS", "1")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
     import cv2
 
