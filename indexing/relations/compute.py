@@ -148,8 +148,13 @@ class _Queued:
 
     code: str
     rows: EventRows | None = None
-    args: tuple[Any, ...] | None = None  # event_verdicts' arguments: ids, vectors, fingerprints, known
+    args: tuple[Any, ...] | None = None  # event_verdicts' arguments after the ids: vectors, fingerprints, known
     kept: tuple[EventEntry, Any] | None = None
+
+    def job(self) -> tuple[Any, ...]:
+        """event_verdicts' arguments."""
+        assert self.rows is not None and self.args is not None
+        return (self.rows.ids, *self.args)
 
 
 class _Computer:
@@ -186,7 +191,7 @@ class _Computer:
         usable = sum(fp is not None for fp in fps.values())
         vectors = rows.vectors() if usable >= 2 else np.empty((len(rows.ids), 0), np.float32)
         known = earlier.known(rows.ids, rows.embedded_at_us) if earlier is not None else None
-        self.queued.append(_Queued(code, rows, (rows.ids, vectors, fps, known)))
+        self.queued.append(_Queued(code, rows, (vectors, fps, known)))
         if sum(q.args is not None for q in self.queued) >= (2 * self.processes if self.processes > 1 else 1):
             self.drain(writer)
 
@@ -200,7 +205,7 @@ class _Computer:
     def drain(self, writer: RelationsWriter) -> None:
         """Verify the queued events and write them, in the order they were queued."""
         queued, self.queued = self.queued, []
-        results = iter(self._run([q.args for q in queued if q.args is not None]))
+        results = iter(self._run([q.job() for q in queued if q.args is not None]))
         for item in queued:
             if item.kept is not None:
                 writer.keep(item.code, *item.kept)
@@ -219,8 +224,9 @@ class _Computer:
         among the processes (its keypoint votes on as many threads here); smaller ones a whole event each."""
         out: list[tuple[EventVerdicts, float] | None] = [None] * len(jobs)
         small = [k for k, job in enumerate(jobs) if len(job[0]) < POOL_MIN_IMAGES]
-        for k in (k for k in range(len(jobs)) if k not in small):
-            out[k] = self._split(jobs[k])
+        for k, job in enumerate(jobs):
+            if len(job[0]) >= POOL_MIN_IMAGES:
+                out[k] = self._split(job)
         batch = [jobs[k] for k in small]
         if len(batch) > 1 and sum(len(job[0]) for job in batch) >= POOL_MIN_IMAGES and self._pool() is not None:
             try:
