@@ -6,6 +6,7 @@ API_PORT) are kept so an existing deployment's environment still works.
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -287,6 +288,11 @@ def load_settings(**overrides: object) -> Settings:
 def get_settings() -> Settings:
     """The process-wide settings; tests call `get_settings.cache_clear()` after changing the env."""
     return load_settings()
+
+
+def or_one_per_core(count: int) -> int:
+    """A count setting's value, where 0 means one per core (RELATIONS_PROCESSES, CHECK_THREADS)."""
+    return count or (os.cpu_count() or 1)
 
 
 def sample_data_dir(settings: Settings | None = None) -> Path | None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import threading
 import time
 import weakref
@@ -33,7 +32,7 @@ from typing import Any
 import numpy as np
 from fastapi import UploadFile
 
-from core.settings import Settings
+from core.settings import Settings, or_one_per_core
 from duplicates.fingerprint import Fingerprint
 from duplicates.groups import Group, copy_groups, scene_groups
 from duplicates.relation import Relation, Verdict
@@ -313,6 +312,6 @@ def verify_hits(served: ServedIndex, settings: Settings, query: Query, hits: lis
     else:
         fps = relations_of(served, settings).fingerprints.get(by_id)
         ranked = rerank(query.fingerprint, [(h["id"], h["similarity_score"], fps.get(h["id"])) for h in hits],
-                        depth, threads=settings.check_threads or (os.cpu_count() or 1))
+                        depth, threads=or_one_per_core(settings.check_threads))
     return [{**by_id[i], "relation": str(v.relation),
              "verdict": {"score": round(float(v.score), 4), "reason": v.reason}} for i, _, v in ranked[:top_k]]

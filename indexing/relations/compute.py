@@ -15,7 +15,6 @@ version's relations (the changed events computed, the others kept from the paren
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -25,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from core.settings import Settings
+from core.settings import Settings, or_one_per_core
 from indexing.relations.fingerprints import FingerprintReader
 from indexing.relations.format import (
     EventEntry,
@@ -172,7 +171,7 @@ class _Computer:
     def __init__(self, settings: Settings, model_version: str, report: RelationsReport) -> None:
         self.reader = FingerprintReader(settings, model_version)
         self.report = report
-        self.processes = settings.relations_processes or (os.cpu_count() or 1)
+        self.processes = or_one_per_core(settings.relations_processes)
         self.queued: list[_Queued] = []
         self.pool: Any = None
 
