@@ -146,22 +146,18 @@ def test_non_float16_values_are_refused() -> None:
 
 
 # -- a served version ---------------------------------------------------------------------------
-def resident_bytes(address: int) -> int:
-    """Resident bytes of this process's mapping that contains `address` (/proc/self/smaps)."""
-    inside = False
-    with open("/proc/self/smaps") as fh:
-        for line in fh:
-            head = line.split()[0]
-            if "-" in head and ":" not in head:
-                lo, hi = (int(v, 16) for v in head.split("-"))
-                inside = lo <= address < hi
-            elif inside and head == "Rss:":
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no mapping holds that address")
+def resident_bytes(a: np.ndarray) -> int:
+    """Bytes of `a`'s pages present in this process's page table (/proc/self/pagemap, bit 63).
 
-
-def address(a: np.ndarray) -> int:
-    return int(a.__array_interface__["data"][0])
+    Counted over the array's own pages, not the whole mapping that holds it: malloc may place an array
+    inside a larger heap mapping, or at the end of one, so a mapping's Rss says nothing about the array."""
+    page = mmap.PAGESIZE
+    start = int(a.__array_interface__["data"][0])
+    first, last = start // page, (start + a.nbytes - 1) // page
+    with open("/proc/self/pagemap", "rb") as fh:
+        fh.seek(first * 8)
+        entries = np.frombuffer(fh.read((last - first + 1) * 8), dtype=np.uint64)
+    return int(np.count_nonzero(entries >> np.uint64(63))) * page
 
 
 @pytest.fixture
@@ -195,7 +191,7 @@ def test_served_version_answers_exactly_and_keeps_float32_pages_out_of_memory(wi
     assert all(s.half is not None and s.exact.reads_file for s in segments)
     # Loading maps the private copies and reads their headers and ids (the kernel maps whole page-cache
     # folios, up to 2 MB, around what is read); searching must add nothing to that.
-    loaded_resident = [resident_bytes(address(s.vectors)) for s in segments]
+    loaded_resident = [resident_bytes(s.vectors) for s in segments]
     stored = {int(i): loaded.vector(int(i)) for i in loaded.ids}  # what is served, read by pread
     rng = np.random.default_rng(9)
     events = sorted(set(corpus.event_of.values()))
@@ -217,8 +213,8 @@ def test_served_version_answers_exactly_and_keeps_float32_pages_out_of_memory(wi
     # Searched everything (and read every vector): the float16 copy is resident, the float32 pages are not.
     for seg, before in zip(segments, loaded_resident, strict=True):
         assert seg.half is not None
-        assert resident_bytes(address(seg.vectors)) <= before + 64 * 1024
-        assert resident_bytes(address(seg.half.codes)) >= seg.half.codes.nbytes * 0.9
+        assert resident_bytes(seg.vectors) <= before + 64 * 1024
+        assert resident_bytes(seg.half.codes) >= seg.half.codes.nbytes * 0.9
         assert seg.half.codes.nbytes == seg.vectors.nbytes // 2
 
 
