@@ -130,3 +130,26 @@ def test_relations_computed_on_request_are_bounded(scenario, live_server, base, 
     assert srv.client.get(event_b + "/duplicates").status_code == 200  # computed within the wait
     assert srv.client.get(event_a + "/similar-shots").status_code == 200
     assert len(calls) == 2  # once per event
+
+
+def test_a_part_read_for_one_fingerprint_caches_the_versions_other_images_from_it(scenario, base) -> None:
+    """An upload check asks for 200 candidates spread over every part of an event: a part read once serves the
+    next checks too, as long as the cache can hold what it widens to."""
+    from embeddings.dataset import list_parts
+    from indexing.relations.fingerprints import VersionFingerprints
+
+    scn = scenario("fp-widen")
+    assert len(list_parts(scn.settings, base.model_version)) == 1
+    version = scn.publish()
+    fps = VersionFingerprints(scn.settings, base.model_version, version)
+    first = fps.get(base.ids[:2])
+    assert set(first) == set(base.ids[:2]) and fps.reads == 1
+    rest = fps.get(base.ids)
+    assert fps.reads == 1 and set(rest) == set(base.ids) and all(fp is not None for fp in rest.values())
+    assert {i: fp.to_bytes() for i, fp in rest.items()} == {  # the same as read one by one
+        i: fp.to_bytes() for i, fp in VersionFingerprints(scn.settings, base.model_version, version).get(base.ids).items()}
+
+    small = VersionFingerprints(scn.settings, base.model_version, version, cache_entries=3)
+    small.get(base.ids[:2])
+    small.get(base.ids[2:4])  # not widened past what the cache holds: read again
+    assert small.reads == 2 and set(small.get(base.ids[2:4])) == set(base.ids[2:4])
