@@ -9,10 +9,11 @@ rule: the cosine top `depth` and those the query's keypoints vote for further do
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 from duplicates.fingerprint import Fingerprint
 from duplicates.relation import Relation, Verdict
-from duplicates.shortlist import to_verify
+from duplicates.shortlist import voted
 from duplicates.verify import relate
 
 _RANK = {Relation.COPY: 0, Relation.SAME_SCENE: 1, Relation.RELATED: 2}
@@ -25,19 +26,38 @@ def rerank(query: Fingerprint, candidates: Sequence[tuple[int, float, Fingerprin
 
     `candidates` come best cosine first. With `depth`, the first `depth` and the keypoint-voted ones of
     the rest are verified and returned (duplicates.shortlist); without it, all of them.
-    A candidate without a fingerprint (not computed yet) is judged by cosine alone.
-    `threads`: the keypoint votes' (shortlist.keypoint_votes); the verifications stay on this thread (measured:
-    two threads gained nothing, most of a verification holds the GIL).
+    `threads`: with more than one, the keypoint votes run on threads - 1 of them while this thread verifies the
+    first `depth` (which need no votes), then the voted ones; the verifications stay on this thread (measured:
+    two threads gained nothing, most of a verification holds the GIL; the votes' FAISS search does not).
     """
-    chosen = (range(len(candidates)) if depth is None
-              else to_verify(query, [c[2] for c in candidates], depth, threads=threads))
-    out = []
-    for k in chosen:
-        image_id, cosine, fp = candidates[k]
-        if fp is None:
-            verdict = Verdict(Relation.RELATED, float(min(1.0, max(0.0, cosine))), "no fingerprint yet")
+    if depth is None:
+        out = [_judge(query, candidates[k]) for k in range(len(candidates))]
+    else:
+        fps = [c[2] for c in candidates]
+        head = range(min(depth, len(candidates)))
+        if threads > 1:
+            with ThreadPoolExecutor(1) as pool:
+                extra = pool.submit(_voted_apart, query, fps, depth, threads - 1)
+                out = [_judge(query, candidates[k]) for k in head]
+                out += [_judge(query, candidates[k]) for k in extra.result()]
         else:
-            verdict = relate(query, fp, cosine)
-        out.append((image_id, float(cosine), verdict))
+            out = [_judge(query, candidates[k]) for k in (*head, *voted(query, fps, depth))]
     out.sort(key=lambda t: (_RANK[t[2].relation], -t[2].score, -t[1]))
     return out
+
+
+def _judge(query: Fingerprint, candidate: tuple[int, float, Fingerprint | None]) -> tuple[int, float, Verdict]:
+    """(image_id, cosine, verdict) of one candidate; one without a fingerprint (not computed yet) is judged by
+    cosine alone."""
+    image_id, cosine, fp = candidate
+    if fp is None:
+        return image_id, float(cosine), Verdict(Relation.RELATED, float(min(1.0, max(0.0, cosine))),
+                                                "no fingerprint yet")
+    return image_id, float(cosine), relate(query, fp, cosine)
+
+
+def _voted_apart(query: Fingerprint, fps: list[Fingerprint | None], depth: int, threads: int) -> list[int]:
+    import faiss
+
+    faiss.omp_set_num_threads(1)  # this thread's OpenMP regions only: not spinning on the verifying core
+    return voted(query, fps, depth, threads=threads)

@@ -59,13 +59,17 @@ def keypoint_votes(query: Fingerprint, candidates: Sequence[Fingerprint | None],
 
 def to_verify(query: Fingerprint, candidates: Sequence[Fingerprint | None], depth: int,
               wide: int = WIDE, threads: int = 1) -> list[int]:
-    """Positions in `candidates` (cosine order, best first) to verify: the first `depth`, then up to
-    VOTED more among the next `wide` - `depth`, the most voted first (at least MIN_VOTES); `threads`:
-    keypoint_votes'."""
-    head = list(range(min(depth, len(candidates))))
+    """Positions in `candidates` (cosine order, best first) to verify: the first `depth`, then `voted`'s."""
+    return list(range(min(depth, len(candidates)))) + voted(query, candidates, depth, wide, threads)
+
+
+def voted(query: Fingerprint, candidates: Sequence[Fingerprint | None], depth: int,
+          wide: int = WIDE, threads: int = 1) -> list[int]:
+    """Positions past the first `depth` to verify too: up to VOTED among the next `wide` - `depth`, the most
+    voted first (at least MIN_VOTES); `threads`: keypoint_votes'."""
     rest = candidates[depth:wide]
     if not rest:
-        return head
+        return []
     votes = keypoint_votes(query, rest, threads)
     order = np.argsort(-votes, kind="stable")[:VOTED]
-    return head + [depth + int(k) for k in order if votes[k] >= MIN_VOTES]
+    return [depth + int(k) for k in order if votes[k] >= MIN_VOTES]

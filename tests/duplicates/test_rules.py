@@ -40,7 +40,9 @@ GOLDEN = Path(__file__).with_name("golden_pairs.csv")
 # its confidence instead of 2,000 for every different pair (verdicts and reasons identical on the same pairs).
 # r-065c94a0515a (issue 28): shortlist.keypoint_votes on threads for an upload (CHECK_THREADS); the same votes.
 # r-bf18e286ff40 (issue 26): fingerprint.py reaches OpenCV through duplicates.opencv.cv2() like every other module.
-PINNED_RULES_VERSION = "r-bf18e286ff40"
+# r-9c05986881da (issue 28): shortlist.voted split out of to_verify, so an upload's votes run beside the
+# verification of its cosine head (duplicates.rerank); the same positions chosen, the same votes.
+PINNED_RULES_VERSION = "r-9c05986881da"
 
 
 def _golden() -> list[dict[str, str]]:
