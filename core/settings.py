@@ -124,8 +124,9 @@ class Settings(BaseSettings):
     swap_poll_seconds: float = Field(2.0, gt=0)
     # Search server under load and faults (docs/api.md "Limits").
     upload_concurrency: int = Field(2, ge=1, le=64, description="uploads decoded+embedded at once; more: 503")
-    check_threads: int = Field(0, ge=0, le=64, description="threads one upload's keypoint votes (duplicate "
-                               "check, search by image) run on; 0 = one per core")
+    check_threads: int = Field(0, ge=0, le=64, description="threads one upload's check uses (duplicate check, "
+                               "search by image): its keypoint votes on all but one, beside the verifications; "
+                               "0 = one per core, 1 = one after the other")
     relations_concurrency: int = Field(1, ge=1, le=16, description="events whose duplicate relations the server "
                                        "computes at once (only for a version without them); more: 503")
     relations_wait_seconds: float = Field(5.0, ge=0, le=60, description="how long an event route waits for a "
