@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faiss
 import numpy as np
 import pytest
 from PIL import Image
@@ -108,5 +109,7 @@ def test_an_upload_checked_on_threads_gets_the_same_answer(library: list[Fingerp
     query = fingerprint(load_image(encode(EDITS["screenshot"](photos[4]))))
     candidates = [(i + 1, 0.9 - 0.01 * i, fp) for i, fp in enumerate(library)]
     one = rerank(query, candidates, depth=5)
-    two = rerank(query, candidates, depth=5, threads=2)
+    teams = faiss.omp_get_max_threads()
+    two = rerank(query, candidates, depth=5, threads=2)  # votes on a thread of their own, beside the head
     assert two == one and one[0][0] == 5
+    assert faiss.omp_get_max_threads() == teams  # the votes' one-thread OpenMP team stayed on their thread
