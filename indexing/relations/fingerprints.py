@@ -111,9 +111,11 @@ class VersionFingerprints:
         if missing:
             loaded = self._load(missing)
             with self._lock:
-                for i in [*(j for j in loaded if j not in out), *missing]:  # what was asked for most recent
+                for i, fp in loaded.items():
+                    self._cache[i] = fp
+                    self._cache.move_to_end(i)
+                for i in missing:  # what was asked for most recent: widening never evicts it
                     if i in loaded:
-                        self._cache[i] = loaded[i]
                         self._cache.move_to_end(i)
                 while len(self._cache) > self._cache_entries:
                     self._cache.popitem(last=False)
