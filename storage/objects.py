@@ -209,13 +209,8 @@ def list_files(settings: Settings, location: Location, rel: str = "") -> list[Ob
             return []
         return sorted((ObjectInfo(p.name, p.stat().st_size, p.stat().st_mtime) for p in folder.iterdir()
                        if p.is_file()), key=lambda o: o.name)
-    fs = filesystem(location, settings)
-    with translated(location, settings, f"listing of {rel or '/'}"):
-        try:
-            entries = fs.ls(location.key(rel), detail=True, refresh=True)
-        except FileNotFoundError:
-            return []
-    return sorted((_object_info(e) for e in entries if e.get("type") == "file"), key=lambda o: o.name)
+    return sorted((_object_info(e) for e in _entries(settings, location, rel) if e.get("type") == "file"),
+                  key=lambda o: o.name)
 
 
 def list_folders(settings: Settings, location: Location, rel: str = "") -> list[str]:
@@ -223,13 +218,18 @@ def list_folders(settings: Settings, location: Location, rel: str = "") -> list[
     if location.is_local:
         folder = location.path / rel
         return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+    return sorted(e["name"].rstrip("/").rsplit("/", 1)[-1] for e in _entries(settings, location, rel)
+                  if e.get("type") == "directory")
+
+
+def _entries(settings: Settings, location: Location, rel: str) -> list[dict[str, Any]]:
+    """The remote store's listing of `rel` (files and folders, fsspec's detail dicts, read afresh); [] when absent."""
     fs = filesystem(location, settings)
     with translated(location, settings, f"listing of {rel or '/'}"):
         try:
-            entries = fs.ls(location.key(rel), detail=True, refresh=True)
+            return list(fs.ls(location.key(rel), detail=True, refresh=True))
         except FileNotFoundError:
             return []
-    return sorted(e["name"].rstrip("/").rsplit("/", 1)[-1] for e in entries if e.get("type") == "directory")
 
 
 def delete(settings: Settings, location: Location, rel: str, *, recursive: bool = False) -> None:
