@@ -19,7 +19,7 @@ from duplicates import opencv
 from duplicates.features.cells import CELL, TEXTURE_STD, cell_means, cell_ncc, differ_tol, window_moments
 from duplicates.features.motion import colour_motion, grey_motion
 from duplicates.features.overlays import overlay_cells
-from duplicates.features.tone import tone_curve, tone_pairs
+from duplicates.features.tone import colour_offsets, tone_curve, tone_pairs
 from duplicates.fingerprint import Fingerprint, chroma_planes
 
 BLUR = 1.2  # Gaussian sigma (thumbnail px) both sides get before comparing
@@ -87,18 +87,20 @@ def preference(g: Agreement, max_noise: float) -> tuple[bool, float, float, floa
     return (g.noise > max_noise, g.interior_bad, -g.agree, g.noise)
 
 
-def agreement(q: np.ndarray, c: np.ndarray, mask: np.ndarray, max_noise: float, motion: float = 0.0) -> Agreement:
+def agreement(q: np.ndarray, c: np.ndarray, mask: np.ndarray, max_noise: float, motion: float = 0.0,
+              hues: Colour | None = None) -> Agreement:
     """The better of mapping c's tones onto q and q's onto c.
 
     The tone curve is fit from the side without an overlay: a dark text bar on
     the side being mapped would claim a whole band of tones. `max_noise`: the typical
-    cell difference beyond which a comparison is broken (preference).
+    cell difference beyond which a comparison is broken (preference). `hues`: q's and c's (Cb, Cr) planes on
+    q's pixel grid, when known: the tone map then follows each colour (tone.colour_offsets).
     """
-    one = _agreement_one_way(q, c, mask)
+    one = _agreement_one_way(q, c, mask, None if hues is None else hues[1])
     if one.interior_bad == 0.0 and one.noise <= max_noise:
         best = one
     else:
-        two = _agreement_one_way(c, q, mask)
+        two = _agreement_one_way(c, q, mask, None if hues is None else hues[0])
         # A curve bent by an overlay leaves most pixels off (typical difference above max_noise): never pick it.
         best = min(one, two, key=lambda g: preference(g, max_noise))
     # The choice reads no motion measure: what moved is measured on the comparison chosen only.
@@ -114,8 +116,10 @@ def _with_grey_motion(agr: Agreement, coarse: float) -> Agreement:
     return replace(agr, moved=moved, faint=faint, calm=calm_cells)
 
 
-def _agreement_one_way(q: np.ndarray, c: np.ndarray, mask: np.ndarray) -> Agreement:
-    """Compare aligned, blurred images cell by cell after a robust tone match.
+def _agreement_one_way(q: np.ndarray, c: np.ndarray, mask: np.ndarray, c_hues: np.ndarray | None = None
+                       ) -> Agreement:
+    """Compare aligned, blurred images cell by cell after a robust tone match (by c's colour too, given
+    `c_hues`: its (Cb, Cr) planes).
 
     A cell disagrees when its mean difference exceeds both CELL_TOL and
     NOISE_FACTOR x the pair's typical (median) difference (cells.differ_tol), so a JPEG q5 copy
@@ -129,6 +133,8 @@ def _agreement_one_way(q: np.ndarray, c: np.ndarray, mask: np.ndarray) -> Agreem
         return NOTHING
     xs, ys = tone_curve(*tone_pairs(c[mask], q[mask]))
     mapped = np.interp(c, xs, ys)  # c's tones mapped onto q's
+    if c_hues is not None:  # and by colour (a filter clipping some hues): tone.colour_offsets
+        mapped += colour_offsets(c, q, mapped, c_hues, mask)
     signed = (q - mapped).astype(np.float32) * mask
     # Colour filters move the luma of some hues more than others: remove the slow part of the
     # difference (clipped, so a moved person or an overlay does not explain itself away).
@@ -187,10 +193,11 @@ def _clipped(mq: np.ndarray, mc: np.ndarray) -> np.ndarray:
     return (mq >= CLIP_LIGHT) | (mc >= CLIP_LIGHT) | (mq <= CLIP_DARK) | (mc <= CLIP_DARK)
 
 
-def warp_compare(query: Fingerprint, cand: Fingerprint, a: np.ndarray, mirrored: bool, max_noise: float
-                 ) -> tuple[Agreement, float, Inputs | None]:
+def warp_compare(query: Fingerprint, cand: Fingerprint, a: np.ndarray, mirrored: bool, max_noise: float,
+                 colour: Colour | None = None) -> tuple[Agreement, float, Inputs | None]:
     """Agreement and overlap of the candidate's thumbnail warped onto the query's by thumbnail affine `a`,
-    and the inputs of the comparison chosen (None where the overlap is too small to judge)."""
+    and the inputs of the comparison chosen (None where the overlap is too small to judge); `colour`: both
+    sides' colour planes (colour_planes), the tone map's."""
     cv2 = opencv.cv2()
     q = np.ascontiguousarray(query.thumb[:, ::-1]) if mirrored else query.thumb
     # Compare at the coarser of the two renderings: blur the sharper side by the warp's scale.
@@ -198,19 +205,19 @@ def warp_compare(query: Fingerprint, cand: Fingerprint, a: np.ndarray, mirrored:
     qp, cp = prepare(q, q_sigma), prepare(cand.thumb, c_sigma)
     inv = cv2.invertAffineTransform(a.astype(np.float32))  # query pixel -> candidate pixel
     smaller = min(q.size, cand.thumb.size * abs(np.linalg.det(a[:, :2])))
-    first, overlap = compare_at(qp, cp, inv, max_noise)
+    first, overlap = compare_at(qp, cp, inv, max_noise, colour=colour)
     share = overlap / max(smaller, 1.0)
     if share < MIN_OVERLAP:
         return NOTHING, share, None
-    best, inputs = _best_alignment(qp, cp, inv, first, max_noise)
+    best, inputs = _best_alignment(qp, cp, inv, first, max_noise, colour)
     return best, share, inputs
 
 
 def compare_at(qp: np.ndarray, cp: np.ndarray, inv: np.ndarray, max_noise: float, motion: bool = False,
                colour: Colour | None = None, colour_floor: float = 0.0) -> tuple[Agreement, float]:
     """Agreement of the candidate warped by `inv` (query pixel -> candidate pixel) and the overlap in pixels;
-    `colour`: the two sides' colour planes (unwarped), compared with the motion test (colour_floor: see
-    motion.colour_motion)."""
+    `colour`: the two sides' colour planes (unwarped): the tone map follows them (agreement's `hues`), and the
+    motion test compares them (colour_floor: see motion.colour_motion)."""
     cv2 = opencv.cv2()
     h, w = qp.shape
     flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
@@ -218,7 +225,8 @@ def compare_at(qp: np.ndarray, cp: np.ndarray, inv: np.ndarray, max_noise: float
     ones = np.ones(cp.shape, np.uint8)
     mask = cv2.warpAffine(ones, inv, (w, h), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP, borderValue=0)
     mask = cv2.erode(mask, np.ones((3, 3), np.uint8)).astype(bool)
-    agr = agreement(qp, warped, mask, max_noise)
+    hues = None if colour is None else (colour[0], _warp_planes(colour[1], inv, (w, h)))
+    agr = agreement(qp, warped, mask, max_noise, hues=hues)
     if motion:
         agr = _with_motion(agr, inv, mask, colour, colour_floor)
     return agr, float(mask.sum())
@@ -235,7 +243,6 @@ def motion_of(agr: Agreement, inputs: Inputs, colour: Colour | None = None, colo
 def _with_motion(agr: Agreement, inv: np.ndarray, mask: np.ndarray, colour: Colour | None,
                  colour_floor: float) -> Agreement:
     """Grey and colour motion of a comparison made with the candidate warped by `inv` over `mask`."""
-    cv2 = opencv.cv2()
     h, w = mask.shape
     # The candidate's magnification onto the query (a 40% crop's original: 1.6x): its detail, and the flow's,
     # is that much coarser in query pixels.
@@ -243,14 +250,20 @@ def _with_motion(agr: Agreement, inv: np.ndarray, mask: np.ndarray, colour: Colo
     agr = _with_grey_motion(agr, coarse)
     if colour is not None and agr.calm is not None:
         # Colour is judged once, on the region of the grey comparison chosen (tone curves map c's colour onto q's).
-        flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
-        cc = np.stack([cv2.warpAffine(p, inv, (w, h), flags=flags, borderValue=0) for p in colour[1]])
+        cc = _warp_planes(colour[1], inv, (w, h))
         agr = replace(agr, colour_moved=colour_motion(colour[0], cc, mask, agr.calm, colour_floor))
     return agr
 
 
-def _best_alignment(qp: np.ndarray, cp: np.ndarray, inv: np.ndarray, first: Agreement, max_noise: float
-                    ) -> tuple[Agreement, Inputs]:
+def _warp_planes(planes: np.ndarray, inv: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The candidate's colour planes on the query's pixel grid (`inv`: query pixel -> candidate pixel)."""
+    cv2 = opencv.cv2()
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    return np.stack([cv2.warpAffine(p, inv, size, flags=flags, borderValue=0) for p in planes])
+
+
+def _best_alignment(qp: np.ndarray, cp: np.ndarray, inv: np.ndarray, first: Agreement, max_noise: float,
+                    colour: Colour | None = None) -> tuple[Agreement, Inputs]:
     """The comparison that agrees best (the fit as given, ECC-refined, sharpness-matched) and its inputs."""
     cv2 = opencv.cv2()
     if first.interior_bad == 0.0 or first.interior_bad > ECC_RESCUE or first.structure < ECC_STRUCTURE:
@@ -263,7 +276,7 @@ def _best_alignment(qp: np.ndarray, cp: np.ndarray, inv: np.ndarray, first: Agre
     except cv2.error:
         return first, (qp, cp, inv)
     # ECC pulls towards an overlay's strong edges at times: keep whichever alignment agrees better.
-    second, _ = compare_at(qp, cp, refined, max_noise)
+    second, _ = compare_at(qp, cp, refined, max_noise, colour=colour)
     sv = np.linalg.svd(refined[:, :2], compute_uv=False)
     second = replace(second, aniso=float(sv[0] / max(sv[1], 1e-9)))
     # A copy is a similarity: a refinement that squashed the candidate (ECC diverged on a chance fit,
@@ -273,7 +286,7 @@ def _best_alignment(qp: np.ndarray, cp: np.ndarray, inv: np.ndarray, first: Agre
         best, inputs = second, (qp, cp, refined)
     if best.interior_bad > 0.0:
         for matched in _sharpness_matched(qp, cp, inputs[2]):
-            third, _ = compare_at(*matched, inputs[2], max_noise)
+            third, _ = compare_at(*matched, inputs[2], max_noise, colour=colour)
             if preference(third, max_noise) < preference(best, max_noise):
                 best, inputs = third, (*matched, inputs[2])
     return best, inputs

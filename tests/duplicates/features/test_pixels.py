@@ -96,6 +96,20 @@ def test_highlights_a_brightened_copy_burnt_out_hold_nothing_to_disagree_about(g
     assert agr.interior_bad <= THRESHOLDS.copy_interior_bad and agr.agree > 0.98, agr  # (cells half clipped may not)
 
 
+def test_a_filter_that_clipped_some_hues_agrees_when_the_tone_map_follows_colour(
+        fp_of: Callable[[Image.Image], Fingerprint]) -> None:
+    """Brightness and saturation raised together clip saturated hues, so two hues of one grey level end at different
+    ones: the grey curve alone leaves their cells disagreeing inside the picture (a copy called another shot); one
+    offset per colour (tone.colour_offsets, given both sides' colour planes) maps them back."""
+    from duplicates import labelled, synthetic
+
+    photo = synthetic.photos(labelled.PHOTOS, seed=labelled.PHOTO_SEED)[1]  # the golden table's photo1
+    q, c = fp_of(EDITS["colour"](photo)), fp_of(photo)
+    grey, _, _ = pixels.warp_compare(q, c, IDENTITY, False, MAX_NOISE)
+    colour, _, _ = pixels.warp_compare(q, c, IDENTITY, False, MAX_NOISE, pixels.colour_planes(q, c, IDENTITY, False))
+    assert grey.interior_bad > THRESHOLDS.copy_interior_bad >= colour.interior_bad, (grey, colour)
+
+
 def test_motion_of_the_chosen_comparison_is_what_comparing_again_with_motion_gives(
         fp_of: Callable[[Image.Image], Fingerprint]) -> None:
     """verify.measure measures a would-be copy's motion on warp_compare's choice (issue 28): the same values, bit for
@@ -106,9 +120,9 @@ def test_motion_of_the_chosen_comparison_is_what_comparing_again_with_motion_giv
     seen = 0.0
     for query in (EDITS["jpeg_q30"](photo), shot(5001, 1), _changed_region(photo), EDITS["text_bar"](photo)):
         q, c = fp_of(query), fp_of(photo)
-        agr, _, inputs = pixels.warp_compare(q, c, IDENTITY, False, MAX_NOISE)
+        colour = pixels.colour_planes(q, c, IDENTITY, False)  # as verify.measure: the tone map's and the motion's
+        agr, _, inputs = pixels.warp_compare(q, c, IDENTITY, False, MAX_NOISE, colour)
         assert inputs is not None
-        colour = pixels.colour_planes(q, c, IDENTITY, False)
         for floor in (THRESHOLDS.colour_moved, 0.0):
             got = pixels.motion_of(agr, inputs, colour, floor)
             want, _ = pixels.compare_at(*inputs, MAX_NOISE, motion=True, colour=colour, colour_floor=floor)

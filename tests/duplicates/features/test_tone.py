@@ -1,10 +1,12 @@
-"""features/tone.py: a tone curve learnt from aligned pixel pairs maps a filtered copy back, overlays left out."""
+"""features/tone.py: a tone curve learnt from aligned pixel pairs maps a filtered copy back, overlays left out; by
+colour, an offset per colour that moved together (a filter clipping some hues), none for one that did not."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from duplicates.features.tone import tone_curve, tone_pairs
+from duplicates.features import tone
+from duplicates.features.tone import colour_offsets, tone_curve, tone_pairs
 
 
 def test_the_curve_maps_a_filtered_copy_back_onto_its_original(grey: np.ndarray) -> None:
@@ -72,3 +74,43 @@ def test_the_curve_is_bit_for_bit_the_sorted_pairs_medians(grey: np.ndarray) -> 
     for c, qq in cases:
         got, want = tone_curve(c, qq), _curve_by_sorting_the_pairs(c, qq)
         assert all(g.dtype == w.dtype and g.tobytes() == w.tobytes() for g, w in zip(got, want, strict=True))
+
+
+def _two_hues(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`grey`'s picture painted in two hues, left half and right half: its (Cb, Cr) planes, and a mask."""
+    hues = np.empty((2, *grey.shape), np.float32)
+    half = grey.shape[1] // 2
+    hues[:, :, :half] = np.array([90.0, 200.0])[:, None, None]  # a saturated red
+    hues[:, :, half:] = np.array([160.0, 110.0])[:, None, None]  # a blue
+    return hues, np.ones(grey.shape, bool)
+
+
+def test_a_filter_that_darkened_one_hue_gets_that_hues_offset(grey: np.ndarray) -> None:
+    """Brightness and saturation clipped one hue 25 levels darker than the grey curve says: luma alone cannot tell
+    the two hues apart, the colour's offset can."""
+    hues, mask = _two_hues(grey)
+    half = grey.shape[1] // 2
+    q = grey.copy()
+    q[:, :half] -= 25.0
+    offsets = colour_offsets(grey, q, grey.astype(np.float64), hues, mask)
+    assert np.median(np.abs(q - (grey + offsets))[:, :half]) < 1.0
+    assert np.median(np.abs(offsets[:, half:])) < 1.0  # the other hue keeps the curve
+
+
+def test_a_hue_whose_pixels_did_not_move_together_gets_no_offset(grey: np.ndarray) -> None:
+    """A figure that moved leaves its colour's pixels split (some unchanged, some far off): not a filter's doing."""
+    hues, mask = _two_hues(grey)
+    half = grey.shape[1] // 2
+    q = grey.copy()
+    q[:, : half // 2] -= 60.0  # half of the red's pixels changed a lot, the other half not at all
+    offsets = colour_offsets(grey, q, grey.astype(np.float64), hues, mask)
+    assert not offsets[:, :half].any()  # (its median alone would be half-way: -30)
+
+
+def test_a_colour_of_few_pixels_learns_nothing(grey: np.ndarray) -> None:
+    hues, mask = _two_hues(grey)
+    hues[:, :5, :5] = np.array([20.0, 20.0])[:, None, None]  # 25 pixels of a third colour
+    q = grey.copy()
+    q[:5, :5] -= 40.0
+    offsets = colour_offsets(grey, q, grey.astype(np.float64), hues, mask)
+    assert tone.MIN_PIXELS > 25 and not offsets[:5, :5].any()
