@@ -1,7 +1,7 @@
 """The duplicate decision alone (duplicates.verify.relate), on pair sets an event benchmark does not hold.
 
   .venv/bin/python bench/relate_checks.py [--scene-seed 3000[,4000,...]] [--scenes 100] [--photo-step 3]
-                                          [--no-photos] [--no-captions]
+                                          [--no-photos] [--no-captions] [--photo-seed 9000]
 
 - Generated same-scene pairs of a seed no rule was looked at on (bench/duplicates.py uses 1000-1039),
   judged as relate() judges (a copy either way round is a copy): false copies against the issue's 1%.
@@ -56,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--photo-step", type=int, default=3, help="every N-th shared photo (default 3)")
     parser.add_argument("--no-captions", action="store_true", help="skip the captioned pairs (the slow part)")
     parser.add_argument("--no-photos", action="store_true", help="scenes only: no copy recall, no captioned pairs")
+    parser.add_argument("--photo-seed", type=int, default=9000,
+                        help="the generated photos' seed, without the sample-data folder (60 photos)")
     args = parser.parse_args(argv)
     import cv2
 
@@ -78,8 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         raws = [p.read_bytes() for p in sorted((data / "photos").glob("*.jpg"))[::args.photo_step]]
         source = f"shared photos ({data}), one in {args.photo_step}"
     else:
-        raws = [encode(im) for im in synthetic.photos(60, seed=9000)]
-        source = "generated photos (seed 9000)"
+        raws = [encode(im) for im in synthetic.photos(60, seed=args.photo_seed)]
+        source = f"generated photos (seed {args.photo_seed})"
     for k, raw in enumerate(raws):
         _FPS[("photo", k)] = _fp(raw)
         full = load_image(raw, draft_side=None)

@@ -75,8 +75,7 @@ def measure(query: Fingerprint, cand: Fingerprint) -> Evidence:
     fit = geometry.best_fit(query, cand)
     if fit.m is not None and fit.inliers >= geometry.MIN_INLIERS:
         a = geometry.thumb_affine(fit.m, query, cand)
-        colour = pixels.colour_planes(query, cand, a, fit.mirrored)  # the tone map's and the motion test's
-        agr, overlap, inputs = pixels.warp_compare(query, cand, a, fit.mirrored, t.max_noise, colour)
+        agr, overlap, inputs = pixels.warp_compare(query, cand, a, fit.mirrored, t.max_noise)
         ev = Evidence(fit.matches, fit.inliers, fit.residual, fit.mirrored, overlap, agr.agree, agr.interior_bad,
                       agr.noise, aniso=agr.aniso, textured=agr.textured, structure=agr.structure,
                       projective=fit.projective,
@@ -85,6 +84,7 @@ def measure(query: Fingerprint, cand: Fingerprint) -> Evidence:
         if inputs is not None and is_copy(ev):
             # Only a would-be copy needs to know whether something moved (the flow costs more than the rest),
             # measured on the comparison chosen (pixels.motion_of: what compare_at(*inputs, motion=True) gives).
+            colour = pixels.colour_planes(query, cand, a, fit.mirrored)
             motion = pixels.motion_of(agr, inputs, colour, t.colour_moved)
             ev = replace(ev, moved=motion.moved, faint=motion.faint, colour_moved=motion.colour_moved)
         return ev

@@ -10,8 +10,9 @@ agreement means is the rules' business.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -62,7 +63,15 @@ class Agreement:
 
 NOTHING = Agreement(0.0, 1.0, 99.0)  # too little overlap to judge
 Colour = tuple[np.ndarray, np.ndarray]  # (2, h, w) Cb, Cr planes of the query and of the candidate, each its own grid
-Inputs = tuple[np.ndarray, np.ndarray, np.ndarray]  # (query pixels, candidate pixels, query pixel -> candidate pixel)
+
+
+class Inputs(NamedTuple):
+    """What a comparison was made of: compare_at(q, c, inv, max_noise, by_colour=by_colour) makes it again."""
+
+    q: np.ndarray  # query pixels
+    c: np.ndarray  # candidate pixels
+    inv: np.ndarray  # query pixel -> candidate pixel
+    by_colour: bool = False  # the tone map followed colour (agreement's `hues`)
 
 
 def blurs(a: np.ndarray) -> tuple[float, float]:
@@ -193,11 +202,10 @@ def _clipped(mq: np.ndarray, mc: np.ndarray) -> np.ndarray:
     return (mq >= CLIP_LIGHT) | (mc >= CLIP_LIGHT) | (mq <= CLIP_DARK) | (mc <= CLIP_DARK)
 
 
-def warp_compare(query: Fingerprint, cand: Fingerprint, a: np.ndarray, mirrored: bool, max_noise: float,
-                 colour: Colour | None = None) -> tuple[Agreement, float, Inputs | None]:
+def warp_compare(query: Fingerprint, cand: Fingerprint, a: np.ndarray, mirrored: bool, max_noise: float
+                 ) -> tuple[Agreement, float, Inputs | None]:
     """Agreement and overlap of the candidate's thumbnail warped onto the query's by thumbnail affine `a`,
-    and the inputs of the comparison chosen (None where the overlap is too small to judge); `colour`: both
-    sides' colour planes (colour_planes), the tone map's."""
+    and the inputs of the comparison chosen (None where the overlap is too small to judge)."""
     cv2 = opencv.cv2()
     q = np.ascontiguousarray(query.thumb[:, ::-1]) if mirrored else query.thumb
     # Compare at the coarser of the two renderings: blur the sharper side by the warp's scale.
@@ -205,19 +213,20 @@ def warp_compare(query: Fingerprint, cand: Fingerprint, a: np.ndarray, mirrored:
     qp, cp = prepare(q, q_sigma), prepare(cand.thumb, c_sigma)
     inv = cv2.invertAffineTransform(a.astype(np.float32))  # query pixel -> candidate pixel
     smaller = min(q.size, cand.thumb.size * abs(np.linalg.det(a[:, :2])))
-    first, overlap = compare_at(qp, cp, inv, max_noise, colour=colour)
+    first, overlap = compare_at(qp, cp, inv, max_noise)
     share = overlap / max(smaller, 1.0)
     if share < MIN_OVERLAP:
         return NOTHING, share, None
-    best, inputs = _best_alignment(qp, cp, inv, first, max_noise, colour)
+    best, inputs = _best_alignment(qp, cp, inv, first, max_noise, lambda: colour_planes(query, cand, a, mirrored))
     return best, share, inputs
 
 
 def compare_at(qp: np.ndarray, cp: np.ndarray, inv: np.ndarray, max_noise: float, motion: bool = False,
-               colour: Colour | None = None, colour_floor: float = 0.0) -> tuple[Agreement, float]:
+               colour: Colour | None = None, colour_floor: float = 0.0, by_colour: bool = False
+               ) -> tuple[Agreement, float]:
     """Agreement of the candidate warped by `inv` (query pixel -> candidate pixel) and the overlap in pixels;
-    `colour`: the two sides' colour planes (unwarped): the tone map follows them (agreement's `hues`), and the
-    motion test compares them (colour_floor: see motion.colour_motion)."""
+    `colour`: the two sides' colour planes (unwarped), which the motion test compares (colour_floor: see
+    motion.colour_motion) and, with `by_colour`, the tone map follows (agreement's `hues`)."""
     cv2 = opencv.cv2()
     h, w = qp.shape
     flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
@@ -225,7 +234,7 @@ def compare_at(qp: np.ndarray, cp: np.ndarray, inv: np.ndarray, max_noise: float
     ones = np.ones(cp.shape, np.uint8)
     mask = cv2.warpAffine(ones, inv, (w, h), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP, borderValue=0)
     mask = cv2.erode(mask, np.ones((3, 3), np.uint8)).astype(bool)
-    hues = None if colour is None else (colour[0], _warp_planes(colour[1], inv, (w, h)))
+    hues = (colour[0], _warp_planes(colour[1], inv, (w, h))) if by_colour and colour is not None else None
     agr = agreement(qp, warped, mask, max_noise, hues=hues)
     if motion:
         agr = _with_motion(agr, inv, mask, colour, colour_floor)
@@ -233,11 +242,11 @@ def compare_at(qp: np.ndarray, cp: np.ndarray, inv: np.ndarray, max_noise: float
 
 
 def motion_of(agr: Agreement, inputs: Inputs, colour: Colour | None = None, colour_floor: float = 0.0) -> Agreement:
-    """`agr` (compare_at(*inputs, max_noise): the comparison warp_compare chose) with what moved measured: what
-    compare_at(*inputs, max_noise, motion=True, colour=colour, colour_floor=colour_floor) gives, without comparing
-    again."""
+    """`agr` (the comparison warp_compare chose, made of `inputs`) with what moved measured: what compare_at(q, c,
+    inv, max_noise, motion=True, colour=colour, colour_floor=colour_floor, by_colour=by_colour) gives, without
+    comparing again."""
     mask = agr.motion_inputs[2] if agr.motion_inputs is not None else None
-    return agr if mask is None else _with_motion(agr, inputs[2], mask, colour, colour_floor)
+    return agr if mask is None else _with_motion(agr, inputs.inv, mask, colour, colour_floor)
 
 
 def _with_motion(agr: Agreement, inv: np.ndarray, mask: np.ndarray, colour: Colour | None,
@@ -263,32 +272,41 @@ def _warp_planes(planes: np.ndarray, inv: np.ndarray, size: tuple[int, int]) -> 
 
 
 def _best_alignment(qp: np.ndarray, cp: np.ndarray, inv: np.ndarray, first: Agreement, max_noise: float,
-                    colour: Colour | None = None) -> tuple[Agreement, Inputs]:
-    """The comparison that agrees best (the fit as given, ECC-refined, sharpness-matched) and its inputs."""
+                    colour: Callable[[], Colour | None] = lambda: None) -> tuple[Agreement, Inputs]:
+    """The comparison that agrees best (the fit as given, ECC-refined, sharpness-matched, tone-mapped by colour)
+    and its inputs; `colour()`: both sides' colour planes (colour_planes; None: grey only), asked for only where a
+    tone map by colour is tried."""
     cv2 = opencv.cv2()
     if first.interior_bad == 0.0 or first.interior_bad > ECC_RESCUE or first.structure < ECC_STRUCTURE:
         # Clean already, or too different for a sub-pixel shift to matter (a shift by a fraction of a pixel does
         # not make unrelated detail correlate): skip the costly refinement.
-        return first, (qp, cp, inv)
+        return first, Inputs(qp, cp, inv)
     try:  # sub-pixel refinement: keypoint fits are off by a fraction of a thumbnail pixel
         criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, ECC_ITERS, 1e-4)
         _, refined = cv2.findTransformECC(qp, cp, inv.copy(), cv2.MOTION_AFFINE, criteria, None, 1)
     except cv2.error:
-        return first, (qp, cp, inv)
+        return first, Inputs(qp, cp, inv)
     # ECC pulls towards an overlay's strong edges at times: keep whichever alignment agrees better.
-    second, _ = compare_at(qp, cp, refined, max_noise, colour=colour)
+    second, _ = compare_at(qp, cp, refined, max_noise)
     sv = np.linalg.svd(refined[:, :2], compute_uv=False)
     second = replace(second, aniso=float(sv[0] / max(sv[1], 1e-9)))
     # A copy is a similarity: a refinement that squashed the candidate (ECC diverged on a chance fit,
     # singular values 300:1) compares smeared stripes that "agree" with anything, and never wins.
-    best, inputs = first, (qp, cp, inv)
+    best, inputs = first, Inputs(qp, cp, inv)
     if second.aniso <= MAX_ANISO and preference(second, max_noise) < preference(first, max_noise):
-        best, inputs = second, (qp, cp, refined)
+        best, inputs = second, Inputs(qp, cp, refined)
     if best.interior_bad > 0.0:
-        for matched in _sharpness_matched(qp, cp, inputs[2]):
-            third, _ = compare_at(*matched, inputs[2], max_noise, colour=colour)
+        for matched in _sharpness_matched(qp, cp, inputs.inv):
+            third, _ = compare_at(*matched, inputs.inv, max_noise)
             if preference(third, max_noise) < preference(best, max_noise):
-                best, inputs = third, (*matched, inputs[2])
+                best, inputs = third, Inputs(*matched, inputs.inv)
+    planes = colour() if best.interior_bad > 0.0 else None
+    if planes is not None:
+        # A filter that clipped some hues moved grey levels by colour, which one grey curve cannot follow: the
+        # comparison chosen, its tone map following colour too (tone.colour_offsets).
+        fourth, _ = compare_at(inputs.q, inputs.c, inputs.inv, max_noise, colour=planes, by_colour=True)
+        if preference(fourth, max_noise) < preference(best, max_noise):
+            best, inputs = fourth, inputs._replace(by_colour=True)
     return best, inputs
 
 

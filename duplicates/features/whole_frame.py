@@ -63,8 +63,7 @@ def whole_frame(query: Fingerprint, cand: Fingerprint, max_noise: float) -> pixe
             if np.std(q_coarse) > 0 and np.std(c_coarse) > 0 and \
                     np.corrcoef(q_coarse, c_coarse)[0, 1] < WHOLE_FRAME_COARSE_NCC:
                 continue
-            colour = pixels.colour_planes(query, cand, a, False)
-            agr, _, _ = pixels.warp_compare(query, cand, a, False, max_noise, colour)
+            agr, _, _ = pixels.warp_compare(query, cand, a, False, max_noise)
             if best is None or (agr.agree - agr.interior_bad) > (best.agree - best.interior_bad):
                 best = agr
     return best

@@ -42,10 +42,11 @@ GOLDEN = Path(__file__).with_name("golden_pairs.csv")
 # r-bf18e286ff40 (issue 26): fingerprint.py reaches OpenCV through duplicates.opencv.cv2() like every other module.
 # r-9c05986881da (issue 28): shortlist.voted split out of to_verify, so an upload's votes run beside the
 # verification of its cosine head (duplicates.rerank); the same positions chosen, the same votes.
-# r-f9824aec06e9 (issue 26): the tone map follows colour where both sides have it (tone.colour_offsets: one offset
-# per colour that moved together), so a filter clipping some hues stays a copy; golden: photo1/colour same_scene ->
-# copy, no other verdict moved (126 rows' Evidence moved a little).
-PINNED_RULES_VERSION = "r-f9824aec06e9"
+# r-e268708af8ff (issue 26): one more comparison where a near-copy might be rescued (pixels._best_alignment), its
+# tone map following colour too (tone.colour_offsets: one offset per colour that moved together), so a filter
+# clipping some hues stays a copy; golden: photo1/colour same_scene -> copy, no other verdict moved (72 rows'
+# Evidence moved, where that comparison agreed better).
+PINNED_RULES_VERSION = "r-e268708af8ff"
 
 
 def _golden() -> list[dict[str, str]]:

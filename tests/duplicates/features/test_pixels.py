@@ -101,13 +101,16 @@ def test_a_filter_that_clipped_some_hues_agrees_when_the_tone_map_follows_colour
     """Brightness and saturation raised together clip saturated hues, so two hues of one grey level end at different
     ones: the grey curve alone leaves their cells disagreeing inside the picture (a copy called another shot); one
     offset per colour (tone.colour_offsets, given both sides' colour planes) maps them back."""
+    from dataclasses import replace
+
     from duplicates import labelled, synthetic
 
     photo = synthetic.photos(labelled.PHOTOS, seed=labelled.PHOTO_SEED)[1]  # the golden table's photo1
     q, c = fp_of(EDITS["colour"](photo)), fp_of(photo)
-    grey, _, _ = pixels.warp_compare(q, c, IDENTITY, False, MAX_NOISE)
-    colour, _, _ = pixels.warp_compare(q, c, IDENTITY, False, MAX_NOISE, pixels.colour_planes(q, c, IDENTITY, False))
+    grey, _, _ = pixels.warp_compare(replace(q, chroma=None), c, IDENTITY, False, MAX_NOISE)  # no colour stored
+    colour, _, inputs = pixels.warp_compare(q, c, IDENTITY, False, MAX_NOISE)
     assert grey.interior_bad > THRESHOLDS.copy_interior_bad >= colour.interior_bad, (grey, colour)
+    assert inputs is not None and inputs.by_colour
 
 
 def test_motion_of_the_chosen_comparison_is_what_comparing_again_with_motion_gives(
@@ -120,12 +123,13 @@ def test_motion_of_the_chosen_comparison_is_what_comparing_again_with_motion_giv
     seen = 0.0
     for query in (EDITS["jpeg_q30"](photo), shot(5001, 1), _changed_region(photo), EDITS["text_bar"](photo)):
         q, c = fp_of(query), fp_of(photo)
-        colour = pixels.colour_planes(q, c, IDENTITY, False)  # as verify.measure: the tone map's and the motion's
-        agr, _, inputs = pixels.warp_compare(q, c, IDENTITY, False, MAX_NOISE, colour)
+        agr, _, inputs = pixels.warp_compare(q, c, IDENTITY, False, MAX_NOISE)
         assert inputs is not None
+        colour = pixels.colour_planes(q, c, IDENTITY, False)
         for floor in (THRESHOLDS.colour_moved, 0.0):
             got = pixels.motion_of(agr, inputs, colour, floor)
-            want, _ = pixels.compare_at(*inputs, MAX_NOISE, motion=True, colour=colour, colour_floor=floor)
+            want, _ = pixels.compare_at(inputs.q, inputs.c, inputs.inv, MAX_NOISE, motion=True, colour=colour,
+                                        colour_floor=floor, by_colour=inputs.by_colour)
             for f in fields(pixels.Agreement):
                 if f.name not in ("aniso", "calm", "motion_inputs"):  # aniso: set by the ECC refinement only
                     assert repr(getattr(got, f.name)) == repr(getattr(want, f.name)), f.name
