@@ -83,7 +83,7 @@ def measure(query: Fingerprint, cand: Fingerprint) -> Evidence:
                       edge_bad=agr.edge_bad)
         if inputs is not None and is_copy(ev):
             # Only a would-be copy needs to know whether something moved (the flow costs more than the rest),
-            # measured on the comparison chosen (pixels.motion_of: what compare_at(*inputs, motion=True) gives).
+            # measured on the comparison chosen (pixels.motion_of: what comparing its inputs again with motion gives).
             colour = pixels.colour_planes(query, cand, a, fit.mirrored)
             motion = pixels.motion_of(agr, inputs, colour, t.colour_moved)
             ev = replace(ev, moved=motion.moved, faint=motion.faint, colour_moved=motion.colour_moved)

@@ -116,7 +116,7 @@ def test_a_filter_that_clipped_some_hues_agrees_when_the_tone_map_follows_colour
 def test_motion_of_the_chosen_comparison_is_what_comparing_again_with_motion_gives(
         fp_of: Callable[[Image.Image], Fingerprint]) -> None:
     """verify.measure measures a would-be copy's motion on warp_compare's choice (issue 28): the same values, bit for
-    bit, as compare_at(*inputs, motion=True) comparing again."""
+    bit, as compare_at(inputs..., motion=True) comparing again."""
     from dataclasses import fields
 
     photo = shot(5001, 0)
